@@ -1,0 +1,42 @@
+"""Validated configuration: typed sections, presets, a fluent builder, file io and overrides."""
+
+from trainengine.config._builder import PRESETS, TrainingConfigBuilder, get_preset
+from trainengine.config._config import TrainingConfig, deep_merge, read_config_file
+from trainengine.config._overrides import apply_overrides, parse_override
+from trainengine.config._sections import (
+    SECTION_TYPES,
+    CheckpointingSection,
+    DataSection,
+    DistributedSection,
+    ExportSection,
+    LoraSection,
+    ModelSection,
+    MonitoringSection,
+    OptimizerSection,
+    SchedulerSection,
+    TrackingSection,
+    TrainingSection,
+)
+
+__all__ = [
+    "TrainingConfig",
+    "TrainingConfigBuilder",
+    "PRESETS",
+    "get_preset",
+    "apply_overrides",
+    "parse_override",
+    "deep_merge",
+    "read_config_file",
+    "SECTION_TYPES",
+    "TrainingSection",
+    "OptimizerSection",
+    "SchedulerSection",
+    "CheckpointingSection",
+    "TrackingSection",
+    "DataSection",
+    "ModelSection",
+    "LoraSection",
+    "DistributedSection",
+    "ExportSection",
+    "MonitoringSection",
+]

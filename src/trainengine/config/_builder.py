@@ -1,0 +1,226 @@
+"""Presets and the fluent :class:`TrainingConfigBuilder`.
+
+Presets are named functions returning a nested dict of the fields they change; each derives
+from the defaults (or from another preset) by changing a few things, so the differences are
+visible at a glance.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Callable
+
+from trainengine.config._config import TrainingConfig, deep_merge, read_config_file, route_flat_keys
+from trainengine.config._errors import unknown_field_message
+from trainengine.config._sections import SECTION_TYPES
+from trainengine.errors import ConfigError
+
+__all__ = ["TrainingConfigBuilder", "PRESETS", "get_preset"]
+
+
+def quick_prototype() -> dict[str, Any]:
+    """Minutes, not hours: 3 epochs, small batches, expensive features off.
+
+    Run it: ``trainengine train --preset quick_prototype --set data.dataset=digits``
+    """
+    return {
+        "training": {"epochs": 3, "batch_size": 16, "compile": False, "eval_every_epoch": True},
+        "scheduler": {"name": "cosine", "warmup_ratio": 0.0},
+        "checkpointing": {"enabled": False},
+        "export": {"enabled": False},
+        "monitoring": {"gradient_monitor": False},
+        "data": {"max_val_samples": 2000},
+    }
+
+
+def baseline() -> dict[str, Any]:
+    """Standard experiments: 10 epochs, warmup + cosine, clipping, checkpoints every epoch.
+
+    Run it: ``trainengine train --preset baseline --set data.dataset=digits``
+    """
+    return {
+        "training": {"epochs": 10, "batch_size": 32, "learning_rate": 1e-3, "max_grad_norm": 1.0},
+        "optimizer": {"name": "adamw", "weight_decay": 0.01},
+        "scheduler": {"name": "cosine", "warmup_ratio": 0.05, "min_lr_ratio": 0.1},
+        "checkpointing": {"enabled": True, "save_every_n_epochs": 1, "keep_best_k": 3, "keep_last_n": 5},
+        "monitoring": {"gradient_monitor": True},
+    }
+
+
+def production() -> dict[str, Any]:
+    """Release runs: baseline with 20 epochs, full validation, early stopping and export on.
+
+    Add ``.with_training(deterministic=True)`` for bit-exact reproducibility.
+    Run it: ``trainengine train --preset production --set data.dataset=digits``
+    """
+    return deep_merge(
+        baseline(),
+        {
+            "training": {"epochs": 20, "eval_every_epoch": True, "early_stopping_patience": 5},
+            "data": {"max_val_samples": None},
+            "export": {"enabled": True, "formats": ["pytorch", "onnx", "torchscript"], "verify": True},
+        },
+    )
+
+
+def low_memory() -> dict[str, Any]:
+    """Small devices: micro-batches of 2 with 8x accumulation (effective 16), shorter sequences.
+
+    Run it: ``trainengine train --preset low_memory --config configs/lm_tiny.yaml``
+    """
+    return deep_merge(
+        baseline(),
+        {
+            "training": {"batch_size": 2, "gradient_accumulation_steps": 8},
+            "data": {"max_length": 64},
+            "checkpointing": {"keep_best_k": 1, "keep_last_n": 2},
+        },
+    )
+
+
+PRESETS: dict[str, Callable[[], dict[str, Any]]] = {
+    "quick_prototype": quick_prototype,
+    "baseline": baseline,
+    "production": production,
+    "low_memory": low_memory,
+}
+
+
+def get_preset(name: str) -> dict[str, Any]:
+    """The nested overrides of a named preset.
+
+    Raises:
+        ConfigError: unknown preset; the message lists the available ones.
+    """
+    key = name.replace("-", "_")
+    if key not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}' — available: {', '.join(PRESETS)}")
+    return PRESETS[key]()
+
+
+# Seed 000 passes ``gradient_accumulation_steps`` to ``with_optimizer``; it lives in the
+# training section because it shapes the loop, not the optimizer. These routes are explicit so
+# every other misplaced key is still an "unknown field" error.
+_CROSS_SECTION = {
+    "optimizer": {"gradient_accumulation_steps": "training", "max_grad_norm": "training", "learning_rate": "training"},
+    "training": {"weight_decay": "optimizer", "warmup_steps": "scheduler", "warmup_ratio": "scheduler"},
+}
+
+
+class TrainingConfigBuilder:
+    """Build a :class:`TrainingConfig` from a preset with fluent overrides.
+
+    Example:
+        >>> cfg = (TrainingConfigBuilder.baseline()
+        ...        .with_training(learning_rate=1e-4, batch_size=8, epochs=20)
+        ...        .build())
+        >>> cfg.epochs, cfg.checkpointing.enabled
+        (20, True)
+    """
+
+    def __init__(self, base: dict[str, Any] | None = None, *, preset: str | None = None) -> None:
+        self._data: dict[str, Any] = copy.deepcopy(base) if base else {}
+        self.preset = preset
+
+    # -- presets -------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str) -> TrainingConfigBuilder:
+        return cls(get_preset(name), preset=name.replace("-", "_"))
+
+    @classmethod
+    def quick_prototype(cls) -> TrainingConfigBuilder:
+        """3 epochs, small batch, expensive features off."""
+        return cls.from_preset("quick_prototype")
+
+    @classmethod
+    def baseline(cls) -> TrainingConfigBuilder:
+        """10 epochs, balanced settings, checkpointing enabled."""
+        return cls.from_preset("baseline")
+
+    @classmethod
+    def production(cls) -> TrainingConfigBuilder:
+        """20 epochs, full validation, early stopping, export enabled."""
+        return cls.from_preset("production")
+
+    @classmethod
+    def low_memory(cls) -> TrainingConfigBuilder:
+        """Batch 2 x accumulation 8, shorter sequences."""
+        return cls.from_preset("low_memory")
+
+    @classmethod
+    def from_config(cls, config: TrainingConfig) -> TrainingConfigBuilder:
+        return cls(config.to_dict())
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> TrainingConfigBuilder:
+        return cls(route_flat_keys(read_config_file(path)))
+
+    # -- fluent setters --------------------------------------------------------------------
+    def with_section(self, section: str, **fields: Any) -> TrainingConfigBuilder:
+        """Set fields of one section; unknown names fail at once with a suggestion."""
+        if section not in SECTION_TYPES:
+            raise ConfigError(f"unknown section '{section}' — available: {', '.join(SECTION_TYPES)}")
+        known = SECTION_TYPES[section].model_fields
+        candidates = [f"{section}.{n}" for n in known]
+        problems = []
+        for key, value in fields.items():
+            target = section if key in known else _CROSS_SECTION.get(section, {}).get(key)
+            if target is None:
+                problems.append(unknown_field_message(f"{section}.{key}", candidates))
+                continue
+            self._data.setdefault(target, {})[key] = value
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def with_training(self, **fields: Any) -> TrainingConfigBuilder:
+        return self.with_section("training", **fields)
+
+    def with_optimizer(self, **fields: Any) -> TrainingConfigBuilder:
+        return self.with_section("optimizer", **fields)
+
+    def with_scheduler(self, **fields: Any) -> TrainingConfigBuilder:
+        return self.with_section("scheduler", **fields)
+
+    def with_checkpointing(self, **fields: Any) -> TrainingConfigBuilder:
+        # Asking for a checkpoint location or cadence means you want checkpoints.
+        fields.setdefault("enabled", True)
+        return self.with_section("checkpointing", **fields)
+
+    def with_tracking(self, **fields: Any) -> TrainingConfigBuilder:
+        return self.with_section("tracking", **fields)
+
+    def with_data(self, **fields: Any) -> TrainingConfigBuilder:
+        return self.with_section("data", **fields)
+
+    def with_model(self, **fields: Any) -> TrainingConfigBuilder:
+        return self.with_section("model", **fields)
+
+    def with_lora(self, **fields: Any) -> TrainingConfigBuilder:
+        return self.with_section("lora", **fields)
+
+    def with_distributed(self, **fields: Any) -> TrainingConfigBuilder:
+        return self.with_section("distributed", **fields)
+
+    def with_export(self, **fields: Any) -> TrainingConfigBuilder:
+        return self.with_section("export", **fields)
+
+    def with_monitoring(self, **fields: Any) -> TrainingConfigBuilder:
+        return self.with_section("monitoring", **fields)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> TrainingConfigBuilder:
+        """Merge a nested (or flat) dict of overrides, e.g. from a file or the CLI."""
+        self._data = deep_merge(self._data, route_flat_keys(overrides))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self._data)
+
+    def build(self) -> TrainingConfig:
+        """Validate and return the config.
+
+        Raises:
+            ConfigError: listing every problem.
+        """
+        return TrainingConfig(**copy.deepcopy(self._data))

@@ -1,0 +1,323 @@
+"""``TrainingConfig``: the whole, validated description of a run."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainengine.config._errors import all_field_paths, describe_bounds, to_config_error, unknown_field_message
+from trainengine.config._sections import (
+    SECTION_TYPES,
+    CheckpointingSection,
+    DataSection,
+    DistributedSection,
+    ExportSection,
+    LoraSection,
+    ModelSection,
+    MonitoringSection,
+    OptimizerSection,
+    SchedulerSection,
+    TrackingSection,
+    TrainingSection,
+)
+from trainengine.errors import ConfigError
+
+__all__ = ["TrainingConfig", "FLAT_FIELDS", "route_flat_keys", "deep_merge"]
+
+
+def _flat_index() -> dict[str, list[str]]:
+    index: dict[str, list[str]] = {}
+    for section, model in SECTION_TYPES.items():
+        for name in model.model_fields:
+            index.setdefault(name, []).append(section)
+    return index
+
+
+# field name -> sections that have it; a name in exactly one section can be used flat
+# (``TrainingConfig(learning_rate=...)``, ``config.batch_size``), as the seed examples do.
+FLAT_FIELDS: dict[str, list[str]] = _flat_index()
+
+
+def route_flat_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """Move flat keys (``learning_rate``) into their section (``training.learning_rate``).
+
+    Raises:
+        ConfigError: a flat key names a field of several sections, or no field at all.
+    """
+    nested, problems = _route(data)
+    if problems:
+        raise ConfigError(problems)
+    return nested
+
+
+def _route(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    nested: dict[str, Any] = {}
+    problems = []
+    for key, value in data.items():
+        if key in SECTION_TYPES:
+            if isinstance(value, BaseModel):
+                value = value.model_dump()
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                problems.append(f"{key}: must be a mapping of fields (got {type(value).__name__})")
+                continue
+            nested.setdefault(key, {}).update(value)
+            continue
+        sections = FLAT_FIELDS.get(key)
+        if sections is None:
+            problems.append(unknown_field_message(key, all_field_paths(TrainingConfig)))
+        elif len(sections) > 1:
+            options = " or ".join(f"{s}.{key}" for s in sections)
+            problems.append(f"ambiguous field {key} — it exists in several sections; say {options}")
+        else:
+            nested.setdefault(sections[0], {})[key] = value
+    return nested, problems
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``override`` merged in (nested dicts merged, other values replaced)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class TrainingConfig(BaseModel):
+    """The validated configuration of a training run, made of typed sections.
+
+    Fields can be given nested (``training={"learning_rate": 1e-3}``) or flat when the name
+    belongs to one section only (``TrainingConfig(learning_rate=1e-3, batch_size=16)``); flat
+    reads work too (``config.learning_rate``). Construction, :meth:`validate`, the builder's
+    ``build()`` and :meth:`load` raise one :class:`~trainengine.errors.ConfigError` that lists
+    every problem.
+
+    Example:
+        >>> cfg = TrainingConfig(learning_rate=3e-4, batch_size=16)
+        >>> cfg.training.learning_rate, cfg.batch_size
+        (0.0003, 16)
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    training: TrainingSection = Field(default_factory=TrainingSection, description="How long and how to train.")
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection, description="Optimizer settings.")
+    scheduler: SchedulerSection = Field(default_factory=SchedulerSection, description="Learning-rate schedule.")
+    checkpointing: CheckpointingSection = Field(default_factory=CheckpointingSection, description="Checkpoints.")
+    tracking: TrackingSection = Field(default_factory=TrackingSection, description="Run naming and output.")
+    data: DataSection = Field(default_factory=DataSection, description="Data.")
+    model: ModelSection = Field(default_factory=ModelSection, description="Built-in model.")
+    lora: LoraSection = Field(default_factory=LoraSection, description="LoRA adapters.")
+    distributed: DistributedSection = Field(default_factory=DistributedSection, description="Distributed training.")
+    export: ExportSection = Field(default_factory=ExportSection, description="Export after training.")
+    monitoring: MonitoringSection = Field(default_factory=MonitoringSection, description="Health and speed probes.")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise to_config_error(exc, type(self)) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_flat(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nested, problems = _route(data)
+            if problems:
+                raise ValueError("\n".join(problems))
+            return nested
+        return data
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> TrainingConfig:
+        problems = self.cross_field_problems()
+        if problems:
+            # One ValueError per validator is all pydantic allows: join the problems with
+            # newlines; to_config_error splits them back into separate lines.
+            raise ValueError("\n".join(problems))
+        return self
+
+    # -- flat access ---------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: resolve seed-style flat names.
+        sections = FLAT_FIELDS.get(name)
+        if sections and len(sections) == 1 and not name.startswith("_"):
+            return getattr(getattr(self, sections[0]), name)
+        return super().__getattr__(name)  # type: ignore[misc]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        sections = FLAT_FIELDS.get(name)
+        if name not in type(self).model_fields and sections and len(sections) == 1:
+            setattr(getattr(self, sections[0]), name, value)
+            return
+        super().__setattr__(name, value)
+
+    # -- validation ----------------------------------------------------------------------
+    def cross_field_problems(self) -> list[str]:
+        """Problems that involve several fields (each one a complete sentence)."""
+        t, s, m, d, c = self.training, self.scheduler, self.model, self.data, self.checkpointing
+        problems: list[str] = []
+        if s.warmup_steps > 0 and s.warmup_ratio > 0:
+            problems.append(
+                f"scheduler.warmup_steps ({s.warmup_steps}) and scheduler.warmup_ratio ({s.warmup_ratio}) are both set — set only one"
+            )
+        if t.max_steps is not None and s.warmup_steps >= t.max_steps:
+            problems.append(
+                f"scheduler.warmup_steps ({s.warmup_steps}) must be smaller than training.max_steps ({t.max_steps}): warmup longer than training"
+            )
+        if s.name == "one_cycle" and (s.warmup_steps or s.warmup_ratio):
+            problems.append("scheduler.name one_cycle has its own warmup (one_cycle_pct_start) — set scheduler.warmup_steps and warmup_ratio to 0")
+        if s.name == "reduce_on_plateau" and t.eval_interval_steps is None and not t.eval_every_epoch:
+            problems.append("scheduler.name reduce_on_plateau needs evaluations — set training.eval_every_epoch or training.eval_interval_steps")
+        if t.early_stopping_patience is not None and t.eval_interval_steps is None and not t.eval_every_epoch:
+            problems.append("training.early_stopping_patience needs evaluations — set training.eval_every_epoch or training.eval_interval_steps")
+        if t.precision == "fp16" and t.device == "cpu":
+            problems.append("training.precision fp16 is not supported on the CPU — use bf16 or fp32")
+        if m.d_model % m.n_heads != 0:
+            problems.append(f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
+        if any(h < 1 for h in m.hidden_dims):
+            problems.append(f"model.hidden_dims must all be >= 1 (got {m.hidden_dims})")
+        if not m.cnn_channels or any(ch < 1 for ch in m.cnn_channels):
+            problems.append(f"model.cnn_channels must be a non-empty list of widths >= 1 (got {m.cnn_channels})")
+        if m.architecture in ("gpt", "auto") and d.dataset == "pystdlib" and d.max_length > m.max_seq_len:
+            problems.append(
+                f"data.max_length ({d.max_length}) is longer than model.max_seq_len ({m.max_seq_len}) — raise model.max_seq_len or lower data.max_length"
+            )
+        if c.enabled and c.save_every_n_epochs is None and c.save_every_n_steps is None:
+            problems.append("checkpointing.enabled needs save_every_n_epochs or save_every_n_steps")
+        return problems
+
+    def validate(self) -> TrainingConfig:  # type: ignore[override]
+        """Re-check every field and every cross-field rule; return self when all is well.
+
+        Raises:
+            ConfigError: listing every problem with its dotted path and allowed range.
+        """
+        try:
+            type(self).model_validate(self.model_dump())
+        except ValidationError as exc:  # pragma: no cover - assignments are validated already
+            raise to_config_error(exc, type(self)) from None
+        return self
+
+    # -- io ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A plain nested dict (JSON/YAML-safe) that :meth:`from_dict` turns back into an equal config."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        """Build from a nested (or flat) dict, validating everything."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a configuration must be a mapping of sections (got {type(data).__name__})")
+        return cls(**data)
+
+    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write the config as JSON or YAML (by extension) atomically and return the path.
+
+        Args:
+            path: ``.json``, ``.yaml`` or ``.yml`` file; None writes ``configs/config_<timestamp>.json``.
+        """
+        if path is None:
+            stamp = datetime.now().strftime("%Y%m%d_%H%M%S_%f")
+            path = Path("configs") / f"config_{stamp}.json"
+        path = Path(path)
+        text = dump_config_text(self.to_dict(), path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write next to the target and rename: a crash never leaves a half-written config.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TrainingConfig:
+        """Read a config written by :meth:`save` (or by hand) and validate it.
+
+        Raises:
+            ConfigError: the file is missing, unreadable, not JSON/YAML, or invalid.
+        """
+        data = read_config_file(path)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(exc.problems, prefix=f"invalid configuration in {path}") from None
+
+    @classmethod
+    def explain(cls) -> list[dict[str, str]]:
+        """One row per field: path, type, default, bounds and description (for docs and the CLI)."""
+        rows = []
+        for section, model in SECTION_TYPES.items():
+            for name, info in model.model_fields.items():
+                default = info.get_default(call_default_factory=True)
+                rows.append(
+                    {
+                        "path": f"{section}.{name}",
+                        "type": _type_name(info.annotation),
+                        "default": _yaml_scalar(default),
+                        "bounds": describe_bounds(info),
+                        "description": info.description or "",
+                    }
+                )
+        return rows
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    text = text or str(annotation)
+    return text.replace("typing.", "").replace("NoneType", "None")
+
+
+def _yaml_scalar(value: Any) -> str:
+    return "null" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def dump_config_text(data: dict[str, Any], path: Path) -> str:
+    """Serialise a config dict by the file extension (``.json``, ``.yaml``, ``.yml``)."""
+    import json
+
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return json.dumps(data, indent=2) + "\n"
+    if suffix in (".yaml", ".yml"):
+        return yaml.safe_dump(data, sort_keys=False)
+    raise ConfigError(f"cannot save a config as '{path.suffix or path.name}' — use a .json, .yaml or .yml file name")
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a JSON/YAML config file into a dict, with clear errors."""
+    import json
+
+    p = Path(path)
+    if p.suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise ConfigError(f"cannot read a config from '{p}' — use a .json, .yaml or .yml file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p} is not valid {p.suffix.lstrip('.').upper()}: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must contain a mapping of sections at the top level (got {type(data).__name__})")
+    return data

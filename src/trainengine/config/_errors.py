@@ -1,0 +1,131 @@
+"""Turn pydantic validation errors into one readable :class:`ConfigError`."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from trainengine.errors import ConfigError
+
+__all__ = ["all_field_paths", "describe_bounds", "suggest", "unknown_field_message", "to_config_error"]
+
+
+def all_field_paths(model: type[BaseModel]) -> list[str]:
+    """Dotted paths of every leaf field of a config model (``training.learning_rate``, ...)."""
+    paths: list[str] = []
+    for name, info in model.model_fields.items():
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            paths.extend(f"{name}.{p}" for p in all_field_paths(sub))
+        else:
+            paths.append(name)
+    return paths
+
+
+# Names users bring from other tools, mapped to ours.
+_ALIASES = {
+    "lr": "learning_rate",
+    "grad_clip": "max_grad_norm",
+    "clip_grad_norm": "max_grad_norm",
+    "gradient_clip_val": "max_grad_norm",
+    "num_epochs": "epochs",
+    "num_train_epochs": "epochs",
+    "max_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "train_batch_size": "batch_size",
+    "accumulation_steps": "gradient_accumulation_steps",
+    "accumulate_grad_batches": "gradient_accumulation_steps",
+    "lr_scheduler_type": "scheduler.name",
+    "scheduler_type": "scheduler.name",
+    "optimizer_type": "optimizer.name",
+    "warmup": "warmup_steps",
+    "mixed_precision": "precision",
+    "fp16": "precision",
+    "bf16": "precision",
+    "seq_len": "max_length",
+}
+
+
+def suggest(name: str, candidates: list[str]) -> str | None:
+    """The closest candidate to ``name`` (a dotted path or a bare field), or None."""
+    section, _, leaf = name.rpartition(".")
+    pool = [c for c in candidates if section and c.startswith(section + ".")] or candidates
+    by_leaf: dict[str, str] = {}
+    for c in pool:
+        by_leaf.setdefault(c.rsplit(".", 1)[-1], c)
+    alias = _ALIASES.get(leaf)
+    if alias and "." in alias:
+        return alias if alias in candidates else None
+    if alias and alias in by_leaf:
+        return by_leaf[alias]
+    if alias:
+        for c in candidates:
+            if c.endswith("." + alias):
+                return c
+    matches = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.75)
+    return by_leaf[matches[0]] if matches else None
+
+
+def unknown_field_message(path: str, candidates: list[str]) -> str:
+    """``unknown field training.learnin_rate — did you mean training.learning_rate?``"""
+    hint = suggest(path, candidates)
+    if hint:
+        return f"unknown field {path} — did you mean {hint}?"
+    section = path.rsplit(".", 1)[0] if "." in path else ""
+    same_section = [c for c in candidates if section and c.startswith(section + ".")]
+    if same_section:
+        names = ", ".join(c.rsplit(".", 1)[-1] for c in same_section)
+        return f"unknown field {path} — {section} has: {names}"
+    return f"unknown field {path} — run `trainengine config show --explain` for every field"
+
+
+def describe_bounds(info: FieldInfo) -> str:
+    """Human text for a field's numeric bounds, e.g. ``> 0 and <= 10``."""
+    parts = []
+    for meta in info.metadata:
+        for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                parts.append(f"{sym} {value}")
+        for attr, text in (("min_length", "length >= {}"), ("max_length", "length <= {}"), ("pattern", "matching {}")):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                parts.append(text.format(value))
+    return " and ".join(parts)
+
+
+def _field_info(root: type[BaseModel], loc: tuple[Any, ...]) -> FieldInfo | None:
+    model: Any = root
+    info = None
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return info if isinstance(part, int) else None
+        info = model.model_fields[part]
+        model = info.annotation
+    return info
+
+
+def to_config_error(exc: ValidationError, root: type[BaseModel], *, prefix: str = "invalid configuration") -> ConfigError:
+    """Convert every pydantic error into one line with its dotted path and the allowed range."""
+    candidates = all_field_paths(root)
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in loc) or "<root>"
+        if err["type"] == "extra_forbidden":
+            problems.append(unknown_field_message(path, candidates))
+            continue
+        if err["type"] == "value_error":
+            # Raised by our own validators: the message is already complete.
+            problems.extend(str(err["msg"]).removeprefix("Value error, ").split("\n"))
+            continue
+        info = _field_info(root, loc)
+        bounds = describe_bounds(info) if info is not None else ""
+        allowed = f"; allowed: {bounds}" if bounds else ""
+        got = err.get("input")
+        got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
+        problems.append(f"{path}: {err['msg']}{got_text}{allowed}")
+    return ConfigError(problems, prefix=prefix)

@@ -1,0 +1,218 @@
+"""Typed configuration sections.
+
+Every field has a type, a default, bounds where numbers are involved and a one-line
+``description``; the descriptions feed ``trainengine config show --explain`` and
+``docs/config-reference.md``. Choices are ``Literal`` so a typo is a validation error, not a
+silent fallback.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "Section",
+    "TrainingSection",
+    "OptimizerSection",
+    "SchedulerSection",
+    "CheckpointingSection",
+    "TrackingSection",
+    "DataSection",
+    "ModelSection",
+    "LoraSection",
+    "DistributedSection",
+    "ExportSection",
+    "MonitoringSection",
+    "SECTION_TYPES",
+]
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors and assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``config.training.max_steps = 0`` fails like construction does: one ConfigError
+        # with the dotted path and the allowed range.
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            from trainengine.config._errors import to_config_error
+
+            section = next((k for k, v in SECTION_TYPES.items() if v is type(self)), type(self).__name__)
+            err = to_config_error(exc, type(self))
+            raise type(err)([f"{section}.{p}" for p in err.problems]) from None
+
+
+class TrainingSection(Section):
+    """How long and how to train: batch, learning rate, precision, evaluation, stopping."""
+
+    epochs: int = Field(3, ge=1, le=1_000_000, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps; overrides epochs when set.")
+    batch_size: int = Field(32, ge=1, le=1_000_000, description="Samples per micro-batch (per device).")
+    eval_batch_size: int | None = Field(None, ge=1, description="Samples per evaluation batch; defaults to 2 x batch_size.")
+    learning_rate: float = Field(1e-3, gt=0.0, le=10.0, description="Peak learning rate reached after warmup.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=4096, description="Micro-batches accumulated per optimizer step (effective batch = batch_size x this).")
+    max_grad_norm: float | None = Field(1.0, gt=0.0, description="Clip the global gradient norm to this value; null disables clipping.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Autocast precision: auto = bf16 on GPUs that support it, else fp32; fp16 uses a GradScaler and needs CUDA.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="Device to train on: auto, cpu, cuda, cuda:N or mps.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for python, numpy, torch and the data order.")
+    deterministic: bool = Field(False, description="Bit-exact runs: deterministic algorithms and seeded data order (about 5-10% slower).")
+    compile: bool = Field(False, description="Compile the model with torch.compile before training.")
+    eval_interval_steps: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps; null = only at epoch ends.")
+    eval_every_epoch: bool = Field(True, description="Evaluate at the end of every epoch.")
+    log_interval_steps: int = Field(10, ge=1, description="Read the loss back from the device and log it every N optimizer steps.")
+    monitor: str | None = Field(None, description="Metric used for the best model and early stopping (e.g. val/loss); null = the task's default.")
+    monitor_mode: Literal["auto", "min", "max"] = Field("auto", description="Whether the monitored metric should go down (min) or up (max); auto = the task's default.")
+    early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many evaluations without improvement; null disables early stopping.")
+    early_stopping_min_delta: float = Field(0.0, ge=0.0, description="Smallest change of the monitored metric that counts as an improvement.")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing for classification losses.")
+    nonfinite_policy: Literal["skip"] = Field("skip", description="What to do on a non-finite loss or gradient: skip = skip the optimizer step, count it and go on.")
+
+
+class OptimizerSection(Section):
+    """The optimizer and its hyper-parameters."""
+
+    name: Literal["adamw", "adam", "sgd"] = Field("adamw", description="Optimizer: adamw, adam or sgd.")
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="Decoupled weight decay; never applied to biases, norms or embeddings' norms.")
+    beta1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta1 (first-moment decay).")
+    beta2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam beta2 (second-moment decay).")
+    eps: float = Field(1e-8, gt=0.0, le=1.0, description="Adam epsilon.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
+    nesterov: bool = Field(False, description="Use Nesterov momentum with SGD.")
+    fused: Literal["auto", "on", "off"] = Field("auto", description="Fused Adam/AdamW kernels: auto = on for CUDA.")
+
+
+class SchedulerSection(Section):
+    """The learning-rate schedule, stepped once per optimizer step."""
+
+    name: Literal["cosine", "linear", "constant", "one_cycle", "cyclic", "reduce_on_plateau"] = Field("cosine", description="Schedule after warmup.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup length in optimizer steps (set this or warmup_ratio).")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Linear warmup as a fraction of total optimizer steps (set this or warmup_steps).")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine, linear).")
+    cycle_steps: int = Field(2000, ge=1, description="Cyclic: optimizer steps from the low to the high learning rate.")
+    cyclic_base_lr_ratio: float = Field(0.1, gt=0.0, le=1.0, description="Cyclic: low learning rate as a fraction of the peak.")
+    cyclic_mode: Literal["triangular", "triangular2", "exp_range"] = Field("triangular", description="Cyclic: shape of the cycle.")
+    one_cycle_pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="One-cycle: fraction of steps spent increasing the learning rate.")
+    one_cycle_div_factor: float = Field(25.0, gt=1.0, description="One-cycle: initial lr = peak / div_factor.")
+    one_cycle_final_div_factor: float = Field(1e4, gt=1.0, description="One-cycle: final lr = initial lr / final_div_factor.")
+    plateau_factor: float = Field(0.1, gt=0.0, lt=1.0, description="Reduce-on-plateau: multiply the lr by this on a plateau.")
+    plateau_patience: int = Field(3, ge=0, description="Reduce-on-plateau: evaluations without improvement before reducing.")
+    plateau_threshold: float = Field(1e-4, ge=0.0, description="Reduce-on-plateau: relative change that counts as an improvement.")
+    plateau_cooldown: int = Field(0, ge=0, description="Reduce-on-plateau: evaluations to wait after a reduction.")
+
+
+class CheckpointingSection(Section):
+    """When and where checkpoints are written (the CheckpointManager arrives with checkpoints)."""
+
+    enabled: bool = Field(False, description="Write checkpoints during training.")
+    checkpoint_dir: str | None = Field(None, description="Folder for checkpoints; null = <run_dir>/checkpoints.")
+    save_every_n_epochs: int | None = Field(1, ge=1, description="Save a checkpoint every N epochs; null disables epoch saves.")
+    save_every_n_steps: int | None = Field(None, ge=1, description="Save a checkpoint every N optimizer steps; null disables step saves.")
+    keep_best_k: int = Field(3, ge=0, le=1000, description="Keep the K best checkpoints by the monitored metric.")
+    keep_last_n: int = Field(5, ge=1, le=1000, description="Keep the N newest checkpoints regardless of metric.")
+    save_final_weights: bool = Field(True, description="Write the final model weights (safetensors) into the run directory.")
+
+
+class TrackingSection(Section):
+    """Run naming and where the run directory goes."""
+
+    experiment_name: str = Field("default", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Experiment folder under output_dir (letters, digits, . _ -).")
+    run_name: str | None = Field(None, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run id; null = a timestamped id.")
+    output_dir: str = Field("runs", min_length=1, description="Root folder of run directories: <output_dir>/<experiment>/<run_id>/.")
+    tags: list[str] = Field(default_factory=list, description="Free-form tags recorded in run.json.")
+    notes: str = Field("", description="Free-form notes recorded in run.json.")
+    progress: Literal["auto", "bar", "plain", "off"] = Field("auto", description="Console progress: a live bar on a terminal, plain periodic lines otherwise.")
+    write_run_dir: bool = Field(True, description="Write config.yaml, run.json, logs.jsonl and weights into a run directory.")
+
+
+class DataSection(Section):
+    """Which data to train on and how it is batched."""
+
+    dataset: str | None = Field(None, description="Built-in data set (digits, diabetes, pystdlib); null when data is passed to Trainer.train().")
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of a built-in data set held out for validation.")
+    max_length: int = Field(128, ge=2, le=1_000_000, description="Sequence length in tokens for language modeling.")
+    max_train_samples: int | None = Field(None, ge=1, description="Use at most this many training samples; null = all.")
+    max_val_samples: int | None = Field(None, ge=1, description="Use at most this many validation samples; null = all.")
+    max_corpus_bytes: int = Field(2_000_000, ge=1024, description="pystdlib: bytes of Python source read into the corpus.")
+    num_workers: int = Field(0, ge=0, le=256, description="DataLoader worker processes.")
+    pin_memory: Literal["auto", "on", "off"] = Field("auto", description="Pin host memory for faster copies: auto = on when training on CUDA.")
+    shuffle: bool = Field(True, description="Shuffle the training data every epoch (seeded).")
+    drop_last: bool = Field(False, description="Drop the last incomplete training batch.")
+    check_overlap: bool = Field(True, description="Warn when validation samples also appear in the training data (leakage).")
+
+
+class ModelSection(Section):
+    """The built-in model to create (ignored when you pass your own model)."""
+
+    architecture: Literal["auto", "mlp", "cnn", "gpt"] = Field("auto", description="Built-in model: auto = the task's default (mlp, cnn for vision, gpt for language modeling).")
+    hidden_dims: list[int] = Field(default_factory=lambda: [128, 128], description="MLP hidden layer widths.")
+    activation: Literal["gelu", "relu", "silu", "tanh"] = Field("gelu", description="MLP activation.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout probability.")
+    cnn_channels: list[int] = Field(default_factory=lambda: [32, 64], description="CNN channel widths, one conv block each.")
+    vocab_size: int = Field(256, ge=2, description="GPT vocabulary size (256 for byte-level text).")
+    max_seq_len: int = Field(128, ge=2, description="GPT context length (longest sequence it accepts).")
+    d_model: int = Field(128, ge=8, description="GPT embedding width.")
+    n_heads: int = Field(4, ge=1, description="GPT attention heads; must divide d_model.")
+    n_layers: int = Field(2, ge=1, le=512, description="GPT transformer blocks.")
+    d_ff: int | None = Field(None, ge=1, description="GPT feed-forward width; null = 4 x d_model.")
+    tie_weights: bool = Field(True, description="Share the GPT token embedding with the output layer.")
+    bias: bool = Field(False, description="Use biases in GPT linear layers and norms.")
+
+
+class LoraSection(Section):
+    """LoRA adapters for fine-tuning (applied when enabled; arrives with LoRA fine-tuning)."""
+
+    enabled: bool = Field(False, description="Train LoRA adapters instead of all weights.")
+    lora_r: int = Field(16, ge=1, le=4096, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    target_modules: list[str] = Field(default_factory=list, description="Module names to adapt; empty = the backbone's attention projections.")
+
+
+class DistributedSection(Section):
+    """Multi-process training under torchrun (arrives with distributed training)."""
+
+    strategy: Literal["auto", "none", "ddp", "fsdp2"] = Field("auto", description="auto = ddp when launched by torchrun with several processes, else none.")
+    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="Process-group backend: auto = nccl on CUDA, gloo on CPU.")
+    nproc_per_node: int = Field(1, ge=1, le=1024, description="Processes per node when trainengine launches torchrun itself.")
+    find_unused_parameters: bool = Field(False, description="DDP: allow parameters that get no gradient in a step.")
+
+
+class ExportSection(Section):
+    """Export after training (arrives with export bundles)."""
+
+    enabled: bool = Field(False, description="Create an export bundle when training ends.")
+    formats: list[Literal["pytorch", "onnx", "torchscript", "torch_export"]] = Field(default_factory=lambda: ["pytorch"], description="Formats in the bundle.")
+    output_dir: str = Field("exports", min_length=1, description="Folder that receives export bundles.")
+    verify: bool = Field(True, description="Check every exported format against the trained model's outputs.")
+
+
+class MonitoringSection(Section):
+    """Health and speed probes."""
+
+    gradient_monitor: bool = Field(False, description="Check gradient norms every gradient_check_interval steps and warn on vanishing/exploding gradients.")
+    gradient_check_interval: int = Field(10, ge=1, description="Optimizer steps between gradient checks.")
+    grad_norm_warning: float = Field(1.0, gt=0.0, description="Gradient norm above which a warning is logged.")
+    grad_norm_critical: float = Field(10.0, gt=0.0, description="Gradient norm above which a critical alert is logged.")
+    peak_flops: float | None = Field(None, gt=0.0, description="Peak FLOP/s of one device for MFU; null = looked up for known GPUs.")
+
+
+SECTION_TYPES: dict[str, type[Section]] = {
+    "training": TrainingSection,
+    "optimizer": OptimizerSection,
+    "scheduler": SchedulerSection,
+    "checkpointing": CheckpointingSection,
+    "tracking": TrackingSection,
+    "data": DataSection,
+    "model": ModelSection,
+    "lora": LoraSection,
+    "distributed": DistributedSection,
+    "export": ExportSection,
+    "monitoring": MonitoringSection,
+}
