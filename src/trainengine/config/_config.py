@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trainengine._io import atomic_write_text
 from trainengine.config._errors import all_field_paths, describe_bounds, to_config_error, unknown_field_message
 from trainengine.config._sections import (
     SECTION_TYPES,
@@ -174,8 +174,8 @@ class TrainingConfig(BaseModel):
             problems.append(
                 f"scheduler.warmup_steps ({s.warmup_steps}) must be smaller than training.max_steps ({t.max_steps}): warmup longer than training"
             )
-        if s.name == "one_cycle" and (s.warmup_steps or s.warmup_ratio):
-            problems.append("scheduler.name one_cycle has its own warmup (one_cycle_pct_start) — set scheduler.warmup_steps and warmup_ratio to 0")
+        if s.name in ("one_cycle", "cyclic") and (s.warmup_steps or s.warmup_ratio):
+            problems.append(f"scheduler.name {s.name} ramps the learning rate up by itself — set scheduler.warmup_steps and warmup_ratio to 0")
         if s.name == "reduce_on_plateau" and t.eval_interval_steps is None and not t.eval_every_epoch:
             problems.append("scheduler.name reduce_on_plateau needs evaluations — set training.eval_every_epoch or training.eval_interval_steps")
         if t.early_stopping_patience is not None and t.eval_interval_steps is None and not t.eval_every_epoch:
@@ -231,19 +231,8 @@ class TrainingConfig(BaseModel):
             path = Path("configs") / f"config_{stamp}.json"
         path = Path(path)
         text = dump_config_text(self.to_dict(), path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write next to the target and rename: a crash never leaves a half-written config.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        # Written next to the target and renamed: a crash never leaves a half-written config.
+        return atomic_write_text(path, text)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrainingConfig:

@@ -66,6 +66,7 @@ class TrainingSection(Section):
     compile: bool = Field(False, description="Compile the model with torch.compile before training.")
     eval_interval_steps: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps; null = only at epoch ends.")
     eval_every_epoch: bool = Field(True, description="Evaluate at the end of every epoch.")
+    eval_at_start: bool = Field(False, description="Evaluate once before the first step (a step-0 baseline in the history).")
     log_interval_steps: int = Field(10, ge=1, description="Read the loss back from the device and log it every N optimizer steps.")
     monitor: str | None = Field(None, description="Metric used for the best model and early stopping (e.g. val/loss); null = the task's default.")
     monitor_mode: Literal["auto", "min", "max"] = Field("auto", description="Whether the monitored metric should go down (min) or up (max); auto = the task's default.")
@@ -94,10 +95,11 @@ class SchedulerSection(Section):
     name: Literal["cosine", "linear", "constant", "one_cycle", "cyclic", "reduce_on_plateau"] = Field("cosine", description="Schedule after warmup.")
     warmup_steps: int = Field(0, ge=0, description="Linear warmup length in optimizer steps (set this or warmup_ratio).")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Linear warmup as a fraction of total optimizer steps (set this or warmup_steps).")
-    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine, linear).")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine, linear; the floor for reduce_on_plateau).")
     cycle_steps: int = Field(2000, ge=1, description="Cyclic: optimizer steps from the low to the high learning rate.")
     cyclic_base_lr_ratio: float = Field(0.1, gt=0.0, le=1.0, description="Cyclic: low learning rate as a fraction of the peak.")
     cyclic_mode: Literal["triangular", "triangular2", "exp_range"] = Field("triangular", description="Cyclic: shape of the cycle.")
+    cyclic_gamma: float = Field(1.0, gt=0.0, le=1.0, description="Cyclic exp_range: amplitude multiplier per step.")
     one_cycle_pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="One-cycle: fraction of steps spent increasing the learning rate.")
     one_cycle_div_factor: float = Field(25.0, gt=1.0, description="One-cycle: initial lr = peak / div_factor.")
     one_cycle_final_div_factor: float = Field(1e4, gt=1.0, description="One-cycle: final lr = initial lr / final_div_factor.")
@@ -135,6 +137,7 @@ class DataSection(Section):
     """Which data to train on and how it is batched."""
 
     dataset: str | None = Field(None, description="Built-in data set (digits, diabetes, pystdlib); null when data is passed to Trainer.train().")
+    task: Literal["auto", "classification", "regression", "language_modeling", "vision"] = Field("auto", description="Task to train: auto = the data set's natural task (vision = the digits as 8x8 images for the CNN).")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of a built-in data set held out for validation.")
     max_length: int = Field(128, ge=2, le=1_000_000, description="Sequence length in tokens for language modeling.")
     max_train_samples: int | None = Field(None, ge=1, description="Use at most this many training samples; null = all.")

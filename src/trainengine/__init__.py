@@ -1,0 +1,54 @@
+"""trainengine: a production training engine for PyTorch.
+
+Validated configs with presets, a fast Trainer, built-in tasks, data and models, run
+directories, and the ``trainengine`` command line.
+
+Example:
+    >>> from trainengine import TrainingConfigBuilder
+    >>> TrainingConfigBuilder.quick_prototype().build().epochs
+    3
+"""
+
+__version__ = "0.1.0"
+
+from trainengine.config import TrainingConfig, TrainingConfigBuilder
+from trainengine.engine import Callback, EarlyStopping, Trainer, TrainState
+from trainengine.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    ExportError,
+    MissingExtraError,
+    RegistryError,
+    TaskError,
+    TrainEngineError,
+)
+from trainengine.models import GPT, MLP, GPTConfig, SmallCNN
+from trainengine.monitoring import GradientHealth, GradientMonitor
+from trainengine.tasks import TaskSpec, get_loss_strategy
+
+__all__ = [
+    "__version__",
+    "TrainingConfig",
+    "TrainingConfigBuilder",
+    "Trainer",
+    "TrainState",
+    "Callback",
+    "EarlyStopping",
+    "TaskSpec",
+    "get_loss_strategy",
+    "GradientMonitor",
+    "GradientHealth",
+    "GPT",
+    "GPTConfig",
+    "MLP",
+    "SmallCNN",
+    "TrainEngineError",
+    "ConfigError",
+    "DataError",
+    "TaskError",
+    "CheckpointError",
+    "RegistryError",
+    "ExportError",
+    "MissingExtraError",
+]

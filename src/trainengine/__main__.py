@@ -1,0 +1,5 @@
+"""``python -m trainengine``."""
+
+from trainengine.cli.main import _entry
+
+_entry()

@@ -1,0 +1,46 @@
+"""``trainengine train``: train from a config file, a preset and overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from trainengine.cli._common import resolve_config
+
+__all__ = ["train_command", "run_training"]
+
+
+def run_training(config: Any) -> dict[str, Any]:
+    """Build task, data and model from the config and train; returns the Trainer's results."""
+    from trainengine.engine import Trainer, build_from_config
+
+    built = build_from_config(config)
+    trainer = Trainer(built.model, built.model_config, config, built.task_spec)
+    return trainer.train(built.splits.train, built.splits.val)
+
+
+def train_command(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML or JSON config file."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Preset under the file: quick_prototype, baseline, production, low_memory."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a field: section.key=value (repeatable)."),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", "--lr", help="training.learning_rate"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="training.batch_size"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="training.epochs"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="training.max_steps"),
+    experiment_name: Optional[str] = typer.Option(None, "--experiment-name", help="tracking.experiment_name"),
+    run_name: Optional[str] = typer.Option(None, "--run-name", help="tracking.run_name"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="training.seed"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="data.dataset (digits, diabetes, pystdlib)"),
+    device: Optional[str] = typer.Option(None, "--device", help="training.device (auto, cpu, cuda, cuda:N)"),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="tracking.output_dir"),
+) -> None:
+    """Train a model. Precedence: flags > --set > file > preset > defaults."""
+    flags = {
+        "training.learning_rate": learning_rate, "training.batch_size": batch_size, "training.epochs": epochs,
+        "training.max_steps": max_steps, "training.seed": seed, "training.device": device, "data.dataset": dataset,
+        "tracking.experiment_name": experiment_name, "tracking.run_name": run_name, "tracking.output_dir": output_dir,
+    }
+    cfg = resolve_config(config, preset, set_, flags)
+    run_training(cfg)

@@ -1,0 +1,89 @@
+"""Entry point of the ``trainengine`` command.
+
+User errors (bad config, bad data, unknown names) exit with code 2 and one line on standard
+error; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+try:  # typer >= 0.20 vendors click; older releases use the click package
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import ClickException
+
+from trainengine.cli._common import STATE
+from trainengine.cli._config_cmd import config_app
+from trainengine.cli._quickstart import quickstart_command
+from trainengine.cli._train import train_command
+from trainengine.errors import TrainEngineError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="trainengine",
+    help="A production training engine for PyTorch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("train")(train_command)
+app.command("quickstart")(quickstart_command)
+app.add_typer(config_app, name="config")
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
+    STATE["debug"] = debug
+
+
+@app.command("version")
+def version() -> None:
+    """Print the trainengine and torch versions."""
+    import torch
+
+    import trainengine
+
+    typer.echo(f"trainengine {trainengine.__version__} (torch {torch.__version__})")
+
+
+def _one_line(exc: BaseException) -> str:
+    problems = getattr(exc, "problems", None)
+    if problems and len(problems) == 1:
+        return " ".join(str(problems[0]).split())
+    if problems:
+        head = str(exc).splitlines()[0].rstrip(":")
+        return f"{head}: " + "; ".join(problems)
+    return " ".join(str(exc).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (also used by ``python -m trainengine``)."""
+    args = sys.argv[1:] if argv is None else argv
+    STATE["debug"] = "--debug" in args
+    try:
+        app(args=args, prog_name="trainengine", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except TrainEngineError as exc:
+        if STATE["debug"]:
+            raise
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        return 2
+    return 0
+
+
+def _entry() -> None:
+    sys.exit(main())

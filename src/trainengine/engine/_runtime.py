@@ -1,0 +1,172 @@
+"""Device placement, precision, seeding and (later) process groups — in one place.
+
+The Trainer asks the runtime for the device, the autocast context and the gradient scaler,
+and hands it batches and models to place. A distributed strategy (DDP / FSDP2 under
+torchrun) arrives as a subclass that also wraps the model and reduces counts across ranks;
+the loop does not change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainengine.errors import ConfigError
+
+__all__ = ["Runtime", "resolve_device", "resolve_precision", "seed_everything", "peak_flops_for"]
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Dense bf16 peak FLOP/s of one device, for MFU (model FLOPs utilisation).
+_PEAK_FLOPS = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "H800": 989e12,
+    "A100": 312e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+    "4090": 165e12,
+}
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` -> cuda if available, else mps, else cpu; otherwise the named device.
+
+    Raises:
+        ConfigError: the named device does not exist on this machine.
+    """
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"training.device is {spec!r} but this machine has no CUDA device — use device auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"training.device {spec!r} does not exist: {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("training.device is 'mps' but MPS is not available here — use device auto or cpu")
+    return device
+
+
+def resolve_precision(spec: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on CUDA devices that support it, else fp32.
+
+    Raises:
+        ConfigError: fp16 off CUDA, or bf16 on a GPU without bf16 support.
+    """
+    if spec == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32"
+    if spec == "fp16" and device.type != "cuda":
+        raise ConfigError(f"training.precision fp16 needs a CUDA device (training on {device.type}) — use bf16 or fp32")
+    if spec == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("training.precision bf16 is not supported by this GPU — use fp16 or fp32")
+    return spec
+
+
+def seed_everything(seed: int, *, deterministic: bool) -> dict[str, Any]:
+    """Seed python, numpy and torch; in deterministic mode also force deterministic kernels.
+
+    Returns:
+        The previous global settings, for :func:`restore_determinism`.
+    """
+    previous = {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+    }
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; only effective before CUDA init.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return previous
+
+
+def restore_determinism(previous: dict[str, Any]) -> None:
+    torch.use_deterministic_algorithms(previous["deterministic_algorithms"])
+    torch.backends.cudnn.deterministic = previous["cudnn_deterministic"]
+    torch.backends.cudnn.benchmark = previous["cudnn_benchmark"]
+
+
+def peak_flops_for(device: torch.device, override: float | None) -> float | None:
+    """Peak FLOP/s used for MFU: the configured value, else a lookup by GPU name."""
+    if override is not None:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in _PEAK_FLOPS.items() if key in name), None)
+
+
+class Runtime:
+    """Single-process runtime: one device, optional autocast and GradScaler.
+
+    Attributes:
+        device: where the model and batches live.
+        precision: resolved precision, one of fp32 / bf16 / fp16.
+        rank, world_size, is_rank_zero: process identity (0 / 1 / True here).
+    """
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    def __init__(self, device: str = "auto", precision: str = "auto") -> None:
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.autocast_dtype = _DTYPES.get(self.precision)
+        # One reusable context object: creating a torch.autocast per step costs time.
+        self._autocast = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        self._non_blocking = self.device.type == "cuda"
+
+    @property
+    def is_rank_zero(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return self._autocast
+
+    def make_grad_scaler(self) -> torch.amp.GradScaler | None:
+        return torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def to_device(self, batch: Any) -> Any:
+        """Move tensors (also inside tuples, lists and dicts) to the device without blocking."""
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, non_blocking=self._non_blocking)
+        if isinstance(batch, Mapping):
+            return {k: self.to_device(v) for k, v in batch.items()}
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self.to_device(v) for v in batch) if not hasattr(batch, "_fields") else type(batch)(*(self.to_device(v) for v in batch))
+        return batch
+
+    def pin_memory(self, setting: str) -> bool:
+        return setting == "on" or (setting == "auto" and self.device.type == "cuda")
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"device": str(self.device), "precision": self.precision, "world_size": self.world_size}
+        if self.device.type == "cuda":
+            info["gpu"] = torch.cuda.get_device_name(self.device)
+        return info

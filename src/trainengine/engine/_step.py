@@ -1,0 +1,173 @@
+"""One optimizer step: forward/backward over an accumulation window, clip, step.
+
+Nothing here reads a value back from the device: the loss, the gradient norm and the
+non-finite flag stay tensors, and the fused optimizer skips a bad step on the device itself.
+The Trainer reads the accumulated numbers back only on logging steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainengine.engine._optim import supports_found_inf
+from trainengine.engine._runtime import Runtime
+from trainengine.errors import DataError
+
+__all__ = ["split_batch", "call_model", "extract_logits", "StepRunner", "StepOutput"]
+
+
+def split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
+    """Split a batch into (model inputs, labels).
+
+    Accepted: ``(inputs, labels)`` tuples/lists, and dicts with a ``labels`` key (the other
+    keys are the model's keyword inputs; a lone ``input_ids`` is passed positionally).
+
+    Raises:
+        DataError: any other shape of batch.
+    """
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    if isinstance(batch, Mapping) and "labels" in batch:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if len(inputs) == 1 and "input_ids" in inputs:
+            return inputs["input_ids"], batch["labels"]
+        return inputs, batch["labels"]
+    kind = type(batch).__name__
+    size = f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+    keys = f" with keys {sorted(batch)}" if isinstance(batch, Mapping) else ""
+    raise DataError(
+        f"cannot split a batch of type {kind}{size}{keys} into inputs and labels — "
+        "yield (inputs, labels) pairs or dicts with a 'labels' key"
+    )
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+
+def extract_logits(output: Any) -> torch.Tensor:
+    """Logits from a model output: a tensor, ``.logits`` (Hugging Face), a dict, or a tuple."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, Mapping) and "logits" in output:
+        return output["logits"]
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise DataError(f"the model returned {type(output).__name__}; return a tensor of logits, or an object/dict with 'logits'")
+
+
+class StepOutput:
+    """What one optimizer step produced; every field stays on the device."""
+
+    __slots__ = ("loss_sum", "num_targets", "found_inf", "num_samples", "num_tokens")
+
+    def __init__(self, loss_sum: torch.Tensor, num_targets: torch.Tensor | int, found_inf: torch.Tensor, num_samples: int, num_tokens: int) -> None:
+        self.loss_sum = loss_sum
+        self.num_targets = num_targets
+        self.found_inf = found_inf
+        self.num_samples = num_samples
+        self.num_tokens = num_tokens
+
+
+class StepRunner:
+    """Forward/backward/accumulate/clip/step for one model and optimizer.
+
+    Args:
+        model: the module to call (possibly ``torch.compile``d).
+        optimizer: its optimizer.
+        loss_strategy: the task's loss (``loss_sum``, ``num_targets``, ``validate_inputs``).
+        runtime: device and precision.
+        max_grad_norm: clip threshold, or None for no clipping.
+        scaler: GradScaler for fp16, else None.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_strategy: Any,
+        runtime: Runtime,
+        max_grad_norm: float | None,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.loss = loss_strategy
+        self.runtime = runtime
+        self.max_grad_norm = max_grad_norm
+        self.scaler = scaler
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self._device_skip = supports_found_inf(optimizer) and scaler is None
+        self._validated = False
+
+    def num_targets(self, labels: torch.Tensor) -> torch.Tensor | int:
+        static = getattr(self.loss, "static_num_targets", None)
+        n = static(labels) if static is not None else None
+        return n if n is not None else self.loss.num_targets(labels)
+
+    def forward_backward(self, window: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | int, int, int]:
+        """Accumulate gradients over the micro-batches of one optimizer step.
+
+        Each micro-batch's summed loss is divided by the number of targets in the WHOLE
+        window, so 8 micro-batches of 2 give the gradients of one batch of 16 — also for
+        token losses with padding, where micro-batches hold different numbers of targets.
+
+        Returns:
+            (summed loss over the window, number of targets, samples, tokens).
+        """
+        split = [split_batch(b) for b in window]
+        counts = [self.num_targets(labels) for _, labels in split]
+        total: torch.Tensor | int = counts[0]
+        for c in counts[1:]:
+            total = total + c
+        # A window with no targets (all padding) must not divide by zero.
+        denom = total if isinstance(total, int) and total > 0 else (total.clamp_min(1) if isinstance(total, torch.Tensor) else 1)
+        loss_acc: torch.Tensor | None = None
+        num_samples = num_tokens = 0
+        for inputs, labels in split:
+            with self.runtime.autocast():
+                logits = extract_logits(call_model(self.model, inputs))
+            if not self._validated:
+                # Shapes and dtypes are host metadata: checking them once costs no sync.
+                self.loss.validate_inputs(logits, labels)
+                self._validated = True
+            loss_sum = self.loss.loss_sum(logits, labels)
+            loss = loss_sum / denom
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            detached = loss_sum.detach()
+            loss_acc = detached if loss_acc is None else loss_acc + detached
+            num_samples += labels.shape[0]
+            num_tokens += labels.numel()
+        assert loss_acc is not None  # window is never empty
+        return loss_acc, total, num_samples, num_tokens
+
+    def clip_and_check(self, loss_acc: torch.Tensor) -> torch.Tensor:
+        """Unscale (fp16), clip, and return a device flag: 1.0 when the loss or a gradient is non-finite."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.max_grad_norm is not None:
+            total_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
+        else:
+            grads = [p.grad for p in self.params if p.grad is not None]
+            total_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        # norm + loss is non-finite iff either is (both are >= 0 or finite sums).
+        return torch.isfinite(total_norm + loss_acc).logical_not().float()
+
+    def optimizer_step(self, found_inf: torch.Tensor) -> None:
+        """Step unless ``found_inf``; the skip happens on the device when the optimizer is fused."""
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif self._device_skip:
+            self.optimizer.found_inf = found_inf  # type: ignore[attr-defined]
+            self.optimizer.step()
+        elif not bool(found_inf):  # non-fused optimizer: one host read per step is the price
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,471 @@
+"""The Trainer: a short loop that emits events; everything else is a callback."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from trainengine.config import TrainingConfig
+from trainengine.data import build_dataloader, check_overlap, fingerprint_dataset
+from trainengine.engine._callbacks import CallbackList, EarlyStopping
+from trainengine.engine._optim import build_optimizer
+from trainengine.engine._runtime import Runtime, peak_flops_for, restore_determinism, seed_everything
+from trainengine.engine._state import TrainState
+from trainengine.engine._step import StepOutput, StepRunner, call_model, extract_logits, split_batch
+from trainengine.engine.schedules import build_scheduler
+from trainengine.errors import ConfigError, DataError, TaskError
+from trainengine.tasks import TaskSpec
+
+__all__ = ["Trainer"]
+
+
+class Trainer:
+    """Train a model on a task with a validated :class:`~trainengine.config.TrainingConfig`.
+
+    Args:
+        model: the ``nn.Module`` to train.
+        config: the model's own config (e.g. a ``GPTConfig``), recorded in the run; None for a
+            model you built yourself.
+        training_config: the run's config; None = defaults.
+        task_spec: what is learned — ``TaskSpec.classification(...)``, ``.language_modeling(...)``,
+            ``.regression(...)`` or ``.vision_tiny()``. Required: it picks the loss and metrics.
+        gradient_monitor: optional :class:`~trainengine.monitoring.GradientMonitor`.
+        callbacks: extra callbacks (objects with ``on_*`` event methods).
+
+    Example:
+        >>> from trainengine import Trainer, TaskSpec, TrainingConfigBuilder
+        >>> from trainengine.data import load_builtin
+        >>> from trainengine.models import MLP
+        >>> splits = load_builtin("digits")
+        >>> cfg = TrainingConfigBuilder.quick_prototype().with_tracking(write_run_dir=False, progress="off").build()
+        >>> results = Trainer(MLP(64, 10), None, cfg, TaskSpec.classification("digits", 10)).train(splits.train, splits.val)
+        >>> results["best_metric"] > 0.9
+        True
+    """
+
+    # Swappable components, set in __init__ / train().
+    model: nn.Module
+    task_spec: TaskSpec
+    config: TrainingConfig
+    runtime: Runtime
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    callbacks: CallbackList
+    # Fixed state.
+    state: TrainState
+    history: dict[str, list[dict[str, Any]]]
+    run_dir: Any
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: Any = None,
+        training_config: TrainingConfig | None = None,
+        task_spec: TaskSpec | None = None,
+        gradient_monitor: Any = None,
+        callbacks: list[Any] | None = None,
+    ) -> None:
+        if isinstance(config, TrainingConfig) and training_config is None:
+            # Trainer(model, training_config) called positionally without a model config.
+            config, training_config = None, config
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if task_spec is None:
+            raise TaskError(
+                "task_spec is required: it selects the loss and the metrics. Pass one of "
+                "TaskSpec.classification(name, num_classes), TaskSpec.language_modeling(name), "
+                "TaskSpec.regression(name) or TaskSpec.vision_tiny()"
+            )
+        if not isinstance(task_spec, TaskSpec):
+            raise TaskError(f"task_spec must be a TaskSpec, got {type(task_spec).__name__}")
+        training_config = training_config if training_config is not None else TrainingConfig()
+        if not isinstance(training_config, TrainingConfig):
+            raise ConfigError(f"training_config must be a TrainingConfig, got {type(training_config).__name__}")
+        self.model = model
+        self.model_config = config
+        self.config = training_config.validate()
+        self.task_spec = task_spec
+        self.gradient_monitor = gradient_monitor
+        self.extra_callbacks = list(callbacks or [])
+        self.state = TrainState()
+        self.history = {"train": [], "val": []}
+        self.run_dir = None
+        self.info: dict[str, Any] = {}  # run facts callbacks record (fingerprints, sizes, ...)
+        t = self.config.training
+        self.monitor = _canonical_metric(t.monitor or task_spec.monitor)
+        self.monitor_mode = task_spec.monitor_mode if t.monitor_mode == "auto" else t.monitor_mode
+        self._stop_reason: str | None = None
+
+    # ------------------------------------------------------------------ public API
+    def request_stop(self, reason: str, *, early: bool = False) -> None:
+        """Ask the loop to stop after the current optimizer step (callbacks use this)."""
+        self._stop_reason = reason
+        self.state.stop_reason = reason
+        self.state.stopped_early = self.state.stopped_early or early
+
+    def train(self, train_data: Any = None, val_data: Any = None) -> dict[str, Any]:
+        """Run training and return the results.
+
+        Args:
+            train_data: a torch Dataset, DataLoader, (X, y) tensors/arrays, or a list of samples.
+                None = the built-in data set named by ``config.data.dataset``.
+            val_data: the same kinds; None = no validation (unless a built-in data set is used).
+
+        Returns:
+            dict with ``best_val_loss``, ``best_metric``, ``best_metric_name``, ``final_metrics``,
+            ``history``, ``steps``, ``epochs``, ``stopped_early``, ``stop_reason``, ``run_dir``,
+            ``samples_per_second``, ``tokens_per_second``, ``mfu``, ``train_time_s``,
+            ``wall_time_s``, ``nonfinite_steps``, ``num_parameters``.
+        """
+        wall_start = time.perf_counter()
+        cfg = self.config
+        t = cfg.training
+        previous = seed_everything(t.seed, deterministic=t.deterministic)
+        try:
+            train_data, val_data = self._resolve_data(train_data, val_data)
+            self.runtime = Runtime(t.device, t.precision)
+            self._setup(train_data, val_data)
+            return self._run(wall_start)
+        finally:
+            restore_determinism(previous)
+
+    # ------------------------------------------------------------------ setup
+    def _resolve_data(self, train_data: Any, val_data: Any) -> tuple[Any, Any]:
+        if train_data is not None:
+            return train_data, val_data
+        name = self.config.data.dataset
+        if name is None:
+            raise DataError("no training data: pass train_data to Trainer.train() or set data.dataset (digits, diabetes, pystdlib)")
+        from trainengine.engine._build import load_data_for
+
+        splits = load_data_for(self.config, self.task_spec)
+        return splits.train, (val_data if val_data is not None else splits.val)
+
+    def _setup(self, train_data: Any, val_data: Any) -> None:
+        cfg, t, rt = self.config, self.config.training, self.runtime
+        pin = rt.pin_memory(cfg.data.pin_memory)
+        self.train_loader = build_dataloader(
+            train_data, batch_size=t.batch_size, shuffle=cfg.data.shuffle, seed=t.seed, drop_last=cfg.data.drop_last,
+            num_workers=cfg.data.num_workers, pin_memory=pin, deterministic=t.deterministic,
+        )
+        self.val_loader = None
+        if val_data is not None:
+            self.val_loader = build_dataloader(
+                val_data, batch_size=t.eval_batch_size or 2 * t.batch_size, shuffle=False, seed=t.seed,
+                num_workers=cfg.data.num_workers, pin_memory=pin,
+            )
+        self._record_data_facts(train_data, val_data)
+        try:
+            self.batches_per_epoch = len(self.train_loader)
+        except TypeError:
+            self.batches_per_epoch = None
+        accum = t.gradient_accumulation_steps
+        if t.max_steps is not None:
+            self.total_steps = t.max_steps
+        elif self.batches_per_epoch is None:
+            raise ConfigError("the training data has no length (an IterableDataset?): set training.max_steps")
+        else:
+            self.total_steps = t.epochs * math.ceil(self.batches_per_epoch / accum)
+        if self.total_steps < 1:
+            raise DataError("the training data produced no batches — check the data set and data.drop_last")
+
+        self.model = rt.prepare_model(self.model)
+        self.num_parameters = sum(p.numel() for p in self.model.parameters())
+        self.optimizer = build_optimizer(self.model, cfg.optimizer, t.learning_rate, rt.device)
+        s = cfg.scheduler
+        self.scheduler = build_scheduler(
+            self.optimizer, name=s.name, total_steps=self.total_steps, warmup_steps=s.warmup_steps, warmup_ratio=s.warmup_ratio,
+            min_lr_ratio=s.min_lr_ratio, cycle_steps=s.cycle_steps, cyclic_base_lr_ratio=s.cyclic_base_lr_ratio,
+            cyclic_mode=s.cyclic_mode, cyclic_gamma=s.cyclic_gamma, one_cycle_pct_start=s.one_cycle_pct_start, one_cycle_div_factor=s.one_cycle_div_factor,
+            one_cycle_final_div_factor=s.one_cycle_final_div_factor, plateau_factor=s.plateau_factor,
+            plateau_patience=s.plateau_patience, plateau_threshold=s.plateau_threshold, plateau_mode=self.monitor_mode,
+            plateau_cooldown=s.plateau_cooldown,
+        )
+        # The loop calls the compiled module; self.model stays the plain one (canonical state-dict keys).
+        self.forward_model = torch.compile(self.model) if t.compile else self.model
+        self.loss_strategy = self.task_spec.loss_strategy
+        self.step_runner = StepRunner(self.forward_model, self.optimizer, self.loss_strategy, rt, t.max_grad_norm, rt.make_grad_scaler())
+        self.callbacks = CallbackList(self._default_callbacks() + self.extra_callbacks, is_rank_zero=rt.is_rank_zero)
+        self.peak_flops = peak_flops_for(rt.device, cfg.monitoring.peak_flops)
+        flops_fn = getattr(self.model, "num_flops_per_token", None)
+        seq_len = self.info.get("seq_len")
+        self.flops_per_token = flops_fn(seq_len) if callable(flops_fn) and self.task_spec.task_type == "language_modeling" else None
+
+    def _record_data_facts(self, train_data: Any, val_data: Any) -> None:
+        train_ds = getattr(self.train_loader, "dataset", None)
+        val_ds = getattr(self.val_loader, "dataset", None) if self.val_loader is not None else None
+        self.info["num_train_samples"] = _safe_len(train_ds)
+        self.info["num_val_samples"] = _safe_len(val_ds)
+        self.info["train_fingerprint"] = _safe_fingerprint(train_ds)
+        self.info["val_fingerprint"] = _safe_fingerprint(val_ds)
+        if train_ds is not None and val_ds is not None and self.config.data.check_overlap:
+            try:
+                self.info["train_val_overlap"] = check_overlap(train_ds, val_ds)
+            except (TypeError, DataError):
+                self.info["train_val_overlap"] = None  # a dataset we cannot index or hash
+        if self.task_spec.task_type == "language_modeling" and train_ds is not None and _safe_len(train_ds):
+            sample = train_ds[0]
+            _, labels = split_batch(sample)
+            self.info["seq_len"] = int(labels.shape[-1])
+
+    def _default_callbacks(self) -> list[Any]:
+        from trainengine.tracking import ConsoleProgress, RunDirectory
+
+        cfg = self.config
+        callbacks: list[Any] = []
+        if cfg.tracking.write_run_dir:
+            callbacks.append(RunDirectory())
+        if cfg.tracking.progress != "off":
+            callbacks.append(ConsoleProgress(mode=cfg.tracking.progress))
+        if cfg.training.early_stopping_patience is not None:
+            callbacks.append(EarlyStopping(cfg.training.early_stopping_patience))
+        monitor = self.gradient_monitor
+        if monitor is None and cfg.monitoring.gradient_monitor:
+            from trainengine.monitoring import GradientMonitor
+
+            m = cfg.monitoring
+            monitor = GradientMonitor(check_interval=m.gradient_check_interval, norm_threshold_warning=m.grad_norm_warning, norm_threshold_critical=m.grad_norm_critical)
+        if monitor is not None:
+            callbacks.append(monitor)
+        return callbacks
+
+    # ------------------------------------------------------------------ the loop
+    def _run(self, wall_start: float) -> dict[str, Any]:
+        t = self.config.training
+        st = self.state
+        self._log_loss = torch.zeros((), device=self.runtime.device)
+        self._log_targets: torch.Tensor | int = 0
+        self._nonfinite = torch.zeros((), device=self.runtime.device)
+        self._train_time = 0.0
+        self._log_window_start = time.perf_counter()
+        self._log_samples = 0
+        cb = self.callbacks
+        try:
+            cb.fire("on_train_start", self)
+            if t.eval_at_start and st.step == 0:
+                self.evaluate()
+            while not self._finished():
+                cb.fire("on_epoch_start", self, st.epoch)
+                for window in self._windows():
+                    self._train_step(window)
+                    if t.eval_interval_steps and st.step % t.eval_interval_steps == 0 and not self._finished():
+                        self.evaluate()
+                    if self._finished():
+                        break
+                if not self._finished() or st.batch_in_epoch >= (self.batches_per_epoch or 0):
+                    self._end_epoch()
+            if self.history["val"] == [] or self.history["val"][-1]["step"] != st.step:
+                self.evaluate()  # the final model is always evaluated once
+            self._flush_log(force=True)
+            results = self._results(wall_start)
+            cb.fire("on_train_end", self, results)
+            return results
+        except BaseException as exc:
+            cb.fire_safely("on_exception", self, exc)
+            raise
+
+    def _finished(self) -> bool:
+        return self._stop_reason is not None or self.state.step >= self.total_steps
+
+    def _windows(self):
+        """Yield lists of ``gradient_accumulation_steps`` device batches; the epoch's last may be shorter."""
+        accum = self.config.training.gradient_accumulation_steps
+        window: list[Any] = []
+        to_device = self.runtime.to_device
+        skip = self.state.batch_in_epoch  # resume mid-epoch: batches already consumed
+        for i, batch in enumerate(self.train_loader):
+            if i < skip:
+                continue
+            window.append(to_device(batch))
+            if len(window) == accum:
+                yield window
+                window = []
+        if window:
+            yield window
+
+    def _train_step(self, window: list[Any]) -> None:
+        st, runner, cb = self.state, self.step_runner, self.callbacks
+        start = time.perf_counter()
+        self.model.train()
+        loss_sum, num_targets, num_samples, num_tokens = runner.forward_backward(window)
+        if cb.has("on_before_optimizer_step"):
+            cb.fire("on_before_optimizer_step", self, st.step)
+        found_inf = runner.clip_and_check(loss_sum)
+        runner.optimizer_step(found_inf)
+        self.scheduler.step()
+        # Running sums stay on the device; they are read back only on logging steps.
+        self._log_loss = self._log_loss + torch.where(found_inf > 0, 0.0, loss_sum)
+        self._log_targets = self._log_targets + num_targets
+        self._nonfinite = self._nonfinite + found_inf
+        st.step += 1
+        st.batch_in_epoch += len(window)
+        st.samples_seen += num_samples
+        st.tokens_seen += num_tokens
+        self._log_samples += num_samples
+        self._train_time += time.perf_counter() - start
+        if cb.has("on_step_end"):
+            cb.fire("on_step_end", self, StepOutput(loss_sum, num_targets, found_inf, num_samples, num_tokens))
+        if st.step % self.config.training.log_interval_steps == 0:
+            self._flush_log()
+
+    def _flush_log(self, force: bool = False) -> None:
+        """Read the running loss back from the device (the only per-log sync) and emit ``on_log``."""
+        st = self.state
+        if self.history["train"] and self.history["train"][-1]["step"] == st.step:
+            return
+        if st.step == 0:
+            return
+        targets = self._log_targets if isinstance(self._log_targets, torch.Tensor) else torch.tensor(float(self._log_targets))
+        loss_sum, n, nonfinite = torch.stack([self._log_loss.float(), targets.to(self._log_loss.device).float(), self._nonfinite]).tolist()
+        skipped_now = int(nonfinite) - st.num_nonfinite_steps
+        st.num_nonfinite_steps = int(nonfinite)
+        now = time.perf_counter()
+        elapsed = max(now - self._log_window_start, 1e-9)
+        record = {
+            "type": "train",
+            "step": st.step,
+            "epoch": st.epoch,
+            "train/loss": loss_sum / n if n > 0 else float("nan"),
+            "lr": self.scheduler.get_last_lr()[0],
+            "train/samples_per_second": self._log_samples / elapsed,
+            "train/nonfinite_steps": st.num_nonfinite_steps,
+        }
+        if skipped_now:
+            import logging
+
+            logging.getLogger("trainengine").warning(
+                "%d optimizer step(s) skipped because the loss or a gradient was not finite (total %d, up to step %d)",
+                skipped_now, st.num_nonfinite_steps, st.step,
+            )
+        self._log_loss = torch.zeros((), device=self.runtime.device)
+        self._log_targets = 0
+        self._log_window_start, self._log_samples = now, 0
+        self.history["train"].append({"step": st.step, "epoch": st.epoch, "loss": record["train/loss"], "lr": record["lr"]})
+        self.callbacks.fire("on_log", self, record)
+
+    def _end_epoch(self) -> None:
+        st, t = self.state, self.config.training
+        if t.eval_every_epoch and not (self.history["val"] and self.history["val"][-1]["step"] == st.step):
+            self.evaluate()
+        self.callbacks.fire("on_epoch_end", self, st.epoch)
+        st.epoch += 1
+        st.batch_in_epoch = 0
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, data: Any = None) -> dict[str, float]:
+        """Evaluate on ``data`` (default: the validation data) and return ``val/...`` metrics.
+
+        Called by the loop every ``eval_interval_steps`` and at epoch ends; updates the best
+        metric and fires ``on_eval_end``. Without validation data it returns ``{}``.
+        """
+        loader = self.val_loader if data is None else build_dataloader(data, batch_size=self.config.training.eval_batch_size or 2 * self.config.training.batch_size, shuffle=False, seed=0)
+        if loader is None:
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        metrics_acc = self.task_spec.create_metrics(self.runtime.device)
+        strategy = self.loss_strategy
+        for batch in loader:
+            inputs, labels = split_batch(self.runtime.to_device(batch))
+            with self.runtime.autocast():
+                logits = extract_logits(call_model(self.forward_model, inputs))
+            metrics_acc.update(logits, labels, strategy.loss_sum(logits, labels), strategy.num_targets(labels))
+        self.model.train(was_training)
+        metrics = {f"val/{k}": float(v) for k, v in metrics_acc.compute().items()}
+        if data is None:
+            self._after_eval(metrics)
+        return metrics
+
+    def _after_eval(self, metrics: dict[str, float]) -> None:
+        st = self.state
+        value = metrics.get(self.monitor)
+        if value is None:
+            raise ConfigError(f"training.monitor '{self.monitor}' is not among the evaluation metrics {sorted(metrics)}")
+        delta = self.config.training.early_stopping_min_delta
+        better = st.best_metric is None or (value < st.best_metric - delta if self.monitor_mode == "min" else value > st.best_metric + delta)
+        if better and math.isfinite(value):
+            st.best_metric, st.best_step, st.evals_since_improvement = value, st.step, 0
+        else:
+            st.evals_since_improvement += 1
+        if self.scheduler.needs_metric:
+            self.scheduler.step_eval(value)
+        self.history["val"].append({"step": st.step, "epoch": st.epoch, **metrics})
+        self.callbacks.fire("on_log", self, {"type": "eval", "step": st.step, "epoch": st.epoch, **metrics})
+        self.callbacks.fire("on_eval_end", self, metrics)
+
+    # ------------------------------------------------------------------ results
+    def _results(self, wall_start: float) -> dict[str, Any]:
+        st = self.state
+        val_losses = [r["val/loss"] for r in self.history["val"] if "val/loss" in r]
+        train_time = max(self._train_time, 1e-9)
+        tokens_per_second = st.tokens_seen / train_time if self.task_spec.task_type == "language_modeling" else None
+        mfu = None
+        if tokens_per_second and self.flops_per_token and self.peak_flops:
+            mfu = tokens_per_second * self.flops_per_token / (self.peak_flops * self.runtime.world_size)
+        epochs_done = st.epoch + (st.batch_in_epoch / self.batches_per_epoch if self.batches_per_epoch else 0)
+        return {
+            "best_val_loss": min(val_losses) if val_losses else None,
+            "best_metric": st.best_metric,
+            "best_metric_name": self.monitor,
+            "best_step": st.best_step,
+            "final_metrics": self.history["val"][-1] if self.history["val"] else {},
+            "history": self.history,
+            "steps": st.step,
+            "epochs": round(epochs_done, 4),
+            "stopped_early": st.stopped_early,
+            "stop_reason": st.stop_reason,
+            "run_dir": str(self.run_dir) if self.run_dir is not None else None,
+            "samples_per_second": st.samples_seen / train_time,
+            "tokens_per_second": tokens_per_second,
+            "mfu": mfu,
+            "train_time_s": self._train_time,
+            "wall_time_s": time.perf_counter() - wall_start,
+            "nonfinite_steps": st.num_nonfinite_steps,
+            "num_parameters": self.num_parameters,
+            "device": str(self.runtime.device),
+            "precision": self.runtime.precision,
+        }
+
+    def model_config_dict(self) -> dict[str, Any] | None:
+        """The model config as a plain dict (dataclass, pydantic model, dict), if there is one."""
+        c = self.model_config
+        if c is None:
+            return None
+        if is_dataclass(c) and not isinstance(c, type):
+            return asdict(c)
+        if hasattr(c, "model_dump"):
+            return c.model_dump(mode="json")
+        if isinstance(c, dict):
+            return dict(c)
+        return {"repr": repr(c)}
+
+
+def _canonical_metric(name: str) -> str:
+    """``val_loss`` -> ``val/loss`` (both spellings are accepted in configs)."""
+    for prefix in ("val_", "train_"):
+        if name.startswith(prefix):
+            return prefix[:-1] + "/" + name[len(prefix):]
+    return name if "/" in name else f"val/{name}"
+
+
+def _safe_len(ds: Any) -> int | None:
+    try:
+        return len(ds) if ds is not None else None
+    except TypeError:
+        return None
+
+
+def _safe_fingerprint(ds: Any) -> str | None:
+    if ds is None:
+        return None
+    try:
+        return fingerprint_dataset(ds, max_items=10_000)
+    except (TypeError, DataError, NotImplementedError):
+        return None

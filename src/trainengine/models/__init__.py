@@ -1,0 +1,29 @@
+"""Built-in models and the model registry.
+
+``build_model("mlp" | "cnn" | "gpt", **kwargs)`` constructs a model by name; new
+architectures join with :func:`register_model`.
+
+Example:
+    >>> from trainengine.models import build_model, count_parameters
+    >>> model = build_model("mlp", input_dim=64, output_dim=10, hidden_dims=(32,))
+    >>> count_parameters(model)
+    2410
+"""
+
+from trainengine.models._cnn import SmallCNN
+from trainengine.models._common import count_parameters
+from trainengine.models._gpt import GPT, GPTConfig
+from trainengine.models._mlp import MLP
+from trainengine.models._registry import ModelBuilder, build_model, list_models, register_model
+
+__all__ = [
+    "MLP",
+    "SmallCNN",
+    "GPTConfig",
+    "GPT",
+    "ModelBuilder",
+    "register_model",
+    "list_models",
+    "build_model",
+    "count_parameters",
+]

@@ -1,0 +1,437 @@
+"""Loss strategies: one object per task type that checks, sums and counts a batch's loss.
+
+A strategy splits the loss into ``loss_sum`` (the sum of per-target losses) and
+``num_targets`` (how many targets that sum covers) so the trainer can normalise gradient
+accumulation correctly: over a window of micro-batches the loss is
+``sum(loss_sum_i) / sum(num_targets_i)``, which equals the loss of the concatenated batch even
+when micro-batches hold different numbers of targets (uneven padding in language modeling).
+Averaging per-micro-batch means instead would over-weight short micro-batches.
+
+Nothing here forces a host-device sync: ``loss_sum``, ``num_targets`` and ``__call__`` return
+tensors on the inputs' device, and ``validate_inputs`` reads only shapes and dtypes (host
+metadata).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trainengine.errors import TaskError
+
+__all__ = [
+    "LossStrategy",
+    "ClassificationLoss",
+    "LanguageModelingLoss",
+    "RegressionLoss",
+    "get_loss_strategy",
+    "register_loss_strategy",
+    "available_loss_strategies",
+]
+
+
+def _describe(t: Tensor) -> str:
+    """Render a tensor's dtype and shape for error messages, e.g. ``float32 [4, 2]``."""
+    dtype = str(t.dtype).removeprefix("torch.")
+    return f"{dtype} [{', '.join(str(s) for s in t.shape)}]"
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    """Float32 for half/bfloat16/float32 inputs, float64 for float64 ones.
+
+    Half-precision sums over thousands of targets lose digits (bf16 keeps ~3), so losses are
+    always accumulated in at least float32; float64 inputs keep their precision.
+    """
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+def _check_label_smoothing(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise TaskError(
+            f"label_smoothing must be a float in [0, 1), got {value!r}; "
+            "0.0 disables smoothing, 0.1 is a common choice"
+        )
+    return float(value)
+
+
+def _check_ignore_index(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TaskError(
+            f"ignore_index must be an int (the label value that marks padding), got {value!r}; "
+            "the usual value is -100"
+        )
+    return value
+
+
+class LossStrategy(ABC):
+    """How one task type turns model outputs and labels into a loss.
+
+    Subclasses implement :meth:`validate_inputs`, :meth:`loss_sum` and :meth:`num_targets`;
+    ``__call__`` (the mean loss) and :meth:`predictions` come for free.
+
+    Example:
+        >>> import torch
+        >>> strategy = get_loss_strategy("classification")
+        >>> logits, labels = torch.zeros(4, 3), torch.tensor([0, 1, 2, 0])
+        >>> round(float(strategy(logits, labels)), 4)  # uniform logits: log(3)
+        1.0986
+    """
+
+    #: The task type this strategy implements (registry name of its canonical entry).
+    task_type: ClassVar[str] = ""
+
+    @abstractmethod
+    def validate_inputs(self, logits: Tensor, labels: Tensor) -> None:
+        """Raise :class:`TaskError` naming expected and actual shapes/dtypes if they do not fit."""
+
+    @abstractmethod
+    def loss_sum(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Return the sum of per-target losses as a 0-dim float tensor (float32 or wider)."""
+
+    @abstractmethod
+    def num_targets(self, labels: Tensor) -> Tensor:
+        """Return a 0-dim int64 tensor on ``labels.device``: how many targets ``loss_sum`` covers."""
+
+    def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Mean loss per target: ``loss_sum / max(num_targets, 1)`` (0 for a batch with no targets)."""
+        return self.loss_sum(logits, labels) / self.num_targets(labels).clamp_min(1)
+
+    def predictions(self, logits: Tensor) -> Tensor:
+        """Turn model outputs into predictions (class indices by default)."""
+        return logits.argmax(dim=-1)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({opts})"
+
+
+class ClassificationLoss(LossStrategy):
+    """Cross entropy over class logits ``[B, C]`` and int64 class indices ``[B]``.
+
+    Also serves ``vision`` tasks. The loss is computed in float32 (float64 for float64 logits)
+    whatever the logits' dtype, because a bf16 sum over a batch keeps only ~3 significant digits.
+    Labels equal to ``ignore_index`` contribute neither loss nor a target, exactly like
+    ``F.cross_entropy``; for ordinary labels ``num_targets`` is the batch size ``B``.
+
+    Args:
+        label_smoothing: Mass in [0, 1) spread uniformly over all classes (as in ``F.cross_entropy``).
+        ignore_index: Label value that is skipped.
+        num_classes: When given, logits must have exactly this many columns.
+
+    Example:
+        >>> import torch
+        >>> loss = ClassificationLoss(label_smoothing=0.1)
+        >>> logits, labels = torch.randn(8, 5), torch.randint(0, 5, (8,))
+        >>> float(loss.num_targets(labels))
+        8.0
+    """
+
+    task_type: ClassVar[str] = "classification"
+    _expects = "classification expects logits [B, C] and int64 labels [B]"
+
+    def __init__(
+        self,
+        *,
+        label_smoothing: float = 0.0,
+        ignore_index: int = -100,
+        num_classes: int | None = None,
+    ) -> None:
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+        self.ignore_index = _check_ignore_index(ignore_index)
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
+        ):
+            raise TaskError(f"num_classes must be an int >= 2 or None, got {num_classes!r}")
+        self.num_classes = num_classes
+
+    def validate_inputs(self, logits: Tensor, labels: Tensor) -> None:
+        """Check ``logits`` is floating ``[B, C]`` (C >= 2) and ``labels`` is int64 ``[B]``.
+
+        Raises:
+            TaskError: With expected and actual shapes and dtypes, and a hint at the usual fix.
+        """
+        if logits.ndim != 2 or not logits.is_floating_point():
+            raise TaskError(
+                f"{self._expects}; got logits {_describe(logits)}. "
+                "Logits must be the model's raw floating-point class scores, one row per example"
+            )
+        if labels.ndim != 1 or labels.dtype != torch.int64:
+            hint = (
+                "one-hot or probability labels: convert with labels.argmax(-1)"
+                if labels.ndim == 2
+                else "class indices must be int64: convert with labels.long()"
+            )
+            raise TaskError(f"{self._expects}; got labels {_describe(labels)}. Hint: {hint}")
+        if logits.shape[0] != labels.shape[0]:
+            raise TaskError(
+                f"{self._expects}; got logits {_describe(logits)} and labels {_describe(labels)}: "
+                f"batch sizes differ ({logits.shape[0]} vs {labels.shape[0]})"
+            )
+        num_cols = logits.shape[1]
+        if self.num_classes is not None and num_cols != self.num_classes:
+            raise TaskError(
+                f"{self._expects} with C = num_classes = {self.num_classes}; got logits "
+                f"{_describe(logits)}. Set the model's output size to {self.num_classes}"
+            )
+        if num_cols < 2:
+            # One column makes softmax constant: the loss is 0 and nothing is learned.
+            raise TaskError(
+                f"{self._expects} with C >= 2; got logits {_describe(logits)}. "
+                "For binary classification give the model 2 outputs"
+            )
+
+    def loss_sum(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Sum of per-example cross entropy (0-dim, float32 or wider)."""
+        self.validate_inputs(logits, labels)
+        return F.cross_entropy(
+            logits.to(_compute_dtype(logits)),  # (B, C)
+            labels,  # (B,)
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            reduction="sum",
+        )
+
+    def num_targets(self, labels: Tensor) -> Tensor:
+        """Number of labels not equal to ``ignore_index`` (0-dim int64 on the labels' device)."""
+        return (labels != self.ignore_index).sum()
+
+
+class LanguageModelingLoss(LossStrategy):
+    """Next-token cross entropy over logits ``[B, T, V]`` and int64 labels ``[B, T]``.
+
+    Labels are already aligned with the logits (``labels[:, t]`` is the target of position ``t``);
+    positions whose label is ``ignore_index`` (padding, prompt tokens) are skipped and not counted.
+    The logits are upcast to float32 before the softmax, which costs ``B*T*V*4`` bytes of
+    temporary memory but keeps the summed loss exact to float32 precision under bf16 autocast.
+
+    Args:
+        ignore_index: Label value of positions to skip.
+        label_smoothing: Mass in [0, 1) spread uniformly over the vocabulary.
+
+    Example:
+        >>> import torch
+        >>> loss = LanguageModelingLoss()
+        >>> labels = torch.tensor([[1, 2, -100], [3, -100, -100]])
+        >>> int(loss.num_targets(labels))
+        3
+    """
+
+    task_type: ClassVar[str] = "language_modeling"
+    _expects = "language_modeling expects logits [B, T, V] and int64 labels [B, T]"
+
+    def __init__(self, *, ignore_index: int = -100, label_smoothing: float = 0.0) -> None:
+        self.ignore_index = _check_ignore_index(ignore_index)
+        self.label_smoothing = _check_label_smoothing(label_smoothing)
+
+    def validate_inputs(self, logits: Tensor, labels: Tensor) -> None:
+        """Check ``logits`` is floating ``[B, T, V]`` and ``labels`` is int64 ``[B, T]``.
+
+        Raises:
+            TaskError: With expected and actual shapes and dtypes.
+        """
+        if logits.ndim != 3 or not logits.is_floating_point():
+            raise TaskError(
+                f"{self._expects}; got logits {_describe(logits)}. "
+                "Pass the model's unflattened floating-point logits"
+            )
+        if labels.ndim != 2 or labels.dtype != torch.int64:
+            raise TaskError(
+                f"{self._expects}; got labels {_describe(labels)}. "
+                "Labels are int64 token ids shaped like the input ids"
+            )
+        if logits.shape[:2] != labels.shape:
+            raise TaskError(
+                f"{self._expects}; got logits {_describe(logits)} and labels {_describe(labels)}: "
+                "[B, T] of logits and labels differ"
+            )
+
+    def loss_sum(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Sum of per-token cross entropy over non-ignored positions (0-dim, float32 or wider)."""
+        self.validate_inputs(logits, labels)
+        vocab = logits.shape[-1]
+        return F.cross_entropy(
+            logits.reshape(-1, vocab).to(_compute_dtype(logits)),  # (B*T, V)
+            labels.reshape(-1),  # (B*T,)
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            reduction="sum",
+        )
+
+    def num_targets(self, labels: Tensor) -> Tensor:
+        """Number of positions whose label is not ``ignore_index`` (0-dim int64)."""
+        return (labels != self.ignore_index).sum()
+
+
+class RegressionLoss(LossStrategy):
+    """Squared error between float predictions and float targets.
+
+    Accepted shapes: predictions ``[B]`` or ``[B, 1]`` with labels ``[B]`` (or ``[B, 1]``), and
+    predictions ``[B, K]`` with labels ``[B, K]``. Predictions are reshaped to the labels' shape
+    and both are computed in float32 (float64 when either is float64). ``num_targets`` is
+    ``labels.numel()``, so the mean equals ``F.mse_loss(..., reduction="mean")``.
+
+    Example:
+        >>> import torch
+        >>> loss = RegressionLoss()
+        >>> float(loss(torch.tensor([[1.0], [3.0]]), torch.tensor([0.0, 1.0])))
+        2.5
+    """
+
+    task_type: ClassVar[str] = "regression"
+    _expects = (
+        "regression expects float predictions [B], [B, 1] or [B, K] and float labels "
+        "[B] or [B, K] with the same number of values per row"
+    )
+
+    def validate_inputs(self, logits: Tensor, labels: Tensor) -> None:
+        """Check both tensors are floating, 1-D or 2-D, with equal batch size and row width.
+
+        Raises:
+            TaskError: With expected and actual shapes and dtypes.
+        """
+        if logits.ndim not in (1, 2) or not logits.is_floating_point():
+            raise TaskError(f"{self._expects}; got predictions {_describe(logits)}")
+        if labels.ndim not in (1, 2) or not labels.is_floating_point():
+            hint = (
+                ". Integer labels look like class indices: use TaskSpec.classification, "
+                "or convert real-valued targets with labels.float()"
+                if not labels.is_floating_point()
+                else ""
+            )
+            raise TaskError(f"{self._expects}; got labels {_describe(labels)}{hint}")
+        pred_row = logits.shape[1] if logits.ndim == 2 else 1
+        label_row = labels.shape[1] if labels.ndim == 2 else 1
+        if logits.shape[0] != labels.shape[0] or pred_row != label_row:
+            raise TaskError(
+                f"{self._expects}; got predictions {_describe(logits)} and labels "
+                f"{_describe(labels)}"
+            )
+
+    def _aligned(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        dtype = torch.promote_types(_compute_dtype(logits), _compute_dtype(labels))
+        # (B,) / (B, 1) / (B, K) -> labels' shape; a view, no copy for contiguous inputs.
+        return logits.reshape(labels.shape).to(dtype), labels.to(dtype)
+
+    def loss_sum(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Sum of squared errors over every element (0-dim, float32 or wider)."""
+        self.validate_inputs(logits, labels)
+        preds, target = self._aligned(logits, labels)
+        return F.mse_loss(preds, target, reduction="sum")
+
+    def num_targets(self, labels: Tensor) -> Tensor:
+        """``labels.numel()`` as a 0-dim int64 tensor on the labels' device (no host sync)."""
+        return torch.full((), labels.numel(), dtype=torch.int64, device=labels.device)
+
+    def predictions(self, logits: Tensor) -> Tensor:
+        """Predictions with a trailing singleton output dimension removed (``[B, 1]`` -> ``[B]``)."""
+        if logits.ndim == 2 and logits.shape[1] == 1:
+            return logits.squeeze(1)
+        return logits
+
+
+_LOSS_STRATEGIES: dict[str, type[LossStrategy]] = {
+    "classification": ClassificationLoss,
+    "language_modeling": LanguageModelingLoss,
+    "regression": RegressionLoss,
+    # Vision tasks in trainengine classify images, so they share the classification loss.
+    "vision": ClassificationLoss,
+}
+
+
+def available_loss_strategies() -> tuple[str, ...]:
+    """Names accepted by :func:`get_loss_strategy`, sorted.
+
+    Example:
+        >>> {"classification", "language_modeling", "regression", "vision"} <= set(
+        ...     available_loss_strategies()
+        ... )
+        True
+    """
+    return tuple(sorted(_LOSS_STRATEGIES))
+
+
+def register_loss_strategy(
+    task_type: str, cls: type[LossStrategy], *, overwrite: bool = False
+) -> None:
+    """Register ``cls`` as the loss strategy for ``task_type``.
+
+    Args:
+        task_type: Registry name, e.g. ``"reward_modeling"``.
+        cls: A :class:`LossStrategy` subclass; its keyword arguments become the options of
+            :func:`get_loss_strategy`.
+        overwrite: Replace an existing registration instead of raising.
+
+    Raises:
+        TaskError: If the name is empty, ``cls`` is not a LossStrategy subclass, or the name is
+            taken and ``overwrite`` is False.
+
+    Example:
+        >>> class MyLoss(RegressionLoss):
+        ...     task_type = "my_regression"
+        >>> register_loss_strategy("my_regression", MyLoss, overwrite=True)
+        >>> type(get_loss_strategy("my_regression")).__name__
+        'MyLoss'
+    """
+    if not isinstance(task_type, str) or not task_type.strip():
+        raise TaskError(f"loss strategy name must be a non-empty string, got {task_type!r}")
+    if not (isinstance(cls, type) and issubclass(cls, LossStrategy)):
+        raise TaskError(
+            f"loss strategy for '{task_type}' must be a subclass of "
+            f"trainengine.tasks.LossStrategy, got {cls!r}"
+        )
+    if task_type in _LOSS_STRATEGIES and not overwrite:
+        raise TaskError(
+            f"loss strategy '{task_type}' is already registered "
+            f"({_LOSS_STRATEGIES[task_type].__name__}); pass overwrite=True to replace it"
+        )
+    _LOSS_STRATEGIES[task_type] = cls
+
+
+def get_loss_strategy(task_type: str, **options: Any) -> LossStrategy:
+    """Build the registered loss strategy for ``task_type`` with ``options``.
+
+    Args:
+        task_type: One of :func:`available_loss_strategies` (``"vision"`` gives the
+            classification strategy).
+        **options: Keyword arguments of the strategy, e.g. ``label_smoothing=0.1``,
+            ``ignore_index=-100``.
+
+    Returns:
+        A new strategy instance.
+
+    Raises:
+        TaskError: For an unknown name (the message lists the available ones) or an option
+            the strategy does not accept (the message lists the accepted ones).
+
+    Example:
+        >>> get_loss_strategy("vision", label_smoothing=0.1).task_type
+        'classification'
+    """
+    cls = _LOSS_STRATEGIES.get(task_type)
+    if cls is None:
+        names = available_loss_strategies()
+        close = difflib.get_close_matches(str(task_type), names, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise TaskError(
+            f"unknown loss strategy '{task_type}'{hint} — available: {', '.join(names)}"
+        )
+    try:
+        inspect.signature(cls).bind(**options)
+    except TypeError:
+        accepted = [
+            p.name
+            for p in inspect.signature(cls).parameters.values()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        unknown = sorted(set(options) - set(accepted))
+        raise TaskError(
+            f"loss strategy '{task_type}' ({cls.__name__}) does not accept option(s) "
+            f"{', '.join(unknown) or sorted(options)} — accepted: {', '.join(accepted) or 'none'}"
+        ) from None
+    return cls(**options)

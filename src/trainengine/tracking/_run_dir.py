@@ -1,0 +1,187 @@
+"""The run directory: ``runs/<experiment>/<run_id>/`` with config, run facts, logs and weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from trainengine._io import atomic_write_json, atomic_write_text, validate_name
+from trainengine.errors import TrainEngineError
+
+__all__ = ["RunDirectory", "git_info", "library_versions", "new_run_id"]
+
+_WEIGHTS = "model.safetensors"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: ``20261122-031502-a1b2``."""
+    return datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def git_info(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Commit and dirty flag of the git checkout around ``cwd`` (nulls outside a checkout)."""
+
+    def run(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = run("rev-parse", "HEAD")
+    dirty = None
+    if commit is not None:
+        status = run("status", "--porcelain", "--untracked-files=no")
+        dirty = bool(status) if status is not None else None
+    return {"commit": commit, "dirty": dirty}
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    import trainengine
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__, "trainengine": trainengine.__version__}
+    if torch.cuda.is_available():
+        versions["cuda"] = str(torch.version.cuda)
+    return versions
+
+
+class RunDirectory:
+    """Callback that records a run in ``<output_dir>/<experiment>/<run_id>/``.
+
+    Files: ``config.yaml`` (the resolved config, re-runnable as is), ``run.json`` (status,
+    start/end, git commit, versions, host, seed, data fingerprints, results), ``logs.jsonl``
+    (one JSON object per logged step and evaluation) and ``model.safetensors`` (final weights).
+    ``run.json`` is rewritten atomically at start and end, so it is always valid JSON.
+    """
+
+    rank_zero_only = True
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self._log: TextIO | None = None
+        self._facts: dict[str, Any] = {}
+
+    # -- events ------------------------------------------------------------------------------
+    def on_train_start(self, trainer: Any) -> None:
+        cfg = trainer.config
+        tr = cfg.tracking
+        experiment = validate_name(tr.experiment_name, "tracking.experiment_name")
+        root = Path(tr.output_dir) / experiment
+        if tr.run_name:
+            run_id = validate_name(tr.run_name, "tracking.run_name")
+            if (root / run_id).exists():
+                raise TrainEngineError(
+                    f"run directory {root / run_id} already exists — choose another tracking.run_name (--run-name) or remove it"
+                )
+        else:
+            run_id = new_run_id()
+            while (root / run_id).exists():
+                run_id = new_run_id()
+        self.path = root / run_id
+        self.path.mkdir(parents=True)
+        trainer.run_dir = self.path
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        model = trainer.model
+        self._facts = {
+            "run_id": run_id,
+            "experiment": experiment,
+            "status": "running",
+            "start_time": _now(),
+            "end_time": None,
+            "git": git_info(),
+            "versions": library_versions(),
+            "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "cpu_count": os.cpu_count(), "argv": sys.argv},
+            "seed": cfg.training.seed,
+            "deterministic": cfg.training.deterministic,
+            "runtime": trainer.runtime.describe(),
+            "task": trainer.task_spec.to_dict(),
+            "model": {"class": type(model).__name__, "num_parameters": trainer.num_parameters, "config": trainer.model_config_dict()},
+            "data": {
+                "dataset": cfg.data.dataset,
+                "num_train_samples": trainer.info.get("num_train_samples"),
+                "num_val_samples": trainer.info.get("num_val_samples"),
+                "train_fingerprint": trainer.info.get("train_fingerprint"),
+                "val_fingerprint": trainer.info.get("val_fingerprint"),
+                "train_val_overlap": trainer.info.get("train_val_overlap"),
+            },
+            "tags": list(cfg.tracking.tags),
+            "notes": cfg.tracking.notes,
+        }
+        atomic_write_json(self.path / "run.json", self._facts)
+        # Line-buffered text is cheap: lines are written at logging steps and evaluations only.
+        self._log = open(self.path / "logs.jsonl", "a", encoding="utf-8", buffering=1)
+        self._write({"type": "start", "run_id": run_id})
+
+    def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
+        self._write(record)
+
+    def on_train_end(self, trainer: Any, results: dict[str, Any]) -> None:
+        assert self.path is not None
+        if trainer.config.checkpointing.save_final_weights:
+            save_weights(trainer.model, self.path / _WEIGHTS, metadata={"run_id": self._facts["run_id"], "step": str(trainer.state.step)})
+        summary = {k: v for k, v in results.items() if k != "history"}
+        summary["run_dir"] = str(self.path)
+        self._write({"type": "end", "status": "completed", **_jsonable(summary)})
+        self._finish("completed", results=summary)
+
+    def on_exception(self, trainer: Any, exc: BaseException) -> None:
+        if self.path is None:
+            return
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        reason = f"{type(exc).__name__}: {exc}"
+        self._write({"type": "end", "status": status, "error": reason, "step": trainer.state.step})
+        self._finish(status, error=reason, step=trainer.state.step)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._log is not None:
+            self._log.write(json.dumps({"time": _now(), **_jsonable(record)}) + "\n")
+
+    def _finish(self, status: str, **fields: Any) -> None:
+        self._facts.update(status=status, end_time=_now(), **_jsonable(fields))
+        atomic_write_json(self.path / "run.json", self._facts)  # type: ignore[operator]
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def save_weights(model: Any, path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Save a model's weights as safetensors, handling tied weights and compiled wrappers."""
+    from safetensors.torch import save_model
+
+    module = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    module = getattr(module, "module", module)  # DDP wrapper
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_model(module, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    """Floats stay floats (NaN/inf as strings would break readers: JSON allows neither, so use null)."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
