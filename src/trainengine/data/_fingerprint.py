@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from trainengine.data._datasets import InMemoryDataset, TokenWindowDataset
 from trainengine.errors import DataError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,13 @@ from trainengine.data._datasets import collate_batch
 from trainengine.errors import DataError
 
 __all__ = ["build_dataloader", "seed_worker"]
+
+_HAS_IN_ORDER = "in_order" in inspect.signature(DataLoader.__init__).parameters
+
+
+def _accelerator_available() -> bool:
+    acc = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return bool(acc.is_available()) if acc is not None else torch.cuda.is_available()
 
 
 def seed_worker(worker_id: int) -> None:
@@ -122,6 +130,9 @@ def build_dataloader(
     generator = torch.Generator()
     generator.manual_seed(seed)
     workers = num_workers > 0
+    extra: dict[str, Any] = {}
+    if _HAS_IN_ORDER:  # DataLoader(in_order=...) exists from torch 2.6
+        extra["in_order"] = deterministic or num_workers < 2
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -129,9 +140,9 @@ def build_dataloader(
         drop_last=drop_last,
         num_workers=num_workers,
         collate_fn=collate_fn if collate_fn is not None else collate_batch,
-        pin_memory=pin_memory and torch.accelerator.is_available(),
+        pin_memory=pin_memory and _accelerator_available(),
         generator=generator,
         worker_init_fn=seed_worker if workers else None,
         persistent_workers=workers,
-        in_order=deterministic or num_workers < 2,
+        **extra,
     )

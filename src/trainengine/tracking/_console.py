@@ -122,7 +122,7 @@ class ConsoleProgress:
         table.add_column("value")
         best = results.get("best_metric")
         table.add_row(f"best {results['best_metric_name']}", f"{best:.4f} (step {results['best_step']})" if best is not None else "-")
-        if results.get("best_val_loss") is not None:
+        if results.get("best_val_loss") is not None and results["best_metric_name"] != "val/loss":
             table.add_row("best val/loss", f"{results['best_val_loss']:.4f}")
         table.add_row("steps", f"{results['steps']} ({results['epochs']:g} epochs)")
         table.add_row("wall time", format_duration(results["wall_time_s"]) + f" ({results['wall_time_s']:.1f} s)")
