@@ -13,6 +13,7 @@ from rich.table import Table
 
 from trainengine.cli._common import resolve_config
 from trainengine.config import PRESETS, TrainingConfig
+from trainengine.errors import ConfigError
 
 config_app = typer.Typer(help="Show, validate and list configurations.", no_args_is_help=True)
 
@@ -26,13 +27,24 @@ def show(
     fmt: str = typer.Option("yaml", "--format", help="yaml or json."),
 ) -> None:
     """Print the resolved config (defaults < preset < file < --set), or explain every field."""
+    if fmt not in ("yaml", "json"):
+        raise ConfigError(f"unknown --format '{fmt}' — use yaml or json")
     if explain:
+        console = Console()
+        if not console.is_terminal:
+            # Piped or redirected: one plain line per field, so grep finds whole dotted paths
+            # (an 80-column table would fold "training.learning_rate" across lines).
+            for row in TrainingConfig.explain():
+                allowed = f"; allowed {row['bounds']}" if row["bounds"] else ""
+                typer.echo(f"{row['path']} ({row['type']}, default {row['default']}{allowed}): {row['description']}")
+            return
         table = Table(title="trainengine config fields")
-        for col in ("field", "type", "default", "allowed", "description"):
+        table.add_column("field", no_wrap=True)
+        for col in ("type", "default", "allowed", "description"):
             table.add_column(col, overflow="fold")
         for row in TrainingConfig.explain():
             table.add_row(row["path"], row["type"], row["default"], row["bounds"], row["description"])
-        Console().print(table)
+        console.print(table)
         return
     cfg = resolve_config(config, preset, set_)
     if fmt == "json":

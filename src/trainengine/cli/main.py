@@ -51,12 +51,14 @@ def version() -> None:
 
 
 def _one_line(exc: BaseException) -> str:
+    # Every problem is collapsed to one line too: a multi-line problem (a parser message) must
+    # not break the "one clear line on stderr" promise.
     problems = getattr(exc, "problems", None)
     if problems and len(problems) == 1:
         return " ".join(str(problems[0]).split())
     if problems:
         head = str(exc).splitlines()[0].rstrip(":")
-        return f"{head}: " + "; ".join(problems)
+        return f"{head}: " + "; ".join(" ".join(str(p).split()) for p in problems)
     return " ".join(str(exc).split())
 
 

@@ -202,10 +202,9 @@ class TrainingConfig(BaseModel):
         Raises:
             ConfigError: listing every problem with its dotted path and allowed range.
         """
-        try:
-            type(self).model_validate(self.model_dump())
-        except ValidationError as exc:  # pragma: no cover - assignments are validated already
-            raise to_config_error(exc, type(self)) from None
+        # Through __init__ (not model_validate): pydantic runs a custom __init__ inside
+        # model_validate too and would wrap its ConfigError in a ValidationError.
+        type(self)(**self.model_dump())
         return self
 
     # -- io ------------------------------------------------------------------------------

@@ -119,6 +119,12 @@ def to_config_error(exc: ValidationError, root: type[BaseModel], *, prefix: str 
             problems.append(unknown_field_message(path, candidates))
             continue
         if err["type"] == "value_error":
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, ConfigError):
+                # A nested TrainingConfig.__init__ (pydantic calls it from model_validate):
+                # keep its problems instead of its whole multi-line message.
+                problems.extend(cause.problems)
+                continue
             # Raised by our own validators: the message is already complete.
             problems.extend(str(err["msg"]).removeprefix("Value error, ").split("\n"))
             continue

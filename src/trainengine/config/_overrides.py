@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
@@ -18,7 +19,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     """Split ``section.key=value`` into (section, key, value); the value is parsed as YAML.
 
     ``training.max_steps=100`` gives an int, ``model.hidden_dims=[64,64]`` a list,
-    ``training.max_steps=null`` None. A bare key that belongs to one section only
+    ``training.max_steps=null`` None. Text and choice fields keep the text as typed
+    (``optimizer.fused=off`` stays ``"off"``, not YAML's False). A bare key that belongs to one section only
     (``learning_rate=1e-3``) is accepted.
 
     Raises:
@@ -38,12 +40,44 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         section, key = sections[0], path
     if section not in SECTION_TYPES or key not in SECTION_TYPES[section].model_fields:
         raise ConfigError(unknown_field_message(f"{section}.{key}", all_field_paths(TrainingConfig)))
+    annotation = SECTION_TYPES[section].model_fields[key].annotation
+    if _is_text(annotation):
+        # Text and choice fields take the text as typed: YAML 1.1 would turn "off" (optimizer.fused),
+        # "yes" or "123" (tracking.run_name) into a bool or a number that the field then rejects.
+        stripped = raw.strip()
+        if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\"":
+            stripped = stripped[1:-1]  # a quoted value: the quotes only protect it from the shell/YAML
+        elif stripped in ("null", "~") and _allows_none(annotation):
+            return section, key, None
+        return section, key, stripped
     try:
         # YAML 1.1 reads "5e-4" as a string (it wants "5.0e-4"); try a float first.
         value: Any = float(raw) if _looks_like_float(raw) else yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {path}: value {raw!r} is not valid YAML ({exc})") from None
+        # PyYAML's message spans several lines with a caret drawing; keep its one-line reason.
+        reason = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"override {path}: value {raw!r} is not valid YAML ({reason})") from None
     return section, key, value
+
+
+def _text_args(annotation: Any) -> list[Any]:
+    args = get_args(annotation)
+    return [a for a in args if a is not type(None)] if get_origin(annotation) in (Union, UnionType) else [annotation]
+
+
+def _is_text(annotation: Any) -> bool:
+    """True for ``str``, ``Literal["a", "b"]`` and their ``| None`` forms."""
+    for arg in _text_args(annotation):
+        if arg is str:
+            continue
+        if get_origin(arg) is Literal and all(isinstance(v, str) for v in get_args(arg)):
+            continue
+        return False
+    return True
+
+
+def _allows_none(annotation: Any) -> bool:
+    return type(None) in get_args(annotation)
 
 
 def _looks_like_float(raw: str) -> bool:
