@@ -7,6 +7,7 @@ from typing import Any
 
 from trainengine.config import TrainingConfig, apply_overrides, deep_merge, get_preset, read_config_file
 from trainengine.config._config import route_flat_keys
+from trainengine.errors import ConfigError
 
 __all__ = ["resolve_config", "STATE"]
 
@@ -29,8 +30,17 @@ def resolve_config(
     if config_file is not None:
         data = deep_merge(data, route_flat_keys(read_config_file(config_file)))
     data = apply_overrides(data, list(overrides or []))
-    for dotted, value in (flags or {}).items():
-        if value is not None:
-            section, key = dotted.split(".", 1)
-            data = deep_merge(data, {section: {key: value}})
-    return TrainingConfig(**data)
+    given = {dotted: value for dotted, value in (flags or {}).items() if value is not None}
+    for dotted, value in given.items():
+        section, key = dotted.split(".", 1)
+        data = deep_merge(data, {section: {key: value}})
+    try:
+        return TrainingConfig(**data)
+    except ConfigError as exc:
+        # Say where the values came from, so "fix the file" vs "fix the flag" is clear.
+        sources = [f"preset {preset}"] if preset else []
+        sources += [str(config_file)] if config_file is not None else []
+        sources += ["--set"] if overrides else []
+        sources += ["flags"] if given else []
+        prefix = f"invalid configuration from {' + '.join(sources)}" if sources else "invalid configuration"
+        raise ConfigError(exc.problems, prefix=prefix) from None

@@ -43,4 +43,7 @@ def train_command(
         "tracking.experiment_name": experiment_name, "tracking.run_name": run_name, "tracking.output_dir": output_dir,
     }
     cfg = resolve_config(config, preset, set_, flags)
-    run_training(cfg)
+    results = run_training(cfg)
+    if results.get("run_dir"):
+        # On its own line: the summary table may fold a long path at narrow widths.
+        typer.echo(f"run directory: {results['run_dir']}")

@@ -54,11 +54,14 @@ def _one_line(exc: BaseException) -> str:
     # Every problem is collapsed to one line too: a multi-line problem (a parser message) must
     # not break the "one clear line on stderr" promise.
     problems = getattr(exc, "problems", None)
-    if problems and len(problems) == 1:
-        return " ".join(str(problems[0]).split())
     if problems:
         head = str(exc).splitlines()[0].rstrip(":")
-        return f"{head}: " + "; ".join(" ".join(str(p).split()) for p in problems)
+        body = "; ".join(" ".join(str(p).split()) for p in problems)
+        if len(problems) == 1:
+            # "invalid configuration (1 problem)" adds nothing; "... from run.yaml" does.
+            head = head.removesuffix(" (1 problem)")
+            return body if head == "invalid configuration" else f"{head}: {body}"
+        return f"{head}: {body}"
     return " ".join(str(exc).split())
 
 

@@ -59,8 +59,14 @@ def route_flat_keys(data: dict[str, Any]) -> dict[str, Any]:
 def _route(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     nested: dict[str, Any] = {}
     problems = []
+    flat_targets = {FLAT_FIELDS[k][0] for k in data if k not in SECTION_TYPES and len(FLAT_FIELDS.get(k, ())) == 1}
     for key, value in data.items():
         if key in SECTION_TYPES:
+            if isinstance(value, SECTION_TYPES[key]) and key not in flat_targets:
+                # Keep a section instance as it is: on assignment (``config.scheduler = {...}``)
+                # pydantic stores the other sections straight from this dict, unvalidated.
+                nested[key] = value
+                continue
             if isinstance(value, BaseModel):
                 value = value.model_dump()
             if value is None:
@@ -122,10 +128,15 @@ class TrainingConfig(BaseModel):
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection, description="Health and speed probes.")
 
     def __init__(self, **data: Any) -> None:
+        # Route flat keys first so that an unknown top-level key does not hide the problems of
+        # the sections next to it: every problem is reported in one error.
+        nested, problems = _route(data)
         try:
-            super().__init__(**data)
+            super().__init__(**nested)
         except ValidationError as exc:
-            raise to_config_error(exc, type(self)) from None
+            problems = problems + to_config_error(exc, type(self)).problems
+        if problems:
+            raise ConfigError(problems)
 
     @model_validator(mode="before")
     @classmethod
@@ -152,6 +163,9 @@ class TrainingConfig(BaseModel):
         sections = FLAT_FIELDS.get(name)
         if sections and len(sections) == 1 and not name.startswith("_"):
             return getattr(getattr(self, sections[0]), name)
+        if sections and not name.startswith("_"):
+            options = " or ".join(f"config.{s}.{name}" for s in sections)
+            raise AttributeError(f"'{type(self).__name__}' has no flat attribute '{name}' — it exists in several sections; use {options}")
         return super().__getattr__(name)  # type: ignore[misc]
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -159,7 +173,21 @@ class TrainingConfig(BaseModel):
         if name not in type(self).model_fields and sections and len(sections) == 1:
             setattr(getattr(self, sections[0]), name, value)
             return
-        super().__setattr__(name, value)
+        if name not in type(self).model_fields and not name.startswith("_"):
+            if sections:
+                options = " or ".join(f"{s}.{name}" for s in sections)
+                raise ConfigError(f"ambiguous field {name} — it exists in several sections; say {options}")
+            raise ConfigError(unknown_field_message(name, all_field_paths(type(self))))
+        previous = self.__dict__.get(name)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            # pydantic has already stored the new section when the cross-field validator fails:
+            # put the old one back so a refused assignment changes nothing.
+            if name in type(self).model_fields:
+                self.__dict__[name] = previous
+            # Assigning a whole section (``config.training = {...}``) fails like construction.
+            raise to_config_error(exc, type(self)) from None
 
     # -- validation ----------------------------------------------------------------------
     def cross_field_problems(self) -> list[str]:

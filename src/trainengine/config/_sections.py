@@ -39,12 +39,16 @@ class Section(BaseModel):
     def __setattr__(self, name: str, value: Any) -> None:
         # ``config.training.max_steps = 0`` fails like construction does: one ConfigError
         # with the dotted path and the allowed range.
+        from trainengine.config._errors import to_config_error, unknown_field_message
+        from trainengine.errors import ConfigError
+
+        section = next((k for k, v in SECTION_TYPES.items() if v is type(self)), type(self).__name__)
+        if name not in type(self).model_fields and not name.startswith("_"):
+            # Same message as construction: a typo is named, with the closest field.
+            raise ConfigError(unknown_field_message(f"{section}.{name}", [f"{section}.{n}" for n in type(self).model_fields]))
         try:
             super().__setattr__(name, value)
         except ValidationError as exc:
-            from trainengine.config._errors import to_config_error
-
-            section = next((k for k, v in SECTION_TYPES.items() if v is type(self)), type(self).__name__)
             err = to_config_error(exc, type(self))
             raise type(err)([f"{section}.{p}" for p in err.problems]) from None
 

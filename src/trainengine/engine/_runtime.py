@@ -158,8 +158,11 @@ class Runtime:
             return batch.to(self.device, non_blocking=self._non_blocking)
         if isinstance(batch, Mapping):
             return {k: self.to_device(v) for k, v in batch.items()}
-        if isinstance(batch, (list, tuple)):
-            return type(batch)(self.to_device(v) for v in batch) if not hasattr(batch, "_fields") else type(batch)(*(self.to_device(v) for v in batch))
+        if isinstance(batch, list):
+            return [self.to_device(v) for v in batch]
+        if isinstance(batch, tuple):
+            moved = [self.to_device(v) for v in batch]
+            return type(batch)(*moved) if hasattr(batch, "_fields") else tuple(moved)  # namedtuples too
         return batch
 
     def pin_memory(self, setting: str) -> bool:

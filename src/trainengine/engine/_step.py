@@ -64,14 +64,13 @@ def extract_logits(output: Any) -> torch.Tensor:
 
 
 class StepOutput:
-    """What one optimizer step produced; every field stays on the device."""
+    """What one optimizer step produced; the tensors stay on the device."""
 
-    __slots__ = ("loss_sum", "num_targets", "found_inf", "num_samples", "num_tokens")
+    __slots__ = ("loss", "found_inf", "num_samples", "num_tokens")
 
-    def __init__(self, loss_sum: torch.Tensor, num_targets: torch.Tensor | int, found_inf: torch.Tensor, num_samples: int, num_tokens: int) -> None:
-        self.loss_sum = loss_sum
-        self.num_targets = num_targets
-        self.found_inf = found_inf
+    def __init__(self, loss: torch.Tensor, found_inf: torch.Tensor, num_samples: int, num_tokens: int) -> None:
+        self.loss = loss  # mean loss per target over the window, 0-dim
+        self.found_inf = found_inf  # 1.0 when the step was skipped as non-finite, else 0.0
         self.num_samples = num_samples
         self.num_tokens = num_tokens
 
@@ -107,46 +106,51 @@ class StepRunner:
         self._device_skip = supports_found_inf(optimizer) and scaler is None
         self._validated = False
 
-    def num_targets(self, labels: torch.Tensor) -> torch.Tensor | int:
-        static = getattr(self.loss, "static_num_targets", None)
-        n = static(labels) if static is not None else None
-        return n if n is not None else self.loss.num_targets(labels)
-
-    def forward_backward(self, window: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | int, int, int]:
+    def forward_backward(self, window: Sequence[Any]) -> tuple[torch.Tensor, int, int]:
         """Accumulate gradients over the micro-batches of one optimizer step.
 
         Each micro-batch's summed loss is divided by the number of targets in the WHOLE
         window, so 8 micro-batches of 2 give the gradients of one batch of 16 — also for
         token losses with padding, where micro-batches hold different numbers of targets.
+        A window of one micro-batch takes the fused mean-loss kernel instead.
 
         Returns:
-            (summed loss over the window, number of targets, samples, tokens).
+            (mean loss per target over the window (detached, on the device), samples, tokens).
         """
+        if len(window) == 1:
+            inputs, labels = split_batch(window[0])
+            with self.runtime.autocast():
+                logits = extract_logits(call_model(self.model, inputs))
+            self._validate_once(logits, labels)
+            loss = self.loss.mean_loss(logits, labels)
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            return loss.detach(), labels.shape[0], labels.numel()
         split = [split_batch(b) for b in window]
-        counts = [self.num_targets(labels) for _, labels in split]
-        total: torch.Tensor | int = counts[0]
-        for c in counts[1:]:
-            total = total + c
-        # A window with no targets (all padding) must not divide by zero.
-        denom = total if isinstance(total, int) and total > 0 else (total.clamp_min(1) if isinstance(total, torch.Tensor) else 1)
+        total = self.loss.num_targets(split[0][1])
+        for _, labels in split[1:]:
+            total = total + self.loss.num_targets(labels)
         loss_acc: torch.Tensor | None = None
         num_samples = num_tokens = 0
         for inputs, labels in split:
             with self.runtime.autocast():
                 logits = extract_logits(call_model(self.model, inputs))
-            if not self._validated:
-                # Shapes and dtypes are host metadata: checking them once costs no sync.
-                self.loss.validate_inputs(logits, labels)
-                self._validated = True
+            self._validate_once(logits, labels)
             loss_sum = self.loss.loss_sum(logits, labels)
-            loss = loss_sum / denom
+            # An all-padding window divides 0 by 0: NaN, so the step is skipped as non-finite.
+            loss = loss_sum / total
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-            detached = loss_sum.detach()
-            loss_acc = detached if loss_acc is None else loss_acc + detached
+            loss_acc = loss.detach() if loss_acc is None else loss_acc + loss.detach()
             num_samples += labels.shape[0]
             num_tokens += labels.numel()
-        assert loss_acc is not None  # window is never empty
-        return loss_acc, total, num_samples, num_tokens
+        assert loss_acc is not None  # a window is never empty
+        return loss_acc, num_samples, num_tokens
+
+    def _validate_once(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        if not self._validated:
+            # Shapes and dtypes are host metadata: checking them costs no sync, but it is
+            # Python work, so it happens on the first batch only.
+            self.loss.validate_inputs(logits, labels)
+            self._validated = True
 
     def clip_and_check(self, loss_acc: torch.Tensor) -> torch.Tensor:
         """Unscale (fp16), clip, and return a device flag: 1.0 when the loss or a gradient is non-finite."""
@@ -157,8 +161,10 @@ class StepRunner:
         else:
             grads = [p.grad for p in self.params if p.grad is not None]
             total_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        # norm + loss is non-finite iff either is (both are >= 0 or finite sums).
-        return torch.isfinite(total_norm + loss_acc).logical_not().float()
+        # probe = norm + loss is non-finite iff either is, and then probe - probe is NaN (inf - inf
+        # or NaN - NaN); finite gives 0. Three elementwise kernels: cheaper than isfinite + where.
+        probe = total_norm + loss_acc
+        return (probe - probe).isnan().float()
 
     def optimizer_step(self, found_inf: torch.Tensor) -> None:
         """Step unless ``found_inf``; the skip happens on the device when the optimizer is fused."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, is_dataclass
@@ -23,6 +24,8 @@ from trainengine.errors import ConfigError, DataError, TaskError
 from trainengine.tasks import TaskSpec
 
 __all__ = ["Trainer"]
+
+logger = logging.getLogger("trainengine")
 
 
 class Trainer:
@@ -239,13 +242,18 @@ class Trainer:
     def _run(self, wall_start: float) -> dict[str, Any]:
         t = self.config.training
         st = self.state
-        self._log_loss = torch.zeros((), device=self.runtime.device)
-        self._log_targets: torch.Tensor | int = 0
-        self._nonfinite = torch.zeros((), device=self.runtime.device)
-        self._train_time = 0.0
+        # (loss, found_inf) device tensors of the steps since the last log: read back together.
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._eval_time = 0.0
+        self._has_before_opt = self.callbacks.has("on_before_optimizer_step")
+        self._has_step_end = self.callbacks.has("on_step_end")
+        self._log_every = t.log_interval_steps
+        loop_start = time.perf_counter()
         self._log_window_start = time.perf_counter()
         self._log_samples = 0
         cb = self.callbacks
+        # Set once: evaluate() restores the mode it found, so no per-step module walk is needed.
+        self.model.train()
         try:
             cb.fire("on_train_start", self)
             if t.eval_at_start and st.step == 0:
@@ -262,7 +270,9 @@ class Trainer:
                     self._end_epoch()
             if self.history["val"] == [] or self.history["val"][-1]["step"] != st.step:
                 self.evaluate()  # the final model is always evaluated once
-            self._flush_log(force=True)
+            self._flush_log()
+            # Training time = the loop (data loading included) minus evaluations.
+            self._train_time = time.perf_counter() - loop_start - self._eval_time
             results = self._results(wall_start)
             cb.fire("on_train_end", self, results)
             return results
@@ -291,60 +301,55 @@ class Trainer:
 
     def _train_step(self, window: list[Any]) -> None:
         st, runner, cb = self.state, self.step_runner, self.callbacks
-        start = time.perf_counter()
-        self.model.train()
-        loss_sum, num_targets, num_samples, num_tokens = runner.forward_backward(window)
-        if cb.has("on_before_optimizer_step"):
+        loss, num_samples, num_tokens = runner.forward_backward(window)
+        if self._has_before_opt:
             cb.fire("on_before_optimizer_step", self, st.step)
-        found_inf = runner.clip_and_check(loss_sum)
+        found_inf = runner.clip_and_check(loss)
         runner.optimizer_step(found_inf)
         self.scheduler.step()
-        # Running sums stay on the device; they are read back only on logging steps.
-        self._log_loss = self._log_loss + torch.where(found_inf > 0, 0.0, loss_sum)
-        self._log_targets = self._log_targets + num_targets
-        self._nonfinite = self._nonfinite + found_inf
+        self._pending.append((loss, found_inf))  # read back on the next logging step
         st.step += 1
         st.batch_in_epoch += len(window)
         st.samples_seen += num_samples
         st.tokens_seen += num_tokens
         self._log_samples += num_samples
-        self._train_time += time.perf_counter() - start
-        if cb.has("on_step_end"):
-            cb.fire("on_step_end", self, StepOutput(loss_sum, num_targets, found_inf, num_samples, num_tokens))
-        if st.step % self.config.training.log_interval_steps == 0:
+        if self._has_step_end:
+            cb.fire("on_step_end", self, StepOutput(loss, found_inf, num_samples, num_tokens))
+        if st.step % self._log_every == 0:
             self._flush_log()
 
-    def _flush_log(self, force: bool = False) -> None:
+    def _flush_log(self) -> None:
         """Read the running loss back from the device (the only per-log sync) and emit ``on_log``."""
         st = self.state
         if self.history["train"] and self.history["train"][-1]["step"] == st.step:
             return
         if st.step == 0:
             return
-        targets = self._log_targets if isinstance(self._log_targets, torch.Tensor) else torch.tensor(float(self._log_targets))
-        loss_sum, n, nonfinite = torch.stack([self._log_loss.float(), targets.to(self._log_loss.device).float(), self._nonfinite]).tolist()
-        skipped_now = int(nonfinite) - st.num_nonfinite_steps
-        st.num_nonfinite_steps = int(nonfinite)
+        if not self._pending:
+            return
+        # One read-back for all steps since the last log: [loss0, flag0, loss1, flag1, ...].
+        values = torch.stack([t.float() for pair in self._pending for t in pair]).tolist()
+        losses, flags = values[0::2], values[1::2]
+        self._pending = []
+        kept = [v for v, bad in zip(losses, flags) if not bad]
+        skipped_now = int(sum(flags))
+        st.num_nonfinite_steps += skipped_now
         now = time.perf_counter()
         elapsed = max(now - self._log_window_start, 1e-9)
         record = {
             "type": "train",
             "step": st.step,
             "epoch": st.epoch,
-            "train/loss": loss_sum / n if n > 0 else float("nan"),
+            "train/loss": sum(kept) / len(kept) if kept else float("nan"),
             "lr": self.scheduler.get_last_lr()[0],
             "train/samples_per_second": self._log_samples / elapsed,
             "train/nonfinite_steps": st.num_nonfinite_steps,
         }
         if skipped_now:
-            import logging
-
-            logging.getLogger("trainengine").warning(
+            logger.warning(
                 "%d optimizer step(s) skipped because the loss or a gradient was not finite (total %d, up to step %d)",
                 skipped_now, st.num_nonfinite_steps, st.step,
             )
-        self._log_loss = torch.zeros((), device=self.runtime.device)
-        self._log_targets = 0
         self._log_window_start, self._log_samples = now, 0
         self.history["train"].append({"step": st.step, "epoch": st.epoch, "loss": record["train/loss"], "lr": record["lr"]})
         self.callbacks.fire("on_log", self, record)
@@ -368,6 +373,7 @@ class Trainer:
         loader = self.val_loader if data is None else build_dataloader(data, batch_size=self.config.training.eval_batch_size or 2 * self.config.training.batch_size, shuffle=False, seed=0)
         if loader is None:
             return {}
+        start = time.perf_counter()
         was_training = self.model.training
         self.model.eval()
         metrics_acc = self.task_spec.create_metrics(self.runtime.device)
@@ -381,6 +387,7 @@ class Trainer:
         metrics = {f"val/{k}": float(v) for k, v in metrics_acc.compute().items()}
         if data is None:
             self._after_eval(metrics)
+            self._eval_time += time.perf_counter() - start
         return metrics
 
     def _after_eval(self, metrics: dict[str, float]) -> None:

@@ -102,6 +102,15 @@ class LossStrategy(ABC):
         """Mean loss per target: ``loss_sum / max(num_targets, 1)`` (0 for a batch with no targets)."""
         return self.loss_sum(logits, labels) / self.num_targets(labels).clamp_min(1)
 
+    def mean_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Mean loss per target without input validation: the training hot path.
+
+        The Trainer validates the first batch once and then calls this every step; subclasses
+        override it with a single fused kernel (``reduction="mean"``). A batch with no targets
+        gives NaN here, which the Trainer treats as a non-finite step and skips.
+        """
+        return self.loss_sum(logits, labels) / self.num_targets(labels)
+
     def predictions(self, logits: Tensor) -> Tensor:
         """Turn model outputs into predictions (class indices by default)."""
         return logits.argmax(dim=-1)
@@ -201,6 +210,14 @@ class ClassificationLoss(LossStrategy):
         """Number of labels not equal to ``ignore_index`` (0-dim int64 on the labels' device)."""
         return (labels != self.ignore_index).sum()
 
+    def mean_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(
+            logits.to(_compute_dtype(logits)),  # (B, C)
+            labels,  # (B,)
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+        )
+
 
 class LanguageModelingLoss(LossStrategy):
     """Next-token cross entropy over logits ``[B, T, V]`` and int64 labels ``[B, T]``.
@@ -267,6 +284,15 @@ class LanguageModelingLoss(LossStrategy):
         """Number of positions whose label is not ``ignore_index`` (0-dim int64)."""
         return (labels != self.ignore_index).sum()
 
+    def mean_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        vocab = logits.shape[-1]
+        return F.cross_entropy(
+            logits.reshape(-1, vocab).to(_compute_dtype(logits)),  # (B*T, V)
+            labels.reshape(-1),  # (B*T,)
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+        )
+
 
 class RegressionLoss(LossStrategy):
     """Squared error between float predictions and float targets.
@@ -327,6 +353,10 @@ class RegressionLoss(LossStrategy):
     def num_targets(self, labels: Tensor) -> Tensor:
         """``labels.numel()`` as a 0-dim int64 tensor on the labels' device (no host sync)."""
         return torch.full((), labels.numel(), dtype=torch.int64, device=labels.device)
+
+    def mean_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        preds, target = self._aligned(logits, labels)
+        return F.mse_loss(preds, target)
 
     def predictions(self, logits: Tensor) -> Tensor:
         """Predictions with a trailing singleton output dimension removed (``[B, 1]`` -> ``[B]``)."""
