@@ -96,7 +96,8 @@ class NaNOnMarkedInputs(nn.Module):
         return torch.where(x[:, :1] == 999, float("nan"), out)
 
 
-def test_nonfinite_steps_are_skipped_counted_logged_and_training_continues(make_config, blobs):
+@pytest.mark.parametrize("check_on_host", [True, False], ids=["cpu-host-check", "device-flag"])
+def test_nonfinite_steps_are_skipped_counted_logged_and_training_continues(make_config, blobs, check_on_host):
     (xt, yt), val = blobs
     xt = xt.clone()
     xt[16:32, 0] = 999.0  # the whole second batch (shuffle off) is poisoned
@@ -105,6 +106,9 @@ def test_nonfinite_steps_are_skipped_counted_logged_and_training_continues(make_
     seen = {}
 
     class Snapshot:
+        def on_train_start(self, trainer):
+            trainer.step_runner.check_on_host = check_on_host
+
         def on_step_end(self, trainer, output):
             seen[trainer.state.step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 

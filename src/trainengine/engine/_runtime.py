@@ -156,13 +156,14 @@ class Runtime:
         """Move tensors (also inside tuples, lists and dicts) to the device without blocking."""
         if isinstance(batch, torch.Tensor):
             return batch.to(self.device, non_blocking=self._non_blocking)
-        if isinstance(batch, Mapping):
-            return {k: self.to_device(v) for k, v in batch.items()}
-        if isinstance(batch, list):
-            return [self.to_device(v) for v in batch]
+        # Concrete types before the Mapping ABC: ABC isinstance checks are slow per step.
         if isinstance(batch, tuple):
             moved = [self.to_device(v) for v in batch]
             return type(batch)(*moved) if hasattr(batch, "_fields") else tuple(moved)  # namedtuples too
+        if isinstance(batch, list):
+            return [self.to_device(v) for v in batch]
+        if isinstance(batch, dict) or isinstance(batch, Mapping):
+            return {k: self.to_device(v) for k, v in batch.items()}
         return batch
 
     def pin_memory(self, setting: str) -> bool:

@@ -7,6 +7,7 @@ The Trainer reads the accumulated numbers back only on logging steps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,6 +47,9 @@ def split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:
+    # The Tensor check first: isinstance against the Mapping ABC is slow on the hot path.
+    if isinstance(inputs, torch.Tensor):
+        return model(inputs)
     return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
 
 
@@ -64,12 +68,12 @@ def extract_logits(output: Any) -> torch.Tensor:
 
 
 class StepOutput:
-    """What one optimizer step produced; the tensors stay on the device."""
+    """What one optimizer step produced; on accelerators the values stay on the device."""
 
     __slots__ = ("loss", "found_inf", "num_samples", "num_tokens")
 
-    def __init__(self, loss: torch.Tensor, found_inf: torch.Tensor, num_samples: int, num_tokens: int) -> None:
-        self.loss = loss  # mean loss per target over the window, 0-dim
+    def __init__(self, loss: torch.Tensor | float, found_inf: torch.Tensor | float, num_samples: int, num_tokens: int) -> None:
+        self.loss = loss  # mean loss per target over the window (a float on the CPU)
         self.found_inf = found_inf  # 1.0 when the step was skipped as non-finite, else 0.0
         self.num_samples = num_samples
         self.num_tokens = num_tokens
@@ -104,6 +108,8 @@ class StepRunner:
         self.scaler = scaler
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self._device_skip = supports_found_inf(optimizer) and scaler is None
+        # On the CPU reading a value is no device sync: check non-finite steps on the host.
+        self.check_on_host = runtime.device.type == "cpu"
         self._validated = False
 
     def forward_backward(self, window: Sequence[Any]) -> tuple[torch.Tensor, int, int]:
@@ -152,8 +158,18 @@ class StepRunner:
             self.loss.validate_inputs(logits, labels)
             self._validated = True
 
-    def clip_and_check(self, loss_acc: torch.Tensor) -> torch.Tensor:
-        """Unscale (fp16), clip, and return a device flag: 1.0 when the loss or a gradient is non-finite."""
+    def clip_and_step(self, loss: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """Unscale (fp16), clip, and step unless the loss or a gradient is non-finite.
+
+        On an accelerator nothing is read back: a device flag (1.0 = skip) goes to the fused
+        optimizer, which skips the update on the device. On the CPU a tensor's value is a plain
+        memory read, not a device sync, so the check happens on the host, which costs far less
+        than extra kernels there.
+
+        Returns:
+            (the loss, the skip flag): floats on the CPU, device tensors elsewhere; the Trainer
+            reads device values back only on logging steps.
+        """
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.max_grad_norm is not None:
@@ -161,19 +177,24 @@ class StepRunner:
         else:
             grads = [p.grad for p in self.params if p.grad is not None]
             total_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        # probe = norm + loss is non-finite iff either is, and then probe - probe is NaN (inf - inf
-        # or NaN - NaN); finite gives 0. Three elementwise kernels: cheaper than isfinite + where.
-        probe = total_norm + loss_acc
-        return (probe - probe).isnan().float()
-
-    def optimizer_step(self, found_inf: torch.Tensor) -> None:
-        """Step unless ``found_inf``; the skip happens on the device when the optimizer is fused."""
+        if self.check_on_host:
+            loss_value = loss.item()
+            skip = not math.isfinite(loss_value + total_norm.item())
+            if not skip:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss_value, float(skip)
+        # norm + loss is non-finite iff either is; times 0 that is NaN (inf * 0, NaN * 0) or 0,
+        # and nan_to_num turns it into the 1.0 / 0.0 float flag fused optimizers take.
+        flag = torch.nan_to_num((total_norm + loss).mul_(0.0), nan=1.0)
+        flag = flag if flag.dtype == torch.float32 else flag.float()
         if self.scaler is not None:
-            self.scaler.step(self.optimizer)
+            self.scaler.step(self.optimizer)  # the scaler skips on its own inf check
             self.scaler.update()
         elif self._device_skip:
-            self.optimizer.found_inf = found_inf  # type: ignore[attr-defined]
+            self.optimizer.found_inf = flag  # type: ignore[attr-defined]
             self.optimizer.step()
-        elif not bool(found_inf):  # non-fused optimizer: one host read per step is the price
+        elif not bool(flag):  # a non-fused optimizer off the CPU: one read per step is the price
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        return loss, flag

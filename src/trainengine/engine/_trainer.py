@@ -243,7 +243,7 @@ class Trainer:
         t = self.config.training
         st = self.state
         # (loss, found_inf) device tensors of the steps since the last log: read back together.
-        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pending: list[tuple[Any, Any]] = []
         self._eval_time = 0.0
         self._has_before_opt = self.callbacks.has("on_before_optimizer_step")
         self._has_step_end = self.callbacks.has("on_step_end")
@@ -304,10 +304,9 @@ class Trainer:
         loss, num_samples, num_tokens = runner.forward_backward(window)
         if self._has_before_opt:
             cb.fire("on_before_optimizer_step", self, st.step)
-        found_inf = runner.clip_and_check(loss)
-        runner.optimizer_step(found_inf)
+        loss, found_inf = runner.clip_and_step(loss)
         self.scheduler.step()
-        self._pending.append((loss, found_inf))  # read back on the next logging step
+        self._pending.append((loss, found_inf))  # device values are read back on the next logging step
         st.step += 1
         st.batch_in_epoch += len(window)
         st.samples_seen += num_samples
@@ -328,7 +327,8 @@ class Trainer:
         if not self._pending:
             return
         # One read-back for all steps since the last log: [loss0, flag0, loss1, flag1, ...].
-        values = torch.stack([t.float() for pair in self._pending for t in pair]).tolist()
+        flat = [v for pair in self._pending for v in pair]
+        values = flat if isinstance(flat[0], float) else torch.stack([t.float() for t in flat]).tolist()
         losses, flags = values[0::2], values[1::2]
         self._pending = []
         kept = [v for v, bad in zip(losses, flags) if not bad]
