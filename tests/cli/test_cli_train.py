@@ -71,11 +71,14 @@ def test_train_writes_a_complete_run_directory(capsys, in_tmp, captured):
     # Every log line is a JSON object with a timestamp.
     records = [json.loads(line) for line in (run_dir / "logs.jsonl").read_text(encoding="utf-8").splitlines()]
     assert records and all("time" in r for r in records)
-    # config.yaml is exactly what ran, and loads back as is.
+    # config.yaml is what ran, minus the run name (so re-running it as is gets a new run folder).
     (ran,) = captured
     saved = TrainingConfig.load(run_dir / "config.yaml")
+    assert (saved.training.max_steps, saved.epochs, saved.data.dataset, saved.tracking.run_name) == (5, 1, "digits", None)
+    saved.tracking.run_name = "r1"
     assert saved == ran
-    assert (saved.training.max_steps, saved.epochs, saved.data.dataset, saved.tracking.run_name) == (5, 1, "digits", "r1")
+    code, _, err = _run(capsys, "train", "--config", str(run_dir / "config.yaml"))
+    assert code == 0, err
     # The summary ends with the run directory.
     assert "tmp/default/r1" in out
 
@@ -119,7 +122,9 @@ def test_train_with_the_example_digits_config(capsys, in_tmp, captured):
     assert code == 0, err
     run_dir = in_tmp / "tmp" / TrainingConfig.load(config).tracking.experiment_name / "ex"
     assert json.loads((run_dir / "run.json").read_text(encoding="utf-8"))["status"] == "completed"
-    assert TrainingConfig.load(run_dir / "config.yaml") == captured[0]
+    saved = TrainingConfig.load(run_dir / "config.yaml")
+    saved.tracking.run_name = "ex"  # left out of config.yaml so a re-run gets its own folder
+    assert saved == captured[0]
 
 
 # -- precedence through the CLI ---------------------------------------------------------------------

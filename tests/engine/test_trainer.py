@@ -194,7 +194,10 @@ def test_run_directory_records_the_run(make_config, blobs):
     results = Trainer(model, None, cfg, CLS3).train(blobs[0], blobs[1])
     run_dir = results["run_dir"]
     assert run_dir.endswith("exp1/r1")
-    assert TrainingConfig.load(f"{run_dir}/config.yaml") == cfg
+    rerun = TrainingConfig.load(f"{run_dir}/config.yaml")
+    assert rerun.tracking.run_name is None  # a re-run as is gets a fresh run directory
+    rerun.tracking.run_name = "r1"
+    assert rerun == cfg
     facts = json.load(open(f"{run_dir}/run.json"))
     assert facts["status"] == "completed" and facts["end_time"] and facts["seed"] == cfg.training.seed
     assert facts["versions"]["torch"] == torch.__version__

@@ -181,6 +181,11 @@ class TrainingConfigBuilder:
         return self.with_section("optimizer", **fields)
 
     def with_scheduler(self, **fields: Any) -> TrainingConfigBuilder:
+        # Warmup is given one way: setting steps clears a preset's ratio and vice versa.
+        if fields.get("warmup_steps") and "warmup_ratio" not in fields:
+            fields["warmup_ratio"] = 0.0
+        if fields.get("warmup_ratio") and "warmup_steps" not in fields:
+            fields["warmup_steps"] = 0
         return self.with_section("scheduler", **fields)
 
     def with_checkpointing(self, **fields: Any) -> TrainingConfigBuilder:

@@ -97,7 +97,11 @@ class RunDirectory:
         self.path = root / run_id
         self.path.mkdir(parents=True)
         trainer.run_dir = self.path
-        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        # Re-runnable as is: the run name is left out (it is this run's folder; a re-run gets its own).
+        resolved = cfg.to_dict()
+        resolved["tracking"]["run_name"] = None
+        header = f"# Resolved config of run {experiment}/{run_id}. Re-run: trainengine train --config {self.path / 'config.yaml'}\n"
+        atomic_write_text(self.path / "config.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
         model = trainer.model
         self._facts = {
             "run_id": run_id,
