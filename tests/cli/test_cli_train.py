@@ -211,3 +211,20 @@ def test_quickstart_one_epoch_prints_summary_and_run_directory(capsys, in_tmp):
 def test_version(capsys):
     code, out, _ = _run(capsys, "version")
     assert code == 0 and out.startswith("trainengine ") and "torch" in out
+
+
+@pytest.mark.slow
+def test_quickstart_reaches_95_percent_in_under_3_minutes(tmp_path):
+    """What `make demo` runs: digits, >= 0.95 validation accuracy, well within 3 minutes on 2 cores."""
+    import time
+
+    from trainengine.cli._quickstart import quickstart_config
+    from trainengine.cli._train import run_training
+
+    config = quickstart_config(output_dir=str(tmp_path))
+    config.tracking.progress = "off"
+    start = time.perf_counter()
+    results = run_training(config)
+    assert results["best_metric_name"] == "val/accuracy"
+    assert results["best_metric"] >= 0.95
+    assert time.perf_counter() - start < 180

@@ -298,3 +298,32 @@ def test_cuda_bf16_training(make_config, blobs):
     results = Trainer(MLP(4, 3, hidden_dims=(16,)), None, cfg, CLS3).train(blobs[0], blobs[1])
     assert results["device"].startswith("cuda") and results["precision"] == "bf16"
     assert results["best_metric"] > 0.8
+
+
+def test_config_label_smoothing_reaches_the_loss(make_config, blobs):
+    from trainengine import ConfigError
+
+    cfg = make_config(max_steps=1, label_smoothing=0.2).with_tracking(write_run_dir=False).build()
+    trainer = Trainer(MLP(4, 3), None, cfg, CLS3)
+    assert trainer.task_spec.label_smoothing == 0.2
+    assert trainer.task_spec.loss_strategy.label_smoothing == 0.2
+    with pytest.raises(ConfigError, match="regression"):
+        Trainer(MLP(4, 1), None, cfg, TaskSpec.regression("r"))
+    with pytest.raises(ConfigError, match="differs"):
+        Trainer(MLP(4, 3), None, cfg, TaskSpec.classification("c", 3, label_smoothing=0.1))
+
+
+def test_train_state_snapshot_restores_fields_and_rng():
+    import random
+
+    import numpy as np
+
+    from trainengine import TrainState
+
+    state = TrainState(step=7, epoch=1, batch_in_epoch=3, best_metric=0.5)
+    snap = state.snapshot()
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    other = TrainState()
+    other.restore(snap)
+    assert other == state
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])

@@ -28,7 +28,7 @@ class BuiltRun:
 
 def build_task(config: TrainingConfig) -> TaskSpec:
     """The TaskSpec for ``config.data`` (``task: auto`` = the data set's natural task)."""
-    d, t = config.data, config.training
+    d = config.data
     if d.dataset is None:
         raise ConfigError("data.dataset is not set — name a built-in data set (digits, diabetes, pystdlib) or pass data to Trainer.train()")
     if d.task == "auto":
@@ -42,9 +42,7 @@ def build_task(config: TrainingConfig) -> TaskSpec:
         spec = TaskSpec.regression(d.dataset)
     else:
         spec = TaskSpec.language_modeling(d.dataset)
-    if t.label_smoothing and spec.task_type in ("classification", "vision"):
-        spec = TaskSpec.from_dict({**spec.to_dict(), "label_smoothing": t.label_smoothing})
-    return spec
+    return spec  # training.label_smoothing is applied by the Trainer, for every TaskSpec
 
 
 def load_data_for(config: TrainingConfig, task_spec: TaskSpec) -> DatasetSplits:

@@ -42,6 +42,15 @@ class TrainState:
                 raise KeyError(f"unknown train-state field '{key}'")
             setattr(self, key, value)
 
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a checkpoint needs to continue exactly: the fields plus every RNG state."""
+        return {"state": self.state_dict(), "rng": capture_rng_state()}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Inverse of :meth:`snapshot`: fields and RNG states as they were."""
+        self.load_state_dict(snapshot["state"])
+        restore_rng_state(snapshot["rng"])
+
 
 def capture_rng_state() -> dict[str, Any]:
     """RNG states of python, numpy, torch (CPU) and every CUDA device."""

@@ -93,7 +93,7 @@ class Trainer:
         self.model = model
         self.model_config = config
         self.config = training_config.validate()
-        self.task_spec = task_spec
+        self.task_spec = _with_label_smoothing(task_spec, training_config.training.label_smoothing)
         self.gradient_monitor = gradient_monitor
         self.extra_callbacks = list(callbacks or [])
         self.state = TrainState()
@@ -452,6 +452,23 @@ class Trainer:
         if isinstance(c, dict):
             return dict(c)
         return {"repr": repr(c)}
+
+
+def _with_label_smoothing(spec: TaskSpec, value: float) -> TaskSpec:
+    """Apply ``training.label_smoothing`` to the task (a value set on the TaskSpec itself wins).
+
+    Raises:
+        ConfigError: smoothing asked for a regression task, or two different values.
+    """
+    if not value or spec.label_smoothing == value:
+        return spec
+    if spec.task_type == "regression":
+        raise ConfigError(f"training.label_smoothing ({value}) applies to class targets; the task is regression — set it to 0")
+    if spec.label_smoothing:
+        raise ConfigError(
+            f"training.label_smoothing ({value}) differs from the TaskSpec's label_smoothing ({spec.label_smoothing}) — set one of them"
+        )
+    return TaskSpec.from_dict({**spec.to_dict(), "label_smoothing": value})
 
 
 def _canonical_metric(name: str) -> str:
