@@ -327,3 +327,38 @@ def test_train_state_snapshot_restores_fields_and_rng():
     other.restore(snap)
     assert other == state
     assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
+
+
+def test_monitor_must_be_a_metric_of_the_task(make_config):
+    from trainengine import ConfigError
+
+    cfg = make_config(max_steps=1).with_training(monitor="val/accuracy").build()
+    with pytest.raises(ConfigError, match="val/accuracy.*available: val/loss, val/mse"):
+        Trainer(MLP(4, 1), None, cfg, TaskSpec.regression("r"))
+
+
+def test_early_stopping_without_validation_data_is_refused(make_config, blobs):
+    from trainengine import ConfigError
+
+    cfg = make_config(max_steps=3, early_stopping_patience=2).build()
+    with pytest.raises(ConfigError, match="need validation data"):
+        Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0])
+
+
+def test_a_one_shot_iterable_does_not_loop_forever(make_config, blobs):
+    from torch.utils.data import IterableDataset
+
+    from trainengine import DataError
+
+    class Once(IterableDataset):
+        def __init__(self):
+            self.used = False
+
+        def __iter__(self):
+            if not self.used:
+                self.used = True
+                yield from zip(blobs[0][0][:32], blobs[0][1][:32])
+
+    cfg = make_config(max_steps=100, eval_every_epoch=False).with_data(shuffle=False, check_overlap=False).with_tracking(write_run_dir=False).build()
+    with pytest.raises(DataError, match="no batches in epoch 1"):
+        Trainer(MLP(4, 3), None, cfg, CLS3).train(DataLoader(Once(), batch_size=16))

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import IterableDataset
 
 from trainengine.config import TrainingConfig
 from trainengine.data import build_dataloader, check_overlap, fingerprint_dataset
@@ -103,6 +103,9 @@ class Trainer:
         t = self.config.training
         self.monitor = _canonical_metric(t.monitor or task_spec.monitor)
         self.monitor_mode = task_spec.monitor_mode if t.monitor_mode == "auto" else t.monitor_mode
+        available = [f"val/{m}" for m in task_spec.metrics]
+        if self.monitor not in available:
+            raise ConfigError(f"training.monitor '{self.monitor}' is not reported by a {task_spec.task_type} task — available: {', '.join(available)}")
         self._stop_reason: str | None = None
 
     # ------------------------------------------------------------------ public API
@@ -163,6 +166,11 @@ class Trainer:
                 val_data, batch_size=t.eval_batch_size or 2 * t.batch_size, shuffle=False, seed=t.seed,
                 num_workers=cfg.data.num_workers, pin_memory=pin,
             )
+        if self.val_loader is None:
+            needs = [n for n, on in (("training.early_stopping_patience", t.early_stopping_patience is not None),
+                                     ("scheduler.name reduce_on_plateau", cfg.scheduler.name == "reduce_on_plateau")) if on]
+            if needs:
+                raise ConfigError(f"{' and '.join(needs)} need validation data — pass val_data to train() or use a built-in data set")
         self._record_data_facts(train_data, val_data)
         try:
             self.batches_per_epoch = len(self.train_loader)
@@ -207,12 +215,13 @@ class Trainer:
         self.info["num_val_samples"] = _safe_len(val_ds)
         self.info["train_fingerprint"] = _safe_fingerprint(train_ds)
         self.info["val_fingerprint"] = _safe_fingerprint(val_ds)
-        if train_ds is not None and val_ds is not None and self.config.data.check_overlap:
+        indexable = not isinstance(train_ds, IterableDataset) and not isinstance(val_ds, IterableDataset)
+        if train_ds is not None and val_ds is not None and indexable and self.config.data.check_overlap:
             try:
                 self.info["train_val_overlap"] = check_overlap(train_ds, val_ds)
             except (TypeError, DataError):
                 self.info["train_val_overlap"] = None  # a dataset we cannot index or hash
-        if self.task_spec.task_type == "language_modeling" and train_ds is not None and _safe_len(train_ds):
+        if self.task_spec.task_type == "language_modeling" and indexable and train_ds is not None and _safe_len(train_ds):
             sample = train_ds[0]
             _, labels = split_batch(sample)
             self.info["seq_len"] = int(labels.shape[-1])
@@ -260,12 +269,16 @@ class Trainer:
                 self.evaluate()
             while not self._finished():
                 cb.fire("on_epoch_start", self, st.epoch)
+                step_at_epoch_start = st.step
                 for window in self._windows():
                     self._train_step(window)
                     if t.eval_interval_steps and st.step % t.eval_interval_steps == 0 and not self._finished():
                         self.evaluate()
                     if self._finished():
                         break
+                if st.step == step_at_epoch_start and not self._finished():
+                    # An exhausted iterable would otherwise spin here forever.
+                    raise DataError(f"the training data produced no batches in epoch {st.epoch} — an iterable that can be iterated only once? Set training.max_steps within one pass, or pass a Dataset")
                 if not self._finished() or st.batch_in_epoch >= (self.batches_per_epoch or 0):
                     self._end_epoch()
             if self.history["val"] == [] or self.history["val"][-1]["step"] != st.step:
@@ -487,8 +500,8 @@ def _safe_len(ds: Any) -> int | None:
 
 
 def _safe_fingerprint(ds: Any) -> str | None:
-    if ds is None:
-        return None
+    if ds is None or isinstance(ds, IterableDataset):
+        return None  # a stream may be readable once only: never consume it for a hash
     try:
         return fingerprint_dataset(ds, max_items=10_000)
     except (TypeError, DataError, NotImplementedError):
