@@ -19,6 +19,7 @@ def _make_config(tmp_path, **training):
     training.setdefault("batch_size", 16)
     training.setdefault("learning_rate", 1e-2)
     training.setdefault("log_interval_steps", 5)
+    training.setdefault("device", "cpu")  # exact CPU math everywhere; GPU tests ask for auto
     return (
         TrainingConfigBuilder()
         .with_training(**training)

@@ -76,7 +76,7 @@ def test_trainer_with_accumulation_matches_large_batch_training(tmp_path):
 
     def run(batch, accum):
         cfg = (
-            TrainingConfigBuilder().with_training(epochs=2, batch_size=batch, gradient_accumulation_steps=accum, max_grad_norm=1.0, learning_rate=0.1)
+            TrainingConfigBuilder().with_training(epochs=2, batch_size=batch, gradient_accumulation_steps=accum, max_grad_norm=1.0, learning_rate=0.1, device="cpu")
             .with_optimizer(name="sgd", momentum=0.9, weight_decay=0.0).with_scheduler(name="constant").with_data(shuffle=False)
             .with_tracking(write_run_dir=False, progress="off").build()
         )
@@ -132,7 +132,7 @@ def test_training_steps_do_not_read_values_back_from_the_device(monkeypatch, tmp
 
     x, y = torch.randn(400, 4), torch.randint(0, 3, (400,))
     cfg = (
-        TrainingConfigBuilder().with_training(max_steps=40, batch_size=10, log_interval_steps=20, eval_every_epoch=False)
+        TrainingConfigBuilder().with_training(max_steps=40, batch_size=10, log_interval_steps=20, eval_every_epoch=False, device="cpu")
         .with_tracking(write_run_dir=False, progress="off").build()
     )
     task = TaskSpec.classification("x", num_classes=3)

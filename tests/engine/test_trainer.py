@@ -267,7 +267,15 @@ def test_regression_and_language_modeling_builtins(tmp_path):
 def test_fp16_on_cpu_is_refused_with_a_fix(make_config, blobs):
     from trainengine import ConfigError
 
-    cfg = make_config(max_steps=1, precision="fp16").build()
+    with pytest.raises(ConfigError, match="fp16 is not supported on the CPU — use bf16 or fp32"):
+        make_config(max_steps=1, precision="fp16").build()  # device cpu: caught by the config
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_fp16_with_auto_device_and_no_cuda_is_refused_at_train(make_config, blobs):
+    from trainengine import ConfigError
+
+    cfg = make_config(max_steps=1, precision="fp16", device="auto").build()
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device.*bf16 or fp32"):
         Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1])
 
@@ -294,7 +302,7 @@ def test_compile_opt_in_trains_and_saves_canonical_keys(make_config, blobs):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_bf16_training(make_config, blobs):
-    cfg = make_config(epochs=2).with_tracking(write_run_dir=False).build()
+    cfg = make_config(epochs=2, device="auto").with_tracking(write_run_dir=False).build()
     results = Trainer(MLP(4, 3, hidden_dims=(16,)), None, cfg, CLS3).train(blobs[0], blobs[1])
     assert results["device"].startswith("cuda") and results["precision"] == "bf16"
     assert results["best_metric"] > 0.8
