@@ -225,6 +225,10 @@ def test_failed_run_is_marked_failed(make_config, blobs):
     facts = json.load(open(cfg.tracking.output_dir + "/default/bad/run.json"))
     assert facts["status"] == "failed"
     assert "boom at step 2" in facts["error"] and facts["step"] == 2
+    # Every log line written before the failure reached the file (the writer thread drains on error).
+    lines = [json.loads(x) for x in open(cfg.tracking.output_dir + "/default/bad/logs.jsonl")]
+    assert lines[0]["type"] == "start"
+    assert lines[-1]["type"] == "end" and lines[-1]["status"] == "failed" and "boom" in lines[-1]["error"]
 
 
 def test_existing_run_name_is_refused(make_config, blobs):

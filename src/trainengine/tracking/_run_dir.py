@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import queue
 import secrets
 import socket
 import subprocess
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -62,6 +64,40 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+class JsonlWriter:
+    """Appends JSON lines from a background thread, so the training thread never waits on disk.
+
+    ``write`` only enqueues; ``close`` drains the queue, flushes, fsyncs and joins the thread.
+    """
+
+    _STOP = object()
+
+    def __init__(self, path: Path) -> None:
+        self._file: TextIO = open(path, "a", encoding="utf-8")
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="trainengine-jsonl", daemon=True)
+        self._thread.start()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._queue.put(record)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                return
+            self._file.write(json.dumps(item) + "\n")
+            if self._queue.empty():
+                self._file.flush()  # readers (``tail -f``, trackers) see whole lines promptly
+
+    def close(self) -> None:
+        self._queue.put(self._STOP)
+        self._thread.join()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+
 class RunDirectory:
     """Callback that records a run in ``<output_dir>/<experiment>/<run_id>/``.
 
@@ -75,7 +111,7 @@ class RunDirectory:
 
     def __init__(self) -> None:
         self.path: Path | None = None
-        self._log: TextIO | None = None
+        self._log: JsonlWriter | None = None
         self._facts: dict[str, Any] = {}
 
     # -- events ------------------------------------------------------------------------------
@@ -129,8 +165,8 @@ class RunDirectory:
             "notes": cfg.tracking.notes,
         }
         atomic_write_json(self.path / "run.json", self._facts)
-        # Line-buffered text is cheap: lines are written at logging steps and evaluations only.
-        self._log = open(self.path / "logs.jsonl", "a", encoding="utf-8", buffering=1)
+        # Lines are written by a background thread: no disk I/O on the training thread.
+        self._log = JsonlWriter(self.path / "logs.jsonl")
         self._write({"type": "start", "run_id": run_id})
 
     def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
@@ -156,7 +192,7 @@ class RunDirectory:
     # -- helpers -------------------------------------------------------------------------------
     def _write(self, record: dict[str, Any]) -> None:
         if self._log is not None:
-            self._log.write(json.dumps({"time": _now(), **_jsonable(record)}) + "\n")
+            self._log.write({"time": _now(), **_jsonable(record)})
 
     def _finish(self, status: str, **fields: Any) -> None:
         self._facts.update(status=status, end_time=_now(), **_jsonable(fields))
