@@ -374,3 +374,16 @@ def test_a_one_shot_iterable_does_not_loop_forever(make_config, blobs):
     cfg = make_config(max_steps=100, eval_every_epoch=False).with_data(shuffle=False, check_overlap=False).with_tracking(write_run_dir=False).build()
     with pytest.raises(DataError, match="no batches in epoch 1"):
         Trainer(MLP(4, 3), None, cfg, CLS3).train(DataLoader(Once(), batch_size=16))
+
+
+def test_keyboard_interrupt_marks_the_run_interrupted(make_config, blobs):
+    class CtrlC:
+        def on_step_end(self, trainer, output):
+            if trainer.state.step == 3:
+                raise KeyboardInterrupt
+
+    cfg = make_config(max_steps=10).with_tracking(run_name="ctrlc").build()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(MLP(4, 3), None, cfg, CLS3, callbacks=[CtrlC()]).train(blobs[0], blobs[1])
+    facts = json.load(open(cfg.tracking.output_dir + "/default/ctrlc/run.json"))
+    assert facts["status"] == "interrupted" and facts["step"] == 3
