@@ -6,9 +6,10 @@ directory, sharing one namespace per page (a reader follows a page top to bottom
 * a ```` ```python ```` block is executed as is, unless the line before it (blank lines aside) is
   ``<!-- skip-test -->``; tracebacks point at the page's own line numbers;
 * in a ```` ```bash ```` block, every line that starts with ``trainengine `` is run through
-  ``trainengine.cli.main.main`` and must exit with 0. A line ending in ``# may fail`` is not run;
-  a line ending in ``# slow`` runs in a separate test marked ``slow``; a line reading a config
-  from ``configs/`` runs from the repository root (``train`` gets an ``--output-dir`` under the
+  ``trainengine.cli.main.main`` and must exit with 0 (or with N when the line ends in
+  ``# exit N``, for documented errors). A line ending in ``# may fail`` is not run; a line ending
+  in ``# slow`` runs in a separate test marked ``slow``; a line reading a config from
+  ``configs/`` runs from the repository root (``train`` gets an ``--output-dir`` under the
   temporary directory).
 
 Also checked: ``docs/config-reference.md`` equals a fresh ``python docs/_generate.py`` rendering,
@@ -92,10 +93,15 @@ def _may_fail(command: str) -> bool:
     return command.rstrip().endswith("# may fail")
 
 
+def _expected_exit(command: str) -> int:
+    match = re.search(r"#\s*exit (\d+)\s*$", command)
+    return int(match.group(1)) if match else 0
+
+
 def _run_command(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str) -> None:
     args = shlex.split(command, comments=True)[1:]
     cwd = Path.cwd()
-    if "--config configs/" in command or "-c configs/" in command:
+    if any(arg.startswith("configs/") for arg in args):
         # The example configs live in the repository: read them from there, write runs to tmp.
         monkeypatch.chdir(REPO)
         if args and args[0] == "train" and "--output-dir" not in args:
@@ -105,12 +111,27 @@ def _run_command(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     finally:
         monkeypatch.chdir(cwd)
     out, err = capsys.readouterr()
-    assert code == 0, f"{where}: `{command}` exited with {code}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
+    expected = _expected_exit(command)
+    assert code == expected, f"{where}: `{command}` exited with {code}, expected {expected}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
+    if expected == 2:
+        # A documented user error: one line on stderr, never a traceback.
+        assert "Traceback" not in err, f"{where}: `{command}` printed a traceback:\n{err}"
 
 
 @pytest.fixture
 def docs_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run examples in an empty folder; tempfile.mkdtemp() in an example also lands there."""
+    """Run examples in an empty folder; tempfile.mkdtemp() in an example also lands there.
+
+    The registries an example may add to (models, loss strategies, data sets) are copies for the
+    test's duration, so a registration shown in the docs does not leak into other tests.
+    """
+    from trainengine.data import _registry as data_registry
+    from trainengine.models import _registry as model_registry
+    from trainengine.tasks import _losses as loss_registry
+
+    monkeypatch.setattr(model_registry, "_MODELS", dict(model_registry._MODELS))
+    monkeypatch.setattr(loss_registry, "_LOSS_STRATEGIES", dict(loss_registry._LOSS_STRATEGIES))
+    monkeypatch.setattr(data_registry, "_REGISTRY", dict(data_registry._REGISTRY))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     return tmp_path
