@@ -185,3 +185,20 @@ def test_resolve_config_flat_file_keys(tmp_path):
     path.write_text('{"learning_rate": 0.02, "data": {"dataset": "digits"}}', encoding="utf-8")
     cfg = resolve_config(path, "low_memory")
     assert cfg.learning_rate == 0.02 and cfg.data.dataset == "digits" and cfg.batch_size == 2
+
+
+def test_a_higher_layer_warmup_form_replaces_the_presets():
+    from trainengine import TrainingConfigBuilder
+    from trainengine.cli._common import resolve_config
+
+    config = resolve_config(None, "baseline", ["scheduler.warmup_steps=10"])
+    assert (config.scheduler.warmup_steps, config.scheduler.warmup_ratio) == (10, 0.0)
+    config = TrainingConfigBuilder.baseline().with_training(warmup_steps=7).build()
+    assert (config.scheduler.warmup_steps, config.scheduler.warmup_ratio) == (7, 0.0)
+    with pytest.raises(ConfigError, match="both set"):
+        resolve_config(None, "baseline", ["scheduler.warmup_steps=10", "scheduler.warmup_ratio=0.2"])
+
+
+def test_unknown_dataset_is_caught_with_the_config():
+    with pytest.raises(ConfigError, match=r"data.dataset: unknown dataset 'digitz' \(did you mean 'digits'\?\) — available: diabetes, digits, pystdlib"):
+        TrainingConfig(data={"dataset": "digitz"})

@@ -387,3 +387,11 @@ def test_keyboard_interrupt_marks_the_run_interrupted(make_config, blobs):
         Trainer(MLP(4, 3), None, cfg, CLS3, callbacks=[CtrlC()]).train(blobs[0], blobs[1])
     facts = json.load(open(cfg.tracking.output_dir + "/default/ctrlc/run.json"))
     assert facts["status"] == "interrupted" and facts["step"] == 3
+
+
+def test_auto_monitor_mode_follows_the_monitored_metric(make_config):
+    cfg = make_config(max_steps=1).with_training(monitor="val_loss").build()
+    trainer = Trainer(MLP(4, 3), None, cfg, CLS3)
+    assert (trainer.monitor, trainer.monitor_mode) == ("val/loss", "min")  # not the task's "max"
+    cfg = make_config(max_steps=1).with_training(monitor="val/r2").build()
+    assert Trainer(MLP(4, 1), None, cfg, TaskSpec.regression("r")).monitor_mode == "max"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainengine.config import TrainingConfig, apply_overrides, deep_merge, get_preset, read_config_file
+from trainengine.config import TrainingConfig, apply_overrides, get_preset, read_config_file
+from trainengine.config._config import merge_layer
 from trainengine.config._config import route_flat_keys
 from trainengine.errors import ConfigError
 
@@ -28,12 +29,12 @@ def resolve_config(
     """
     data: dict[str, Any] = get_preset(preset) if preset else {}
     if config_file is not None:
-        data = deep_merge(data, route_flat_keys(read_config_file(config_file)))
+        data = merge_layer(data, route_flat_keys(read_config_file(config_file)))
     data = apply_overrides(data, list(overrides or []))
     given = {dotted: value for dotted, value in (flags or {}).items() if value is not None}
     for dotted, value in given.items():
         section, key = dotted.split(".", 1)
-        data = deep_merge(data, {section: {key: value}})
+        data = merge_layer(data, {section: {key: value}})
     try:
         return TrainingConfig(**data)
     except ConfigError as exc:

@@ -11,7 +11,7 @@ import copy
 import os
 from typing import Any, Callable
 
-from trainengine.config._config import TrainingConfig, deep_merge, read_config_file, route_flat_keys
+from trainengine.config._config import TrainingConfig, deep_merge, merge_layer, read_config_file, route_flat_keys
 from trainengine.config._errors import unknown_field_message
 from trainengine.config._sections import SECTION_TYPES
 from trainengine.errors import ConfigError
@@ -164,14 +164,16 @@ class TrainingConfigBuilder:
         known = SECTION_TYPES[section].model_fields
         candidates = [f"{section}.{n}" for n in known]
         problems = []
+        layer: dict[str, dict[str, Any]] = {}
         for key, value in fields.items():
             target = section if key in known else _CROSS_SECTION.get(section, {}).get(key)
             if target is None:
                 problems.append(unknown_field_message(f"{section}.{key}", candidates))
                 continue
-            self._data.setdefault(target, {})[key] = value
+            layer.setdefault(target, {})[key] = value
         if problems:
             raise ConfigError(problems)
+        self._data = merge_layer(self._data, layer)
         return self
 
     def with_training(self, **fields: Any) -> TrainingConfigBuilder:
@@ -181,11 +183,7 @@ class TrainingConfigBuilder:
         return self.with_section("optimizer", **fields)
 
     def with_scheduler(self, **fields: Any) -> TrainingConfigBuilder:
-        # Warmup is given one way: setting steps clears a preset's ratio and vice versa.
-        if fields.get("warmup_steps") and "warmup_ratio" not in fields:
-            fields["warmup_ratio"] = 0.0
-        if fields.get("warmup_ratio") and "warmup_steps" not in fields:
-            fields["warmup_steps"] = 0
+        # Warmup is given one way: setting steps clears a preset's ratio and vice versa (merge_layer).
         return self.with_section("scheduler", **fields)
 
     def with_checkpointing(self, **fields: Any) -> TrainingConfigBuilder:
@@ -216,7 +214,7 @@ class TrainingConfigBuilder:
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrainingConfigBuilder:
         """Merge a nested (or flat) dict of overrides, e.g. from a file or the CLI."""
-        self._data = deep_merge(self._data, route_flat_keys(overrides))
+        self._data = merge_layer(self._data, route_flat_keys(overrides))
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from trainengine.config._sections import (
 )
 from trainengine.errors import ConfigError
 
-__all__ = ["TrainingConfig", "FLAT_FIELDS", "route_flat_keys", "deep_merge"]
+__all__ = ["TrainingConfig", "FLAT_FIELDS", "route_flat_keys", "deep_merge", "merge_layer"]
 
 
 def _flat_index() -> dict[str, list[str]]:
@@ -96,6 +96,26 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         else:
             out[key] = value
     return out
+
+
+def merge_layer(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """Merge a higher-precedence layer (file, ``--set``, flags, builder call) over ``base``.
+
+    Like :func:`deep_merge`, except that warmup is given one way: a layer that sets
+    ``scheduler.warmup_steps`` clears a lower layer's ``warmup_ratio`` and vice versa, so
+    ``--preset baseline --set scheduler.warmup_steps=10`` means what it says. Setting both in
+    one layer is still an error.
+    """
+    sched = layer.get("scheduler") or {}
+    base = dict(base)
+    if isinstance(sched, dict) and isinstance(base.get("scheduler"), dict):
+        lower = dict(base["scheduler"])
+        if sched.get("warmup_steps") and "warmup_ratio" not in sched:
+            lower["warmup_ratio"] = 0.0
+        if sched.get("warmup_ratio") and "warmup_steps" not in sched:
+            lower["warmup_steps"] = 0
+        base["scheduler"] = lower
+    return deep_merge(base, layer)
 
 
 class TrainingConfig(BaseModel):

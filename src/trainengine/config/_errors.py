@@ -125,8 +125,9 @@ def to_config_error(exc: ValidationError, root: type[BaseModel], *, prefix: str 
                 # keep its problems instead of its whole multi-line message.
                 problems.extend(cause.problems)
                 continue
-            # Raised by our own validators: the message is already complete.
-            problems.extend(str(err["msg"]).removeprefix("Value error, ").split("\n"))
+            # Raised by our own validators: the message is complete; a field's gets its path.
+            lines = str(err["msg"]).removeprefix("Value error, ").split("\n")
+            problems.extend(f"{path}: {line}" if loc and not line.startswith(path) else line for line in lines)
             continue
         info = _field_info(root, loc)
         bounds = describe_bounds(info) if info is not None else ""

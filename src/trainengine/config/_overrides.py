@@ -7,7 +7,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from trainengine.config._config import FLAT_FIELDS, TrainingConfig
+from trainengine.config._config import FLAT_FIELDS, TrainingConfig, merge_layer
 from trainengine.config._errors import all_field_paths, unknown_field_message
 from trainengine.config._sections import SECTION_TYPES
 from trainengine.errors import ConfigError
@@ -95,7 +95,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     Raises:
         ConfigError: listing every bad override at once.
     """
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    layer: dict[str, dict[str, Any]] = {}
     problems = []
     for text in overrides:
         try:
@@ -103,7 +103,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
-        out.setdefault(section, {})[key] = value
+        layer.setdefault(section, {})[key] = value
     if problems:
         raise ConfigError(problems, prefix="invalid --set override")
-    return out
+    return merge_layer(data, layer)

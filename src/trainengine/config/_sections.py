@@ -12,7 +12,7 @@ from typing import Literal
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
     "Section",
@@ -84,13 +84,13 @@ class OptimizerSection(Section):
     """The optimizer and its hyper-parameters."""
 
     name: Literal["adamw", "adam", "sgd"] = Field("adamw", description="Optimizer: adamw, adam or sgd.")
-    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="Decoupled weight decay; never applied to biases, norms or embeddings' norms.")
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="Weight decay on weight matrices only; never on biases, norms, embeddings or other 1-D parameters.")
     beta1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta1 (first-moment decay).")
     beta2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam beta2 (second-moment decay).")
     eps: float = Field(1e-8, gt=0.0, le=1.0, description="Adam epsilon.")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
     nesterov: bool = Field(False, description="Use Nesterov momentum with SGD.")
-    fused: Literal["auto", "on", "off"] = Field("auto", description="Fused Adam/AdamW kernels: auto = on for CUDA.")
+    fused: Literal["auto", "on", "off"] = Field("auto", description="Fused Adam/AdamW/SGD kernels: auto = on for CPU and CUDA parameters (they also skip non-finite steps on the device).")
 
 
 class SchedulerSection(Section):
@@ -152,6 +152,24 @@ class DataSection(Section):
     shuffle: bool = Field(True, description="Shuffle the training data every epoch (seeded).")
     drop_last: bool = Field(False, description="Drop the last incomplete training batch.")
     check_overlap: bool = Field(True, description="Warn when validation samples also appear in the training data (leakage).")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str | None) -> str | None:
+        # Checked with the config, not hours later at train time. Data sets registered with
+        # trainengine.data.register_dataset before the config is built count as known.
+        if value is None:
+            return value
+        import difflib
+
+        from trainengine.data import list_datasets
+
+        names = list_datasets()
+        if value.lower() not in names:
+            close = difflib.get_close_matches(value.lower(), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"unknown dataset '{value}'{hint} — available: {', '.join(names)}")
+        return value.lower()
 
 
 class ModelSection(Section):

@@ -158,8 +158,13 @@ class StepRunner:
             self.loss.validate_inputs(logits, labels)
             self._validated = True
 
+    def unscale(self) -> None:
+        """fp16: divide the gradients by the loss scale (before anything looks at them)."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+
     def clip_and_step(self, loss: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
-        """Unscale (fp16), clip, and step unless the loss or a gradient is non-finite.
+        """Clip, and step unless the loss or a gradient is non-finite (call :meth:`unscale` first).
 
         On an accelerator nothing is read back: a device flag (1.0 = skip) goes to the fused
         optimizer, which skips the update on the device. On the CPU a tensor's value is a plain
@@ -170,8 +175,6 @@ class StepRunner:
             (the loss, the skip flag): floats on the CPU, device tensors elsewhere; the Trainer
             reads device values back only on logging steps.
         """
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
         if self.max_grad_norm is not None:
             total_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
         else:

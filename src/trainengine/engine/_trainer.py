@@ -21,7 +21,7 @@ from trainengine.engine._state import TrainState
 from trainengine.engine._step import StepOutput, StepRunner, call_model, extract_logits, split_batch
 from trainengine.engine.schedules import build_scheduler
 from trainengine.errors import ConfigError, DataError, TaskError
-from trainengine.tasks import TaskSpec
+from trainengine.tasks import METRIC_MODES, TaskSpec
 
 __all__ = ["Trainer"]
 
@@ -102,10 +102,11 @@ class Trainer:
         self.info: dict[str, Any] = {}  # run facts callbacks record (fingerprints, sizes, ...)
         t = self.config.training
         self.monitor = _canonical_metric(t.monitor or task_spec.monitor)
-        self.monitor_mode = task_spec.monitor_mode if t.monitor_mode == "auto" else t.monitor_mode
         available = [f"val/{m}" for m in task_spec.metrics]
         if self.monitor not in available:
             raise ConfigError(f"training.monitor '{self.monitor}' is not reported by a {task_spec.task_type} task — available: {', '.join(available)}")
+        # auto = the direction of the metric actually monitored (loss down, accuracy up, ...).
+        self.monitor_mode = METRIC_MODES[self.monitor.split("/", 1)[1]] if t.monitor_mode == "auto" else t.monitor_mode
         self._stop_reason: str | None = None
 
     # ------------------------------------------------------------------ public API
@@ -125,9 +126,9 @@ class Trainer:
 
         Returns:
             dict with ``best_val_loss``, ``best_metric``, ``best_metric_name``, ``final_metrics``,
-            ``history``, ``steps``, ``epochs``, ``stopped_early``, ``stop_reason``, ``run_dir``,
+            ``best_step``, ``history``, ``steps``, ``epochs``, ``stopped_early``, ``stop_reason``, ``run_dir``,
             ``samples_per_second``, ``tokens_per_second``, ``mfu``, ``train_time_s``,
-            ``wall_time_s``, ``nonfinite_steps``, ``num_parameters``.
+            ``wall_time_s``, ``nonfinite_steps``, ``num_parameters``, ``device``, ``precision``.
         """
         wall_start = time.perf_counter()
         cfg = self.config
@@ -315,6 +316,7 @@ class Trainer:
     def _train_step(self, window: list[Any]) -> None:
         st, runner, cb = self.state, self.step_runner, self.callbacks
         loss, num_samples, num_tokens = runner.forward_backward(window)
+        runner.unscale()  # fp16: callbacks see true gradient norms
         if self._has_before_opt:
             cb.fire("on_before_optimizer_step", self, st.step)
         loss, found_inf = runner.clip_and_step(loss)
