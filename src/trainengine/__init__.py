@@ -11,8 +11,9 @@ Example:
 
 __version__ = "0.1.0"
 
+from trainengine.checkpoint import CheckpointManager
 from trainengine.config import TrainingConfig, TrainingConfigBuilder
-from trainengine.engine import Callback, EarlyStopping, Trainer, TrainState
+from trainengine.engine import Callback, EarlyStopping, Trainer, TrainingInterrupted, TrainState
 from trainengine.errors import (
     CheckpointError,
     ConfigError,
@@ -33,6 +34,8 @@ __all__ = [
     "TrainingConfigBuilder",
     "Trainer",
     "TrainState",
+    "TrainingInterrupted",
+    "CheckpointManager",
     "Callback",
     "EarlyStopping",
     "TaskSpec",

@@ -34,7 +34,7 @@ def captured(monkeypatch) -> list[Any]:
     seen: list[Any] = []
     real = train_mod.run_training
 
-    def recording(cfg):
+    def recording(cfg, resume_from=None):
         seen.append(cfg)
         return real(cfg)
 
@@ -47,7 +47,7 @@ def no_training(monkeypatch) -> list[Any]:
     """Record the resolved config without training (for precedence tests)."""
     seen: list[Any] = []
 
-    def fake(cfg):
+    def fake(cfg, resume_from=None):
         seen.append(cfg)
         return {"run_dir": None}
 

@@ -12,13 +12,20 @@ from trainengine.cli._common import resolve_config
 __all__ = ["train_command", "run_training"]
 
 
-def run_training(config: Any) -> dict[str, Any]:
+def run_training(config: Any, resume_from: str | Path | None = None) -> dict[str, Any]:
     """Build task, data and model from the config and train; returns the Trainer's results."""
     from trainengine.engine import Trainer, build_from_config
 
+    from trainengine.engine import TrainingInterrupted
+
     built = build_from_config(config)
     trainer = Trainer(built.model, built.model_config, config, built.task_spec)
-    return trainer.train(built.splits.train, built.splits.val)
+    try:
+        return trainer.train(built.splits.train, built.splits.val, resume_from=resume_from)
+    except TrainingInterrupted as exc:
+        # Exit 130 (SIGINT) / 143 (SIGTERM) with the emergency checkpoint's path.
+        typer.echo(f"interrupted: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
 
 
 def train_command(
@@ -35,6 +42,7 @@ def train_command(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="data.dataset (digits, diabetes, pystdlib)"),
     device: Optional[str] = typer.Option(None, "--device", help="training.device (auto, cpu, cuda, cuda:N)"),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", help="tracking.output_dir"),
+    resume: Optional[str] = typer.Option(None, "--resume", help="auto (newest valid checkpoint of this run/experiment) or a checkpoint / run directory."),
 ) -> None:
     """Train a model. Precedence: flags > --set > file > preset > defaults."""
     flags = {
@@ -43,7 +51,7 @@ def train_command(
         "tracking.experiment_name": experiment_name, "tracking.run_name": run_name, "tracking.output_dir": output_dir,
     }
     cfg = resolve_config(config, preset, set_, flags)
-    results = run_training(cfg)
+    results = run_training(cfg, resume_from=resume)
     if results.get("run_dir"):
         # On its own line: the summary table may fold a long path at narrow widths.
         typer.echo(f"run directory: {results['run_dir']}")

@@ -16,6 +16,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import ClickException
 
 from trainengine.cli._common import STATE
+from trainengine.cli._checkpoints_cmd import checkpoints_app, resume_command
 from trainengine.cli._config_cmd import config_app
 from trainengine.cli._quickstart import quickstart_command
 from trainengine.cli._train import train_command
@@ -32,7 +33,9 @@ app = typer.Typer(
 )
 app.command("train")(train_command)
 app.command("quickstart")(quickstart_command)
+app.command("resume")(resume_command)
 app.add_typer(config_app, name="config")
+app.add_typer(checkpoints_app, name="checkpoints")
 
 
 @app.callback()
@@ -70,24 +73,29 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     STATE["debug"] = "--debug" in args
     try:
-        app(args=args, prog_name="trainengine", standalone_mode=False)
+        # Without standalone mode, click returns a command's typer.Exit code instead of exiting.
+        code = app(args=args, prog_name="trainengine", standalone_mode=False)
     except typer.Exit as exc:
+        cause = exc.__cause__
+        if isinstance(cause, KeyboardInterrupt):  # typer turns Ctrl+C into Exit(130)
+            typer.echo(f"interrupted: {cause}" if str(cause) else "interrupted", err=True)
+            return getattr(cause, "exit_code", 130)  # TrainingInterrupted: 143 for SIGTERM
         return exc.exit_code
     except ClickException as exc:
         exc.show()
         return exc.exit_code
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        return 130
+    except (KeyboardInterrupt, typer.Abort) as exc:
+        # click turns KeyboardInterrupt into Abort; TrainingInterrupted (the cause) carries
+        # 130 for SIGINT or 143 for SIGTERM and the emergency checkpoint's path.
+        cause = exc if isinstance(exc, KeyboardInterrupt) else (exc.__cause__ or exc.__context__)
+        typer.echo(f"interrupted: {cause}" if cause is not None and str(cause) else "interrupted", err=True)
+        return getattr(cause, "exit_code", 130)
     except TrainEngineError as exc:
         if STATE["debug"]:
             raise
         typer.echo(f"error: {_one_line(exc)}", err=True)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _entry() -> None:

@@ -77,7 +77,11 @@ class TrainingSection(Section):
     early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many evaluations without improvement; null disables early stopping.")
     early_stopping_min_delta: float = Field(0.0, ge=0.0, description="Smallest change of the monitored metric that counts as an improvement.")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing for classification losses.")
-    nonfinite_policy: Literal["skip"] = Field("skip", description="What to do on a non-finite loss or gradient: skip = skip the optimizer step, count it and go on.")
+    nonfinite_policy: Literal["skip", "halt", "rollback"] = Field("skip", description="On a non-finite loss or gradient: skip the step and go on; halt = emergency checkpoint, then stop; rollback = reload the last good checkpoint with a lower learning rate.")
+    rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="rollback: multiply the learning rate by this after each rollback.")
+    max_rollbacks: int = Field(3, ge=1, le=1000, description="rollback: give up (stop with an error) after this many rollbacks.")
+    oom_policy: Literal["raise", "skip", "split"] = Field("raise", description="On out-of-memory in a step: raise; skip the batch; or split = retry as smaller micro-batches (same effective batch and gradients).")
+    oom_max_splits: int = Field(3, ge=1, le=16, description="split: halve the micro-batches at most this many times before giving up.")
 
 
 class OptimizerSection(Section):
@@ -123,6 +127,9 @@ class CheckpointingSection(Section):
     keep_best_k: int = Field(3, ge=0, le=1000, description="Keep the K best checkpoints by the monitored metric.")
     keep_last_n: int = Field(5, ge=1, le=1000, description="Keep the N newest checkpoints regardless of metric.")
     save_final_weights: bool = Field(True, description="Write the final model weights (safetensors) into the run directory.")
+    async_save: bool = Field(False, description="Copy the state to CPU memory on the training thread and write it from a background thread.")
+    save_on_interrupt: bool = Field(True, description="Write an emergency checkpoint on SIGINT/SIGTERM (Ctrl+C) before stopping.")
+    on_save_error: Literal["stop", "continue"] = Field("stop", description="When a checkpoint cannot be written (disk full, permissions): stop with the error, or log it and continue.")
 
 
 class TrackingSection(Section):

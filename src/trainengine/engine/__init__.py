@@ -2,6 +2,7 @@
 
 from trainengine.engine._build import BuiltRun, build_from_config, build_model_for, build_task, load_data_for
 from trainengine.engine._callbacks import EVENTS, Callback, CallbackList, EarlyStopping
+from trainengine.engine._checkpointing import Checkpointing, TrainingInterrupted, resolve_resume
 from trainengine.engine._optim import build_optimizer, param_groups
 from trainengine.engine._runtime import Runtime, resolve_device, resolve_precision, seed_everything
 from trainengine.engine._state import TrainState, capture_rng_state, restore_rng_state
@@ -15,6 +16,9 @@ __all__ = [
     "Callback",
     "CallbackList",
     "EarlyStopping",
+    "Checkpointing",
+    "TrainingInterrupted",
+    "resolve_resume",
     "EVENTS",
     "Runtime",
     "StepRunner",

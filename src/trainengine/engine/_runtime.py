@@ -143,6 +143,13 @@ class Runtime:
     def is_rank_zero(self) -> bool:
         return self.rank == 0
 
+    def any_rank(self, flag: bool) -> bool:
+        """True when ``flag`` is set on any process (one process here: the flag itself).
+
+        A distributed runtime reduces it across ranks, so every rank stops at the same step.
+        """
+        return flag
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         return self._autocast
 

@@ -7,6 +7,7 @@ The Trainer reads the accumulated numbers back only on logging steps.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +20,8 @@ from trainengine.engine._runtime import Runtime
 from trainengine.errors import DataError
 
 __all__ = ["split_batch", "call_model", "extract_logits", "StepRunner", "StepOutput"]
+
+logger = logging.getLogger("trainengine")
 
 
 def split_batch(batch: Any) -> tuple[Any, torch.Tensor]:
@@ -67,6 +70,28 @@ def extract_logits(output: Any) -> torch.Tensor:
     raise DataError(f"the model returned {type(output).__name__}; return a tensor of logits, or an object/dict with 'logits'")
 
 
+def _batch_size(batch: Any) -> int:
+    _, labels = split_batch(batch)
+    return int(labels.shape[0])
+
+
+def _split_batch_in_two(batch: Any) -> list[Any]:
+    """Split a batch along dim 0 into two halves of the same structure."""
+    size = _batch_size(batch)
+    half = (size + 1) // 2
+
+    def part(obj: Any, sl: slice) -> Any:
+        if isinstance(obj, torch.Tensor):
+            return obj[sl]
+        if isinstance(obj, Mapping):
+            return {k: part(v, sl) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(part(v, sl) for v in obj)
+        return obj
+
+    return [part(batch, slice(0, half)), part(batch, slice(half, size))]
+
+
 class StepOutput:
     """What one optimizer step produced; on accelerators the values stay on the device."""
 
@@ -99,6 +124,9 @@ class StepRunner:
         runtime: Runtime,
         max_grad_norm: float | None,
         scaler: torch.amp.GradScaler | None = None,
+        *,
+        oom_policy: str = "raise",
+        oom_max_splits: int = 3,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -111,8 +139,43 @@ class StepRunner:
         # On the CPU reading a value is no device sync: check non-finite steps on the host.
         self.check_on_host = runtime.device.type == "cpu"
         self._validated = False
+        self.oom_policy = oom_policy
+        self.oom_max_splits = oom_max_splits
+        self.num_oom_splits = 0
 
-    def forward_backward(self, window: Sequence[Any]) -> tuple[torch.Tensor, int, int]:
+    def forward_backward(self, window: Sequence[Any]) -> tuple[torch.Tensor, int, int] | None:
+        """Accumulate gradients over a window, applying the out-of-memory policy.
+
+        ``raise`` re-raises with a hint; ``skip`` frees memory and returns None (no step);
+        ``split`` retries the whole window with every micro-batch halved — the loss is normalised
+        by the window's targets, so the gradients and the effective batch stay the same.
+        """
+        attempt = list(window)
+        for splits in range(self.oom_max_splits + 1):
+            try:
+                return self._forward_backward(attempt)
+            except torch.OutOfMemoryError as exc:
+                self._free_after_oom()
+                if self.oom_policy == "skip":
+                    return None
+                sizes = {_batch_size(b) for b in attempt}
+                if self.oom_policy == "raise" or splits == self.oom_max_splits or max(sizes) <= 1:
+                    raise torch.OutOfMemoryError(
+                        f"{exc}\nout of memory in a training step (micro-batch size {max(sizes)}): lower training.batch_size "
+                        "and raise training.gradient_accumulation_steps, or set training.oom_policy to split or skip"
+                    ) from None
+                attempt = [half for b in attempt for half in _split_batch_in_two(b)]
+                self.num_oom_splits += 1
+                logger.warning("out of memory: retrying the step as %d micro-batches of <= %d (oom_policy split)", len(attempt), max(_batch_size(b) for b in attempt))
+        return None  # unreachable: the loop returns or raises
+
+    def _free_after_oom(self) -> None:
+        # Gradients of the failed attempt are partial: drop them with the activations.
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.runtime.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _forward_backward(self, window: Sequence[Any]) -> tuple[torch.Tensor, int, int]:
         """Accumulate gradients over the micro-batches of one optimizer step.
 
         Each micro-batch's summed loss is divided by the number of targets in the WHOLE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
@@ -15,12 +16,21 @@ from torch.utils.data import IterableDataset
 from trainengine.config import TrainingConfig
 from trainengine.data import build_dataloader, check_overlap, fingerprint_dataset
 from trainengine.engine._callbacks import CallbackList, EarlyStopping
+from trainengine.engine._checkpointing import (
+    Checkpointing,
+    SignalGuard,
+    TrainingInterrupted,
+    load_weights,
+    resolve_resume,
+    restore_rng,
+    restore_training_state,
+)
 from trainengine.engine._optim import build_optimizer
 from trainengine.engine._runtime import Runtime, peak_flops_for, restore_determinism, seed_everything
-from trainengine.engine._state import TrainState
+from trainengine.engine._state import TrainState, capture_rng_state, restore_rng_state
 from trainengine.engine._step import StepOutput, StepRunner, call_model, extract_logits, split_batch
 from trainengine.engine.schedules import build_scheduler
-from trainengine.errors import ConfigError, DataError, TaskError
+from trainengine.errors import ConfigError, DataError, TaskError, TrainEngineError
 from trainengine.tasks import METRIC_MODES, TaskSpec
 
 __all__ = ["Trainer"]
@@ -108,6 +118,13 @@ class Trainer:
         # auto = the direction of the metric actually monitored (loss down, accuracy up, ...).
         self.monitor_mode = METRIC_MODES[self.monitor.split("/", 1)[1]] if t.monitor_mode == "auto" else t.monitor_mode
         self._stop_reason: str | None = None
+        self.pending_signal: int | None = None  # set by SignalGuard; the loop stops at the next step boundary
+        self.resume_from: Path | None = None
+        self.resume_run_dir: Path | None = None
+        self.resume_data: dict[str, Any] | None = None
+        self.resume_rng: dict[str, Any] | None = None
+        self.checkpointing: Checkpointing | None = None
+        self._rollbacks = 0
 
     # ------------------------------------------------------------------ public API
     def request_stop(self, reason: str, *, early: bool = False) -> None:
@@ -116,29 +133,40 @@ class Trainer:
         self.state.stop_reason = reason
         self.state.stopped_early = self.state.stopped_early or early
 
-    def train(self, train_data: Any = None, val_data: Any = None) -> dict[str, Any]:
+    def train(self, train_data: Any = None, val_data: Any = None, *, resume_from: str | Path | None = None) -> dict[str, Any]:
         """Run training and return the results.
 
         Args:
             train_data: a torch Dataset, DataLoader, (X, y) tensors/arrays, or a list of samples.
                 None = the built-in data set named by ``config.data.dataset``.
             val_data: the same kinds; None = no validation (unless a built-in data set is used).
+            resume_from: ``"auto"`` (the newest valid checkpoint of this run or experiment, else
+                a fresh start), a checkpoint folder, a checkpoints folder or a run directory.
+                The run continues at the exact batch where the checkpoint was taken.
+
+        Raises:
+            TrainingInterrupted: on SIGINT/SIGTERM, after the emergency checkpoint (exit code 130/143).
 
         Returns:
             dict with ``best_val_loss``, ``best_metric``, ``best_metric_name``, ``final_metrics``,
             ``best_step``, ``history``, ``steps``, ``epochs``, ``stopped_early``, ``stop_reason``, ``run_dir``,
             ``samples_per_second``, ``tokens_per_second``, ``mfu``, ``train_time_s``,
-            ``wall_time_s``, ``nonfinite_steps``, ``num_parameters``, ``device``, ``precision``.
+            ``wall_time_s``, ``nonfinite_steps``, ``num_parameters``, ``device``, ``precision``,
+            ``last_checkpoint``, ``best_checkpoint``.
         """
         wall_start = time.perf_counter()
         cfg = self.config
         t = cfg.training
         previous = seed_everything(t.seed, deterministic=t.deterministic)
         try:
+            self.resume_from, self.resume_run_dir = resolve_resume(cfg, resume_from)
             train_data, val_data = self._resolve_data(train_data, val_data)
             self.runtime = Runtime(t.device, t.precision)
             self._setup(train_data, val_data)
-            return self._run(wall_start)
+            if self.resume_from is not None:
+                self.load_checkpoint_into_self(self.resume_from)
+            with SignalGuard(self):
+                return self._run(wall_start)
         finally:
             restore_determinism(previous)
 
@@ -202,7 +230,13 @@ class Trainer:
         # The loop calls the compiled module; self.model stays the plain one (canonical state-dict keys).
         self.forward_model = torch.compile(self.model) if t.compile else self.model
         self.loss_strategy = self.task_spec.loss_strategy
-        self.step_runner = StepRunner(self.forward_model, self.optimizer, self.loss_strategy, rt, t.max_grad_norm, rt.make_grad_scaler())
+        self.step_runner = StepRunner(
+            self.forward_model, self.optimizer, self.loss_strategy, rt, t.max_grad_norm, rt.make_grad_scaler(),
+            oom_policy=t.oom_policy, oom_max_splits=t.oom_max_splits,
+        )
+        if t.nonfinite_policy != "skip":
+            # halt/rollback act at the bad step itself, so its flag is read every step (opt-in cost).
+            self.step_runner.check_on_host = True
         self.callbacks = CallbackList(self._default_callbacks() + self.extra_callbacks, is_rank_zero=rt.is_rank_zero)
         self.peak_flops = peak_flops_for(rt.device, cfg.monitoring.peak_flops)
         flops_fn = getattr(self.model, "num_flops_per_token", None)
@@ -234,6 +268,11 @@ class Trainer:
         callbacks: list[Any] = []
         if cfg.tracking.write_run_dir:
             callbacks.append(RunDirectory())
+        c = cfg.checkpointing
+        wants_emergency = c.save_on_interrupt or cfg.training.nonfinite_policy != "skip"
+        if c.enabled or (wants_emergency and (c.checkpoint_dir or cfg.tracking.write_run_dir)):
+            self.checkpointing = Checkpointing(periodic=c.enabled)
+            callbacks.append(self.checkpointing)
         if cfg.tracking.progress != "off":
             callbacks.append(ConsoleProgress(mode=cfg.tracking.progress))
         if cfg.training.early_stopping_patience is not None:
@@ -258,6 +297,7 @@ class Trainer:
         self._has_before_opt = self.callbacks.has("on_before_optimizer_step")
         self._has_step_end = self.callbacks.has("on_step_end")
         self._log_every = t.log_interval_steps
+        self._nonfinite_policy = t.nonfinite_policy
         loop_start = time.perf_counter()
         self._log_window_start = time.perf_counter()
         self._log_samples = 0
@@ -268,20 +308,31 @@ class Trainer:
             cb.fire("on_train_start", self)
             if t.eval_at_start and st.step == 0:
                 self.evaluate()
+            restore_rng(self)  # a resumed run continues every random stream where it stopped
             while not self._finished():
                 cb.fire("on_epoch_start", self, st.epoch)
                 step_at_epoch_start = st.step
-                for window in self._windows():
-                    self._train_step(window)
-                    if t.eval_interval_steps and st.step % t.eval_interval_steps == 0 and not self._finished():
-                        self.evaluate()
-                    if self._finished():
-                        break
+                try:
+                    for window in self._windows():
+                        output = self._train_step(window)
+                        if t.eval_interval_steps and st.step % t.eval_interval_steps == 0 and not self._finished():
+                            self.evaluate()
+                        if output is not None and self._has_step_end:
+                            cb.fire("on_step_end", self, output)
+                        if self._finished():
+                            break
+                except _RolledBack:
+                    restore_rng(self)
+                    continue  # the data position changed: restart the epoch loop from the checkpoint
+                if self.pending_signal is not None:
+                    break
                 if st.step == step_at_epoch_start and not self._finished():
                     # An exhausted iterable would otherwise spin here forever.
                     raise DataError(f"the training data produced no batches in epoch {st.epoch} — an iterable that can be iterated only once? Set training.max_steps within one pass, or pass a Dataset")
                 if not self._finished() or st.batch_in_epoch >= (self.batches_per_epoch or 0):
                     self._end_epoch()
+            if self.pending_signal is not None:
+                self._interrupted()
             if self.history["val"] == [] or self.history["val"][-1]["step"] != st.step:
                 self.evaluate()  # the final model is always evaluated once
             self._flush_log()
@@ -295,7 +346,36 @@ class Trainer:
             raise
 
     def _finished(self) -> bool:
-        return self._stop_reason is not None or self.state.step >= self.total_steps
+        t, st = self.config.training, self.state
+        if self._stop_reason is not None or st.step >= self.total_steps:
+            return True
+        if t.max_steps is None and st.epoch >= t.epochs:
+            return True  # epochs done (steps can fall short when batches were skipped)
+        return self.runtime.any_rank(self.pending_signal is not None)
+
+    def _interrupted(self) -> None:
+        """After SIGINT/SIGTERM: emergency checkpoint, log it, raise TrainingInterrupted."""
+        signum, path = self.pending_signal, None
+        assert signum is not None
+        if self.checkpointing is not None and self.checkpointing.available and self.config.checkpointing.save_on_interrupt:
+            path = self.checkpointing.save(self, tags=("emergency",), force_sync=True)
+        self.flush_log()
+        self.callbacks.fire("on_log", self, {"type": "interrupt", "step": self.state.step, "signal": signum, "checkpoint": str(path) if path else None})
+        exc = TrainingInterrupted(signum, self.state.step, path)
+        logger.warning("%s", exc)
+        raise exc
+
+    def _data_generator(self) -> torch.Generator | None:
+        loader = self.train_loader
+        gen = getattr(loader, "generator", None)
+        return gen if gen is not None else getattr(getattr(loader, "sampler", None), "generator", None)
+
+    def data_position(self) -> dict[str, Any]:
+        """The data order's random state at the start of the current epoch (for exact resume)."""
+        gen = self._data_generator()
+        if self.state.batch_in_epoch == 0:  # between epochs: the next epoch starts from now
+            return {"generator": gen.get_state() if gen is not None else None, "global_rng": torch.get_rng_state()}
+        return dict(self._epoch_start_data)
 
     def _windows(self):
         """Yield lists of ``gradient_accumulation_steps`` device batches; the epoch's last may be shorter."""
@@ -303,7 +383,23 @@ class Trainer:
         window: list[Any] = []
         to_device = self.runtime.to_device
         skip = self.state.batch_in_epoch  # resume mid-epoch: batches already consumed
+        gen = self._data_generator()
+        resume_rng = None
+        if self.resume_data is not None:
+            # Re-create the epoch's order exactly: the sampler draws from these states.
+            if gen is not None and self.resume_data.get("generator") is not None:
+                gen.set_state(self.resume_data["generator"])
+            if skip:
+                resume_rng = capture_rng_state()
+                torch.set_rng_state(self.resume_data["global_rng"])
+            self.resume_data = None
+        self._epoch_start_data = {"generator": gen.get_state() if gen is not None else None, "global_rng": torch.get_rng_state()}
         for i, batch in enumerate(self.train_loader):
+            if resume_rng is not None:
+                # The sampler has drawn its order (on the first batch): continue the random
+                # streams (dropout, ...) where the checkpoint left them.
+                restore_rng_state(resume_rng)
+                resume_rng = None
             if i < skip:
                 continue
             window.append(to_device(batch))
@@ -313,13 +409,21 @@ class Trainer:
         if window:
             yield window
 
-    def _train_step(self, window: list[Any]) -> None:
+    def _train_step(self, window: list[Any]) -> StepOutput | None:
         st, runner, cb = self.state, self.step_runner, self.callbacks
-        loss, num_samples, num_tokens = runner.forward_backward(window)
+        result = runner.forward_backward(window)
+        if result is None:  # out of memory with oom_policy skip: the batch is dropped, no step
+            st.batch_in_epoch += len(window)
+            st.extra["oom_skipped_batches"] = st.extra.get("oom_skipped_batches", 0) + 1
+            logger.warning("out of memory at step %d: batch skipped (oom_policy skip; %d so far)", st.step, st.extra["oom_skipped_batches"])
+            return None
+        loss, num_samples, num_tokens = result
         runner.unscale()  # fp16: callbacks see true gradient norms
         if self._has_before_opt:
             cb.fire("on_before_optimizer_step", self, st.step)
         loss, found_inf = runner.clip_and_step(loss)
+        if self._nonfinite_policy != "skip" and isinstance(found_inf, float) and found_inf:  # never bool() a device flag
+            self._nonfinite_stop(loss)  # halt or rollback, before anything else moves on
         self.scheduler.step()
         self._pending.append((loss, found_inf))  # device values are read back on the next logging step
         st.step += 1
@@ -327,10 +431,58 @@ class Trainer:
         st.samples_seen += num_samples
         st.tokens_seen += num_tokens
         self._log_samples += num_samples
-        if self._has_step_end:
-            cb.fire("on_step_end", self, StepOutput(loss, found_inf, num_samples, num_tokens))
         if st.step % self._log_every == 0:
             self._flush_log()
+        return StepOutput(loss, found_inf, num_samples, num_tokens) if self._has_step_end else None
+
+    def _nonfinite_stop(self, loss: float) -> None:
+        st = self.state
+        ckpt = self.checkpointing
+        if self._nonfinite_policy == "halt":
+            path = ckpt.save(self, tags=("emergency", "nonfinite"), force_sync=True) if ckpt is not None and ckpt.available else None
+            where = f"; emergency checkpoint of the last good state: {path}" if path else ""
+            raise TrainEngineError(
+                f"non-finite loss or gradient at step {st.step + 1} (loss {loss}): halted (training.nonfinite_policy halt){where}. "
+                "Lower the learning rate, set training.max_grad_norm, or check the data"
+            )
+        self._rollbacks += 1
+        max_rb = self.config.training.max_rollbacks
+        if self._rollbacks > max_rb:
+            raise TrainEngineError(f"non-finite loss or gradient at step {st.step + 1} after {max_rb} rollbacks: giving up (training.max_rollbacks)")
+        if ckpt is None or not ckpt.available:
+            raise TrainEngineError("training.nonfinite_policy rollback needs checkpoints: enable checkpointing or keep tracking.write_run_dir on")
+        path = ckpt.rollback(self)
+        factor = self.config.training.rollback_lr_factor ** self._rollbacks
+        self.scheduler.scale(factor)
+        self.state.extra["rollbacks"] = self._rollbacks
+        logger.warning("non-finite step: rolled back to %s (step %d), learning rate x%g (rollback %d of %d)", path, self.state.step, factor, self._rollbacks, max_rb)
+        self.callbacks.fire("on_log", self, {"type": "rollback", "step": self.state.step, "checkpoint": str(path), "lr_factor": factor, "rollbacks": self._rollbacks})
+        raise _RolledBack()
+
+    def flush_log(self) -> None:
+        """Read pending losses back and emit a log record now (checkpoints call this)."""
+        self._flush_log()
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """Run facts stored in every checkpoint's metadata."""
+        from trainengine.tracking import git_info, library_versions
+
+        return {
+            "config": self.config.to_dict(),
+            "task": self.task_spec.to_dict(),
+            "git": git_info(),
+            "versions": library_versions(),
+            "run_dir": str(self.run_dir) if self.run_dir is not None else None,
+        }
+
+    def load_checkpoint_into_self(self, path: Path) -> None:
+        """Restore weights and the full training state from a checkpoint (resume, rollback)."""
+        from trainengine.checkpoint import CheckpointManager
+
+        loaded = CheckpointManager(Path(path).parent).read(path)
+        load_weights(self.model, loaded.model_state)
+        restore_training_state(self, loaded)
+        logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.state.step, self.state.epoch, self.state.batch_in_epoch)
 
     def _flush_log(self) -> None:
         """Read the running loss back from the device (the only per-log sync) and emit ``on_log``."""
@@ -373,9 +525,11 @@ class Trainer:
         st, t = self.state, self.config.training
         if t.eval_every_epoch and not (self.history["val"] and self.history["val"][-1]["step"] == st.step):
             self.evaluate()
-        self.callbacks.fire("on_epoch_end", self, st.epoch)
+        finished = st.epoch
+        # Advance first: a checkpoint taken at on_epoch_end resumes at the next epoch's start.
         st.epoch += 1
         st.batch_in_epoch = 0
+        self.callbacks.fire("on_epoch_end", self, finished)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -394,6 +548,9 @@ class Trainer:
         metrics_acc = self.task_spec.create_metrics(self.runtime.device)
         strategy = self.loss_strategy
         for batch in loader:
+            if self.pending_signal is not None and data is None:
+                self.model.train(was_training)
+                return {}  # interrupted: stop evaluating, the loop saves and stops
             inputs, labels = split_batch(self.runtime.to_device(batch))
             with self.runtime.autocast():
                 logits = extract_logits(call_model(self.forward_model, inputs))
@@ -453,6 +610,8 @@ class Trainer:
             "num_parameters": self.num_parameters,
             "device": str(self.runtime.device),
             "precision": self.runtime.precision,
+            "last_checkpoint": None,  # filled in by the Checkpointing callback
+            "best_checkpoint": None,
         }
 
     def model_config_dict(self) -> dict[str, Any] | None:
@@ -467,6 +626,10 @@ class Trainer:
         if isinstance(c, dict):
             return dict(c)
         return {"repr": repr(c)}
+
+
+class _RolledBack(Exception):
+    """Internal: a rollback moved the data position; the epoch loop restarts from it."""
 
 
 def _with_label_smoothing(spec: TaskSpec, value: float) -> TaskSpec:

@@ -287,6 +287,24 @@ class LRScheduleHandle:
         # was restored.
         self._set_lrs(state["lrs"])
 
+    def scale(self, factor: float) -> None:
+        """Multiply every learning rate of the schedule, now and from here on, by ``factor``.
+
+        Used by ``nonfinite_policy: rollback`` to continue with a lower learning rate.
+        """
+        self.base_lrs = [b * factor for b in self.base_lrs]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+            for key in ("initial_lr", "max_lr", "min_lr"):
+                if key in group:
+                    group[key] *= factor
+        for attr in ("base_lrs", "max_lrs", "min_lrs"):
+            values = getattr(self.scheduler, attr, None)
+            if isinstance(values, list):
+                setattr(self.scheduler, attr, [v * factor for v in values])
+        if hasattr(self.scheduler, "_last_lr"):
+            self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
     def _set_lrs(self, lrs: list[float]) -> None:
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr

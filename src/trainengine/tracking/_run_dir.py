@@ -116,6 +116,9 @@ class RunDirectory:
 
     # -- events ------------------------------------------------------------------------------
     def on_train_start(self, trainer: Any) -> None:
+        if getattr(trainer, "resume_run_dir", None) is not None and (Path(trainer.resume_run_dir) / "run.json").is_file():
+            self._reopen(trainer, Path(trainer.resume_run_dir))
+            return
         cfg = trainer.config
         tr = cfg.tracking
         experiment = validate_name(tr.experiment_name, "tracking.experiment_name")
@@ -168,6 +171,27 @@ class RunDirectory:
         # Lines are written by a background thread: no disk I/O on the training thread.
         self._log = JsonlWriter(self.path / "logs.jsonl")
         self._write({"type": "start", "run_id": run_id})
+
+    def _reopen(self, trainer: Any, path: Path) -> None:
+        """Continue a resumed run in its own directory: same run.json, appended logs."""
+        self.path = path
+        trainer.run_dir = path
+        self._facts = json.loads((path / "run.json").read_text(encoding="utf-8"))
+        resumes = self._facts.setdefault("resumes", [])
+        resumes.append({"time": _now(), "checkpoint": str(trainer.resume_from), "step": trainer.state.step})
+        self._facts.update(status="running", end_time=None)
+        self._facts.pop("error", None)
+        resolved = trainer.config.to_dict()
+        resolved["tracking"]["run_name"] = None
+        config_path = path / "config.yaml"
+        text = f"# Resolved config of run {self._facts.get('experiment')}/{self._facts.get('run_id')} (resumed). Re-run: trainengine train --config {config_path}\n" + yaml.safe_dump(resolved, sort_keys=False)
+        if config_path.is_file() and yaml.safe_load(config_path.read_text(encoding="utf-8")) != resolved:
+            # The resumed run changed the config: keep what ran before, next to what runs now.
+            os.replace(config_path, path / f"config.before-resume-{len(resumes)}.yaml")
+        atomic_write_text(config_path, text)
+        atomic_write_json(path / "run.json", self._facts)
+        self._log = JsonlWriter(path / "logs.jsonl")
+        self._write({"type": "resume", "checkpoint": str(trainer.resume_from), "step": trainer.state.step})
 
     def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
         self._write(record)

@@ -1,0 +1,129 @@
+"""Canonical model-state keys: the same names whatever wraps the model.
+
+``torch.compile`` stores the model under ``_orig_mod`` and DDP under ``module``, so the same
+weights appear as ``_orig_mod.fc.weight`` / ``module.fc.weight`` / ``fc.weight``. Checkpoints
+store the canonical ``fc.weight`` and loading maps it onto whatever names the target model uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainengine.errors import CheckpointError
+
+__all__ = ["canonical_keys", "model_tensors", "load_model_state"]
+
+_COMPILED = "_orig_mod"
+_DDP = "module."
+
+
+def canonical_keys(keys: Iterable[str]) -> dict[str, str]:
+    """Map each state-dict key to its canonical form.
+
+    Every ``_orig_mod`` path component is dropped (``torch.compile`` wraps any submodule too),
+    then a leading ``module.`` is stripped while *every* key has it (DDP / DataParallel wrap the
+    whole model, so a common prefix is a wrapper; stripping a prefix all keys share cannot make
+    two keys collide).
+
+    Args:
+        keys: State-dict keys of one model.
+
+    Returns:
+        ``{original_key: canonical_key}``.
+
+    Raises:
+        CheckpointError: Two keys would get the same canonical name.
+
+    Example:
+        >>> canonical_keys(["module._orig_mod.fc.weight", "module._orig_mod.fc.bias"])
+        {'module._orig_mod.fc.weight': 'fc.weight', 'module._orig_mod.fc.bias': 'fc.bias'}
+    """
+    originals = list(keys)
+    names = [".".join(part for part in k.split(".") if part != _COMPILED) for k in originals]
+    while names and all(n.startswith(_DDP) for n in names):
+        names = [n[len(_DDP):] for n in names]
+    mapping = dict(zip(originals, names))
+    if len(set(names)) != len(names):
+        seen: dict[str, str] = {}
+        for orig, name in mapping.items():
+            if name in seen:
+                raise CheckpointError(f"state-dict keys '{seen[name]}' and '{orig}' both become '{name}' once wrapper prefixes are removed; rename one of the submodules")
+            seen[name] = orig
+    return mapping
+
+
+def model_tensors(model: nn.Module | Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The model's weights under canonical keys, each tied tensor once.
+
+    Returns:
+        ``(tensors, aliases)``: ``aliases[name] = other`` means ``name`` is the very same tensor
+        as ``other`` (tied weights such as a GPT's embedding and head); only ``other`` is stored.
+
+    Raises:
+        CheckpointError: A state-dict entry is not a tensor (``get_extra_state`` objects).
+    """
+    state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    mapping = canonical_keys(state)
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[Any, ...], str] = {}
+    for orig, value in state.items():
+        name = mapping[orig]
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"model state '{orig}' is a {type(value).__name__}, not a tensor; put non-tensor module state into save(state=...) instead")
+        t = value.detach()
+        if t.device.type == "meta":
+            raise CheckpointError(f"model weight '{orig}' is on the meta device (it has no data); materialise the model before saving")
+        if t.numel():
+            # The same storage, offset, shape, strides and dtype: the same tensor under two names.
+            sig = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+            if sig in seen:
+                aliases[name] = seen[sig]
+                continue
+            seen[sig] = name
+        tensors[name] = t
+    return tensors, aliases
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], *, strict: bool = True) -> None:
+    """Copy canonical-key weights into ``model``, whatever wrapper (compile, DDP) it has.
+
+    Args:
+        model: The target module (plain, ``torch.compile``'d or DDP-wrapped).
+        state: ``{canonical_key: tensor}`` as stored in ``model.safetensors``.
+        strict: Refuse missing or unexpected keys (shape mismatches are always refused).
+
+    Raises:
+        CheckpointError: Keys do not match (with ``strict``) or a shape differs; the message
+            lists the first offending keys.
+    """
+    own = model.state_dict()
+    mapping = canonical_keys(own)
+    target = {canon: orig for orig, canon in mapping.items()}
+    remapped = {target[k]: v for k, v in state.items() if k in target}
+    if strict:
+        missing = [k for k in target if k not in state]
+        unexpected = [k for k in state if k not in target]
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing from the checkpoint: {_few(missing)}")
+            if unexpected:
+                parts.append(f"not in the model: {_few(unexpected)}")
+            raise CheckpointError(
+                "checkpoint weights do not fit the model (" + "; ".join(parts) + "); build the model with the "
+                "configuration the checkpoint was saved with, or pass strict=False to load the overlap"
+            )
+    try:
+        model.load_state_dict(remapped, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint weights do not fit the model: {exc}") from exc
+
+
+def _few(keys: list[str], n: int = 8) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")

@@ -1,0 +1,90 @@
+"""``trainengine resume RUN_DIR`` and ``trainengine checkpoints list|verify RUN_DIR``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trainengine.errors import CheckpointError
+
+checkpoints_app = typer.Typer(help="List and verify the checkpoints of a run.", no_args_is_help=True)
+
+
+def _checkpoint_dir(run_dir: Path) -> Path:
+    """The checkpoints of a run directory (or the folder itself when it holds checkpoints)."""
+    if (run_dir / "checkpoints").is_dir():
+        return run_dir / "checkpoints"
+    if run_dir.is_dir() and any(p.name.startswith("ckpt-") for p in run_dir.iterdir()):
+        return run_dir
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        from trainengine.config import TrainingConfig
+
+        custom = TrainingConfig.load(config).checkpointing.checkpoint_dir
+        if custom and Path(custom).is_dir():
+            return Path(custom)
+    raise CheckpointError(f"no checkpoints in {run_dir} — pass a run directory (runs/<experiment>/<run_id>) or a checkpoints folder")
+
+
+def _manager(run_dir: Path):
+    from trainengine.checkpoint import CheckpointManager
+
+    return CheckpointManager(_checkpoint_dir(run_dir))
+
+
+def _size(num: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num < 1024 or unit == "GB":
+            return f"{num:.0f} {unit}" if unit == "B" else f"{num:.1f} {unit}"
+        num /= 1024
+    return str(num)
+
+
+@checkpoints_app.command("list")
+def list_command(run_dir: Path = typer.Argument(..., help="Run directory or checkpoints folder.")) -> None:
+    """Show every checkpoint: step, epoch, monitored metric, size, best/latest flags."""
+    manager = _manager(run_dir)
+    table = Table(title=f"checkpoints in {manager.checkpoint_dir}")
+    for col in ("name", "step", "epoch", manager.monitor, "size", "flags"):
+        table.add_column(col)
+    for info in manager.list_checkpoints():
+        flags = ", ".join(f for f, on in (("best", info.is_best), ("latest", info.is_latest), *((t, True) for t in info.tags)) if on)
+        metric = f"{info.metric:.6g}" if info.metric is not None else "-"
+        table.add_row(info.name, str(info.step), str(info.epoch), metric, _size(info.size_bytes), flags)
+    Console(soft_wrap=True).print(table)
+
+
+@checkpoints_app.command("verify")
+def verify_command(run_dir: Path = typer.Argument(..., help="Run directory or checkpoints folder.")) -> None:
+    """Check every checkpoint against its manifest; exit 1 when any is corrupt."""
+    manager = _manager(run_dir)
+    bad = 0
+    for info in manager.list_checkpoints(include_invalid=True):
+        problems = manager.verify(info.path)
+        if problems:
+            bad += 1
+            typer.echo(f"{info.name}: corrupt — {'; '.join(problems)}")
+        else:
+            typer.echo(f"{info.name}: ok")
+    if bad:
+        raise typer.Exit(1)
+
+
+def resume_command(
+    run_dir: Path = typer.Argument(..., help="The run directory to continue (runs/<experiment>/<run_id>)."),
+    checkpoint: str = typer.Option("latest", "--checkpoint", help="latest (newest valid) or a checkpoint folder."),
+) -> None:
+    """Continue a run from its newest valid checkpoint with the run's own config.yaml."""
+    from trainengine.cli._train import run_training
+    from trainengine.config import TrainingConfig
+
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
+    config = TrainingConfig.load(config_path)
+    source = run_dir if checkpoint == "latest" else Path(checkpoint)
+    results = run_training(config, resume_from=source)
+    typer.echo(f"run directory: {results['run_dir']}")
