@@ -230,3 +230,18 @@ def test_disk_full_can_be_configured_to_continue(make_config, blobs, monkeypatch
     cfg = _ckpt_cfg(make_config, max_steps=20).with_checkpointing(on_save_error="continue").with_tracking(run_name="cont").build()
     results = Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1])
     assert results["steps"] == 20
+
+
+def test_async_checkpoints_are_complete_and_resumable(make_config, blobs):
+    from trainengine.checkpoint import CheckpointManager
+
+    cfg = _ckpt_cfg(make_config, max_steps=12).with_checkpointing(async_save=True).with_tracking(run_name="async").build()
+    results = Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1])
+    assert len(results["checkpoint_stall_seconds"]) == 3 and all(s > 0 for s in results["checkpoint_stall_seconds"])
+    manager = CheckpointManager(Path(results["run_dir"]) / "checkpoints")
+    assert [c.step for c in manager.list_checkpoints()] == [4, 8, 12]
+    assert all(manager.verify(c.path) == [] for c in manager.list_checkpoints())
+    assert results["last_checkpoint"].endswith("ckpt-000000012")
+    cfg.training.max_steps = 16
+    resumed = Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1], resume_from=results["run_dir"])
+    assert resumed["steps"] == 16

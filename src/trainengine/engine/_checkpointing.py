@@ -222,6 +222,10 @@ class Checkpointing:
 
     def __init__(self, periodic: bool = True) -> None:
         self.periodic = periodic
+        if not periodic:
+            # Emergency saves only: take no per-step event at all (the hot loop stays as it was).
+            self.on_step_end = None  # type: ignore[assignment]
+            self.on_epoch_end = None  # type: ignore[assignment]
         self.manager: Any = None
         self.directory: Path | None = None
         self._handle: Any = None
@@ -302,6 +306,8 @@ class Checkpointing:
         results["last_checkpoint"] = str(self.last_path) if self.last_path else None
         best = self.manager.get_best_checkpoint() if self.manager is not None else None
         results["best_checkpoint"] = str(best) if best else None
+        if self.stalls:
+            results["checkpoint_stall_seconds"] = list(self.stalls)  # async saves: time the loop waited
 
     def on_exception(self, trainer: Any, exc: BaseException) -> None:
         try:
