@@ -184,6 +184,9 @@ def test_nonfinite_rollback_reloads_lowers_lr_and_continues(make_config, blobs):
     lines = [json.loads(x) for x in open(f"{results['run_dir']}/logs.jsonl")]
     rollbacks = [r for r in lines if r["type"] == "rollback"]
     assert len(rollbacks) == 1 and rollbacks[0]["step"] == 8 and rollbacks[0]["lr_factor"] == 0.5
+    bad = [r for r in lines if r["type"] == "nonfinite"]
+    assert len(bad) == 1 and bad[0]["step"] == 10 and bad[0]["policy"] == "rollback"
+    assert results["nonfinite_steps"] == 1  # counted, not hidden by the reload
     # After the rollback the learning rate is half of the constant schedule's.
     train = [r for r in lines if r["type"] == "train"]
     assert train[-1]["lr"] == pytest.approx(0.5 * cfg.training.learning_rate)

@@ -438,6 +438,10 @@ class Trainer:
     def _nonfinite_stop(self, loss: float) -> None:
         st = self.state
         ckpt = self.checkpointing
+        self.flush_log()
+        nonfinite = st.num_nonfinite_steps + 1  # this step counts, whatever happens next
+        st.num_nonfinite_steps = nonfinite
+        self.callbacks.fire("on_log", self, {"type": "nonfinite", "step": st.step + 1, "loss": loss, "train/nonfinite_steps": nonfinite, "policy": self._nonfinite_policy})
         if self._nonfinite_policy == "halt":
             path = ckpt.save(self, tags=("emergency", "nonfinite"), force_sync=True) if ckpt is not None and ckpt.available else None
             where = f"; emergency checkpoint of the last good state: {path}" if path else ""
@@ -455,6 +459,7 @@ class Trainer:
         factor = self.config.training.rollback_lr_factor ** self._rollbacks
         self.scheduler.scale(factor)
         self.state.extra["rollbacks"] = self._rollbacks
+        self.state.num_nonfinite_steps = nonfinite  # the reload must not hide the bad step
         logger.warning("non-finite step: rolled back to %s (step %d), learning rate x%g (rollback %d of %d)", path, self.state.step, factor, self._rollbacks, max_rb)
         self.callbacks.fire("on_log", self, {"type": "rollback", "step": self.state.step, "checkpoint": str(path), "lr_factor": factor, "rollbacks": self._rollbacks})
         raise _RolledBack()
