@@ -35,6 +35,7 @@ def test_list_verify_and_resume_a_run(in_tmp, capsys):
     for step in ("3", "6", "9"):
         assert f"ckpt-00000000{step}" in listing
     assert "latest" in listing
+    assert "val/accuracy" in listing  # ranked by the metric the run monitored (digits: accuracy)
     assert main(["checkpoints", "verify", str(run_dir)]) == 0
     assert capsys.readouterr().out.count(": ok") == 3
 

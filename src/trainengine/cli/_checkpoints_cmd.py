@@ -30,9 +30,29 @@ def _checkpoint_dir(run_dir: Path) -> Path:
 
 
 def _manager(run_dir: Path):
+    """A manager ranking checkpoints by the metric the run itself monitored."""
+    import json
+
     from trainengine.checkpoint import CheckpointManager
 
-    return CheckpointManager(_checkpoint_dir(run_dir))
+    monitor, mode = "val/loss", "min"
+    try:
+        run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        task = run.get("task") or {}
+        monitor, mode = task.get("monitor", monitor), task.get("monitor_mode", mode)
+        config = run_dir / "config.yaml"
+        if config.is_file():
+            from trainengine.config import TrainingConfig
+
+            t = TrainingConfig.load(config).training
+            if t.monitor:
+                from trainengine.tasks import METRIC_MODES
+
+                monitor = t.monitor if "/" in t.monitor else "val/" + t.monitor.removeprefix("val_")
+                mode = METRIC_MODES.get(monitor.split("/", 1)[1], mode) if t.monitor_mode == "auto" else t.monitor_mode
+    except (OSError, ValueError):
+        pass  # not a run directory: rank by validation loss
+    return CheckpointManager(_checkpoint_dir(run_dir), monitor=monitor, mode=mode)
 
 
 def _size(num: int) -> str:
