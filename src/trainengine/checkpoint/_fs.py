@@ -39,6 +39,11 @@ def fsync_dir(path: Path) -> None:
 
 def fsync_and_hash(path: Path) -> tuple[int, str]:
     """Flush ``path`` to disk and return ``(size_bytes, sha256_hex)`` of what is there."""
+    return hash_file(path, fsync=True)
+
+
+def hash_file(path: Path, *, fsync: bool = False) -> tuple[int, str]:
+    """``(size_bytes, sha256_hex)`` of ``path``; with ``fsync`` also flush it to disk."""
     digest = hashlib.sha256()
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
@@ -47,20 +52,8 @@ def fsync_and_hash(path: Path) -> tuple[int, str]:
         while n := fh.readinto(buf):
             digest.update(view[:n])
             size += n
-        os.fsync(fh.fileno())
-    return size, digest.hexdigest()
-
-
-def hash_file(path: Path) -> tuple[int, str]:
-    """``(size_bytes, sha256_hex)`` of ``path``."""
-    digest = hashlib.sha256()
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
-    size = 0
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-            size += n
+        if fsync:
+            os.fsync(fh.fileno())
     return size, digest.hexdigest()
 
 
