@@ -1,6 +1,28 @@
 """Run records and console output: the run directory writer and the progress display."""
 
 from trainengine.tracking._console import ConsoleProgress, format_duration
+from trainengine.tracking._db import ExperimentDB, ExperimentDBError, ExperimentDBValueError, UnknownRunError
+from trainengine.tracking._logger import TrainingLogger, read_jsonl, system_info
 from trainengine.tracking._run_dir import RunDirectory, git_info, library_versions, new_run_id, save_weights
+from trainengine.tracking._tracker import (
+    ExperimentTracker,
+    TrackerBackend,
+    available_trackers,
+    flatten_params,
+    register_tracker,
+)
 
-__all__ = ["RunDirectory", "ConsoleProgress", "format_duration", "git_info", "library_versions", "new_run_id", "save_weights"]
+__all__ = [
+    "ExperimentDB",
+    "ExperimentDBError",
+    "ExperimentDBValueError",
+    "UnknownRunError",
+    "TrainingLogger",
+    "read_jsonl",
+    "system_info",
+    "ExperimentTracker",
+    "TrackerBackend",
+    "available_trackers",
+    "flatten_params",
+    "register_tracker",
+    "RunDirectory", "ConsoleProgress", "format_duration", "git_info", "library_versions", "new_run_id", "save_weights"]

@@ -1,0 +1,375 @@
+"""``ExperimentTracker`` (seed 002): one interface over JSONL, TensorBoard, MLflow and W&B.
+
+Back-ends live in a registry (``register_tracker``); an unknown name lists the available ones.
+``backend="auto"`` picks what is installed *and* configured: ``jsonl`` always, ``tensorboard``
+when it is installed, ``mlflow`` when ``MLFLOW_TRACKING_URI`` is set, ``wandb`` when
+``WANDB_API_KEY`` or ``WANDB_MODE`` is set. Several back-ends can run at once. Only rank 0
+(``RANK`` of torchrun) writes; other ranks get a tracker that does nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from trainengine._io import validate_name
+from trainengine.errors import ConfigError, MissingExtraError
+
+__all__ = [
+    "ExperimentTracker",
+    "TrackerBackend",
+    "register_tracker",
+    "available_trackers",
+    "JsonlTracker",
+    "TensorBoardTracker",
+    "MlflowTracker",
+    "WandbTracker",
+    "flatten_params",
+]
+
+
+def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"d": 8}}`` -> ``{"model.d": 8}`` (what MLflow and TensorBoard hparams want)."""
+    out: dict[str, Any] = {}
+    for key, value in (params or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_params(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        try:
+            f = float(v.item() if hasattr(v, "item") else v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out[k] = f
+    return out
+
+
+class TrackerBackend(ABC):
+    """One tracking back-end. Subclasses implement what their service supports."""
+
+    name: str = ""
+
+    def __init__(self, project: str, experiment_name: str, config: dict[str, Any], log_dir: Path, tags: list[str], notes: str) -> None:
+        self.project, self.experiment_name, self.config = project, experiment_name, config
+        self.log_dir, self.tags, self.notes = log_dir, tags, notes
+
+    @abstractmethod
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_text(self, name: str, text: str, step: int | None = None) -> None:
+        pass
+
+    def save_artifact(self, path: Path, name: str) -> None:
+        pass
+
+    def watch_model(self, model: Any, log_freq: int = 100) -> None:
+        pass
+
+    def finish(self, status: str = "completed") -> None:
+        pass
+
+
+class JsonlTracker(TrackerBackend):
+    """``<log_dir>/tracker.jsonl``: one JSON object per call; artifacts copied to ``artifacts/``."""
+
+    name = "jsonl"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.log_dir / "tracker.jsonl"
+        self._fh = open(self.path, "a", encoding="utf-8", buffering=1)
+        self._write({"type": "params", "params": self.config, "tags": self.tags, "notes": self.notes})
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, default=str) + "\n")
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self._write({"type": "metrics", "step": step, "metrics": metrics})
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._write({"type": "params", "params": params})
+
+    def log_text(self, name: str, text: str, step: int | None = None) -> None:
+        self._write({"type": "text", "name": name, "step": step, "text": text})
+
+    def save_artifact(self, path: Path, name: str) -> None:
+        target = self.log_dir / "artifacts" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if path.is_dir() else shutil.copy2)(path, target)
+        self._write({"type": "artifact", "name": name, "path": str(target)})
+
+    def finish(self, status: str = "completed") -> None:
+        self._write({"type": "finish", "status": status})
+        self._fh.close()
+
+
+class TensorBoardTracker(TrackerBackend):
+    """Event files under ``<log_dir>/tensorboard`` (``tensorboard --logdir`` shows them)."""
+
+    name = "tensorboard"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise MissingExtraError("tensorboard", "track", "the tensorboard tracker") from None
+        self.writer = SummaryWriter(log_dir=str(self.log_dir / "tensorboard"))
+        if self.config:
+            self.log_params(self.config)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        flat = flatten_params(params)
+        self.writer.add_text("params", "\n".join(f"    {k}: {v}" for k, v in flat.items()))
+
+    def log_text(self, name: str, text: str, step: int | None = None) -> None:
+        self.writer.add_text(name, text, step)
+
+    def watch_model(self, model: Any, log_freq: int = 100) -> None:
+        self._model = model
+
+    def finish(self, status: str = "completed") -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+class MlflowTracker(TrackerBackend):
+    """An MLflow run (``MLFLOW_TRACKING_URI``, default SQLite ``<log_dir>/mlflow.db``), via MlflowClient."""
+
+    name = "mlflow"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise MissingExtraError("mlflow", "track", "the mlflow tracker") from None
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.log_dir / 'mlflow.db').resolve()}"
+        self.client = MlflowClient(tracking_uri=uri)
+        experiment = self.client.get_experiment_by_name(self.project)
+        # A local artifact folder next to the database, not ./mlruns wherever the process runs.
+        artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else (self.log_dir / "mlartifacts").resolve().as_uri()
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.project, artifact_location=artifacts)
+        tags = {f"tag.{t}": "true" for t in self.tags}
+        if self.notes:
+            tags["mlflow.note.content"] = self.notes
+        self.run = self.client.create_run(experiment_id, run_name=self.experiment_name, tags=tags)
+        self.run_id = self.run.info.run_id
+        self.tracking_uri = uri
+        if self.config:
+            self.log_params(self.config)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        import time
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten_params(params)
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
+
+    def log_text(self, name: str, text: str, step: int | None = None) -> None:
+        suffix = f"_step{step}" if step is not None else ""
+        self.client.log_text(self.run_id, text, f"text/{name}{suffix}.txt")
+
+    def save_artifact(self, path: Path, name: str) -> None:
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path=name)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path=name)
+
+    def finish(self, status: str = "completed") -> None:
+        mapping = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
+        self.client.set_terminated(self.run_id, mapping.get(status, "FINISHED"))
+
+
+class WandbTracker(TrackerBackend):
+    """A Weights & Biases run; offline (``WANDB_MODE=offline``) unless an API key is configured."""
+
+    name = "wandb"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        try:
+            import wandb
+        except ImportError:
+            raise MissingExtraError("wandb", "track", "the wandb tracker") from None
+        self._wandb = wandb
+        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            project=self.project, name=self.experiment_name, config=self.config, tags=self.tags or None,
+            notes=self.notes or None, dir=str(self.log_dir), mode=mode, reinit="create_new",
+        )
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.run.log(metrics, step=step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.run.config.update(params, allow_val_change=True)
+
+    def log_text(self, name: str, text: str, step: int | None = None) -> None:
+        self.run.log({name: self._wandb.Html(f"<pre>{text}</pre>")}, step=step)
+
+    def save_artifact(self, path: Path, name: str) -> None:
+        artifact = self._wandb.Artifact(name, type="model")
+        (artifact.add_dir if path.is_dir() else artifact.add_file)(str(path))
+        self.run.log_artifact(artifact)
+
+    def watch_model(self, model: Any, log_freq: int = 100) -> None:
+        self.run.watch(model, log_freq=log_freq)
+
+    def finish(self, status: str = "completed") -> None:
+        self.run.finish(exit_code=0 if status == "completed" else 1)
+
+
+_REGISTRY: dict[str, type[TrackerBackend]] = {
+    "jsonl": JsonlTracker,
+    "tensorboard": TensorBoardTracker,
+    "mlflow": MlflowTracker,
+    "wandb": WandbTracker,
+}
+
+
+def register_tracker(name: str, cls: type[TrackerBackend]) -> None:
+    """Add a back-end under ``name`` (e.g. a company-internal service)."""
+    _REGISTRY[name] = cls
+
+
+def available_trackers() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _auto_backends() -> list[str]:
+    names = ["jsonl"]
+    if importlib.util.find_spec("tensorboard") is not None:
+        names.append("tensorboard")
+    if os.environ.get("MLFLOW_TRACKING_URI") and importlib.util.find_spec("mlflow") is not None:
+        names.append("mlflow")
+    if (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")) and importlib.util.find_spec("wandb") is not None:
+        names.append("wandb")
+    return names
+
+
+class ExperimentTracker:
+    """Track an experiment in one or several back-ends with one interface.
+
+    Args:
+        project: project (MLflow experiment, W&B project).
+        experiment_name: this run's name.
+        config: hyper-parameters (a dict or anything with ``to_dict``), logged as params.
+        backend: ``"auto"``, a name (``jsonl``, ``tensorboard``, ``mlflow``, ``wandb``) or a list.
+        log_dir: local folder: ``<log_dir>/<project>/<experiment_name>/``.
+        tags, notes: recorded where the back-end supports them.
+        rank: process rank; only rank 0 writes (default: ``RANK`` from torchrun, else 0).
+
+    Example:
+        >>> import tempfile
+        >>> with ExperimentTracker("demo", "run1", {"lr": 1e-3}, backend="jsonl", log_dir=tempfile.mkdtemp()) as t:
+        ...     t.log_metrics({"train/loss": 0.5}, step=1)
+        >>> t.backend_names
+        ['jsonl']
+    """
+
+    def __init__(
+        self,
+        project: str,
+        experiment_name: str,
+        config: Any = None,
+        backend: str | list[str] = "auto",
+        log_dir: str | os.PathLike[str] = "runs",
+        tags: list[str] | None = None,
+        notes: str = "",
+        rank: int | None = None,
+    ) -> None:
+        validate_name(project, "project")
+        validate_name(experiment_name, "experiment_name")
+        cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+        names = _auto_backends() if backend == "auto" else ([backend] if isinstance(backend, str) else list(backend))
+        unknown = [n for n in names if n not in _REGISTRY]
+        if unknown:
+            raise ConfigError(f"unknown tracker '{unknown[0]}' — available: {', '.join(available_trackers())}")
+        self.rank = int(os.environ.get("RANK", "0")) if rank is None else rank
+        self.backend_names = names
+        self.directory = Path(log_dir) / project / experiment_name
+        self.backends: list[TrackerBackend] = []
+        if self.rank == 0:
+            for name in names:
+                self.backends.append(_REGISTRY[name](project, experiment_name, cfg, self.directory, list(tags or []), notes))
+        self._finished = False
+
+    @property
+    def backend(self) -> str:
+        """The first back-end's name (the seed's single-back-end attribute)."""
+        return self.backend_names[0] if self.backend_names else "none"
+
+    def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
+        values = _finite(metrics)
+        for b in self.backends:
+            b.log_metrics(values, step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        for b in self.backends:
+            b.log_params(params)
+
+    def log_text(self, name: str, text: str, step: int | None = None) -> None:
+        for b in self.backends:
+            b.log_text(name, text, step)
+
+    def save_artifact(self, artifact_path: str | os.PathLike[str], name: str) -> None:
+        path = Path(artifact_path)
+        if not path.exists():
+            raise FileNotFoundError(f"artifact {path} does not exist")
+        validate_name(name, "artifact name")
+        for b in self.backends:
+            b.save_artifact(path, name)
+
+    def log_model(self, model: Any, name: str) -> None:
+        """Record the model's structure and size as text (weights go through save_artifact)."""
+        size = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else None
+        self.log_text(f"model_{name}", f"{model}\n\nparameters: {size}")
+
+    def watch_model(self, model: Any, log_freq: int = 100) -> None:
+        for b in self.backends:
+            b.watch_model(model, log_freq)
+
+    def finish(self, status: str = "completed") -> None:
+        if self._finished:
+            return
+        self._finished = True
+        for b in self.backends:
+            b.finish(status)
+
+    def __enter__(self) -> ExperimentTracker:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.finish("completed" if exc is None else ("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"))
