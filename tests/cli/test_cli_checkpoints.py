@@ -85,3 +85,16 @@ def test_sigterm_from_outside_exits_143_with_an_emergency_checkpoint(tmp_path):
     meta = json.loads((ckpts[0] / "meta.json").read_text())
     assert "emergency" in meta["tags"]
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_logs_command_filters_metrics(in_tmp, capsys):
+    assert main(["train", *TINY, "--max-steps", "20", "--run-name", "lg"]) == 0
+    capsys.readouterr()
+    run_dir = in_tmp / "out" / "default" / "lg"
+    assert main(["logs", str(run_dir), "--filter", "train/loss", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # Logging steps (every 10) plus the checkpoint steps (every 3), which flush the running loss.
+    assert {10, 20} <= {r["step"] for r in rows} and all(set(r) == {"step", "epoch", "type", "train/loss"} for r in rows)
+    assert main(["logs", str(run_dir), "--type", "eval"]) == 0
+    assert "val/accuracy" in capsys.readouterr().out
+    assert main(["logs", str(in_tmp / "nowhere")]) == 2

@@ -395,3 +395,24 @@ def test_auto_monitor_mode_follows_the_monitored_metric(make_config):
     assert (trainer.monitor, trainer.monitor_mode) == ("val/loss", "min")  # not the task's "max"
     cfg = make_config(max_steps=1).with_training(monitor="val/r2").build()
     assert Trainer(MLP(4, 1), None, cfg, TaskSpec.regression("r")).monitor_mode == "max"
+
+
+def test_trackers_and_system_metrics_follow_the_run(make_config, blobs, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from trainengine.tracking import read_jsonl
+
+    cfg = make_config(max_steps=10).with_tracking(backends=["tensorboard", "jsonl"], run_name="tracked").build()
+    results = Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1])
+    run_dir = results["run_dir"]
+    acc = EventAccumulator(f"{run_dir}/tensorboard")
+    acc.Reload()
+    assert [s.step for s in acc.Scalars("train/loss")] == [5, 10]
+    assert [s.step for s in acc.Scalars("val/accuracy")] == [10]
+    tracked = [r for r in read_jsonl(f"{run_dir}/tracker.jsonl") if r["type"] == "metrics"]
+    assert tracked[0]["metrics"]["train/loss"] == pytest.approx(results["history"]["train"][0]["loss"])
+    logged = [r for r in read_jsonl(f"{run_dir}/logs.jsonl") if r["type"] == "train"]
+    for key in ("system/step_time_ms", "system/data_wait_fraction", "system/rss_mib", "train/samples_per_second"):
+        assert logged[0][key] > 0 or key == "system/data_wait_fraction"
+    assert 0 <= logged[0]["system/data_wait_fraction"] <= 1

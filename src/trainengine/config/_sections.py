@@ -142,6 +142,10 @@ class TrackingSection(Section):
     notes: str = Field("", description="Free-form notes recorded in run.json.")
     progress: Literal["auto", "bar", "plain", "off"] = Field("auto", description="Console progress: a live bar on a terminal, plain periodic lines otherwise.")
     write_run_dir: bool = Field(True, description="Write config.yaml, run.json, logs.jsonl and weights into a run directory.")
+    backends: list[Literal["jsonl", "tensorboard", "mlflow", "wandb"]] = Field(default_factory=list, description="Extra tracker back-ends fed from the run's logs (tensorboard, mlflow, wandb, jsonl); they write inside the run directory.")
+    project: str = Field("trainengine", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Project name for MLflow / W&B.")
+    experiment_db: bool = Field(True, description="Record the run and its logged metrics in the experiment database.")
+    db_url: str | None = Field(None, description="Experiment database: a SQLAlchemy URL or a file path; null = <output_dir>/experiments.db (SQLite).")
 
 
 class DataSection(Section):

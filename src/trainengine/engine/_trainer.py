@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from dataclasses import asdict, is_dataclass
@@ -273,6 +274,10 @@ class Trainer:
         if c.enabled or (wants_emergency and (c.checkpoint_dir or cfg.tracking.write_run_dir)):
             self.checkpointing = Checkpointing(periodic=c.enabled)
             callbacks.append(self.checkpointing)
+        if cfg.tracking.backends:
+            from trainengine.tracking._callbacks import TrackerCallback
+
+            callbacks.append(TrackerCallback(cfg.tracking.backends))
         if cfg.tracking.progress != "off":
             callbacks.append(ConsoleProgress(mode=cfg.tracking.progress))
         if cfg.training.early_stopping_patience is not None:
@@ -300,7 +305,9 @@ class Trainer:
         self._nonfinite_policy = t.nonfinite_policy
         loop_start = time.perf_counter()
         self._log_window_start = time.perf_counter()
-        self._log_samples = 0
+        self._log_samples = self._log_tokens = 0
+        self._log_step = st.step
+        self._data_wait = 0.0
         cb = self.callbacks
         # Set once: evaluate() restores the mode it found, so no per-step module walk is needed.
         self.model.train()
@@ -394,7 +401,7 @@ class Trainer:
                 torch.set_rng_state(self.resume_data["global_rng"])
             self.resume_data = None
         self._epoch_start_data = {"generator": gen.get_state() if gen is not None else None, "global_rng": torch.get_rng_state()}
-        for i, batch in enumerate(self.train_loader):
+        for i, batch in enumerate(self._timed(self.train_loader)):
             if resume_rng is not None:
                 # The sampler has drawn its order (on the first batch): continue the random
                 # streams (dropout, ...) where the checkpoint left them.
@@ -408,6 +415,19 @@ class Trainer:
                 window = []
         if window:
             yield window
+
+    def _timed(self, loader: Any):
+        """Iterate ``loader`` while adding the time spent waiting for batches to ``_data_wait``."""
+        clock = time.perf_counter
+        it = iter(loader)
+        while True:
+            start = clock()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            self._data_wait += clock() - start
+            yield batch
 
     def _train_step(self, window: list[Any]) -> StepOutput | None:
         st, runner, cb = self.state, self.step_runner, self.callbacks
@@ -431,6 +451,7 @@ class Trainer:
         st.samples_seen += num_samples
         st.tokens_seen += num_tokens
         self._log_samples += num_samples
+        self._log_tokens += num_tokens
         if st.step % self._log_every == 0:
             self._flush_log()
         return StepOutput(loss, found_inf, num_samples, num_tokens) if self._has_step_end else None
@@ -463,6 +484,26 @@ class Trainer:
         logger.warning("non-finite step: rolled back to %s (step %d), learning rate x%g (rollback %d of %d)", path, self.state.step, factor, self._rollbacks, max_rb)
         self.callbacks.fire("on_log", self, {"type": "rollback", "step": self.state.step, "checkpoint": str(path), "lr_factor": factor, "rollbacks": self._rollbacks})
         raise _RolledBack()
+
+    def _system_metrics(self, elapsed: float) -> dict[str, float]:
+        """Speed and memory since the last log (host-side counters only: no device sync)."""
+        steps = max(self.state.step - self._log_step, 1)
+        out = {
+            "system/step_time_ms": elapsed / steps * 1e3,
+            "system/data_wait_fraction": min(self._data_wait / elapsed, 1.0),
+            "system/rss_mib": _rss_mib(),
+        }
+        if self.task_spec.task_type == "language_modeling":
+            tps = self._log_tokens / elapsed
+            out["train/tokens_per_second"] = tps
+            if self.flops_per_token and self.peak_flops:
+                out["system/mfu"] = tps * self.flops_per_token / (self.peak_flops * self.runtime.world_size)
+        if self.runtime.device.type == "cuda":
+            dev = self.runtime.device
+            out["system/gpu_mem_allocated_gib"] = torch.cuda.memory_allocated(dev) / 2**30
+            out["system/gpu_mem_reserved_gib"] = torch.cuda.memory_reserved(dev) / 2**30
+            out["system/gpu_mem_peak_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+        return out
 
     def flush_log(self) -> None:
         """Read pending losses back and emit a log record now (checkpoints call this)."""
@@ -516,13 +557,15 @@ class Trainer:
             "lr": self.scheduler.get_last_lr()[0],
             "train/samples_per_second": self._log_samples / elapsed,
             "train/nonfinite_steps": st.num_nonfinite_steps,
+            **self._system_metrics(elapsed),
         }
         if skipped_now:
             logger.warning(
                 "%d optimizer step(s) skipped because the loss or a gradient was not finite (total %d, up to step %d)",
                 skipped_now, st.num_nonfinite_steps, st.step,
             )
-        self._log_window_start, self._log_samples = now, 0
+        self._log_window_start, self._log_samples, self._log_tokens = now, 0, 0
+        self._log_step, self._data_wait = st.step, 0.0
         self.history["train"].append({"step": st.step, "epoch": st.epoch, "loss": record["train/loss"], "lr": record["lr"]})
         self.callbacks.fire("on_log", self, record)
 
@@ -631,6 +674,17 @@ class Trainer:
         if isinstance(c, dict):
             return dict(c)
         return {"repr": repr(c)}
+
+
+def _rss_mib() -> float:
+    """Resident memory of this process in MiB (current on Linux, peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _RolledBack(Exception):

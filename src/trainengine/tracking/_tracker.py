@@ -290,6 +290,7 @@ class ExperimentTracker:
         log_dir: local folder: ``<log_dir>/<project>/<experiment_name>/``.
         tags, notes: recorded where the back-end supports them.
         rank: process rank; only rank 0 writes (default: ``RANK`` from torchrun, else 0).
+        directory: write here instead of ``<log_dir>/<project>/<experiment_name>``.
 
     Example:
         >>> import tempfile
@@ -309,6 +310,8 @@ class ExperimentTracker:
         tags: list[str] | None = None,
         notes: str = "",
         rank: int | None = None,
+        *,
+        directory: str | os.PathLike[str] | None = None,
     ) -> None:
         validate_name(project, "project")
         validate_name(experiment_name, "experiment_name")
@@ -319,7 +322,8 @@ class ExperimentTracker:
             raise ConfigError(f"unknown tracker '{unknown[0]}' — available: {', '.join(available_trackers())}")
         self.rank = int(os.environ.get("RANK", "0")) if rank is None else rank
         self.backend_names = names
-        self.directory = Path(log_dir) / project / experiment_name
+        # ``directory`` (the Trainer passes its run directory) overrides <log_dir>/<project>/<name>.
+        self.directory = Path(directory) if directory is not None else Path(log_dir) / project / experiment_name
         self.backends: list[TrackerBackend] = []
         if self.rank == 0:
             for name in names:
