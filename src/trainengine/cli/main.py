@@ -19,6 +19,7 @@ from trainengine.cli._common import STATE
 from trainengine.cli._checkpoints_cmd import checkpoints_app, resume_command
 from trainengine.cli._config_cmd import config_app
 from trainengine.cli._logs_cmd import logs_command
+from trainengine.cli._runs_cmd import runs_app
 from trainengine.cli._quickstart import quickstart_command
 from trainengine.cli._train import train_command
 from trainengine.errors import TrainEngineError
@@ -38,6 +39,7 @@ app.command("resume")(resume_command)
 app.command("logs")(logs_command)
 app.add_typer(config_app, name="config")
 app.add_typer(checkpoints_app, name="checkpoints")
+app.add_typer(runs_app, name="runs")
 
 
 @app.callback()
