@@ -70,13 +70,14 @@ class _Clock:
             torch.cuda.synchronize(self.device)
 
     def on_step_end(self, trainer, output) -> None:
+        # Stop at the last step, not at on_train_end: the end-of-run work (final evaluation,
+        # writing weights) is not per-step overhead.
         if trainer.state.step == self.warmup:
             self._sync()
             self.t0 = time.perf_counter()
-
-    def on_train_end(self, trainer, results) -> None:
-        self._sync()
-        self.t1 = time.perf_counter()
+        elif trainer.state.step == trainer.total_steps:
+            self._sync()
+            self.t1 = time.perf_counter()
 
 
 def run_trainer(data, make_model, task, cfg, warmup: int, steps: int) -> float:
@@ -149,6 +150,28 @@ def measure(name: str, device: str, precision: str, rounds: int, steps: int, war
     }
 
 
+def measure_tracking(name: str, device: str, rounds: int, steps: int, warmup: int, backends: list[str], out_dir: str) -> dict:
+    """The Trainer with its run directory, logs.jsonl and every local tracker on vs all off."""
+    data, make_model, task, batch = _case(name, device)
+    plain = _config(batch, steps, device, "fp32")
+    plain.training.log_interval_steps = 10  # the default logging interval
+    tracked = plain.model_copy(deep=True)
+    tracked.tracking.write_run_dir = True
+    tracked.tracking.output_dir = out_dir
+    tracked.tracking.backends = backends
+    off_ms, on_ms = [], []
+    for r in range(rounds):
+        order = (plain, tracked) if r % 2 == 0 else (tracked, plain)
+        for cfg in order:
+            ms = run_trainer(data, make_model, task, cfg, warmup, steps)
+            (on_ms if cfg is tracked else off_ms).append(ms)
+    return {
+        "case": name, "backends": backends, "rounds": rounds, "steps_timed": steps - warmup,
+        "tracking_off_ms_per_step": statistics.median(off_ms), "tracking_on_ms_per_step": statistics.median(on_ms),
+        "ratio_of_medians": statistics.median(on_ms) / statistics.median(off_ms),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -158,7 +181,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--tracking", default=None, help="instead: Trainer with run dir + these trackers (e.g. jsonl,tensorboard) vs without")
     args = parser.parse_args()
+    if args.tracking:
+        import tempfile
+
+        results = []
+        for name in args.cases.split(","):
+            res = measure_tracking(name, args.device, args.rounds, args.steps, args.warmup, args.tracking.split(","), tempfile.mkdtemp())
+            results.append(res)
+            print(f"{name:12s} tracking off {res['tracking_off_ms_per_step']:.3f} ms/step  on ({args.tracking}) "
+                  f"{res['tracking_on_ms_per_step']:.3f} ms/step  ratio {res['ratio_of_medians']:.3f}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
     results = []
     for name in args.cases.split(","):
         res = measure(name, args.device, args.precision, args.rounds, args.steps, args.warmup)

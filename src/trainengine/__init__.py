@@ -25,8 +25,9 @@ from trainengine.errors import (
     TrainEngineError,
 )
 from trainengine.models import GPT, MLP, GPTConfig, SmallCNN
-from trainengine.monitoring import GradientHealth, GradientMonitor
+from trainengine.monitoring import AlertConfig, GradientHealth, GradientMonitor, MetricsEngine, profile_dataset
 from trainengine.tasks import TaskSpec, get_loss_strategy
+from trainengine.tracking import ExperimentDB, ExperimentTracker, TrainingLogger
 
 __all__ = [
     "__version__",
@@ -42,6 +43,12 @@ __all__ = [
     "get_loss_strategy",
     "GradientMonitor",
     "GradientHealth",
+    "MetricsEngine",
+    "AlertConfig",
+    "profile_dataset",
+    "ExperimentDB",
+    "ExperimentTracker",
+    "TrainingLogger",
     "GPT",
     "GPTConfig",
     "MLP",

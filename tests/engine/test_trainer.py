@@ -416,3 +416,30 @@ def test_trackers_and_system_metrics_follow_the_run(make_config, blobs, monkeypa
     for key in ("system/step_time_ms", "system/data_wait_fraction", "system/rss_mib", "train/samples_per_second"):
         assert logged[0][key] > 0 or key == "system/data_wait_fraction"
     assert 0 <= logged[0]["system/data_wait_fraction"] <= 1
+
+
+def test_every_run_records_itself_in_the_experiment_db(make_config, blobs):
+    from trainengine.tracking import ExperimentDB
+
+    cfg = make_config(max_steps=10).with_tracking(run_name="db-ok").build()
+    Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1])
+
+    class Boom:
+        def on_step_end(self, trainer, output):
+            if trainer.state.step == 3:
+                raise RuntimeError("exploded at step 3")
+
+    bad = make_config(max_steps=10).with_tracking(run_name="db-bad").build()
+    with pytest.raises(RuntimeError):
+        Trainer(MLP(4, 3), None, bad, CLS3, callbacks=[Boom()]).train(blobs[0], blobs[1])
+    with ExperimentDB(f"{cfg.tracking.output_dir}/experiments.db") as db:
+        runs = {r["run_name"]: r for r in db.list_runs()}
+        ok = db.get_run(runs["db-ok"]["run_id"])
+        assert ok["status"] == "completed" and ok["end_time"]
+        assert [m["step"] for m in ok["metrics"]["train/loss"]] == [5, 10]
+        assert ok["metrics"]["val/accuracy"][-1]["step"] == 10
+        assert ok["config"]["training"]["max_steps"] == 10
+        failed = db.get_run(runs["db-bad"]["run_id"])
+        assert failed["status"] == "failed" and "exploded at step 3" in failed["error"]
+        best = db.get_best_run("val/accuracy", mode="max")
+        assert best["run_name"] == "db-ok"

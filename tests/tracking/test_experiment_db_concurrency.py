@@ -59,3 +59,31 @@ def test_eight_processes_lose_no_metric(tmp_path):
             points = run["metrics"]["train/loss"]
             assert [p["value"] for p in points] == [_expected(worker, i) for i in range(NUM_METRICS)]
             assert [p["step"] for p in points] == list(range(NUM_METRICS))
+
+
+def _log_from_inherited(db: ExperimentDB, run_id: int, results) -> None:
+    try:
+        db.log_metrics(run_id, {"child/value": 1.5}, step=1)
+        results.put(None)
+    except BaseException as exc:
+        results.put(repr(exc))
+
+
+@pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_forked_child_can_use_the_parents_instance(tmp_path):
+    # The child drops the parent's pooled SQLite connection (sharing one across fork corrupts
+    # files) and opens its own; the parent keeps working with its connection afterwards.
+    ctx = multiprocessing.get_context("fork")
+    db = ExperimentDB(tmp_path / "e.db")
+    run_id = db.log_run("parent")
+    db.log_metric(run_id, "parent/value", 0.5, step=0)  # the pool now holds an open connection
+    results = ctx.Queue()
+    child = ctx.Process(target=_log_from_inherited, args=(db, run_id, results))
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0 and results.get(timeout=5) is None
+    db.log_metric(run_id, "parent/value", 0.75, step=2)
+    metrics = db.get_run(run_id)["metrics"]
+    assert [p["value"] for p in metrics["parent/value"]] == [0.5, 0.75]
+    assert [p["value"] for p in metrics["child/value"]] == [1.5]
+    db.close()

@@ -137,7 +137,7 @@ def test_only_rank_zero_writes(tmp_path):
 
 
 def test_missing_extra_names_the_install_command(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    monkeypatch.setitem(sys.modules, "tensorboard.compat.proto.event_pb2", None)
     with pytest.raises(MissingExtraError, match=r'pip install "trainengine\[track\]"'):
         ExperimentTracker("proj", "r", backend="tensorboard", log_dir=tmp_path)
 

@@ -278,6 +278,11 @@ class Trainer:
             from trainengine.tracking._callbacks import TrackerCallback
 
             callbacks.append(TrackerCallback(cfg.tracking.backends))
+        if cfg.tracking.experiment_db and cfg.tracking.write_run_dir:
+            from trainengine.tracking._callbacks import ExperimentDBCallback
+
+            url = cfg.tracking.db_url or str(Path(cfg.tracking.output_dir) / "experiments.db")
+            callbacks.append(ExperimentDBCallback(url))
         if cfg.tracking.progress != "off":
             callbacks.append(ConsoleProgress(mode=cfg.tracking.progress))
         if cfg.training.early_stopping_patience is not None:

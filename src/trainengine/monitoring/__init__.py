@@ -6,6 +6,47 @@ Example:
     True
 """
 
+from trainengine.monitoring._alerts import (
+    Alert,
+    AlertAction,
+    AlertConfig,
+    AlertKind,
+    AlertSeverity,
+    CallbackAlert,
+    LogAlert,
+    StopTrainingAlert,
+    WebhookAlert,
+)
+from trainengine.monitoring._drift import (
+    DatasetProfile,
+    DriftReport,
+    Histogram,
+    compare_profiles,
+    js_divergence,
+    profile_dataset,
+)
+from trainengine.monitoring._engine import MetricsBackend, MetricsEngine, MetricsEngineCallback
 from trainengine.monitoring._gradient import GradientHealth, GradientMonitor
 
-__all__ = ["GradientHealth", "GradientMonitor"]
+__all__ = [
+    "GradientHealth",
+    "GradientMonitor",
+    "MetricsEngine",
+    "MetricsEngineCallback",
+    "MetricsBackend",
+    "AlertConfig",
+    "Alert",
+    "AlertAction",
+    "AlertKind",
+    "AlertSeverity",
+    "LogAlert",
+    "CallbackAlert",
+    "StopTrainingAlert",
+    "WebhookAlert",
+    "profile_dataset",
+    "compare_profiles",
+    "js_divergence",
+    "DatasetProfile",
+    "DriftReport",
+    "Histogram",
+]

@@ -49,7 +49,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from trainengine.errors import TrainEngineError
@@ -525,16 +525,22 @@ class ExperimentDB:
             >>> sorted(db.get_run(rid)["metrics"])
             ['lr', 'train/loss']
         """
+        self.log_metrics_batch(run_id, [(metrics, step, epoch)])
+
+    def log_metrics_batch(self, run_id: int, batch: list[tuple[Mapping[str, float], int | None, int | None]]) -> None:
+        """Append many ``(metrics, step, epoch)`` records in one transaction (the Trainer's path:
+        one commit per batch instead of one per logging step)."""
         run_id = _check_run_id(run_id)
-        if not isinstance(metrics, Mapping):
-            raise ExperimentDBValueError(f"metrics must be a dict of name -> number, got {type(metrics).__name__}")
-        step, epoch = _check_count(step, "step"), _check_count(epoch, "epoch")
         now = time.time()
         rows = []
-        for name, value in metrics.items():
-            _check_name(name, "metric name")
-            number, nonfinite = _to_float(name, value)
-            rows.append({"run_id": run_id, "name": name, "value": number, "nonfinite": nonfinite, "step": step, "epoch": epoch, "time": now})
+        for metrics, step, epoch in batch:
+            if not isinstance(metrics, Mapping):
+                raise ExperimentDBValueError(f"metrics must be a dict of name -> number, got {type(metrics).__name__}")
+            step, epoch = _check_count(step, "step"), _check_count(epoch, "epoch")
+            for name, value in metrics.items():
+                _check_name(name, "metric name")
+                number, nonfinite = _to_float(name, value)
+                rows.append({"run_id": run_id, "name": name, "value": number, "nonfinite": nonfinite, "step": step, "epoch": epoch, "time": now})
         if not rows:
             return
 

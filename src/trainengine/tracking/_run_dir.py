@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -67,30 +68,44 @@ def library_versions() -> dict[str, str]:
 class JsonlWriter:
     """Appends JSON lines from a background thread, so the training thread never waits on disk.
 
-    ``write`` only enqueues; ``close`` drains the queue, flushes, fsyncs and joins the thread.
+    ``write`` only appends to an in-memory batch; a batch goes to the writer thread every
+    ``flush_seconds`` or ``flush_records`` (one wake-up and one ``write`` per batch, not per
+    line). ``close`` hands over the rest, drains the queue, flushes, fsyncs and joins.
     """
 
     _STOP = object()
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, flush_seconds: float = 1.0, flush_records: int = 256) -> None:
         self._file: TextIO = open(path, "a", encoding="utf-8")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._batch: list[dict[str, Any]] = []
+        self._flush_seconds, self._flush_records = flush_seconds, flush_records
+        self._last = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="trainengine-jsonl", daemon=True)
         self._thread.start()
 
-    def write(self, record: dict[str, Any]) -> None:
-        self._queue.put(record)
+    def write(self, record: dict[str, Any], *, urgent: bool = False) -> None:
+        self._batch.append(record)
+        now = time.monotonic()
+        if urgent or len(self._batch) >= self._flush_records or now - self._last >= self._flush_seconds:
+            self._handoff(now)
+
+    def _handoff(self, now: float) -> None:
+        if self._batch:
+            self._queue.put(self._batch)
+            self._batch = []
+        self._last = now
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is self._STOP:
                 return
-            self._file.write(json.dumps(item) + "\n")
-            if self._queue.empty():
-                self._file.flush()  # readers (``tail -f``, trackers) see whole lines promptly
+            self._file.write("".join(json.dumps(r) + "\n" for r in item))
+            self._file.flush()  # readers (``tail -f``, trackers) see whole lines
 
     def close(self) -> None:
+        self._handoff(time.monotonic())
         self._queue.put(self._STOP)
         self._thread.join()
         self._file.flush()
@@ -216,7 +231,8 @@ class RunDirectory:
     # -- helpers -------------------------------------------------------------------------------
     def _write(self, record: dict[str, Any]) -> None:
         if self._log is not None:
-            self._log.write({"time": _now(), **_jsonable(record)})
+            # Evaluations and lifecycle records go out at once; step records ride in batches.
+            self._log.write({"time": _now(), **_jsonable(record)}, urgent=record.get("type") != "train")
 
     def _finish(self, status: str, **fields: Any) -> None:
         self._facts.update(status=status, end_time=_now(), **_jsonable(fields))

@@ -129,16 +129,17 @@ class TensorBoardTracker(TrackerBackend):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            import tensorboard.compat.proto.event_pb2  # noqa: F401 - the event format's protos
+
+            from trainengine.tracking._tb_events import EventFileWriter
         except ImportError:
             raise MissingExtraError("tensorboard", "track", "the tensorboard tracker") from None
-        self.writer = SummaryWriter(log_dir=str(self.log_dir / "tensorboard"))
+        self.writer = EventFileWriter(self.log_dir / "tensorboard")
         if self.config:
             self.log_params(self.config)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        for key, value in metrics.items():
-            self.writer.add_scalar(key, value, step)
+        self.writer.add_scalars(metrics, step)
 
     def log_params(self, params: dict[str, Any]) -> None:
         flat = flatten_params(params)
@@ -147,11 +148,7 @@ class TensorBoardTracker(TrackerBackend):
     def log_text(self, name: str, text: str, step: int | None = None) -> None:
         self.writer.add_text(name, text, step)
 
-    def watch_model(self, model: Any, log_freq: int = 100) -> None:
-        self._model = model
-
     def finish(self, status: str = "completed") -> None:
-        self.writer.flush()
         self.writer.close()
 
 
