@@ -443,3 +443,15 @@ def test_every_run_records_itself_in_the_experiment_db(make_config, blobs):
         assert failed["status"] == "failed" and "exploded at step 3" in failed["error"]
         best = db.get_best_run("val/accuracy", mode="max")
         assert best["run_name"] == "db-ok"
+
+
+def test_gradient_findings_are_logged_metrics(make_config, blobs):
+    from trainengine.tracking import read_jsonl
+
+    monitor = GradientMonitor(check_interval=4)
+    cfg = make_config(max_steps=8).with_tracking(run_name="grads").build()
+    results = Trainer(MLP(4, 3), None, cfg, CLS3, gradient_monitor=monitor).train(blobs[0], blobs[1])
+    grads = [r for r in read_jsonl(f"{results['run_dir']}/logs.jsonl") if r["type"] == "gradient"]
+    assert [r["step"] for r in grads] == [1, 5]
+    assert grads[0]["train/grad_norm"] == pytest.approx(monitor.history[0].total_norm)
+    assert grads[0]["severity"] in ("ok", "warning", "critical")

@@ -373,7 +373,17 @@ class GradientMonitor:
             step = trainer.state.step
         if not self.should_check(step):
             return
-        self.report(self.check_step(trainer.model, step=step))
+        health = self.check_step(trainer.model, step=step)
+        self.report(health)
+        callbacks = getattr(trainer, "callbacks", None)
+        if callbacks is not None and hasattr(callbacks, "fire"):
+            # The findings become logged metrics (logs.jsonl, trackers, the experiment DB).
+            callbacks.fire("on_log", trainer, {
+                "type": "gradient", "step": step + 1, "epoch": getattr(trainer.state, "epoch", None),
+                "train/grad_norm": health.total_norm, "train/grad_norm_max": health.max_norm,
+                "train/grad_norm_min": health.min_norm, "train/grad_nonfinite": health.num_nonfinite,
+                "severity": health.severity,
+            })
 
     def __repr__(self) -> str:
         return (

@@ -91,7 +91,7 @@ class TrackerCallback:
         if metrics and self._sink is not None:
             self._pending.append((metrics, int(record.get("step", trainer.state.step))))
             now = time.monotonic()
-            if record.get("type") != "train" or now - self._last_flush >= self.flush_seconds:
+            if record.get("type") not in ("train", "gradient") or now - self._last_flush >= self.flush_seconds:
                 self._flush(now)
 
     def _flush(self, now: float | None = None) -> None:
@@ -160,7 +160,7 @@ class ExperimentDBCallback:
         if metrics and self._sink is not None:
             self._pending.append((metrics, record.get("step"), record.get("epoch")))
             now = time.monotonic()
-            if record.get("type") != "train" or len(self._pending) >= self.flush_every_records or now - self._last_flush >= self.flush_every_seconds:
+            if record.get("type") not in ("train", "gradient") or len(self._pending) >= self.flush_every_records or now - self._last_flush >= self.flush_every_seconds:
                 self._flush(now)
 
     def _flush(self, now: float | None = None) -> None:

@@ -232,7 +232,7 @@ class RunDirectory:
     def _write(self, record: dict[str, Any]) -> None:
         if self._log is not None:
             # Evaluations and lifecycle records go out at once; step records ride in batches.
-            self._log.write({"time": _now(), **_jsonable(record)}, urgent=record.get("type") != "train")
+            self._log.write({"time": _now(), **_jsonable(record)}, urgent=record.get("type") not in ("train", "gradient"))
 
     def _finish(self, status: str, **fields: Any) -> None:
         self._facts.update(status=status, end_time=_now(), **_jsonable(fields))
