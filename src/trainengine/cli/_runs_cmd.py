@@ -172,3 +172,16 @@ def plot_runs(
     fig.savefig(output, dpi=120)
     plt.close(fig)
     typer.echo(f"wrote {output} ({plotted} run(s), {metric})")
+
+
+@runs_app.command("report")
+def report_run(
+    run: str = typer.Argument(..., help="Run directory or <experiment>/<run_id>."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file to write (default: <run_dir>/report.html)."),
+    output_dir: Path = typer.Option(Path("runs"), "--output-dir"),
+) -> None:
+    """A static HTML page: facts, results, curves, evaluations, alerts, checkpoints and config."""
+    from trainengine.tracking._report import build_report
+
+    path = build_report(_resolve(run, output_dir), output)
+    typer.echo(f"wrote {path}")
