@@ -455,3 +455,16 @@ def test_gradient_findings_are_logged_metrics(make_config, blobs):
     assert [r["step"] for r in grads] == [1, 5]
     assert grads[0]["train/grad_norm"] == pytest.approx(monitor.history[0].total_norm)
     assert grads[0]["severity"] in ("ok", "warning", "critical")
+
+
+def test_run_saves_a_data_profile_for_drift_checks(make_config, blobs):
+    from trainengine.monitoring import DatasetProfile, compare_profiles, profile_dataset
+
+    cfg = make_config(max_steps=2).with_tracking(run_name="prof").build()
+    results = Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1])
+    saved = DatasetProfile.load(f"{results['run_dir']}/data_profile.json")
+    shifted = (blobs[1][0] + 3.0, blobs[1][1])
+    from trainengine.data import to_dataset
+
+    report = compare_profiles(saved, profile_dataset(to_dataset(shifted), CLS3, reference=saved))
+    assert report.is_drift(0.2)

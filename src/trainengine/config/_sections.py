@@ -237,6 +237,7 @@ class MonitoringSection(Section):
     grad_norm_warning: float = Field(1.0, gt=0.0, description="Gradient norm above which a warning is logged.")
     grad_norm_critical: float = Field(10.0, gt=0.0, description="Gradient norm above which a critical alert is logged.")
     peak_flops: float | None = Field(None, gt=0.0, description="Peak FLOP/s of one device for MFU; null = looked up for known GPUs.")
+    profile_data: bool = Field(True, description="Save a profile of the training data (histograms, labels, lengths) as data_profile.json in the run directory, for later drift checks.")
 
 
 SECTION_TYPES: dict[str, type[Section]] = {

@@ -185,7 +185,25 @@ class RunDirectory:
         atomic_write_json(self.path / "run.json", self._facts)
         # Lines are written by a background thread: no disk I/O on the training thread.
         self._log = JsonlWriter(self.path / "logs.jsonl")
+        if cfg.monitoring.profile_data:
+            self._save_profile(trainer)
         self._write({"type": "start", "run_id": run_id})
+
+    def _save_profile(self, trainer: Any) -> None:
+        """Profile the training data for later drift comparisons (streams are skipped)."""
+        from torch.utils.data import IterableDataset
+
+        from trainengine.monitoring import profile_dataset
+
+        dataset = getattr(trainer.train_loader, "dataset", None)
+        if dataset is None or isinstance(dataset, IterableDataset):
+            return
+        try:
+            profile_dataset(dataset, trainer.task_spec, max_items=2000).save(self.path / "data_profile.json")
+        except Exception as exc:  # noqa: BLE001 - a profile is a convenience, never a reason to fail a run
+            import logging
+
+            logging.getLogger("trainengine").warning("could not profile the training data: %s", exc)
 
     def _reopen(self, trainer: Any, path: Path) -> None:
         """Continue a resumed run in its own directory: same run.json, appended logs."""
