@@ -293,6 +293,7 @@ class Trainer:
 
             m = cfg.monitoring
             monitor = GradientMonitor(check_interval=m.gradient_check_interval, norm_threshold_warning=m.grad_norm_warning, norm_threshold_critical=m.grad_norm_critical)
+            self.gradient_monitor = monitor  # visible to callbacks (MetricsEngineCallback turns findings into alerts)
         if monitor is not None:
             callbacks.append(monitor)
         return callbacks
