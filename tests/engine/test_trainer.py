@@ -468,3 +468,20 @@ def test_run_saves_a_data_profile_for_drift_checks(make_config, blobs):
 
     report = compare_profiles(saved, profile_dataset(to_dataset(shifted), CLS3, reference=saved))
     assert report.is_drift(0.2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp16_with_grad_scaler_trains_checkpoints_and_resumes(make_config, blobs):
+    cfg = (
+        make_config(max_steps=12, device="auto", precision="fp16")
+        .with_checkpointing(save_every_n_steps=6, save_every_n_epochs=None)
+        .with_tracking(run_name="fp16")
+        .build()
+    )
+    results = Trainer(MLP(4, 3, hidden_dims=(16,)), None, cfg, CLS3).train(blobs[0], blobs[1])
+    assert results["precision"] == "fp16" and results["steps"] == 12
+    assert results["best_metric"] > 0.5
+    cfg.training.max_steps = 18
+    resumed = Trainer(MLP(4, 3, hidden_dims=(16,)), None, cfg, CLS3).train(blobs[0], blobs[1], resume_from=results["run_dir"])
+    assert resumed["steps"] == 18
