@@ -144,7 +144,7 @@ def _run_crashing_save(ckpt_dir: Path, patch: str) -> subprocess.CompletedProces
         sys.exit(0)
         """
     )
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -66,7 +66,7 @@ def test_resume_from_a_missing_path_is_a_clear_error(in_tmp, capsys):
 
 @pytest.mark.slow
 def test_sigterm_from_outside_exits_143_with_an_emergency_checkpoint(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "trainengine", "train", "--config", str(REPO / "configs" / "lm_tiny.yaml"),
            "--max-steps", "5000", "--output-dir", str(tmp_path), "--run-name", "long",
            "--set", "tracking.progress=plain", "--set", "data.max_corpus_bytes=200000"]

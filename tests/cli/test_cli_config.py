@@ -168,7 +168,7 @@ def test_usage_errors_exit_two(capsys):
 
 
 def _entry(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH")]))}
     return subprocess.run(
         [sys.executable, "-m", "trainengine", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
