@@ -328,18 +328,6 @@ class Checkpointing:
         return path
 
 
-def load_weights(model: torch.nn.Module, model_state: dict[str, torch.Tensor]) -> None:
-    """Load canonical weights into a plain, compiled or DDP-wrapped model."""
-    module = getattr(model, "_orig_mod", model)
-    module = getattr(module, "module", module)
-    missing, unexpected = module.load_state_dict(model_state, strict=False)
-    # Tied weights may be stored once: a missing key whose tensor is shared is fine.
-    shared = {name for name, p in module.state_dict(keep_vars=True).items() for other, q in module.state_dict(keep_vars=True).items() if other != name and p is q}
-    missing = [k for k in missing if k not in shared]
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-
 def restore_rng(trainer: Any) -> None:
     if getattr(trainer, "resume_rng", None) is not None:
         restore_rng_state(trainer.resume_rng)

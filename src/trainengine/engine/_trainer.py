@@ -21,7 +21,6 @@ from trainengine.engine._checkpointing import (
     Checkpointing,
     SignalGuard,
     TrainingInterrupted,
-    load_weights,
     resolve_resume,
     restore_rng,
     restore_training_state,
@@ -529,10 +528,10 @@ class Trainer:
 
     def load_checkpoint_into_self(self, path: Path) -> None:
         """Restore weights and the full training state from a checkpoint (resume, rollback)."""
-        from trainengine.checkpoint import CheckpointManager
+        from trainengine.checkpoint import CheckpointManager, load_model_state
 
         loaded = CheckpointManager(Path(path).parent).read(path)
-        load_weights(self.model, loaded.model_state)
+        load_model_state(self.model, loaded.model_state)  # plain, compiled or DDP-wrapped
         restore_training_state(self, loaded)
         logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.state.step, self.state.epoch, self.state.batch_in_epoch)
 
