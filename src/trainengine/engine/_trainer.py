@@ -31,6 +31,7 @@ from trainengine.engine._state import TrainState, capture_rng_state, restore_rng
 from trainengine.engine._step import StepOutput, StepRunner, call_model, extract_logits, split_batch
 from trainengine.engine.schedules import build_scheduler
 from trainengine.errors import ConfigError, DataError, TaskError, TrainEngineError
+from trainengine.models import model_spec
 from trainengine.tasks import METRIC_MODES, TaskSpec
 
 __all__ = ["Trainer"]
@@ -521,6 +522,7 @@ class Trainer:
         return {
             "config": self.config.to_dict(),
             "task": self.task_spec.to_dict(),
+            "model_spec": model_spec(self.model, self.model_config),
             "git": git_info(),
             "versions": library_versions(),
             "run_dir": str(self.run_dir) if self.run_dir is not None else None,

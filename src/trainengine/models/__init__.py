@@ -15,6 +15,7 @@ from trainengine.models._common import count_parameters
 from trainengine.models._gpt import GPT, GPTConfig
 from trainengine.models._mlp import MLP
 from trainengine.models._registry import ModelBuilder, build_model, list_models, register_model
+from trainengine.models._spec import model_spec, rebuild_model, unwrap_model
 
 __all__ = [
     "MLP",
@@ -26,4 +27,7 @@ __all__ = [
     "list_models",
     "build_model",
     "count_parameters",
+    "model_spec",
+    "rebuild_model",
+    "unwrap_model",
 ]

@@ -14,6 +14,7 @@ from trainengine.errors import ConfigError
 from trainengine.models._cnn import SmallCNN
 from trainengine.models._gpt import GPT, GPTConfig
 from trainengine.models._mlp import MLP
+from trainengine.models._spec import attach_spec
 
 __all__ = ["ModelBuilder", "register_model", "list_models", "build_model"]
 
@@ -99,7 +100,11 @@ def build_model(architecture: str, **kwargs: Any) -> nn.Module:
             prefix="cannot build model",
         )
     _check_arguments(architecture, builder, kwargs)
-    return builder(**kwargs)
+    model = builder(**kwargs)
+    if isinstance(model, nn.Module):
+        # Remember the recipe: checkpoints, the registry and export bundles rebuild from it.
+        attach_spec(model, architecture, kwargs)
+    return model
 
 
 def _check_arguments(architecture: str, builder: ModelBuilder, kwargs: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ import yaml
 
 from trainengine._io import atomic_write_json, atomic_write_text, validate_name
 from trainengine.errors import TrainEngineError
+from trainengine.models import model_spec
 
 __all__ = ["RunDirectory", "git_info", "library_versions", "new_run_id"]
 
@@ -170,7 +171,7 @@ class RunDirectory:
             "deterministic": cfg.training.deterministic,
             "runtime": trainer.runtime.describe(),
             "task": trainer.task_spec.to_dict(),
-            "model": {"class": type(model).__name__, "num_parameters": trainer.num_parameters, "config": trainer.model_config_dict()},
+            "model": {"class": type(model).__name__, "num_parameters": trainer.num_parameters, "config": trainer.model_config_dict(), "spec": model_spec(model, trainer.model_config)},
             "data": {
                 "dataset": cfg.data.dataset,
                 "num_train_samples": trainer.info.get("num_train_samples"),
