@@ -65,7 +65,7 @@ from trainengine.checkpoint._format import (
     verify_checkpoint,
 )
 from trainengine.checkpoint._async import AsyncSave
-from trainengine.checkpoint._keys import canonical_keys, load_model_state
+from trainengine.checkpoint._keys import canonical_keys, load_model_state, load_weights_file, save_weights_file
 from trainengine.checkpoint._load import apply_checkpoint, load_checkpoint
 from trainengine.checkpoint._manager import EMERGENCY_TAG, CheckpointInfo, CheckpointManager
 
@@ -86,5 +86,7 @@ __all__ = [
     "load_checkpoint",
     "apply_checkpoint",
     "load_model_state",
+    "save_weights_file",
+    "load_weights_file",
     "canonical_keys",
 ]

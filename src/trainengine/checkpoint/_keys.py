@@ -7,7 +7,9 @@ store the canonical ``fc.weight`` and loading maps it onto whatever names the ta
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,7 +17,7 @@ from torch import nn
 
 from trainengine.errors import CheckpointError
 
-__all__ = ["canonical_keys", "model_tensors", "load_model_state"]
+__all__ = ["canonical_keys", "model_tensors", "load_model_state", "save_weights_file", "load_weights_file"]
 
 _COMPILED = "_orig_mod"
 _DDP = "module."
@@ -127,3 +129,51 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], *, str
 def _few(keys: list[str], n: int = 8) -> str:
     shown = ", ".join(keys[:n])
     return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def save_weights_file(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model``'s weights to one safetensors file under canonical keys, each tied tensor once.
+
+    Load it back with :func:`load_weights_file`. The write is atomic (temp file + rename).
+
+    Example:
+        >>> import tempfile, torch
+        >>> from torch import nn
+        >>> path = Path(tempfile.mkdtemp()) / "w.safetensors"
+        >>> _ = save_weights_file(nn.Linear(2, 2), path)
+        >>> target = nn.Linear(2, 2)
+        >>> load_weights_file(target, path)
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors, _ = model_tensors(model)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def load_weights_file(model: nn.Module, path: str | Path, *, strict: bool = True) -> None:
+    """Load a safetensors weights file into ``model`` (plain, compiled or DDP-wrapped).
+
+    Accepts files written by :func:`save_weights_file`, a run directory's ``model.safetensors``
+    and ``safetensors.torch.save_model`` output: a tied weight stored under only one of its names
+    is filled in for the others, from the target model's own tying. Nothing is unpickled.
+
+    Raises:
+        CheckpointError: The file is not a safetensors file, or the weights do not fit ``model``.
+    """
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own SafetensorError / OSError
+        raise CheckpointError(f"cannot read weights file {path}: {exc}") from exc
+    _, tied = model_tensors(model)  # canonical name -> the name it shares storage with
+    for name, other in tied.items():
+        if name not in state and other in state:
+            state[name] = state[other]
+        elif other not in state and name in state:
+            state[other] = state[name]
+    load_model_state(model, state, strict=strict)

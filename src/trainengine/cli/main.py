@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 from trainengine.cli._common import STATE
 from trainengine.cli._checkpoints_cmd import checkpoints_app, resume_command
 from trainengine.cli._config_cmd import config_app
+from trainengine.cli._export_cmd import export_command
 from trainengine.cli._logs_cmd import logs_command
 from trainengine.cli._runs_cmd import runs_app
 from trainengine.cli._quickstart import quickstart_command
@@ -37,6 +38,7 @@ app.command("train")(train_command)
 app.command("quickstart")(quickstart_command)
 app.command("resume")(resume_command)
 app.command("logs")(logs_command)
+app.command("export")(export_command)
 app.add_typer(config_app, name="config")
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(runs_app, name="runs")

@@ -1,0 +1,426 @@
+"""``create_export_bundle``: one folder with the model in several verified formats and everything
+needed to run, serve, monitor and roll it back."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from trainengine._io import atomic_write_json, validate_name
+from trainengine.errors import ExportError
+from trainengine.export._files import (
+    MANIFEST,
+    bundle_files,
+    dockerfile,
+    monitoring_settings,
+    readme,
+    requirements_txt,
+)
+from trainengine.export._formats import (
+    FORMATS,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ParityInputs,
+    export_onnx,
+    export_pytorch,
+    export_torch_export,
+    export_torchscript,
+)
+from trainengine.models import count_parameters, model_spec, unwrap_model
+from trainengine.tasks import TaskSpec
+
+__all__ = ["create_export_bundle", "QUANTIZATION_METHODS"]
+
+QUANTIZATION_METHODS = ("dynamic-int8",)
+FORMAT_VERSION = 1
+_SERVE_DIR = Path(__file__).resolve().parent.parent / "serve"
+logger = logging.getLogger(__name__)
+
+
+def create_export_bundle(
+    model: nn.Module,
+    config: Any = None,
+    task_spec: TaskSpec | Mapping[str, Any] | None = None,
+    training_config: Any = None,
+    formats: Sequence[str] = ("onnx", "torchscript", "pytorch"),
+    output_dir: str | os.PathLike[str] = "./exports",
+    example_input: Any = None,
+    quantize: str | None = None,
+    monitoring_config: Mapping[str, Any] | None = None,
+    *,
+    name: str = "model",
+    reference_data: Any = None,
+    reference_profile: Any = None,
+    eval_data: Any = None,
+    tolerance: float = 1e-4,
+    lineage: Mapping[str, Any] | None = None,
+    version: str | None = None,
+    target_scaling: Mapping[str, float] | None = None,
+) -> Path:
+    """Export ``model`` into ``<output_dir>/<name>_<YYYYmmdd_HHMMSS>/``, verified, with what runs it.
+
+    The bundle holds the model in each requested format — ``onnx`` (``model.onnx``, dynamic batch
+    axis, plus a sequence axis for token inputs), ``torchscript`` (``model.torchscript.pt``, traced
+    or scripted; when neither reproduces the model, ``torch_export`` is written instead and the
+    manifest says why), ``torch_export`` (``model.pt2``) and ``pytorch`` (``model.safetensors`` +
+    ``model_config.json`` to rebuild it) — and ``task_spec.json``, ``training_config.yaml``,
+    ``monitoring.json``, ``reference_profile.json`` (drift reference), ``examples.json``,
+    a standalone ``inference.py`` (numpy + onnxruntime), ``server.py``, ``requirements.txt``,
+    ``Dockerfile``, ``README.md`` and ``manifest.json`` (SHA-256 of every file, library versions,
+    parity, latency, sizes). Every format is run on the example batch and on a batch of another
+    size (and length) and compared with PyTorch; a difference above ``tolerance`` (relative to
+    the output scale) fails the export naming the format. The bundle appears atomically: an
+    export that fails leaves nothing behind.
+
+    Args:
+        model: The trained module (compiled / DDP wrappers are unwrapped; it is copied to CPU
+            float32, the original is left untouched).
+        config: The model config (e.g. a :class:`~trainengine.models.GPTConfig`, or
+            ``{"architecture": ..., "kwargs": ...}``), used to rebuild the model when it was not
+            made by :func:`~trainengine.models.build_model`.
+        task_spec: The :class:`~trainengine.tasks.TaskSpec` (or its dict); required.
+        training_config: The :class:`~trainengine.config.TrainingConfig` (or dict) it was trained with.
+        formats: Any of ``"onnx"``, ``"torchscript"``, ``"torch_export"``, ``"pytorch"``.
+        output_dir: Parent folder of the bundle.
+        example_input: A batch the model accepts (tensor, array or nested lists). Default: the
+            first 4 samples of ``reference_data``, else a batch synthesised from the model spec.
+        quantize: ``"dynamic-int8"`` adds ``model.int8.onnx`` (needs ``"onnx"``); its size and
+            the metric change on ``eval_data`` are recorded in the manifest.
+        monitoring_config: Thresholds for serving (``latency_threshold_ms``,
+            ``error_rate_threshold``, ``drift_threshold``, ``drift_window``) plus any keys you add.
+        name: Bundle (and model) name: letters, digits, ``.``, ``_``, ``-``.
+        reference_data: Training data set, profiled as the drift reference.
+        reference_profile: A ready :class:`~trainengine.monitoring.DatasetProfile` (or its dict,
+            or a path to ``data_profile.json``) to use instead of profiling ``reference_data``.
+        eval_data: Labelled data set for the quantization metric delta.
+        tolerance: Largest allowed |exported - PyTorch| per output, relative to max(1, max |output|).
+        lineage: ``run_id``, ``git_commit``, ``data_fingerprint``, ``checkpoint`` to record.
+        version: Registry version this bundle is of (recorded; served as the model version).
+        target_scaling: Regression only: ``{"mean", "std"}`` the targets were standardised with;
+            served predictions are un-scaled with it.
+
+    Returns:
+        The bundle folder.
+
+    Raises:
+        ExportError: A bad argument, a format that fails to export or to match PyTorch.
+        MissingExtraError: ``onnx`` without the ``[export]`` extra installed.
+
+    Example:
+        >>> import tempfile
+        >>> from trainengine.models import build_model
+        >>> from trainengine.tasks import TaskSpec
+        >>> model = build_model("mlp", input_dim=4, output_dim=3, hidden_dims=(8,))
+        >>> out = create_export_bundle(model, task_spec=TaskSpec.classification("toy", 3),
+        ...                            formats=["pytorch"], output_dir=tempfile.mkdtemp())
+        >>> sorted(p.name for p in out.iterdir())[:3]
+        ['Dockerfile', 'README.md', 'examples.json']
+    """
+    spec_task = _task(task_spec)
+    fmts = _formats(formats)
+    if quantize is not None and quantize not in QUANTIZATION_METHODS:
+        raise ExportError(f"unknown quantize={quantize!r} — choose one of: {', '.join(QUANTIZATION_METHODS)} (or None)")
+    if quantize and "onnx" not in fmts:
+        raise ExportError(f"quantize={quantize!r} quantizes the ONNX model: add 'onnx' to formats")
+    try:
+        validate_name(name, "bundle name")
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    if not (isinstance(tolerance, (int, float)) and tolerance > 0):
+        raise ExportError(f"tolerance must be a positive number, got {tolerance!r}")
+    monitoring = monitoring_settings(monitoring_config)
+    if not isinstance(model, nn.Module):
+        raise ExportError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+    source = unwrap_model(model)
+    work = copy.deepcopy(source).to("cpu").float().eval()
+    spec = model_spec(source, config)
+    token_inputs = spec_task.modality == "tokens"
+    max_seq_len = _max_seq_len(spec, work)
+    example = _example_batch(example_input, reference_data, spec, spec_task, max_seq_len)
+    try:
+        parity = ParityInputs(work, example, token_inputs, max_seq_len)
+    except Exception as exc:
+        raise ExportError(f"the model cannot run on the example input of shape {list(example.shape)} ({exc}); pass example_input= with a batch it accepts") from exc
+
+    out_root = Path(output_dir)
+    out_root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out_root))
+    try:
+        manifest = _build(work, spec, config, spec_task, training_config, fmts, tmp, parity, quantize, monitoring,
+                          name, reference_data, reference_profile, eval_data, tolerance, lineage, version,
+                          target_scaling, max_seq_len, stamp)
+        final = _free_name(out_root, f"{name}_{stamp.strftime('%Y%m%d_%H%M%S')}")
+        manifest["folder"] = final.name
+        (tmp / "README.md").write_text(readme(manifest, monitoring))
+        manifest["files"] = bundle_files(tmp)
+        atomic_write_json(tmp / MANIFEST, manifest)  # last: a bundle without it is incomplete
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("export bundle written to %s (%s)", final, ", ".join(manifest["formats"]))
+    return final
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def _task(task_spec: Any) -> TaskSpec:
+    if task_spec is None:
+        raise ExportError("task_spec is required: the bundle's inference code needs the task (e.g. TaskSpec.classification('digits', 10))")
+    if isinstance(task_spec, TaskSpec):
+        return task_spec
+    if isinstance(task_spec, Mapping):
+        return TaskSpec.from_dict(dict(task_spec))
+    raise ExportError(f"task_spec must be a TaskSpec or its dict, got {type(task_spec).__name__}")
+
+
+def _formats(formats: Sequence[str]) -> list[str]:
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
+    out: list[str] = []
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ExportError(f"unknown export format {fmt!r} — choose from: {', '.join(FORMATS)}")
+        if fmt not in out:
+            out.append(fmt)
+    if not out:
+        raise ExportError(f"formats is empty — choose at least one of: {', '.join(FORMATS)}")
+    return out
+
+
+def _max_seq_len(spec: Mapping[str, Any] | None, model: nn.Module) -> int | None:
+    kwargs = (spec or {}).get("kwargs") or {}
+    value = kwargs.get("max_seq_len") or getattr(getattr(model, "config", None), "max_seq_len", None)
+    return int(value) if value else None
+
+
+def _first_inputs(data: Any, n: int) -> torch.Tensor:
+    rows = []
+    for i in range(min(n, len(data))):
+        sample = data[i]
+        if isinstance(sample, Mapping):
+            sample = next(sample[k] for k in ("input_ids", "x", "inputs", "input", "features", "pixel_values") if k in sample)
+        elif isinstance(sample, (tuple, list)):
+            sample = sample[0]
+        rows.append(torch.as_tensor(sample))
+    return torch.stack(rows)
+
+
+def _example_batch(example_input: Any, reference_data: Any, spec: Mapping[str, Any] | None, task: TaskSpec, max_seq_len: int | None) -> torch.Tensor:
+    """The example batch: given, from the reference data, or synthesised from the model spec."""
+    token = task.modality == "tokens"
+    if example_input is not None:
+        try:
+            x = torch.as_tensor(np.asarray(example_input) if not isinstance(example_input, torch.Tensor) else example_input)
+        except (TypeError, ValueError) as exc:
+            raise ExportError(f"example_input must be a tensor, array or nested list of numbers: {exc}") from None
+    elif reference_data is not None and len(reference_data) > 0:
+        x = _first_inputs(reference_data, 4)
+    else:
+        x = _synthetic(spec, token, max_seq_len)
+    x = x.detach().cpu()
+    x = x.long() if token else x.float()
+    if x.dim() == 0:
+        raise ExportError("example_input must have a batch axis, e.g. shape [4, 64]")
+    if token and x.dim() == 1:
+        x = x.unsqueeze(0)
+    if x.shape[0] < 2:
+        # torch.export specialises a size-1 axis to a constant; two rows keep batch dynamic.
+        x = torch.cat([x, x], dim=0)
+    return x.contiguous()
+
+
+def _synthetic(spec: Mapping[str, Any] | None, token: bool, max_seq_len: int | None) -> torch.Tensor:
+    kwargs = (spec or {}).get("kwargs") or {}
+    gen = torch.Generator().manual_seed(0)
+    arch = (spec or {}).get("architecture")
+    if token and kwargs.get("vocab_size"):
+        length = min(16, max_seq_len or 16)
+        return torch.randint(0, int(kwargs["vocab_size"]), (4, length), generator=gen)
+    if arch == "mlp":
+        return torch.randn(4, int(kwargs["input_dim"]), generator=gen)
+    if arch == "cnn":
+        size = int(kwargs.get("image_size", 8))
+        return torch.randn(4, int(kwargs.get("in_channels", 1)), size, size, generator=gen)
+    raise ExportError("cannot guess an input for this model: pass example_input= (a batch it accepts) or reference_data=")
+
+
+def _free_name(root: Path, base: str) -> Path:
+    candidate, n = root / base, 2
+    while candidate.exists():
+        candidate, n = root / f"{base}_{n}", n + 1
+    return candidate
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def _build(model: nn.Module, spec: Any, config: Any, task: TaskSpec, training_config: Any, fmts: list[str], folder: Path,
+           parity: ParityInputs, quantize: str | None, monitoring: dict[str, Any], name: str, reference_data: Any,
+           reference_profile: Any, eval_data: Any, tolerance: float, lineage: Mapping[str, Any] | None,
+           version: str | None, target_scaling: Mapping[str, float] | None, max_seq_len: int | None, stamp: datetime) -> dict[str, Any]:
+    formats: dict[str, Any] = {}
+    for fmt in fmts:
+        if fmt == "onnx":
+            formats["onnx"] = export_onnx(model, parity, folder, tolerance, max_seq_len)
+        elif fmt == "torchscript":
+            try:
+                formats["torchscript"] = export_torchscript(model, parity, folder, tolerance)
+            except Exception as exc:
+                logger.warning("%s; writing torch.export (model.pt2) instead", exc)
+                formats["torchscript"] = {"status": "replaced", "replaced_by": "torch_export", "reason": str(exc)}
+                if "torch_export" not in fmts:
+                    formats["torch_export"] = export_torch_export(model, parity, folder, tolerance, max_seq_len)
+        elif fmt == "torch_export":
+            formats["torch_export"] = export_torch_export(model, parity, folder, tolerance, max_seq_len)
+        else:
+            formats["pytorch"] = export_pytorch(model, folder, spec, _config_dict(config), count_parameters(model))
+
+    example = parity.batches[0]
+    out_shape = list(parity.expected[0].shape)
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "created_at": stamp.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "task_type": task.task_type,
+        "input": {"name": INPUT_NAME, "dtype": "int64" if parity.token_inputs else "float32",
+                  "shape": [None, None, *example.shape[2:]] if parity.token_inputs else [None, *example.shape[1:]]},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None, None, *out_shape[2:]] if parity.token_inputs else [None, *out_shape[1:]]},
+        "formats": formats,
+        "quantization": None,
+        "model_spec": spec,
+        "num_parameters": count_parameters(model),
+        "lineage": {k: (lineage or {}).get(k) for k in ("run_id", "git_commit", "data_fingerprint", "checkpoint")},
+        "versions": _versions(),
+    }
+    if max_seq_len:
+        manifest["input"]["max_sequence_length"] = max_seq_len
+    if version is not None:
+        manifest["version"] = version
+    if target_scaling:
+        manifest["target_scaling"] = {"mean": float(target_scaling["mean"]), "std": float(target_scaling["std"])}
+
+    (folder / "task_spec.json").write_text(json.dumps(task.to_dict(), indent=2) + "\n")
+    (folder / "training_config.yaml").write_text(yaml.safe_dump(_config_dict(training_config) or {}, sort_keys=False))
+    (folder / "monitoring.json").write_text(json.dumps(monitoring, indent=2) + "\n")
+    profile, source = _reference_profile(reference_profile, reference_data, task, example)
+    (folder / "reference_profile.json").write_text(json.dumps(profile, indent=2) + "\n")
+    manifest["reference_profile"] = {"file": "reference_profile.json", "source": source}
+    shutil.copyfile(_SERVE_DIR / "_runtime.py", folder / "inference.py")
+    shutil.copyfile(_SERVE_DIR / "_app.py", folder / "server.py")
+    (folder / "requirements.txt").write_text(requirements_txt())
+    (folder / "Dockerfile").write_text(dockerfile())
+
+    if quantize:
+        from trainengine.export._quantize import quantize_dynamic_int8
+
+        manifest["quantization"] = quantize_dynamic_int8(folder, formats["onnx"], task, eval_data, parity, manifest)
+    examples = {"inputs": example.tolist(), "predictions": _predictions(parity.expected[0], example, model, task, manifest)}
+    (folder / "examples.json").write_text(json.dumps(examples) + "\n")
+    manifest["latency_ms"] = _latency(folder, formats, model, example[:1], parity.token_inputs)
+    manifest["size_bytes"] = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.name.startswith("model")}
+    return manifest
+
+
+def _config_dict(config: Any) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    if hasattr(config, "model_dump"):
+        return config.model_dump(mode="json")
+    if isinstance(config, Mapping):
+        return json.loads(json.dumps(dict(config), default=str))
+    raise ExportError(f"cannot serialise config of type {type(config).__name__}: pass a dataclass, pydantic model or dict")
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    from trainengine.tracking import library_versions
+
+    versions = library_versions()
+    for package in ("onnx", "onnxruntime", "onnxscript", "safetensors"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _reference_profile(reference_profile: Any, reference_data: Any, task: TaskSpec, example: torch.Tensor) -> tuple[dict[str, Any], str]:
+    from trainengine.monitoring import DatasetProfile, profile_dataset
+
+    if reference_profile is not None:
+        if isinstance(reference_profile, DatasetProfile):
+            return reference_profile.to_dict(), "given"
+        if isinstance(reference_profile, Mapping):
+            return DatasetProfile.from_dict(reference_profile).to_dict(), "given"
+        path = Path(reference_profile)
+        return DatasetProfile.load(path).to_dict(), str(path)
+    if reference_data is not None:
+        return profile_dataset(reference_data, task).to_dict(), "reference_data"
+    logger.warning("no reference_data given: the drift reference is a profile of the %d example inputs only", len(example))
+    return profile_dataset([(row,) for row in example], task).to_dict(), "example_input"
+
+
+def _predictions(outputs: np.ndarray, example: torch.Tensor, model: nn.Module, task: TaskSpec, manifest: Mapping[str, Any]) -> list[Any]:
+    """Expected predictions for examples.json, made by the same post-processing the server uses."""
+    from trainengine.serve import _runtime
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.as_tensor(batch)).detach().float().numpy()
+
+    tokens = example.numpy() if task.modality == "tokens" else None
+    predictions = _runtime.postprocess(outputs.astype(np.float32), task.to_dict(), tokens=tokens, forward=forward,
+                                       max_seq_len=manifest["input"].get("max_sequence_length"))
+    return predictions
+
+
+def _latency(folder: Path, formats: Mapping[str, Any], model: nn.Module, one: torch.Tensor, token_inputs: bool) -> dict[str, dict[str, float]]:
+    """p50/p95 ms of single-example calls: ONNX Runtime (one thread) and eager PyTorch."""
+    results: dict[str, dict[str, float]] = {}
+
+    def measure(fn: Any, runs: int = 30) -> dict[str, float]:
+        fn()  # warm-up
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))}
+
+    if "onnx" in formats:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        for key, file in (("onnx batch 1", "model.onnx"), ("onnx int8 batch 1", "model.int8.onnx")):
+            if (folder / file).exists():
+                session = ort.InferenceSession(str(folder / file), opts, providers=["CPUExecutionProvider"])
+                feed = {INPUT_NAME: one.numpy().astype(np.int64 if token_inputs else np.float32)}
+                results[key] = measure(lambda s=session, f=feed: s.run(None, f))
+    with torch.no_grad():
+        results["pytorch batch 1"] = measure(lambda: model(one))
+    return results
