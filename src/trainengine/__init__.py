@@ -28,6 +28,8 @@ from trainengine.models import GPT, MLP, GPTConfig, SmallCNN
 from trainengine.monitoring import AlertConfig, GradientHealth, GradientMonitor, MetricsEngine, profile_dataset
 from trainengine.tasks import TaskSpec, get_loss_strategy
 from trainengine.tracking import ExperimentDB, ExperimentTracker, TrainingLogger
+from trainengine.registry import ModelRecord, ModelRegistry
+from trainengine.export import create_export_bundle
 
 __all__ = [
     "__version__",
@@ -49,6 +51,9 @@ __all__ = [
     "ExperimentDB",
     "ExperimentTracker",
     "TrainingLogger",
+    "ModelRegistry",
+    "ModelRecord",
+    "create_export_bundle",
     "GPT",
     "GPTConfig",
     "MLP",

@@ -189,3 +189,61 @@ def test_same_second_exports_get_distinct_folders(tmp_path):
     args = {"task_spec": TaskSpec.classification("toy", 2), "formats": ["pytorch"], "output_dir": tmp_path}
     a, b = create_export_bundle(model, **args), create_export_bundle(model, **args)
     assert a != b and verify_bundle(a) == [] and verify_bundle(b) == []
+
+
+def test_export_enabled_in_config_exports_when_training_ends(tmp_path):
+    from trainengine import Trainer, TrainingConfigBuilder
+
+    config = (
+        TrainingConfigBuilder.quick_prototype()
+        .with_training(max_steps=20)
+        .with_export(enabled=True, formats=["onnx", "pytorch"], output_dir=str(tmp_path / "exports"))
+        .with_tracking(experiment_name="auto-export", output_dir=str(tmp_path / "runs"), progress="off", experiment_db=False)
+        .build()
+    )
+    splits = load_builtin("digits", max_train_samples=300, max_val_samples=50)
+    model = build_model("mlp", input_dim=64, output_dim=10, hidden_dims=(16,))
+    results = Trainer(model, None, config, TaskSpec.classification("digits", 10)).train(splits.train, splits.val)
+    bundle = Path(results["export_dir"])
+    assert bundle.parent == tmp_path / "exports" and bundle.name.startswith("auto-export_")
+    assert verify_bundle(bundle) == []
+    manifest = _manifest(bundle)
+    assert manifest["lineage"]["run_id"] == Path(results["run_dir"]).name
+    assert set(manifest["formats"]) == {"onnx", "pytorch"}
+    examples = json.loads((bundle / "examples.json").read_text())
+    assert np.allclose(examples["inputs"][0], splits.val[0][0].numpy())  # real validation inputs
+    run = json.loads((Path(results["run_dir"]) / "run.json").read_text())
+    assert run["results"]["export_dir"] == str(bundle)
+
+
+def test_failed_export_after_training_keeps_the_run(tmp_path):
+    from trainengine import Trainer, TrainingConfigBuilder
+
+    config = (
+        TrainingConfigBuilder.quick_prototype()
+        .with_training(max_steps=5)
+        .with_export(enabled=True, formats=["torch_export"], output_dir=str(tmp_path / "exports"))
+        .with_tracking(output_dir=str(tmp_path / "runs"), progress="off", experiment_db=False)
+        .build()
+    )
+    data = [(torch.randn(4), torch.tensor(i % 3)) for i in range(24)]
+    model = _DataDependent()
+    results = Trainer(model, None, config, TaskSpec.classification("toy", 3)).train(data[:16], data[16:])
+    assert "torch_export failed" in results["export_error"] and "export_dir" not in results
+    run = json.loads((Path(results["run_dir"]) / "run.json").read_text())
+    assert run["status"] == "completed" and "torch_export failed" in run["results"]["export_error"]
+    assert not (tmp_path / "exports").exists() or list((tmp_path / "exports").iterdir()) == []
+
+
+class _DataDependent(nn.Module):
+    """Branches on a tensor's value: torch.export cannot capture it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        out = self.fc(x)
+        if out.sum() > 0:
+            return out
+        return -out

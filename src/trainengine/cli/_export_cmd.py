@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +20,7 @@ def export_command(
     output_dir: Path = typer.Option(Path("exports"), "--output-dir", help="Parent folder of the bundle."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="dynamic-int8: add an int8 ONNX model, with its size and metric change."),
     name: Optional[str] = typer.Option(None, "--name", help="Bundle name (default: the experiment or registered model name)."),
-    registry: str = typer.Option(os.environ.get("TRAINENGINE_REGISTRY", "models.db"), "--registry", help="Registry file or SQLAlchemy URL (for --model)."),
+    registry: str = typer.Option("models.db", "--registry", "-r", envvar="TRAINENGINE_REGISTRY", help="Registry file or SQLAlchemy URL (for --model)."),
     tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="Largest allowed difference from PyTorch, relative to the output scale."),
 ) -> None:
     """Export a trained model as a bundle: formats verified against PyTorch, inference script, Dockerfile."""
@@ -39,7 +38,11 @@ def export_command(
         from trainengine.export import export_registered
         from trainengine.registry import ModelRegistry
 
-        bundle = export_registered(ModelRegistry(registry).resolve(model), **options)
+        if "://" not in registry and not Path(registry).is_file():
+            raise ExportError(f"no model registry at {registry} (no such file); pass --registry PATH_OR_URL or set TRAINENGINE_REGISTRY")
+        with ModelRegistry(registry) as reg:
+            record = reg.resolve(model)
+        bundle = export_registered(record, **options)
     manifest = json.loads((bundle / "manifest.json").read_text())
     for fmt, entry in manifest["formats"].items():
         diff = entry.get("max_abs_diff")

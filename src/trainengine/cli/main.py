@@ -21,7 +21,9 @@ from trainengine.cli._config_cmd import config_app
 from trainengine.cli._export_cmd import export_command
 from trainengine.cli._logs_cmd import logs_command
 from trainengine.cli._runs_cmd import runs_app
+from trainengine.cli._registry_cmd import registry_app
 from trainengine.cli._quickstart import quickstart_command
+from trainengine.cli._serve_cmd import serve_command
 from trainengine.cli._train import train_command
 from trainengine.errors import TrainEngineError
 
@@ -38,10 +40,12 @@ app.command("train")(train_command)
 app.command("quickstart")(quickstart_command)
 app.command("resume")(resume_command)
 app.command("logs")(logs_command)
+app.command("serve")(serve_command)
 app.command("export")(export_command)
 app.add_typer(config_app, name="config")
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(runs_app, name="runs")
+app.add_typer(registry_app, name="registry")
 
 
 @app.callback()

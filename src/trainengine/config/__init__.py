@@ -13,6 +13,7 @@ from trainengine.config._sections import (
     ModelSection,
     MonitoringSection,
     OptimizerSection,
+    RegistrySection,
     SchedulerSection,
     TrackingSection,
     TrainingSection,
@@ -39,4 +40,5 @@ __all__ = [
     "DistributedSection",
     "ExportSection",
     "MonitoringSection",
+    "RegistrySection",
 ]

@@ -212,6 +212,9 @@ class TrainingConfigBuilder:
     def with_monitoring(self, **fields: Any) -> TrainingConfigBuilder:
         return self.with_section("monitoring", **fields)
 
+    def with_registry(self, **fields: Any) -> TrainingConfigBuilder:
+        return self.with_section("registry", **fields)
+
     def with_overrides(self, overrides: dict[str, Any]) -> TrainingConfigBuilder:
         """Merge a nested (or flat) dict of overrides, e.g. from a file or the CLI."""
         self._data = merge_layer(self._data, route_flat_keys(overrides))

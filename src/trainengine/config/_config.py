@@ -22,6 +22,7 @@ from trainengine.config._sections import (
     ModelSection,
     MonitoringSection,
     OptimizerSection,
+    RegistrySection,
     SchedulerSection,
     TrackingSection,
     TrainingSection,
@@ -146,6 +147,7 @@ class TrainingConfig(BaseModel):
     distributed: DistributedSection = Field(default_factory=DistributedSection, description="Distributed training.")
     export: ExportSection = Field(default_factory=ExportSection, description="Export after training.")
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection, description="Health and speed probes.")
+    registry: RegistrySection = Field(default_factory=RegistrySection, description="Model registry and promotion gates.")
 
     def __init__(self, **data: Any) -> None:
         # Route flat keys first so that an unknown top-level key does not hide the problems of

@@ -27,6 +27,7 @@ __all__ = [
     "DistributedSection",
     "ExportSection",
     "MonitoringSection",
+    "RegistrySection",
     "SECTION_TYPES",
 ]
 
@@ -50,7 +51,14 @@ class Section(BaseModel):
             super().__setattr__(name, value)
         except ValidationError as exc:
             err = to_config_error(exc, type(self))
-            raise type(err)([f"{section}.{p}" for p in err.problems]) from None
+            raise type(err)([_full_path(section, p) for p in err.problems]) from None
+
+
+def _full_path(section: str, problem: str) -> str:
+    """``field: message`` -> ``section.field: message``; a validator's message that already names its
+    full dotted path (``registry.gates.production.val_loss: ...``) is kept as it is."""
+    _, _, message = problem.partition(": ")
+    return message if message.startswith(f"{section}.") else f"{section}.{problem}"
 
 
 class TrainingSection(Section):
@@ -221,12 +229,12 @@ class DistributedSection(Section):
 
 
 class ExportSection(Section):
-    """Export after training (arrives with export bundles)."""
+    """Export a verified bundle when training ends (see docs/export.md)."""
 
-    enabled: bool = Field(False, description="Create an export bundle when training ends.")
+    enabled: bool = Field(False, description="Create an export bundle (<output_dir>/<experiment>_<time>/) when training ends; its folder is results['export_dir'].")
     formats: list[Literal["pytorch", "onnx", "torchscript", "torch_export"]] = Field(default_factory=lambda: ["pytorch"], description="Formats in the bundle.")
     output_dir: str = Field("exports", min_length=1, description="Folder that receives export bundles.")
-    verify: bool = Field(True, description="Check every exported format against the trained model's outputs.")
+    verify: bool = Field(True, description="Fail the export when a format differs from the PyTorch outputs by more than 1e-4 (relative); false = record the differences only.")
 
 
 class MonitoringSection(Section):
@@ -238,6 +246,28 @@ class MonitoringSection(Section):
     grad_norm_critical: float = Field(10.0, gt=0.0, description="Gradient norm above which a critical alert is logged.")
     peak_flops: float | None = Field(None, gt=0.0, description="Peak FLOP/s of one device for MFU; null = looked up for known GPUs.")
     profile_data: bool = Field(True, description="Save a profile of the training data (histograms, labels, lengths) as data_profile.json in the run directory, for later drift checks.")
+
+
+class RegistrySection(Section):
+    """The model registry that ModelRegistry.from_config(config) opens, and its promotion gates."""
+
+    url: str = Field("models.db", min_length=1, description="Model registry database: a SQLite file path or a SQLAlchemy URL (postgresql://user@host/db) for a shared server.")
+    artifact_root: str | None = Field(None, description="Folder for copies of registered artifacts; null = <stem>-artifacts/ next to a SQLite file (models.db -> models-artifacts/); required for a server URL.")
+    gates: dict[str, dict[str, str]] = Field(default_factory=dict, description="Promotion gates per alias, e.g. {production: {val_loss: '<= 0.40', accuracy: '>= 0.9'}}; operators <=, <, >=, >, ==; a failing promotion is refused unless forced.")
+
+    @field_validator("gates")
+    @classmethod
+    def _valid_gates(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        # Checked with the config, not at the first promotion months later. Each problem names its
+        # full dotted path (registry.gates.production.val_loss) so the line stands on its own.
+        if not value:
+            return value
+        from trainengine.registry._gates import gate_problems
+
+        problems = gate_problems(value, prefix="registry.gates")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return value
 
 
 SECTION_TYPES: dict[str, type[Section]] = {
@@ -252,4 +282,5 @@ SECTION_TYPES: dict[str, type[Section]] = {
     "distributed": DistributedSection,
     "export": ExportSection,
     "monitoring": MonitoringSection,
+    "registry": RegistrySection,
 }

@@ -267,6 +267,10 @@ class Trainer:
 
         cfg = self.config
         callbacks: list[Any] = []
+        if cfg.export.enabled:
+            from trainengine.export._callback import ExportOnTrainEnd
+
+            callbacks.append(ExportOnTrainEnd())  # before RunDirectory: run.json records export_dir
         if cfg.tracking.write_run_dir:
             callbacks.append(RunDirectory())
         c = cfg.checkpointing

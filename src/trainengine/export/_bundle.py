@@ -394,7 +394,8 @@ def _predictions(outputs: np.ndarray, example: torch.Tensor, model: nn.Module, t
 
     tokens = example.numpy() if task.modality == "tokens" else None
     predictions = _runtime.postprocess(outputs.astype(np.float32), task.to_dict(), tokens=tokens, forward=forward,
-                                       max_seq_len=manifest["input"].get("max_sequence_length"))
+                                       max_seq_len=manifest["input"].get("max_sequence_length"),
+                                       target_scaling=manifest.get("target_scaling"))
     return predictions
 
 

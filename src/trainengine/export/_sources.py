@@ -151,7 +151,7 @@ def export_registered(record: Any, **kwargs: Any) -> Path:
     kwargs.setdefault("version", record.version)
     kind, artifact = record.artifact_kind, Path(record.artifact_path)
     if kind in ("checkpoint", "run"):
-        record.verify() if hasattr(record, "verify") else None
+        record.verify()  # the artifact is still what was registered
         return export_checkpoint(artifact, **kwargs)
     if kind == "bundle":
         problems = verify_bundle(artifact)

@@ -3,7 +3,8 @@
 SQLite by default (a file path), or any SQLAlchemy URL (``postgresql://user@host/db``). Several
 processes may write to the same SQLite file at once: the file runs in WAL mode, every write takes
 the write lock up front (``BEGIN IMMEDIATE``) and waits for it (busy timeout), and a write that still
-finds the database locked is retried with exponential backoff, so nothing is lost.
+finds the database locked is retried with exponential backoff, so nothing is lost (the plumbing is
+shared with the model registry: ``trainengine._sql``).
 
 Tables (schema version 1, recorded in ``schema_version`` so later versions can migrate):
 
@@ -22,11 +23,9 @@ import json
 import math
 import operator
 import os
-import random
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,16 +41,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     exists,
     select,
     update,
 )
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
+from trainengine._sql import dispose_after_fork, forget_after_fork, open_engine, resolve_database, run_transaction
 from trainengine.errors import TrainEngineError
 
 __all__ = ["ExperimentDB", "ExperimentDBError", "ExperimentDBValueError", "UnknownRunError", "RunStatus"]
@@ -129,30 +126,9 @@ _metrics = Table(
 # version -> function(conn) that upgrades a database from version-1 to version.
 _MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
 
-# Engines must not be shared across fork: a child that inherits an open SQLite connection and
-# writes through it can corrupt the file. After a fork the child drops (without closing) the
-# parent's pooled connections and opens its own on first use.
-_LIVE: weakref.WeakSet[ExperimentDB] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for db in list(_LIVE):
-        if db._engine is not None:
-            db._engine.dispose(close=False)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 # --------------------------------------------------------------------------------------- helpers
 def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _is_lock_error(exc: BaseException) -> bool:
-    text = str(getattr(exc, "orig", exc)).lower()
-    return any(s in text for s in ("database is locked", "database table is locked", "busy", "deadlock detected", "could not serialize"))
 
 
 def _infer_mode(name: str) -> Literal["min", "max"]:
@@ -303,80 +279,20 @@ class ExperimentDB:
         self._max_retries = max(0, int(max_retries))
         self._known_runs: set[int] = set()  # run_ids seen to exist; runs are never deleted
         self._lock = threading.Lock()
-        self.url, sqlite_file, memory = self._resolve(path_or_url)
-        self._label = str(path_or_url) if sqlite_file is not None or memory else self.url.render_as_string(hide_password=True)
-        try:
-            if self.url.get_backend_name() == "sqlite":
-                kwargs: dict[str, Any] = {"connect_args": {"timeout": busy_timeout_s, "check_same_thread": False}}
-                if memory:
-                    kwargs["poolclass"] = StaticPool  # one shared connection, or each would see an empty DB
-                engine = create_engine(self.url, **kwargs)
-                self._install_sqlite_hooks(engine, busy_timeout_s, wal=not memory)
-            else:
-                engine = create_engine(self.url, pool_pre_ping=True)
-        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-            raise ExperimentDBError(
-                f"cannot open experiment database {self._label!r}: {exc}; give a file path for SQLite, or a SQLAlchemy "
-                "URL such as postgresql://user@host/db with its driver installed"
-            ) from exc
-        self._engine = engine
+        database = resolve_database(
+            path_or_url, kind="experiment database", example="runs/experiments.db", error=ExperimentDBError, value_error=ExperimentDBValueError
+        )
+        self.url: URL = database.url
+        self._label = database.label
+        self._engine = open_engine(database, busy_timeout_s=busy_timeout_s, kind="experiment database", error=ExperimentDBError)
         try:
             self._write(self._init_schema, what="create the schema of")
         except BaseException:
             self.close()
             raise
-        _LIVE.add(self)
+        dispose_after_fork(self)
 
     # -- setup -----------------------------------------------------------------------------------
-    @staticmethod
-    def _resolve(path_or_url: str | os.PathLike[str]) -> tuple[URL, Path | None, bool]:
-        if not isinstance(path_or_url, (str, os.PathLike)):
-            raise ExperimentDBValueError(f"path_or_url must be a file path or a SQLAlchemy URL, got {type(path_or_url).__name__} {path_or_url!r}")
-        text = os.fspath(path_or_url)
-        if text in (":memory:", "sqlite://", "sqlite:///:memory:"):
-            return make_url("sqlite://"), None, True
-        if "://" in text:
-            try:
-                url = make_url(text)
-            except ArgumentError as exc:
-                raise ExperimentDBError(f"cannot parse database URL {text!r}: {exc}") from exc
-            if url.get_backend_name() != "sqlite" or not url.database:
-                return url, None, False
-            path = Path(url.database)
-        else:
-            if not text.strip():
-                raise ExperimentDBValueError("path_or_url is empty; give a file path such as 'runs/experiments.db'")
-            path = Path(text).expanduser()
-        if path.is_dir():
-            raise ExperimentDBError(f"experiment database path {str(path)!r} is a folder; give a file path such as {str(path / 'experiments.db')!r}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ExperimentDBError(f"cannot create the folder of experiment database {str(path)!r}: {exc}") from exc
-        return URL.create("sqlite", database=str(path.resolve())), path, False
-
-    @staticmethod
-    def _install_sqlite_hooks(engine: Engine, busy_timeout_s: float, wal: bool) -> None:
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Take transaction control from the sqlite3 module so that we can say BEGIN IMMEDIATE:
-            # a deferred transaction that upgrades from read to write can fail with "locked" at once,
-            # without waiting for the busy timeout.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            try:
-                cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-                if wal:
-                    cur.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
-                    cur.execute("PRAGMA synchronous = NORMAL")  # safe in WAL: an app crash loses nothing
-                cur.execute("PRAGMA foreign_keys = ON")
-            finally:
-                cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("te_read_only") else "BEGIN IMMEDIATE")
-
     @staticmethod
     def _init_schema(conn: Connection) -> None:
         _metadata.create_all(conn)  # checkfirst: only missing tables
@@ -399,22 +315,17 @@ class ExperimentDB:
     def _run(self, fn: Callable[[Connection], T], *, read_only: bool, what: str) -> T:
         if self._engine is None:
             raise ExperimentDBError(f"ExperimentDB({self._label!r}) is closed; open a new one")
-        delay = 0.02
-        for attempt in range(self._max_retries + 1):
-            try:
-                with self._engine.connect() as conn:
-                    if read_only:
-                        conn.execution_options(te_read_only=True)
-                    with conn.begin():
-                        return fn(conn)
-            except DBAPIError as exc:
-                retry = _is_lock_error(exc) or (what == "create the schema of" and "already exists" in str(exc).lower())
-                if not retry or attempt == self._max_retries:
-                    hint = " (still locked after retries: is another process holding a long transaction?)" if retry else ""
-                    raise ExperimentDBError(f"cannot {what} experiment database {self._label!r}{hint}: {exc.orig}") from exc
-                time.sleep(delay * (0.5 + random.random()))  # jitter so waiting writers do not collide again
-                delay = min(delay * 2, 1.0)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def failed(exc: DBAPIError, still_locked: bool) -> ExperimentDBError:
+            hint = " (still locked after retries: is another process holding a long transaction?)" if still_locked else ""
+            return ExperimentDBError(f"cannot {what} experiment database {self._label!r}{hint}: {exc.orig}")
+
+        # Processes creating the schema of a fresh file together: one wins, the others retry.
+        creating = what == "create the schema of"
+        return run_transaction(
+            self._engine, fn, read_only=read_only, max_retries=self._max_retries,
+            retry_if=lambda exc: creating and "already exists" in str(exc).lower(), on_error=failed,
+        )
 
     def _write(self, fn: Callable[[Connection], T], what: str = "write to") -> T:
         return self._run(fn, read_only=False, what=what)
@@ -870,7 +781,7 @@ class ExperimentDB:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
-        _LIVE.discard(self)
+        forget_after_fork(self)
 
     def __enter__(self) -> ExperimentDB:
         return self

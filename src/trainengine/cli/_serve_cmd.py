@@ -1,0 +1,128 @@
+"""``trainengine serve BUNDLE_DIR|NAME@ALIAS``: serve an export bundle over HTTP (see docs/serve.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from trainengine.errors import TrainEngineError
+
+__all__ = ["serve_command", "resolve_bundle"]
+
+_RUNTIMES = ("onnx", "torch")
+
+
+def resolve_bundle(target: str, registry: str | None = None) -> Path:
+    """The bundle folder of ``target``: a path, or ``NAME@ALIAS`` / ``NAME:VERSION`` from the model registry.
+
+    Raises:
+        TrainEngineError: No bundle at the path, no registry, or the reference does not resolve to
+            an export bundle.
+    """
+    path = Path(target)
+    if path.exists() or not ("@" in target or ":" in target):
+        if not (path / "manifest.json").is_file():
+            why = "no such folder" if not path.exists() else "no manifest.json in it (an incomplete export?)"
+            raise TrainEngineError(
+                f"{target} is not an export bundle ({why}); pass the folder `trainengine export` wrote, "
+                "or NAME@ALIAS from the model registry"
+            )
+        return path
+    try:
+        from trainengine.registry import ModelRegistry
+    except ImportError as exc:
+        raise TrainEngineError(
+            f"cannot resolve {target!r}: the model registry is not available ({exc}); pass a bundle folder instead"
+        ) from exc
+    url = registry or os.environ.get("TRAINENGINE_REGISTRY") or "models.db"
+    if "://" not in url and url != ":memory:" and not Path(url).is_file():
+        # Opening a missing SQLite file would create an empty registry: say what is wrong instead.
+        raise TrainEngineError(
+            f"cannot resolve {target!r}: no model registry at {url} (no such file); pass --registry URL or set "
+            "TRAINENGINE_REGISTRY, or pass a bundle folder"
+        )
+    with ModelRegistry(url, artifact_root=os.environ.get("TRAINENGINE_REGISTRY_ARTIFACTS") or None) as reg:
+        record = reg.resolve(target)
+    record.verify()  # the artifact is still what was registered
+    artifact = Path(record.artifact_path)
+    if record.artifact_kind == "bundle" and (artifact / "manifest.json").is_file():
+        return artifact
+    if record.artifact_kind in ("checkpoint", "run"):
+        return _exported_bundle(record)
+    raise TrainEngineError(
+        f"{target} resolves to {record.model_id}, a {record.artifact_kind} artifact (bare weights, no task spec), not an "
+        f"export bundle; export it with create_export_bundle and register the bundle as a new version, then serve that"
+    )
+
+
+def _exported_bundle(record) -> Path:
+    """A bundle of a registered checkpoint, exported once and cached under its artifact hash.
+
+    The cache key is the artifact's SHA-256, so a cached bundle always belongs to exactly the
+    weights that were registered; the cache lives in ``$TRAINENGINE_CACHE`` (default
+    ``~/.cache/trainengine``)/bundles.
+    """
+    import logging
+
+    from trainengine.export import export_registered, verify_bundle
+
+    root = Path(os.environ.get("TRAINENGINE_CACHE") or Path.home() / ".cache" / "trainengine") / "bundles" / record.name
+    key = f"{record.version}-{record.artifact_sha256[:16]}"
+    cached = root / key
+    if (cached / "manifest.json").is_file() and not verify_bundle(cached):
+        return cached
+    logging.getLogger(__name__).warning("%s is a %s artifact: exporting it to %s before serving", record.model_id, record.artifact_kind, cached)
+    bundle = export_registered(record, formats=["onnx", "pytorch"], output_dir=root / ".staging")
+    if cached.exists():
+        import shutil
+
+        shutil.rmtree(cached)
+    os.replace(bundle, cached)
+    return cached
+
+
+def serve_command(
+    target: str = typer.Argument(..., metavar="BUNDLE_DIR|NAME@ALIAS", help="Export bundle folder, or NAME@ALIAS / NAME:VERSION in the model registry."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default serves this machine only."),
+    port: int = typer.Option(8080, "--port", min=0, max=65535, help="TCP port."),
+    runtime: str = typer.Option("onnx", "--runtime", help="onnx (onnxruntime, model.onnx) or torch (model.safetensors in PyTorch)."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", metavar="VAR", help="Environment variable holding the API key; then every endpoint but /health needs X-API-Key or Authorization: Bearer."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes; /metrics aggregates them."),
+    registry: Optional[str] = typer.Option(None, "--registry", "-r", metavar="URL", envvar="TRAINENGINE_REGISTRY", help="Model registry (SQLite file or SQLAlchemy URL) to resolve NAME@ALIAS in; default models.db."),
+    model_file: Optional[str] = typer.Option(None, "--model", help="ONNX file of the bundle (default model.onnx; e.g. model.int8.onnx)."),
+    max_body_bytes: int = typer.Option(1_048_576, "--max-body-bytes", min=1, help="Larger request bodies get a 413."),
+    max_batch: int = typer.Option(1024, "--max-batch", min=1, help="More examples per request get a 422."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Serve a bundle: POST /predict, GET /health, GET /metrics (Prometheus)."""
+    from trainengine.serve._runtime import BundleError
+
+    if runtime not in _RUNTIMES:
+        raise TrainEngineError(f"unknown runtime {runtime!r} — available: {', '.join(_RUNTIMES)}")
+    if api_key_env is not None and not os.environ.get(api_key_env):
+        raise TrainEngineError(f"--api-key-env {api_key_env}: the variable is unset or empty; export {api_key_env}=<key> first")
+    if model_file is not None and runtime != "onnx":
+        raise TrainEngineError("--model picks an ONNX file; it applies to --runtime onnx only")
+    bundle = resolve_bundle(target, registry)
+    try:
+        from trainengine.serve import serve
+
+        torch_predictor = None
+        if runtime == "torch" and workers == 1:
+            from trainengine.serve._torch import TorchPredictor
+
+            torch_predictor = TorchPredictor(bundle)
+        serve(
+            bundle, host=host, port=port, runtime=runtime, api_key_env=api_key_env, workers=workers,
+            model_file=model_file, max_body_bytes=max_body_bytes, max_batch=max_batch, log_level=log_level,
+            torch_predictor=torch_predictor,
+        )
+    except BundleError as exc:
+        raise TrainEngineError(str(exc)) from exc
+    except ValueError as exc:
+        if isinstance(exc, TrainEngineError):
+            raise
+        raise TrainEngineError(str(exc)) from exc

@@ -1,0 +1,381 @@
+"""Registered artifacts: recognising a source, reading its lineage, copying and hashing it, loading weights.
+
+Kinds of artifact:
+
+* ``checkpoint``: a ``ckpt-*`` folder written by :class:`~trainengine.checkpoint.CheckpointManager`
+  (all its files; checked against its own manifest).
+* ``run``: a run directory (``run.json`` + ``model.safetensors`` + ``config.yaml``; only these
+  and ``data_profile.json`` are kept, not logs or checkpoints).
+* ``safetensors``: one ``.safetensors`` file of weights.
+* ``torch``: one ``.pt`` / ``.pth`` / ``.bin`` file, read with ``torch.load(weights_only=True)``
+  only: a state dict, or a dict holding one under ``model_state_dict`` / ``state_dict`` / ``model``.
+* ``bundle``: an export bundle folder (the files its ``manifest.json`` lists, plus the manifest).
+
+The artifact's SHA-256 is that of the file's bytes, or for a folder the SHA-256 of the sorted lines
+``"<relpath>\\t<sha256>\\n"`` of its files (a bundle's ``manifest.json`` left out, as in
+``trainengine.export.bundle_sha256``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from trainengine.errors import RegistryError
+
+__all__ = [
+    "ArtifactKind",
+    "ArtifactSource",
+    "inspect_source",
+    "hash_files",
+    "copy_files",
+    "content_sha256",
+    "verify_source",
+    "read_state_dict",
+    "load_weights",
+    "place_folder",
+    "remove_path",
+]
+
+ArtifactKind = Literal["checkpoint", "run", "safetensors", "torch", "bundle"]
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+_STATE_KEYS = ("model_state_dict", "state_dict", "model")
+_RUN_FILES = ("model.safetensors", "run.json", "config.yaml", "data_profile.json")
+_CHUNK = 8 << 20
+
+
+@dataclass
+class ArtifactSource:
+    """What a source path is and what it says about itself (lineage, spec, metrics)."""
+
+    kind: ArtifactKind
+    path: Path
+    files: list[str]  # relative paths to keep; [] for a single-file artifact
+    run_id: str | None = None
+    git_commit: str | None = None
+    data_fingerprint: str | None = None
+    config: dict[str, Any] | None = None
+    task_type: str | None = None
+    model_spec: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    expected: dict[str, str] = field(default_factory=dict)  # relpath -> sha256 its own manifest promises
+
+
+# ------------------------------------------------------------------------------- recognising
+def inspect_source(checkpoint_path: Any, bundle_path: Any) -> ArtifactSource:
+    """Recognise the artifact to register and read its lineage.
+
+    Raises:
+        RegistryError: neither or both paths given, the path is missing, or it is not one of the
+            accepted kinds (the message says which are).
+    """
+    if (checkpoint_path is None) == (bundle_path is None):
+        raise RegistryError(
+            "give exactly one of checkpoint_path= (a checkpoint folder, run directory, .safetensors or .pt file) "
+            "or bundle_path= (an export bundle folder)"
+        )
+    if bundle_path is not None:
+        return _inspect_bundle(Path(bundle_path))
+    path = Path(checkpoint_path)
+    if not path.exists():
+        raise RegistryError(f"checkpoint_path {str(path)!r} does not exist")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".safetensors":
+            return ArtifactSource("safetensors", path.resolve(), [])
+        if suffix in TORCH_SUFFIXES:
+            return ArtifactSource("torch", path.resolve(), [])
+        raise RegistryError(
+            f"cannot register {str(path)!r}: unknown file type {path.suffix or '(no suffix)'!r}; accepted: a .safetensors "
+            f"file, a {'/'.join(TORCH_SUFFIXES)} state dict, a checkpoint folder (ckpt-*), a run directory, or bundle_path= for an export bundle"
+        )
+    if (path / "meta.json").is_file() and (path / "state.json").is_file():
+        return _inspect_checkpoint(path)
+    if (path / "run.json").is_file():
+        return _inspect_run(path)
+    if (path / "manifest.json").is_file() and (path / "model_config.json").is_file():
+        raise RegistryError(f"{str(path)!r} is an export bundle; register it with bundle_path= instead of checkpoint_path=")
+    inner = sorted(p.name for p in path.glob("ckpt-*") if p.is_dir())
+    if inner:
+        raise RegistryError(
+            f"{str(path)!r} is a checkpoint directory holding {len(inner)} checkpoint(s); pass one of them, "
+            f"e.g. {str(path / inner[-1])!r} (trainengine checkpoints list shows them)"
+        )
+    raise RegistryError(
+        f"{str(path)!r} is a folder that is neither a checkpoint (meta.json + state.json + manifest.json) nor a run "
+        "directory (run.json + model.safetensors); give one of those, a .safetensors / .pt file, or bundle_path="
+    )
+
+
+def _finite_metrics(values: Any) -> dict[str, float]:
+    out = {}
+    for key, value in (values or {}).items() if isinstance(values, Mapping) else ():
+        if key in ("step", "epoch") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(float(value)):
+            out[str(key)] = float(value)
+    return out
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"cannot read {what} {str(path)!r}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise RegistryError(f"{what} {str(path)!r} is not a JSON object")
+    return doc
+
+
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _inspect_checkpoint(path: Path) -> ArtifactSource:
+    from trainengine.checkpoint import read_metadata
+    from trainengine.errors import CheckpointError
+
+    if not (path / "manifest.json").is_file():
+        raise RegistryError(f"checkpoint {str(path)!r} has no manifest.json: its write never finished or it was damaged; register a complete checkpoint")
+    if not (path / "model.safetensors").is_file():
+        raise RegistryError(f"checkpoint {str(path)!r} holds no model weights (model.safetensors); it was saved without a model")
+    try:
+        meta = read_metadata(path)
+    except CheckpointError as exc:
+        raise RegistryError(f"cannot read checkpoint metadata: {exc}") from exc
+    extra = meta.extra
+    manifest = _read_json(path / "manifest.json", "checkpoint manifest")
+    listed = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    source = ArtifactSource(
+        "checkpoint", path.resolve(), sorted(p.name for p in path.iterdir() if p.is_file()),
+        git_commit=(extra.get("git") or {}).get("commit") or extra.get("git_commit"),
+        config=extra.get("config") if isinstance(extra.get("config"), dict) else None,
+        task_type=(extra.get("task") or {}).get("task_type"),
+        model_spec=extra.get("model_spec") if isinstance(extra.get("model_spec"), dict) else None,
+        metrics=_finite_metrics(meta.metrics),
+        expected={name: str(entry.get("sha256")) for name, entry in listed.items() if isinstance(entry, dict)},
+    )
+    # The run it came from: the run_dir in its metadata (relative to where training ran), or the
+    # folder holding <run_dir>/checkpoints/. A run.json is only trusted when its run_id is the
+    # recorded run's name, so a same-named path elsewhere cannot lend a wrong data fingerprint.
+    recorded = Path(extra["run_dir"]) if extra.get("run_dir") else None
+    candidates = [recorded] if recorded is not None else []
+    if path.parent.name == "checkpoints":
+        candidates.append(path.parent.parent)
+    source.run_id = recorded.name if recorded is not None else None
+    for run_dir in candidates:
+        if not (run_dir / "run.json").is_file():
+            continue
+        facts = _read_json(run_dir / "run.json", "run.json")
+        if recorded is not None and facts.get("run_id") != recorded.name:
+            continue
+        source.run_id = facts.get("run_id")
+        source.data_fingerprint = (facts.get("data") or {}).get("train_fingerprint")
+        source.git_commit = source.git_commit or (facts.get("git") or {}).get("commit")
+        break
+    return source
+
+
+def _inspect_run(path: Path) -> ArtifactSource:
+    if not (path / "model.safetensors").is_file():
+        raise RegistryError(
+            f"run directory {str(path)!r} has no final weights (model.safetensors): the run is still going, failed, "
+            "or had checkpointing.save_final_weights off; register one of its checkpoints instead"
+        )
+    facts = _read_json(path / "run.json", "run.json")
+    results = facts.get("results") or {}
+    return ArtifactSource(
+        "run", path.resolve(), [f for f in _RUN_FILES if (path / f).is_file()],
+        run_id=facts.get("run_id"),
+        git_commit=(facts.get("git") or {}).get("commit"),
+        data_fingerprint=(facts.get("data") or {}).get("train_fingerprint"),
+        config=_read_yaml(path / "config.yaml"),
+        task_type=(facts.get("task") or {}).get("task_type"),
+        model_spec=(facts.get("model") or {}).get("spec"),
+        metrics=_finite_metrics(results.get("final_metrics")),
+    )
+
+
+def _inspect_bundle(path: Path) -> ArtifactSource:
+    if not path.is_dir():
+        raise RegistryError(f"bundle_path {str(path)!r} is not a folder; give an export bundle folder (trainengine export writes one)")
+    if not (path / "manifest.json").is_file():
+        raise RegistryError(
+            f"bundle {str(path)!r} has no manifest.json: the export is incomplete (the manifest is written last); export it again"
+        )
+    manifest = _read_json(path / "manifest.json", "bundle manifest")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise RegistryError(f"bundle manifest {str(path / 'manifest.json')!r} has no 'files' table; export the bundle again")
+    for rel in files:
+        parts = Path(rel).parts
+        if not isinstance(rel, str) or Path(rel).is_absolute() or ".." in parts or rel == "manifest.json":
+            raise RegistryError(f"bundle manifest lists an invalid file name {rel!r}")
+    missing = [rel for rel in files if not (path / rel).is_file()]
+    if missing:
+        raise RegistryError(f"bundle {str(path)!r} is incomplete: its manifest lists {', '.join(missing)}, which do not exist; export it again")
+    model_config = _read_json(path / "model_config.json", "model_config.json") if (path / "model_config.json").is_file() else {}
+    lineage = manifest.get("lineage") or {}
+    config = _read_yaml(path / "training_config.yaml") if (path / "training_config.yaml").is_file() else None
+    return ArtifactSource(
+        "bundle", path.resolve(), sorted(files) + ["manifest.json"],
+        run_id=lineage.get("run_id"),
+        git_commit=lineage.get("git_commit"),
+        data_fingerprint=lineage.get("data_fingerprint"),
+        config=config or None,
+        task_type=manifest.get("task_type"),
+        model_spec=model_config.get("spec") or manifest.get("model_spec"),
+        expected={rel: str(sha) for rel, sha in files.items()},
+    )
+
+
+# ------------------------------------------------------------------------------- hashing and copying
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_files(root: Path, files: list[str]) -> dict[str, str]:
+    """``{relpath: sha256}`` of ``root / relpath`` for each file."""
+    return {rel: _hash_file(root / rel) for rel in files}
+
+
+def copy_files(src_root: Path, files: list[str], dest_root: Path) -> dict[str, str]:
+    """Copy files (fsynced) and return ``{relpath: sha256}`` of the bytes written: one read of the source."""
+    hashes = {}
+    for rel in files:
+        dest = dest_root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with open(src_root / rel, "rb") as fin, open(dest, "xb") as fout:
+            while chunk := fin.read(_CHUNK):
+                digest.update(chunk)
+                fout.write(chunk)
+            fout.flush()
+            os.fsync(fout.fileno())
+        hashes[rel] = digest.hexdigest()
+    return hashes
+
+
+def content_sha256(kind: str, hashes: Mapping[str, str]) -> str:
+    """The artifact hash from per-file hashes (a single file's own hash when there is one file and no folder)."""
+    lines = "".join(f"{rel}\t{sha}\n" for rel, sha in sorted(hashes.items()) if not (kind == "bundle" and rel == "manifest.json"))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+def verify_source(source: ArtifactSource, hashes: Mapping[str, str], path: Path) -> None:
+    """Check the copied (or in-place) files against the source's own manifest, and load-test weights files.
+
+    Raises:
+        RegistryError: a file differs from its manifest, is missing, or a weights file is unreadable.
+    """
+    bad = [rel for rel, sha in source.expected.items() if rel in hashes and hashes[rel] != sha]
+    missing = [rel for rel in source.expected if rel not in hashes]
+    if bad or missing:
+        what = "bundle" if source.kind == "bundle" else "checkpoint"
+        details = [f"{rel}: sha256 differs from the manifest (modified or damaged)" for rel in bad]
+        details += [f"{rel}: listed in the manifest but missing" for rel in missing]
+        raise RegistryError(f"{what} {str(source.path)!r} failed verification: {'; '.join(details)}; it cannot be registered")
+    if source.kind in ("safetensors", "torch"):
+        read_state_dict(source.kind, path)
+
+
+# ------------------------------------------------------------------------------- placing
+def place_folder(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``; a leftover at ``final`` (a crashed registration) is moved aside first.
+
+    Only call this while owning ``final`` (its database row is inserted in the open transaction).
+    """
+    if final.exists():
+        trash = final.with_name(f".trash-{final.name}-{uuid.uuid4().hex[:8]}")
+        os.rename(final, trash)
+        remove_path(trash)
+    os.rename(tmp, final)
+
+
+def remove_path(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------- loading
+def read_state_dict(kind: str, path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The weights of an artifact as ``{key: tensor}``, read without unpickling anything.
+
+    Raises:
+        RegistryError: the file is unreadable, is a pickle needing more than tensors, or holds no state dict.
+    """
+    import torch
+
+    device = map_location if isinstance(map_location, str) else str(map_location)
+    if kind in ("checkpoint", "run", "bundle", "safetensors"):
+        file = path if kind == "safetensors" else path / "model.safetensors"
+        if not file.is_file():
+            hint = " (the bundle was exported without the 'pytorch' format; use its ONNX file instead)" if kind == "bundle" else ""
+            raise RegistryError(f"{str(file)!r} is missing{hint}")
+        import safetensors.torch
+
+        try:
+            return dict(safetensors.torch.load_file(str(file), device=device))
+        except Exception as exc:  # safetensors raises its own error types; it never unpickles
+            raise RegistryError(f"{str(file)!r} is not a readable safetensors file ({exc})") from exc
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # UnpicklingError for objects beyond tensors and containers
+        raise RegistryError(
+            f"cannot read {str(path)!r} with torch.load(weights_only=True): {str(exc).splitlines()[0]}; only state "
+            "dicts of tensors are accepted (save with torch.save(model.state_dict(), path) or use safetensors)"
+        ) from exc
+
+    def is_state(value: Any) -> bool:
+        return isinstance(value, Mapping) and bool(value) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+    if is_state(obj):
+        return dict(obj)
+    if isinstance(obj, Mapping):
+        for key in _STATE_KEYS:
+            if is_state(obj.get(key)):
+                return dict(obj[key])
+    found = ", ".join(map(repr, list(obj)[:8])) if isinstance(obj, Mapping) else type(obj).__name__
+    raise RegistryError(
+        f"{str(path)!r} holds no state dict: expected a dict of tensors, or a dict with one of "
+        f"{', '.join(_STATE_KEYS)}; found {found}"
+    )
+
+
+def load_weights(model: Any, state: Mapping[str, Any]) -> None:
+    """Load canonical-key weights into ``model``; tied weights may be stored once.
+
+    ``safetensors.save_model`` and checkpoints store a tied tensor (a GPT's embedding and head)
+    under one name only: a key missing from ``state`` is fine when the model shares its storage
+    with a key that is present. Any other mismatch is refused with the standard message.
+    """
+    from trainengine.checkpoint import canonical_keys, load_model_state
+
+    mapping = canonical_keys(state)
+    state = {mapping[k]: v for k, v in state.items()}
+    own = model.state_dict()
+    own_canonical = {canon: own[orig] for orig, canon in canonical_keys(own).items()}
+    present = {t.data_ptr() for k, t in own_canonical.items() if k in state and t.numel()}
+    missing = [k for k, t in own_canonical.items() if k not in state and not (t.numel() and t.data_ptr() in present)]
+    unexpected = [k for k in state if k not in own_canonical]
+    load_model_state(model, state, strict=bool(missing or unexpected))

@@ -1,0 +1,157 @@
+"""``ModelRecord``: one registered model version, and loading it back as a module."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from trainengine.errors import RegistryError, TrainEngineError
+from trainengine.registry._artifacts import content_sha256, hash_files, load_weights, read_state_dict
+
+__all__ = ["ModelRecord", "ModelStatus"]
+
+ModelStatus = Literal["active", "archived"]
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A registered model version as the registry knows it (a snapshot; re-read for fresh aliases).
+
+    Attributes:
+        model_id: ``"<name>:<version>"``.
+        name: Model name (``"transformer-gpt"``).
+        version: Semantic version (``"1.0.0"``).
+        task_type: ``classification``, ``regression``, ``language_modeling``, ``vision`` or None.
+        metrics: Metrics registered with the version (finite numbers); promotion gates read these.
+        tags: Free labels given at registration.
+        aliases: Aliases this version holds now (``("production",)``).
+        artifact_path: The registered file or folder (in the registry's artifact store when copied).
+        artifact_kind: ``checkpoint``, ``run``, ``safetensors``, ``torch`` or ``bundle``.
+        artifact_sha256: Content hash taken at registration; :meth:`load` checks it first.
+        artifact_files: Files of a folder artifact covered by the hash (empty for one file).
+        source_path: Where the artifact was registered from.
+        run_id: The training run it came from, when known.
+        git_commit: The code's git commit at training time, when known.
+        data_fingerprint: Fingerprint of the training data, when known.
+        config: The training configuration (a dict), when known.
+        model_spec: ``{"architecture", "kwargs"}`` that rebuilds the model, when known.
+        status: ``active`` or ``archived``.
+        created_at: Registration time, ISO 8601 UTC.
+        description: Free text.
+    """
+
+    model_id: str
+    name: str
+    version: str
+    task_type: str | None
+    metrics: dict[str, float]
+    tags: tuple[str, ...]
+    aliases: tuple[str, ...]
+    artifact_path: Path
+    artifact_kind: str
+    artifact_sha256: str
+    artifact_files: tuple[str, ...] = field(default=(), repr=False)
+    source_path: str | None = None
+    run_id: str | None = None
+    git_commit: str | None = None
+    data_fingerprint: str | None = None
+    config: dict[str, Any] | None = field(default=None, repr=False)
+    model_spec: dict[str, Any] | None = None
+    status: ModelStatus = "active"
+    created_at: str = ""
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (paths as strings, tuples as lists).
+
+        Example:
+            >>> from pathlib import Path
+            >>> rec = ModelRecord("m:1.0.0", "m", "1.0.0", None, {"acc": 0.9}, ("a",), (), Path("/x"), "torch", "ab")
+            >>> rec.to_dict()["tags"], rec.to_dict()["artifact_path"]
+            (['a'], '/x')
+        """
+        out = asdict(self)
+        out["artifact_path"] = str(self.artifact_path)
+        for key in ("tags", "aliases", "artifact_files"):
+            out[key] = list(out[key])
+        return json.loads(json.dumps(out, default=str))
+
+    def verify(self) -> None:
+        """Check that the artifact is still what was registered (same SHA-256).
+
+        Raises:
+            RegistryError: the artifact is missing or its content changed since registration.
+        """
+        path = self.artifact_path
+        if not path.exists():
+            raise RegistryError(
+                f"artifact of {self.model_id} is missing: {str(path)!r} was deleted or moved since registration "
+                "(register with copy_artifact=True to keep a copy in the registry's artifact store)"
+            )
+        if self.artifact_kind in ("safetensors", "torch"):
+            actual = hash_files(path.parent, [path.name])[path.name]
+        else:
+            absent = [rel for rel in self.artifact_files if not (path / rel).is_file()]
+            if absent:
+                raise RegistryError(f"artifact changed since registration: {self.model_id} is missing {', '.join(absent)} in {str(path)!r}")
+            actual = content_sha256(self.artifact_kind, hash_files(path, list(self.artifact_files)))
+        if actual != self.artifact_sha256:
+            raise RegistryError(
+                f"artifact changed since registration: {self.model_id} at {str(path)!r} has sha256 {actual[:12]}…, "
+                f"registered {self.artifact_sha256[:12]}…; it was modified or damaged — register the intended weights as a new version"
+            )
+
+    def load(self, model: Any = None, map_location: Any = "cpu") -> Any:
+        """Rebuild the model and load the registered weights, in eval mode.
+
+        The artifact's hash is checked first; weights are read with safetensors or
+        ``torch.load(weights_only=True)`` only, never by unpickling arbitrary objects.
+
+        Args:
+            model: A module to load the weights into; by default one is built from
+                :attr:`model_spec` with :func:`trainengine.models.rebuild_model`.
+            map_location: Device for the weights (and for the rebuilt model).
+
+        Returns:
+            The ``torch.nn.Module``, in eval mode.
+
+        Raises:
+            RegistryError: the artifact changed or is missing, there is neither a spec nor a
+                ``model``, or the weights do not fit the model.
+
+        Example:
+            >>> import tempfile, torch
+            >>> from trainengine.models import build_model
+            >>> from trainengine.registry import ModelRegistry
+            >>> folder = tempfile.mkdtemp()
+            >>> net = build_model("mlp", input_dim=4, output_dim=2, hidden_dims=(8,))
+            >>> torch.save(net.state_dict(), f"{folder}/weights.pt")
+            >>> with ModelRegistry(f"{folder}/models.db") as registry:
+            ...     mid = registry.register_model("tiny", "1.0.0", f"{folder}/weights.pt")
+            ...     loaded = registry.get_model("tiny").load(model=build_model("mlp", input_dim=4, output_dim=2, hidden_dims=(8,)))
+            >>> torch.equal(loaded(torch.ones(1, 4)), net.eval()(torch.ones(1, 4)))
+            True
+        """
+        self.verify()
+        if model is None:
+            if not self.model_spec:
+                raise RegistryError(
+                    f"{self.model_id} has no model spec (it was registered from a {self.artifact_kind} artifact without one), "
+                    "so its architecture is unknown: pass model= (a module of the right architecture) to load(), "
+                    "or register with model_config={'architecture': ..., 'kwargs': {...}}"
+                )
+            from trainengine.models import rebuild_model
+
+            try:
+                model = rebuild_model(self.model_spec)
+            except TrainEngineError as exc:
+                raise RegistryError(f"cannot rebuild {self.model_id} from its model spec: {exc}") from exc
+            model = model.to(map_location)
+        state = read_state_dict(self.artifact_kind, self.artifact_path, map_location)
+        try:
+            load_weights(model, state)
+        except TrainEngineError as exc:
+            raise RegistryError(f"cannot load the weights of {self.model_id}: {exc}") from exc
+        return model.eval()

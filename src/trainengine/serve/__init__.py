@@ -1,0 +1,103 @@
+"""Serve an export bundle over HTTP: predictions, health, Prometheus metrics and input drift.
+
+:func:`create_app` builds the FastAPI app for a bundle (``POST /predict``, ``GET /health``,
+``GET /metrics``); :func:`serve` runs it with uvicorn (``trainengine serve`` on the command
+line). :class:`OnnxPredictor` is the same prediction path without HTTP. The runtime module is
+copied into every bundle as ``inference.py`` and the app as ``server.py``, so a bundle serves
+itself without trainengine installed.
+
+Example:
+    >>> from fastapi.testclient import TestClient                               # doctest: +SKIP
+    >>> from trainengine.serve import create_app
+    >>> client = TestClient(create_app("exports/digits_20261122_054000"))       # doctest: +SKIP
+    >>> client.post("/predict", json={"inputs": [[0.0] * 64]}).json()           # doctest: +SKIP
+    {'predictions': [{'class': 1, 'probabilities': [...]}], 'model': 'digits', 'version': 'unversioned'}
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from trainengine.serve._runtime import (
+    BundleError,
+    DriftWindow,
+    InputError,
+    OnnxPredictor,
+    Predictor,
+    drift_divergences,
+    drift_score,
+    load_bundle,
+)
+
+__all__ = [
+    "create_app",
+    "serve",
+    "OnnxPredictor",
+    "Predictor",
+    "InputError",
+    "BundleError",
+    "load_bundle",
+    "drift_score",
+    "drift_divergences",
+    "DriftWindow",
+]
+
+
+def _fastapi_missing(exc: ImportError) -> Exception:
+    from trainengine.errors import MissingExtraError
+
+    return MissingExtraError(exc.name or "fastapi", "serve", "serving a model over HTTP")
+
+
+def create_app(bundle_dir: str | os.PathLike[str], **options: Any) -> Any:
+    """Build the FastAPI app serving ``bundle_dir``; see :func:`trainengine.serve._app.create_app`.
+
+    Options: ``runtime`` ("onnx" | "torch"), ``api_key``, ``max_body_bytes``, ``max_batch``,
+    ``torch_predictor``, ``model_file``, ``drift_window``, ``drift_interval_s``,
+    ``drift_min_examples``.
+
+    Raises:
+        MissingExtraError: fastapi / prometheus_client are not installed (``pip install trainengine[serve]``).
+    """
+    try:
+        from trainengine.serve._app import create_app as _create_app
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+    except ImportError as exc:
+        raise _fastapi_missing(exc) from exc
+    return _create_app(bundle_dir, **options)
+
+
+def serve(
+    bundle_dir: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    runtime: str = "onnx",
+    api_key_env: str | None = None,
+    workers: int = 1,
+    **options: Any,
+) -> None:
+    """Serve a bundle with uvicorn until interrupted (blocks); binds loopback unless told otherwise.
+
+    Args:
+        bundle_dir: The export bundle's folder.
+        host: Address to bind; a non-loopback address without an API key prints a warning.
+        port: TCP port.
+        runtime: ``"onnx"`` or ``"torch"``.
+        api_key_env: Name of the environment variable holding the API key (none: no key).
+        workers: uvicorn worker processes; metrics are aggregated across them.
+        **options: ``model_file``, ``max_body_bytes``, ``max_batch``, ``log_level``,
+            ``torch_predictor``.
+
+    Example:
+        >>> serve("exports/digits_20261122_054000", port=8080)   # doctest: +SKIP
+    """
+    try:
+        from trainengine.serve._app import run_server
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise _fastapi_missing(exc) from exc
+    run_server(bundle_dir, host=host, port=port, runtime=runtime, api_key_env=api_key_env, workers=workers, **options)  # type: ignore[arg-type]

@@ -1,0 +1,638 @@
+"""HTTP model server for a trainengine export bundle: FastAPI, Prometheus metrics, drift.
+
+This file is also copied into every export bundle as ``server.py``. There it imports the
+runtime from its sibling ``inference.py`` and needs only fastapi, uvicorn, prometheus_client,
+numpy and onnxruntime::
+
+    python server.py                          # serves the bundle it sits in on 127.0.0.1:8080
+    python server.py --port 9000 --api-key-env MODEL_API_KEY --workers 2
+
+Endpoints:
+
+* ``POST /predict`` — body ``{"inputs": [example, ...]}``; answers ``{"predictions": [...],
+  "model": name, "version": version}``. A wrong shape or type is a 422 whose ``detail`` names
+  the field (``inputs[3]: expected shape [64], got [63]``); a body over ``max_body_bytes`` is a
+  413 (checked on Content-Length and on the bytes actually read); bad JSON is a 400.
+* ``GET /health`` — name, version, the bundle's content hash, uptime, runtime; never needs a key.
+* ``GET /metrics`` — Prometheus text: requests by endpoint and status, latency and batch-size
+  histograms, the prediction distribution, and the drift score of the last ``drift_window``
+  inputs against the bundle's reference profile.
+
+With an API key, every endpoint but ``/health`` needs ``X-API-Key: <key>`` or
+``Authorization: Bearer <key>`` (401 otherwise). Parsing, validation and inference run in a
+thread pool, never on the event loop.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request),
+# which are imported inside create_app so that importing this module does not need fastapi.
+import argparse
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+if __package__:  # trainengine.serve._app
+    from trainengine.serve._runtime import (
+        Bundle,
+        BundleError,
+        DriftWindow,
+        InputError,
+        OnnxPredictor,
+        Predictor,
+        load_bundle,
+    )
+else:  # a bundle's server.py: the sibling inference.py is the runtime it was exported with
+    sys.dont_write_bytecode = True  # no __pycache__ inside the bundle's folder
+    try:
+        from inference import Bundle, BundleError, DriftWindow, InputError, OnnxPredictor, Predictor, load_bundle
+    except ImportError:  # server.py copied alone: fall back to an installed trainengine
+        from trainengine.serve._runtime import (  # type: ignore[no-redef]
+            Bundle,
+            BundleError,
+            DriftWindow,
+            InputError,
+            OnnxPredictor,
+            Predictor,
+            load_bundle,
+        )
+
+__all__ = ["create_app", "create_app_from_env", "run_server", "Runtime"]
+
+Runtime = Literal["onnx", "torch"]
+RUNTIMES = ("onnx", "torch")
+ENDPOINTS = ("/predict", "/health", "/metrics")
+ENV_PREFIX = "TRAINENGINE_SERVE_"  # app options handed to uvicorn worker processes
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_VALUE_BUCKETS = (-1000.0, -100.0, -10.0, -3.0, -1.0, -0.3, -0.1, 0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1000.0)
+_PROB_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+_MAX_CLASS_LABELS = 1000  # classes pre-registered as label values (bounded label cardinality)
+
+log = logging.getLogger("trainengine.serve")
+
+
+class _ClientError(Exception):
+    """A request problem answered with a 4xx status and ``{"detail": message}``."""
+
+    def __init__(self, status: int, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.field = field
+
+
+# ----------------------------------------------------------------------------- metrics
+class _Metrics:
+    """The server's Prometheus metrics, on a registry of its own (apps in one process never clash)."""
+
+    def __init__(self, bundle: Bundle, runtime: str, max_batch: int, drift_threshold: float | None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        from prometheus_client import values
+
+        # Multiprocess mode (uvicorn workers): prometheus_client picked file-backed values at import
+        # because PROMETHEUS_MULTIPROC_DIR was set; only then do the files hold this app's numbers.
+        in_files = values.ValueClass is not values.MutexValue
+        self.multiprocess_dir = (os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None) if in_files else None
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "trainengine_serve_requests", "HTTP requests by endpoint and status code.", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "trainengine_serve_request_latency_seconds", "Request latency (seconds) by endpoint.", ["endpoint"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        batch_buckets = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if b < max_batch] + [max_batch]
+        self.batch_size = Histogram(
+            "trainengine_serve_batch_size", "Examples per successful /predict request.", buckets=batch_buckets, registry=r
+        )
+        self.task_type = bundle.task_type
+        self.classes = None
+        self.values = None
+        self.next_token_probability = None
+        if self.task_type in ("classification", "vision"):
+            self.classes = Counter(
+                "trainengine_serve_predicted_class", "Predictions by predicted class.", ["class_id"], registry=r
+            )
+            num_classes = bundle.task.get("num_classes")
+            if isinstance(num_classes, int) and 0 < num_classes <= _MAX_CLASS_LABELS:
+                for c in range(num_classes):  # every class shows, with 0, before its first prediction
+                    self.classes.labels(class_id=str(c))
+        elif self.task_type == "regression":
+            label_hist = (bundle.reference_profile or {}).get("label_histogram") or {}
+            scaling = bundle.manifest.get("target_scaling") or {"mean": 0.0, "std": 1.0}
+            # The profile holds the targets as trained (standardised); predictions are served un-scaled.
+            edges = sorted({float(e) * float(scaling["std"]) + float(scaling["mean"]) for e in label_hist.get("edges") or []})
+            self.values = Histogram(
+                "trainengine_serve_prediction_value",
+                "Predicted values (buckets: the training targets' histogram edges when known).",
+                buckets=edges if len(edges) >= 2 else _VALUE_BUCKETS, registry=r,
+            )
+        else:
+            self.next_token_probability = Histogram(
+                "trainengine_serve_next_token_probability", "Probability of the predicted next token.",
+                buckets=_PROB_BUCKETS, registry=r,
+            )
+        # Workers each see part of the traffic: the scraped drift is the largest live worker's.
+        self.drift_score = Gauge(
+            "trainengine_serve_drift_score",
+            "Jensen-Shannon divergence (base 2, mean over features) of the recent inputs against the "
+            "bundle's reference profile; NaN until the window holds enough examples.",
+            registry=r, multiprocess_mode="livemax",
+        )
+        self.drift_score.set(float("nan"))
+        self.drift_examples = Gauge(
+            "trainengine_serve_drift_window_examples", "Examples in the drift window.", registry=r,
+            multiprocess_mode="livesum",
+        )
+        if drift_threshold is not None:
+            Gauge(
+                "trainengine_serve_drift_threshold", "Drift score above which the inputs count as drifted (monitoring.json).",
+                registry=r, multiprocess_mode="livemax",
+            ).set(drift_threshold)
+        Gauge(
+            "trainengine_serve_model_info", "The served model (value 1).", ["name", "version", "runtime", "artifact_sha256"],
+            registry=r, multiprocess_mode="livemax",
+        ).labels(name=bundle.name, version=bundle.version, runtime=runtime, artifact_sha256=bundle.content_sha256).set(1)
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint=endpoint, status=str(status)).inc()
+        self.latency.labels(endpoint=endpoint).observe(seconds)
+
+    def observe_predictions(self, predictions: list[dict[str, Any]]) -> None:
+        self.batch_size.observe(len(predictions))
+        if self.classes is not None:
+            counts: dict[int, int] = {}
+            for p in predictions:
+                counts[p["class"]] = counts.get(p["class"], 0) + 1
+            for c, n in counts.items():
+                self.classes.labels(class_id=str(c)).inc(n)
+        elif self.values is not None:
+            for p in predictions:
+                for v in p["values"] if "values" in p else (p["value"],):
+                    self.values.observe(v)
+        elif self.next_token_probability is not None:
+            for p in predictions:
+                self.next_token_probability.observe(p["next_token_probability"])
+
+    def render(self) -> bytes:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        # Workers write their values to files in PROMETHEUS_MULTIPROC_DIR; a scrape of any
+        # worker sums (or, for gauges, combines) them all.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+
+class _Drift:
+    """Recomputes the drift gauge from a bounded window, at most every ``interval_s`` or on scrape."""
+
+    def __init__(self, window: DriftWindow | None, metrics: _Metrics, interval_s: float, min_examples: int) -> None:
+        self.window = window
+        self.metrics = metrics
+        self.interval_s = interval_s
+        self.min_examples = min_examples
+        self._lock = threading.Lock()
+        self._seen = -1
+        self._last = float("-inf")
+
+    def add(self, batch: Any) -> None:
+        if self.window is None:
+            return
+        try:
+            self.window.add(batch)
+        except (ValueError, TypeError) as exc:  # a reference profile that does not fit the inputs
+            log.warning("drift monitoring is off: %s", exc)
+            self.window = None
+
+    def due(self) -> bool:
+        w = self.window
+        return w is not None and w.version != self._seen and time.monotonic() - self._last >= self.interval_s
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Recompute when the window changed; ``force`` waits for a refresh already running."""
+        if self.window is None or not self._lock.acquire(blocking=force):
+            return
+        try:
+            version = self.window.version
+            if version == self._seen:
+                return
+            n = self.window.num_examples
+            score = self.window.score() if n >= self.min_examples else None
+            self.metrics.drift_examples.set(n)
+            self.metrics.drift_score.set(float("nan") if score is None else score)
+            self._seen, self._last = version, time.monotonic()
+        except Exception:  # noqa: BLE001 - a broken drift computation must not take the server down
+            log.exception("drift computation failed")
+            self._last = time.monotonic()
+        finally:
+            self._lock.release()
+
+
+# ----------------------------------------------------------------------------- app
+def _header(scope: Mapping[str, Any], name: bytes) -> bytes | None:
+    for key, value in scope.get("headers") or ():
+        if key.lower() == name:
+            return value
+    return None
+
+
+async def _send_json(send: Callable[..., Any], status: int, payload: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps(payload).encode("utf-8")
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Observe:
+    """ASGI middleware: API-key check (all but /health) and request count / latency for every response."""
+
+    def __init__(self, app: Any, metrics: _Metrics, api_key: bytes | None) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.api_key = api_key
+
+    def _authorized(self, scope: Mapping[str, Any], key: bytes) -> bool:
+        given = _header(scope, b"x-api-key")
+        if given is None:
+            auth = _header(scope, b"authorization") or b""
+            scheme, _, token = auth.partition(b" ")
+            given = token.strip() if scheme.lower() == b"bearer" else None
+        # compare_digest: the time taken does not reveal how much of the key matched.
+        return given is not None and hmac.compare_digest(given, key)
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = path if path in ENDPOINTS else "other"  # bounded label values
+        start = time.perf_counter()
+        status = 500  # what the client gets when the app raises before responding
+
+        async def send_observed(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if self.api_key is not None and path != "/health" and not self._authorized(scope, self.api_key):
+                status = 401
+                await _send_json(
+                    send, 401,
+                    {"detail": "missing or wrong API key; send the header 'X-API-Key: <key>' or 'Authorization: Bearer <key>'"},
+                    [(b"www-authenticate", b"Bearer")],
+                )
+                return
+            await self.app(scope, receive, send_observed)
+        finally:
+            self.metrics.observe_request(endpoint, status, time.perf_counter() - start)
+
+
+async def _read_body(request: Any, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes (declared or actually sent) with a 413."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise _ClientError(400, f"Content-Length {declared!r} is not an integer") from None
+        if size > limit:
+            raise _ClientError(413, f"request body of {size} bytes exceeds the limit of {limit} bytes; send fewer examples per request")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:  # a chunked body, or one longer than its Content-Length said
+            raise _ClientError(413, f"request body exceeds the limit of {limit} bytes; send fewer examples per request")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    bundle_dir: str | os.PathLike[str],
+    *,
+    runtime: Runtime = "onnx",
+    api_key: str | None = None,
+    max_body_bytes: int = 1_048_576,
+    max_batch: int = 1024,
+    torch_predictor: Predictor | None = None,
+    model_file: str | None = None,
+    drift_window: int | None = None,
+    drift_interval_s: float = 10.0,
+    drift_min_examples: int = 100,
+) -> Any:
+    """Build the FastAPI app that serves one export bundle.
+
+    Args:
+        bundle_dir: The bundle's folder; every file is verified against its manifest.
+        runtime: ``"onnx"`` (onnxruntime, ``model.onnx``) or ``"torch"`` (``model.safetensors``
+            rebuilt in PyTorch; needs trainengine and torch).
+        api_key: Require this key on every endpoint but ``/health``; ``None`` for none.
+        max_body_bytes: Larger request bodies get a 413.
+        max_batch: More examples per request get a 422.
+        torch_predictor: The predictor for ``runtime="torch"`` (built from the bundle when
+            ``None``); any :class:`Predictor`.
+        model_file: ONNX file for ``runtime="onnx"`` (default ``model.onnx``; ``model.int8.onnx``).
+        drift_window: The drift score covers this many most recent examples (default:
+            ``monitoring.json``'s ``drift_window``, else 2000).
+        drift_interval_s: Recompute the drift score in the background at most this often
+            (a ``/metrics`` scrape recomputes it when new inputs arrived).
+        drift_min_examples: The drift gauge is NaN until the window holds this many examples.
+
+    Returns:
+        A ``fastapi.FastAPI`` application.
+
+    Raises:
+        BundleError: The bundle is missing, incomplete or fails verification.
+        ValueError: An unknown runtime or an out-of-range limit.
+
+    Example:
+        >>> from fastapi.testclient import TestClient             # doctest: +SKIP
+        >>> client = TestClient(create_app("bundle/"))             # doctest: +SKIP
+        >>> client.post("/predict", json={"inputs": [[0.0] * 64]}).json()["predictions"][0]["class"]  # doctest: +SKIP
+        0
+    """
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+
+    problems = []
+    if runtime not in RUNTIMES:
+        problems.append(f"unknown runtime {runtime!r} — available: {', '.join(RUNTIMES)}")
+    for name, value in (("max_body_bytes", max_body_bytes), ("max_batch", max_batch), ("drift_window", drift_window)):
+        if value is None and name == "drift_window":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"{name} must be an integer >= 1, got {value!r}")
+    if api_key is not None and not api_key:
+        problems.append("api_key must be a non-empty string or None")
+    if problems:
+        raise ValueError("cannot create the server: " + "; ".join(problems))
+
+    if runtime == "onnx":
+        predictor: Predictor = OnnxPredictor(bundle_dir, model_file)
+    elif torch_predictor is not None:
+        predictor = torch_predictor
+    else:
+        try:
+            from trainengine.serve._torch import TorchPredictor
+        except ImportError as exc:
+            raise ValueError(
+                f"runtime 'torch' needs trainengine and torch ({exc}); the standalone server runs runtime 'onnx'"
+            ) from exc
+        predictor = TorchPredictor(bundle_dir)
+    bundle = predictor.bundle
+    threshold = bundle.monitoring.get("drift_threshold")
+    metrics = _Metrics(bundle, runtime, max_batch, float(threshold) if isinstance(threshold, (int, float)) else None)
+    window = None
+    if bundle.reference_profile is not None:
+        try:
+            size = drift_window or bundle.monitoring.get("drift_window") or 2000
+            window = DriftWindow(bundle.reference_profile, max_examples=int(size))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("drift monitoring is off: the bundle's reference_profile.json cannot be read (%s)", exc)
+    drift = _Drift(window, metrics, drift_interval_s, drift_min_examples)
+    started = time.monotonic()
+    key = api_key.encode("utf-8") if api_key is not None else None
+
+    @asynccontextmanager
+    async def lifespan(_app: Any):  # noqa: ANN202
+        yield
+        if metrics.multiprocess_dir is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), metrics.multiprocess_dir)  # drop this worker's live gauges
+
+    app = FastAPI(
+        title=f"{bundle.name} ({bundle.version})",
+        description="trainengine model server",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.predictor = predictor
+    app.state.metrics = metrics
+    app.state.drift = drift
+
+    def handle_predict(body: bytes) -> bytes:
+        # Runs in the thread pool: JSON parsing and validation scale with the body, inference with the batch.
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise _ClientError(400, f"request body is not valid JSON: {str(exc)[:200]}") from None
+        if not isinstance(payload, dict) or "inputs" not in payload:
+            got = "an object without it" if isinstance(payload, dict) else f"a JSON {type(payload).__name__}"
+            raise _ClientError(422, f"inputs: missing; send {{\"inputs\": [example, ...]}}, got {got}", "inputs")
+        try:
+            batch = predictor.preprocess(payload["inputs"], max_batch=max_batch)
+            predictions = predictor.predict_array(batch)
+        except InputError as exc:
+            raise _ClientError(422, str(exc), exc.field) from None
+        metrics.observe_predictions(predictions)
+        drift.add(batch)
+        response = {"predictions": predictions, "model": bundle.name, "version": bundle.version}
+        return json.dumps(response, allow_nan=False).encode("utf-8")
+
+    def error_response(exc: _ClientError) -> Any:
+        content: dict[str, Any] = {"detail": exc.detail}
+        if exc.field is not None:
+            content["field"] = exc.field
+        return JSONResponse(content, status_code=exc.status)
+
+    @app.post("/predict")
+    async def predict(request: Request):  # noqa: ANN202 - returns a Response
+        try:
+            body = await _read_body(request, max_body_bytes)
+            content = await run_in_threadpool(handle_predict, body)
+        except _ClientError as exc:
+            return error_response(exc)
+        if drift.due():
+            # Off the request path: the response does not wait for the O(window) recomputation.
+            asyncio.get_running_loop().run_in_executor(None, drift.refresh)
+        return Response(content, media_type="application/json")
+
+    @app.get("/health")
+    async def health():  # noqa: ANN202 - a plain JSON dict
+        return {
+            "status": "ok",
+            "name": bundle.name,
+            "version": bundle.version,
+            "artifact_sha256": bundle.content_sha256,
+            "runtime": runtime,
+            "task_type": bundle.task_type,
+            "uptime_s": round(time.monotonic() - started, 3),
+        }
+
+    @app.get("/metrics")
+    async def metrics_endpoint():  # noqa: ANN202 - returns a Response
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        def render() -> bytes:
+            drift.refresh(force=True)
+            return metrics.render()
+
+        return Response(await run_in_threadpool(render), media_type=CONTENT_TYPE_LATEST)
+
+    # Counts every response (401, 404, 413, 422, 500) and checks the key before any body is read.
+    app.add_middleware(_Observe, metrics=metrics, api_key=key)
+    return app
+
+
+# ----------------------------------------------------------------------------- running
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(ENV_PREFIX + name)
+    return default if raw in (None, "") else int(raw)
+
+
+def create_app_from_env() -> Any:
+    """App factory for uvicorn worker processes: options come from ``TRAINENGINE_SERVE_*`` variables.
+
+    ``BUNDLE`` (required), ``RUNTIME``, ``MODEL_FILE``, ``MAX_BODY_BYTES``, ``MAX_BATCH`` and
+    ``API_KEY_ENV`` (the name of the variable that holds the key).
+    """
+    bundle = os.environ.get(ENV_PREFIX + "BUNDLE")
+    if not bundle:
+        raise RuntimeError(f"{ENV_PREFIX}BUNDLE is not set; start the server with `trainengine serve` or server.py")
+    key_env = os.environ.get(ENV_PREFIX + "API_KEY_ENV")
+    return create_app(
+        bundle,
+        runtime=os.environ.get(ENV_PREFIX + "RUNTIME", "onnx"),  # type: ignore[arg-type]
+        api_key=os.environ.get(key_env) if key_env else None,
+        model_file=os.environ.get(ENV_PREFIX + "MODEL_FILE") or None,
+        max_body_bytes=_env_int("MAX_BODY_BYTES", 1_048_576),
+        max_batch=_env_int("MAX_BATCH", 1024),
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def run_server(
+    bundle_dir: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    runtime: Runtime = "onnx",
+    api_key_env: str | None = None,
+    workers: int = 1,
+    model_file: str | None = None,
+    max_body_bytes: int = 1_048_576,
+    max_batch: int = 1024,
+    log_level: str = "info",
+    torch_predictor: Predictor | None = None,
+) -> None:
+    """Serve a bundle with uvicorn until interrupted (blocks).
+
+    With ``workers > 1``, uvicorn starts that many processes, each building the app through
+    :func:`create_app_from_env`; their metrics are aggregated through ``PROMETHEUS_MULTIPROC_DIR``
+    (a temporary folder unless already set). The key, if any, is read from the environment
+    variable ``api_key_env`` in every process, never passed on a command line.
+
+    Raises:
+        ValueError: ``api_key_env`` names an unset or empty variable, or ``workers < 1``.
+        BundleError: The bundle cannot be loaded.
+    """
+    import uvicorn
+
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise ValueError(f"the API key variable {api_key_env} is unset or empty; export {api_key_env}=<key> first")
+    if not is_loopback(host) and api_key is None:
+        print(
+            f"warning: serving on {host} without an API key — anyone who can reach port {port} can query "
+            "the model; set one with --api-key-env VAR",
+            file=sys.stderr,
+        )
+    if workers == 1:
+        app = create_app(
+            bundle_dir, runtime=runtime, api_key=api_key, model_file=model_file, max_body_bytes=max_body_bytes,
+            max_batch=max_batch, torch_predictor=torch_predictor,
+        )
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        return
+    load_bundle(bundle_dir)  # fail here, once, rather than in every worker
+    options = {
+        "BUNDLE": str(Path(bundle_dir).resolve()),
+        "RUNTIME": runtime,
+        "MODEL_FILE": model_file or "",
+        "MAX_BODY_BYTES": str(max_body_bytes),
+        "MAX_BATCH": str(max_batch),
+        "API_KEY_ENV": api_key_env or "",
+    }
+    saved = {k: os.environ.get(k) for k in [ENV_PREFIX + k for k in options] + ["PROMETHEUS_MULTIPROC_DIR"]}
+    os.environ.update({ENV_PREFIX + k: v for k, v in options.items()})
+    own_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = tempfile.mkdtemp(prefix="trainengine-serve-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    if __package__:
+        target, app_dir = "trainengine.serve._app:create_app_from_env", "."
+    else:  # server.py: workers import it by file name from its folder
+        target, app_dir = f"{Path(__file__).stem}:create_app_from_env", str(Path(__file__).resolve().parent)
+    try:
+        uvicorn.run(target, factory=True, host=host, port=port, workers=workers, log_level=log_level, app_dir=app_dir)
+    finally:
+        for name, value in saved.items():  # the caller's environment as it was
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python server.py [--bundle DIR] [--host H] [--port P] [--api-key-env VAR] [--workers N] [--model FILE]``."""
+    parser = argparse.ArgumentParser(description="Serve a trainengine export bundle over HTTP (ONNX Runtime).")
+    parser.add_argument("--bundle", default=str(Path(__file__).resolve().parent), help="bundle folder (default: this script's folder)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--model", default=None, help="ONNX file of the bundle (default model.onnx)")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    try:
+        run_server(
+            args.bundle, host=args.host, port=args.port, api_key_env=args.api_key_env, workers=args.workers,
+            model_file=args.model, log_level=args.log_level,
+        )
+    except (BundleError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,976 @@
+"""Standalone inference runtime for a trainengine export bundle: numpy and onnxruntime only.
+
+This file is copied verbatim into every export bundle as ``inference.py``, so it imports nothing
+from ``trainengine`` (only the standard library, numpy, and onnxruntime lazily). It is also the
+runtime that ``trainengine serve`` and the bundle's ``server.py`` use, so a bundle answers the
+same way wherever it runs.
+
+As a script, from the bundle's folder::
+
+    python inference.py --input examples.json            # {"inputs": [...]} or a bare list
+    python inference.py --input x.json --model model.int8.onnx --bundle /path/to/bundle
+
+prints ``{"predictions": [...], "model": name, "version": version}`` as JSON; a bad input or a
+damaged bundle prints one line on standard error and exits with code 2.
+
+What it does:
+
+* **Verifies the bundle.** Every file listed in ``manifest.json["files"]`` is hashed (SHA-256)
+  and compared before anything is loaded; a missing or modified file raises :class:`BundleError`.
+* **Validates inputs.** :func:`preprocess` turns JSON examples into the model's input array and
+  raises :class:`InputError` naming the offending field (``inputs[3]: expected shape [64], got
+  [63]``) for a wrong shape or type, a non-finite number or an empty batch.
+* **Formats predictions** as the export contract says (:func:`postprocess`): classification
+  ``{"class", "probabilities"}``, regression ``{"value"}`` / ``{"values"}``, language modeling
+  ``{"next_token", "next_token_probability", "completion"}`` (greedy, 16 new tokens).
+* **Measures drift** of recent inputs against the bundle's ``reference_profile.json`` with the
+  same Jensen–Shannon divergence as ``trainengine.monitoring.compare_profiles``
+  (:func:`drift_score`, :class:`DriftWindow`).
+
+Example:
+    >>> import numpy as np
+    >>> task = {"task_type": "classification", "num_classes": 3}
+    >>> postprocess(np.array([[0.0, 0.0, 1.0]]), task)[0]["class"]
+    2
+    >>> manifest = {"input": {"name": "input", "dtype": "float32", "shape": [None, 2]}}
+    >>> preprocess([[1, 2.5]], manifest, task).dtype
+    dtype('float32')
+    >>> preprocess([[1, "a"]], manifest, task)
+    Traceback (most recent call last):
+    ...
+    InputError: inputs[0][1]: not a number, got str 'a'
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "BundleError",
+    "InputError",
+    "Bundle",
+    "load_bundle",
+    "verify_bundle",
+    "bundle_content_sha256",
+    "preprocess",
+    "postprocess",
+    "model_input",
+    "Predictor",
+    "OnnxPredictor",
+    "drift_divergences",
+    "drift_score",
+    "DriftWindow",
+    "main",
+]
+
+FORMAT_VERSION = 1  # newest manifest format this runtime reads
+MAX_NEW_TOKENS = 16  # greedy completion length of language-model predictions (the contract's)
+PAD = -1  # token padding in preprocessed batches; never a valid id, replaced by 0 for the model
+_MAX_PADDED_TOKENS = 4_000_000  # B * T bound of a padded token batch (32 MB of int64)
+_NUMBER_TYPES = frozenset({int, float})  # bool is a subclass of int but not a number here
+
+
+# ----------------------------------------------------------------------------- errors
+class BundleError(Exception):
+    """The bundle cannot be used: a file is missing, damaged or modified, or the manifest is bad."""
+
+
+class InputError(ValueError):
+    """A request's inputs do not fit the model; the message starts with the offending field.
+
+    Attributes:
+        field: The field path, e.g. ``"inputs[3]"`` or ``"inputs[0][2]"``.
+
+    Example:
+        >>> str(InputError("inputs[3]", "expected shape [64], got [63]"))
+        'inputs[3]: expected shape [64], got [63]'
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+# ----------------------------------------------------------------------------- bundle
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{what} not found at {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{what} at {path} is not valid JSON: {exc}") from None
+
+
+def _expected_digest(entry: Any) -> str | None:
+    # The contract writes "<sha256>"; {"sha256": ...} is accepted too.
+    if isinstance(entry, str):
+        return entry.lower()
+    if isinstance(entry, Mapping) and isinstance(entry.get("sha256"), str):
+        return entry["sha256"].lower()
+    return None
+
+
+def verify_bundle(bundle_dir: str | Path, manifest: Mapping[str, Any]) -> None:
+    """Check every file of ``manifest["files"]`` against its SHA-256 on disk.
+
+    Args:
+        bundle_dir: The bundle's folder.
+        manifest: Its parsed ``manifest.json``.
+
+    Raises:
+        BundleError: A file is missing, modified, or named outside the bundle; the message
+            lists every offending file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "a.txt").write_text("x")
+        >>> verify_bundle(d, {"files": {"a.txt": "0" * 64}})
+        Traceback (most recent call last):
+        ...
+        BundleError: bundle ... failed verification: a.txt: sha256 ... differs from the manifest's 000000000000…; ...
+    """
+    root = Path(bundle_dir)
+    files = manifest.get("files")
+    if not isinstance(files, Mapping) or not files:
+        raise BundleError(
+            f"manifest.json of {root} lists no files (\"files\": {{name: sha256}}); the bundle is "
+            "incomplete or not an export bundle — re-export it"
+        )
+    problems: list[str] = []
+    resolved_root = root.resolve()
+    for rel, entry in sorted(files.items()):
+        expected = _expected_digest(entry)
+        path = (root / str(rel)).resolve()
+        if Path(str(rel)).is_absolute() or resolved_root not in path.parents:
+            problems.append(f"{rel!r}: not a path inside the bundle")
+        elif expected is None:
+            problems.append(f"{rel}: the manifest has no sha256 for it")
+        elif not path.is_file():
+            problems.append(f"{rel}: missing")
+        else:
+            actual = _sha256(path)
+            if actual != expected:
+                problems.append(f"{rel}: sha256 {actual[:12]}… differs from the manifest's {expected[:12]}…")
+    if problems:
+        raise BundleError(
+            f"bundle {root} failed verification: {'; '.join(problems)}; the files were modified or "
+            "damaged after export — re-export the bundle or restore the original files"
+        )
+
+
+def bundle_content_sha256(manifest: Mapping[str, Any]) -> str:
+    """The bundle's content hash: SHA-256 of the sorted lines ``"<relpath>\\t<sha256>\\n"``.
+
+    Computed from ``manifest["files"]`` (every file but manifest.json), which
+    :func:`verify_bundle` has checked against the disk; this is what the model registry stores
+    as a bundle's ``artifact_sha256``.
+
+    Example:
+        >>> len(bundle_content_sha256({"files": {"model.onnx": "ab" * 32}}))
+        64
+    """
+    files = manifest.get("files") or {}
+    lines = sorted(f"{rel}\t{_expected_digest(entry)}\n" for rel, entry in files.items())
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A loaded (and verified) export bundle.
+
+    Attributes:
+        path: The bundle's folder.
+        manifest: ``manifest.json``.
+        task: ``task_spec.json`` (a ``TaskSpec.to_dict()``).
+        name: The model's name (``manifest["name"]``).
+        version: ``manifest["version"]``, or ``"unversioned"``.
+        content_sha256: :func:`bundle_content_sha256` of the manifest.
+        reference_profile: ``reference_profile.json`` when the bundle has one, else ``None``.
+        monitoring: ``monitoring.json`` (thresholds), or ``{}``.
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+    task: dict[str, Any]
+    name: str
+    version: str
+    content_sha256: str
+    reference_profile: dict[str, Any] | None = None
+    monitoring: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_type(self) -> str:
+        """``task_spec.json["task_type"]`` (``manifest["task_type"]`` as a fallback)."""
+        return str(self.task.get("task_type") or self.manifest.get("task_type") or "classification")
+
+    @property
+    def max_seq_len(self) -> int | None:
+        """Context length of a token model (from the model spec), else ``None``."""
+        return _max_seq_len(self.manifest)
+
+
+def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
+    """Read a bundle's manifest, task spec, reference profile and thresholds.
+
+    Args:
+        bundle_dir: The bundle's folder (the one holding ``manifest.json``).
+        verify: Check every file's SHA-256 against the manifest first (:func:`verify_bundle`).
+
+    Raises:
+        BundleError: No bundle there, a newer format, or a file that fails verification.
+
+    Example:
+        >>> load_bundle("/nonexistent")
+        Traceback (most recent call last):
+        ...
+        BundleError: no export bundle at /nonexistent: manifest.json not found ...
+    """
+    root = Path(bundle_dir)
+    if not (root / "manifest.json").is_file():
+        hint = "it is still being written or the export failed" if root.is_dir() else "the folder does not exist"
+        raise BundleError(
+            f"no export bundle at {root}: manifest.json not found ({hint}); pass the folder that "
+            "`trainengine export` created"
+        )
+    manifest = _read_json(root / "manifest.json", "manifest.json")
+    if not isinstance(manifest, dict):
+        raise BundleError(f"manifest.json of {root} is not a JSON object")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1 or version > FORMAT_VERSION:
+        raise BundleError(
+            f"bundle {root} has format_version {version!r}; this runtime reads format_version "
+            f"{FORMAT_VERSION} — update trainengine or re-export the bundle"
+        )
+    if verify:
+        verify_bundle(root, manifest)
+    listed = set(manifest.get("files") or {})
+    task = _read_json(root / "task_spec.json", "task_spec.json") if "task_spec.json" in listed else {}
+    if not isinstance(task, dict):
+        raise BundleError(f"task_spec.json of {root} is not a JSON object")
+    if not task and manifest.get("task_type"):
+        task = {"task_type": manifest["task_type"]}
+    reference = None
+    if "reference_profile.json" in listed:
+        reference = _read_json(root / "reference_profile.json", "reference_profile.json")
+    monitoring = _read_json(root / "monitoring.json", "monitoring.json") if "monitoring.json" in listed else {}
+    return Bundle(
+        path=root,
+        manifest=manifest,
+        task=task,
+        name=str(manifest.get("name") or root.name),
+        version=str(manifest.get("version") or "unversioned"),
+        content_sha256=bundle_content_sha256(manifest),
+        reference_profile=reference if isinstance(reference, dict) else None,
+        monitoring=monitoring if isinstance(monitoring, dict) else {},
+    )
+
+
+def _model_kwargs(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = manifest.get("model_spec")
+    if isinstance(spec, Mapping) and isinstance(spec.get("kwargs"), Mapping):
+        return spec["kwargs"]
+    return {}
+
+
+def _max_seq_len(manifest: Mapping[str, Any]) -> int | None:
+    for value in ((manifest.get("input") or {}).get("max_sequence_length"), _model_kwargs(manifest).get("max_seq_len")):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _vocab_size(manifest: Mapping[str, Any], task: Mapping[str, Any]) -> int | None:
+    shape = (manifest.get("output") or {}).get("shape") or []
+    candidates = (task.get("num_classes"), shape[-1] if shape else None, _model_kwargs(manifest).get("vocab_size"))
+    for value in candidates:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+# ----------------------------------------------------------------------------- inputs
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return f"shape {_shape_of(value)}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 20 else value[:17] + "..."
+        return f"str {shown!r}"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"bool {str(value).lower()}"
+    if isinstance(value, dict):
+        return "an object"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _shape_of(value: Any) -> list[int]:
+    shape: list[int] = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+def _check_numbers(value: Any, shape: Sequence[int], path: str, integer: bool) -> None:
+    """Raise InputError at the first place ``value`` is not nested lists of numbers of ``shape``."""
+    if not shape:
+        if integer:
+            if type(value) is not int:
+                raise InputError(path, f"not an integer, got {_describe(value)}")
+        elif type(value) not in _NUMBER_TYPES:
+            raise InputError(path, f"not a number, got {_describe(value)}")
+        return
+    if not isinstance(value, list) or len(value) != shape[0]:
+        got = _describe(value) if not isinstance(value, list) else f"{_shape_of(value)}"
+        raise InputError(path, f"expected shape {list(shape)}, got {got}")
+    if len(shape) == 1:
+        allowed = {int} if integer else _NUMBER_TYPES
+        # Fast path: one set of the row's types (a few µs for 64 values) instead of a check per value.
+        if set(map(type, value)) <= allowed:
+            return
+    for j, item in enumerate(value):
+        _check_numbers(item, shape[1:], f"{path}[{j}]", integer)
+
+
+def _index_path(index: Sequence[int]) -> str:
+    return "inputs" + "".join(f"[{int(i)}]" for i in index)
+
+
+def _preprocess_features(inputs: list[Any], manifest: Mapping[str, Any], dtype: np.dtype) -> np.ndarray:
+    declared = (manifest.get("input") or {}).get("shape") or [None]
+    shape = list(declared[1:])
+    if any(d is None for d in shape):
+        # A dynamic non-batch axis: every example must share the first example's shape.
+        first = _shape_of(inputs[0])
+        if len(first) != len(shape):
+            raise InputError("inputs[0]", f"expected {len(shape)} dimension(s) {shape}, got shape {first}")
+        shape = [f if d is None else d for d, f in zip(shape, first)]
+    integer = dtype.kind in "iu"
+    for i, example in enumerate(inputs):
+        _check_numbers(example, shape, f"inputs[{i}]", integer)
+    try:
+        wide = np.asarray(inputs, dtype=np.int64 if integer else np.float64)
+    except OverflowError:
+        for i, example in enumerate(inputs):
+            try:
+                np.asarray(example, dtype=np.int64 if integer else np.float64)
+            except OverflowError:
+                raise InputError(f"inputs[{i}]", f"a number is out of range for {dtype.name}") from None
+        raise  # pragma: no cover - the loop above finds the example
+    if integer:
+        info = np.iinfo(dtype)
+        bad = (wide < info.min) | (wide > info.max)
+        if bad.any():
+            idx = np.argwhere(bad)[0]
+            raise InputError(_index_path(idx), f"{int(wide[tuple(idx)])} is out of range for {dtype.name}")
+        return wide.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = wide.astype(dtype)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        idx = tuple(np.argwhere(~finite)[0])
+        original = float(wide[idx])
+        problem = (
+            f"not finite ({original})" if not math.isfinite(original) else f"{original!r} is out of range for {dtype.name}"
+        )
+        raise InputError(_index_path(idx), problem)
+    return arr
+
+
+def _preprocess_tokens(
+    inputs: list[Any], manifest: Mapping[str, Any], task: Mapping[str, Any], dtype: np.dtype
+) -> np.ndarray:
+    vocab = _vocab_size(manifest, task)
+    max_len = _max_seq_len(manifest)
+    rows: list[np.ndarray] = []
+    for i, example in enumerate(inputs):
+        path = f"inputs[{i}]"
+        if isinstance(example, str):
+            ids = np.frombuffer(example.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+            if ids.size == 0:
+                raise InputError(path, "empty text; send at least one character")
+            if vocab is not None and ids.size and int(ids.max()) >= vocab:
+                raise InputError(path, f"the text's UTF-8 bytes go up to {int(ids.max())}, outside the vocabulary of {vocab} tokens")
+        elif isinstance(example, list):
+            if not example:
+                raise InputError(path, "empty token list; send at least one token id")
+            if not set(map(type, example)) <= {int}:
+                j = next(j for j, t in enumerate(example) if type(t) is not int)
+                raise InputError(f"{path}[{j}]", f"not a token id (an integer), got {_describe(example[j])}")
+            try:
+                ids = np.asarray(example, dtype=np.int64)
+            except OverflowError:
+                j = next(j for j, t in enumerate(example) if not -(2**63) <= t < 2**63)
+                raise InputError(f"{path}[{j}]", f"token id {example[j]} is out of range") from None
+            bad = (ids < 0) | (ids >= vocab) if vocab is not None else ids < 0
+            if bad.any():
+                j = int(np.argmax(bad))
+                limit = f"[0, {vocab})" if vocab is not None else ">= 0"
+                raise InputError(f"{path}[{j}]", f"token id {int(ids[j])} is out of range {limit}")
+        else:
+            raise InputError(path, f"expected a string or a list of token ids, got {_describe(example)}")
+        # The model only ever sees its last max_seq_len tokens (as GPT.generate crops).
+        rows.append(ids[-max_len:] if max_len is not None else ids)
+    width = max(r.size for r in rows)
+    if width * len(rows) > _MAX_PADDED_TOKENS:
+        raise InputError("inputs", f"{len(rows)} sequences padded to {width} tokens is too large; send shorter or fewer sequences")
+    batch = np.full((len(rows), width), PAD, dtype=np.int64)
+    for i, r in enumerate(rows):
+        batch[i, : r.size] = r  # right padding: causal attention never looks at later positions
+    return batch.astype(dtype, copy=False)
+
+
+def preprocess(
+    inputs: Any,
+    manifest: Mapping[str, Any],
+    task: Mapping[str, Any],
+    *,
+    max_batch: int | None = None,
+) -> np.ndarray:
+    """Validate JSON examples and stack them into the model's input array.
+
+    Feature/image inputs become ``(B, *shape)`` of the manifest's dtype. Token inputs
+    (``language_modeling``) may be strings (UTF-8 bytes are the token ids) or lists of token
+    ids; they become ``(B, T)`` int64, right-padded with ``PAD`` (-1) and cropped to the
+    model's last ``max_seq_len`` tokens.
+
+    Args:
+        inputs: The request's ``"inputs"``: a non-empty list of examples.
+        manifest: The bundle's manifest (``input.dtype`` and ``input.shape``).
+        task: The bundle's task spec dict (``task_type``).
+        max_batch: Refuse more examples than this.
+
+    Returns:
+        The batch as a numpy array.
+
+    Raises:
+        InputError: Naming the first offending field: not a list, an empty batch, too many
+            examples, a wrong shape, a non-number, NaN/Inf or out-of-range value.
+
+    Example:
+        >>> m = {"input": {"dtype": "float32", "shape": [None, 3]}}
+        >>> preprocess([[1, 2]], m, {"task_type": "regression"})
+        Traceback (most recent call last):
+        ...
+        InputError: inputs[0]: expected shape [3], got [2]
+    """
+    if not isinstance(inputs, list):
+        raise InputError("inputs", f"expected a list of examples, got {_describe(inputs)}")
+    if not inputs:
+        raise InputError("inputs", "empty batch; send at least one example")
+    if max_batch is not None and len(inputs) > max_batch:
+        raise InputError("inputs", f"{len(inputs)} examples exceed the batch limit of {max_batch}; split the request")
+    spec = manifest.get("input") or {}
+    try:
+        dtype = np.dtype(spec.get("dtype") or "float32")
+    except TypeError as exc:
+        raise BundleError(f"manifest input dtype {spec.get('dtype')!r} is not a numpy dtype") from exc
+    task_type = task.get("task_type") or manifest.get("task_type")
+    if task_type == "language_modeling":
+        return _preprocess_tokens(inputs, manifest, task, dtype)
+    return _preprocess_features(inputs, manifest, dtype)
+
+
+# ----------------------------------------------------------------------------- outputs
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis in float64, shifted by the max so exp never overflows."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _check_finite_rows(values: np.ndarray) -> None:
+    finite = np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise InputError(
+            f"inputs[{i}]",
+            "the model's output is not finite for this example; its values are probably far "
+            "outside the range the model was trained on",
+        )
+
+
+def _decode(ids: Sequence[int]) -> str:
+    # Byte-level vocabulary: ids 0..255 are bytes; any larger id has no byte and shows as U+FFFD.
+    out, chunk = [], bytearray()
+    for t in ids:
+        if 0 <= t < 256:
+            chunk.append(t)
+        else:
+            out.append(chunk.decode("utf-8", errors="replace") + "\ufffd")
+            chunk = bytearray()
+    out.append(chunk.decode("utf-8", errors="replace"))
+    return "".join(out)
+
+
+def model_input(tokens: np.ndarray) -> np.ndarray:
+    """A ``PAD``-padded token batch as the model takes it: padding becomes token 0.
+
+    Padding sits after each row's tokens and attention is causal, so no real position ever
+    attends to it: the logits of real positions are those of the unpadded row.
+    """
+    return np.where(tokens == PAD, 0, tokens) if tokens.dtype.kind in "iu" else tokens
+
+
+def _pad(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    batch = np.full((len(rows), int(lengths.max())), PAD, dtype=np.int64)
+    for i, r in enumerate(rows):
+        batch[i, : len(r)] = r
+    return batch, lengths
+
+
+def _complete(
+    tokens: np.ndarray,
+    logits: np.ndarray,
+    forward: Callable[[np.ndarray], np.ndarray],
+    max_new_tokens: int,
+    max_seq_len: int | None,
+) -> list[dict[str, Any]]:
+    prompts = [row[row != PAD].tolist() for row in tokens]
+    lengths = np.array([len(p) for p in prompts])
+    rows = np.arange(len(prompts))
+    last = logits[rows, lengths - 1]  # (B, V): the logits after each prompt's last real token
+    _check_finite_rows(last)
+    probs = _softmax(last)
+    first = probs.argmax(axis=-1)  # (B,)
+    generated = [[int(t)] if max_new_tokens > 0 else [] for t in first]
+    for _ in range(max_new_tokens - 1):
+        contexts = [(p + g)[-max_seq_len:] if max_seq_len else p + g for p, g in zip(prompts, generated)]
+        batch, lens = _pad(contexts)
+        out = forward(model_input(batch))  # (B, T, V)
+        step = out[rows, lens - 1]  # (B, V)
+        _check_finite_rows(step)
+        for g, t in zip(generated, step.argmax(axis=-1)):
+            g.append(int(t))
+    return [
+        {
+            "next_token": int(first[i]),
+            "next_token_probability": float(probs[i, first[i]]),
+            "completion": _decode(generated[i]),
+        }
+        for i in range(len(prompts))
+    ]
+
+
+def postprocess(
+    logits: np.ndarray,
+    task: Mapping[str, Any],
+    *,
+    tokens: np.ndarray | None = None,
+    forward: Callable[[np.ndarray], np.ndarray] | None = None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    max_seq_len: int | None = None,
+    target_scaling: Mapping[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """Turn model outputs into the contract's predictions, one dict per example.
+
+    Args:
+        logits: Model output: ``(B, C)`` for classification, ``(B,)``/``(B, K)`` for
+            regression, ``(B, T, V)`` for language modeling.
+        task: The task spec dict (``task_type``).
+        tokens: Language modeling: the preprocessed ``(B, T)`` prompts (``PAD``-padded).
+        forward: Language modeling: runs the model on a ``(B, T)`` batch of token ids (padding
+            already replaced, see :func:`model_input`), for the greedy completion of
+            ``max_new_tokens`` tokens.
+        max_new_tokens: Completion length.
+        max_seq_len: Crop each context to its last this many tokens (the model's context).
+        target_scaling: Regression: ``{"mean", "std"}`` the targets were standardised with in
+            training (the manifest's ``target_scaling``); predictions are ``output * std + mean``.
+
+    Returns:
+        classification/vision ``{"class", "probabilities"}``; regression ``{"value"}`` (one
+        output) or ``{"values"}``; language modeling ``{"next_token",
+        "next_token_probability", "completion"}``.
+
+    Raises:
+        InputError: The model's output for an example is not finite (inputs far out of range).
+
+    Example:
+        >>> postprocess(np.array([[1.5], [-2.0]]), {"task_type": "regression"})
+        [{'value': 1.5}, {'value': -2.0}]
+    """
+    out = np.asarray(logits)
+    task_type = task.get("task_type", "classification")
+    if task_type == "language_modeling":
+        if tokens is None or forward is None:
+            raise ValueError("language-model postprocessing needs the prompt tokens and a forward function")
+        return _complete(tokens, out, forward, max_new_tokens, max_seq_len)
+    _check_finite_rows(out)
+    if task_type == "regression":
+        flat = out.reshape(out.shape[0], -1).astype(np.float64)
+        if target_scaling:
+            flat = flat * float(target_scaling["std"]) + float(target_scaling["mean"])
+        if flat.shape[1] == 1:
+            return [{"value": float(v)} for v in flat[:, 0]]
+        return [{"values": row.tolist()} for row in flat]
+    probs = _softmax(out.reshape(out.shape[0], -1))  # (B, C)
+    classes = probs.argmax(axis=-1)
+    return [{"class": int(c), "probabilities": p.tolist()} for c, p in zip(classes, probs)]
+
+
+# ----------------------------------------------------------------------------- predictors
+class Predictor:
+    """Preprocess -> model -> postprocess for one bundle; subclasses supply :meth:`forward`.
+
+    :class:`OnnxPredictor` runs ``model.onnx`` with onnxruntime; ``trainengine`` adds a torch
+    predictor. Both share this class's input checks and output formatting, so they answer alike.
+
+    Args:
+        bundle: A loaded bundle (:func:`load_bundle`).
+        max_new_tokens: Completion length of language-model predictions.
+    """
+
+    runtime = "base"
+
+    def __init__(self, bundle: Bundle, *, max_new_tokens: int = MAX_NEW_TOKENS) -> None:
+        self.bundle = bundle
+        self.max_new_tokens = max_new_tokens
+        self._tokens = bundle.task_type == "language_modeling"
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.bundle.manifest
+
+    @property
+    def task(self) -> dict[str, Any]:
+        return self.bundle.task
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Run the model on a model-ready batch (token padding already replaced); subclasses implement."""
+        raise NotImplementedError
+
+    def preprocess(self, inputs: Any, *, max_batch: int | None = None) -> np.ndarray:
+        """:func:`preprocess` with this bundle's manifest and task."""
+        return preprocess(inputs, self.manifest, self.task, max_batch=max_batch)
+
+    def predict_array(self, x: np.ndarray) -> list[dict[str, Any]]:
+        """Predictions for a preprocessed batch."""
+        logits = self.forward(model_input(x) if self._tokens else x)
+        return postprocess(
+            logits,
+            self.task,
+            tokens=x if self._tokens else None,
+            forward=self.forward,
+            max_new_tokens=self.max_new_tokens,
+            max_seq_len=self.bundle.max_seq_len,
+            target_scaling=self.manifest.get("target_scaling"),
+        )
+
+    def predict(self, inputs: Any) -> list[dict[str, Any]]:
+        """Predictions for a list of JSON examples.
+
+        Raises:
+            InputError: An example does not fit the model (the message names the field).
+        """
+        return self.predict_array(self.preprocess(inputs))
+
+
+class OnnxPredictor(Predictor):
+    """Predictions from a bundle's ONNX model with onnxruntime (CPU).
+
+    Args:
+        bundle_dir: The bundle's folder; every file is verified against the manifest first.
+        model_file: ``model.onnx`` (default: the manifest's ``formats.onnx.file``) or
+            ``model.int8.onnx``; must be a file of the bundle.
+        num_threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+        max_new_tokens: Completion length of language-model predictions.
+
+    Raises:
+        BundleError: The bundle fails verification or has no such model file.
+
+    Example:
+        >>> predictor = OnnxPredictor("bundle/")                    # doctest: +SKIP
+        >>> predictor.predict([[0.0] * 64])[0]["class"]             # doctest: +SKIP
+        3
+    """
+
+    runtime = "onnx"
+
+    def __init__(
+        self,
+        bundle_dir: str | Path,
+        model_file: str | None = None,
+        *,
+        num_threads: int | None = None,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+    ) -> None:
+        super().__init__(load_bundle(bundle_dir), max_new_tokens=max_new_tokens)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BundleError("OnnxPredictor needs onnxruntime: pip install onnxruntime") from None
+        listed = sorted(self.manifest.get("files") or {})
+        default = ((self.manifest.get("formats") or {}).get("onnx") or {}).get("file", "model.onnx")
+        self.model_file = model_file or default
+        onnx_files = ", ".join(f for f in listed if f.endswith(".onnx")) or "none (export with the onnx format)"
+        if self.model_file not in listed or not self.model_file.endswith(".onnx"):
+            raise BundleError(
+                f"model file {self.model_file!r} is not an ONNX model of the bundle {self.bundle.path} — "
+                f"available: {onnx_files}"
+            )
+        options = ort.SessionOptions()
+        if num_threads is not None:
+            options.intra_op_num_threads = num_threads
+        # onnxruntime's workers spin-wait between calls by default; in a server whose cores also run
+        # the HTTP stack, that burns them (measured: batch-32 requests/s +40% without it, 2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(
+                str(self.bundle.path / self.model_file), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise BundleError(f"onnxruntime cannot load {self.model_file} of {self.bundle.path}: {exc}") from exc
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Run the ONNX model (thread-safe: one session serves concurrent calls)."""
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+
+# ----------------------------------------------------------------------------- drift
+def _js_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen–Shannon divergence, base 2 — the same arithmetic as trainengine.monitoring.js_divergence."""
+    a = np.asarray(p, dtype=np.float64)
+    b = np.asarray(q, dtype=np.float64)
+    sa, sb = a.sum(), b.sum()
+    if sa == 0 or sb == 0:
+        return 0.0 if sa == sb else 1.0
+    a, b = a / sa, b / sb
+    m = 0.5 * (a + b)
+
+    def kl(x: np.ndarray) -> float:
+        nz = x > 0  # 0 * log 0 = 0; where x > 0, m > 0 too
+        return float(np.sum(x[nz] * np.log2(x[nz] / m[nz])))
+
+    return float(min(max(0.5 * kl(a) + 0.5 * kl(b), 0.0), 1.0))
+
+
+def _hist_vector(hist: Mapping[str, Any]) -> np.ndarray:
+    return np.array(
+        [hist.get("nonfinite", 0), hist.get("underflow", 0), *hist["counts"], hist.get("overflow", 0)],
+        dtype=np.float64,
+    )
+
+
+def _bin(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``[nonfinite, underflow, *counts, overflow]`` of ``values`` on ``edges`` (as Histogram.from_values)."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    bins = edges.size - 1
+    finite = np.isfinite(v)
+    v = v[finite]
+    below = v < edges[0]
+    above = v > edges[-1]
+    inside = v[~below & ~above]
+    # side="right" - 1 puts a value on an inner edge in the bin it opens; edges[-1] joins the last bin.
+    idx = np.minimum(np.searchsorted(edges, inside, side="right") - 1, bins - 1)
+    counts = np.bincount(idx, minlength=bins)
+    return np.array([(~finite).sum(), below.sum(), *counts, above.sum()], dtype=np.float64)
+
+
+def _categorical(reference: Mapping[str, int], current: Mapping[str, int]) -> float:
+    keys = sorted(set(reference) | set(current))
+    return _js_divergence(
+        np.array([reference.get(k, 0) for k in keys], dtype=np.float64),
+        np.array([current.get(k, 0) for k in keys], dtype=np.float64),
+    )
+
+
+def _feature_columns(reference: Mapping[str, Any]) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
+    """(name, flat column, edges, reference vector) per profiled feature, in the profile's order."""
+    columns = []
+    for name, hist in (reference.get("features") or {}).items():
+        try:
+            column = int(str(name).rsplit("_", 1)[1])
+        except (IndexError, ValueError):
+            raise ValueError(f"reference profile feature {name!r} is not named feature_<index>") from None
+        columns.append((name, column, np.asarray(hist["edges"], dtype=np.float64), _hist_vector(hist)))
+    return columns
+
+
+def drift_divergences(reference: Mapping[str, Any], current: np.ndarray | Sequence[np.ndarray]) -> dict[str, float]:
+    """Jensen–Shannon divergence (base 2) per feature of ``current`` against a reference profile.
+
+    The same numbers as ``compare_profiles(reference, profile_dataset(current,
+    reference=reference)).per_feature`` in ``trainengine.monitoring``, with numpy only.
+
+    Args:
+        reference: ``reference_profile.json`` (``DatasetProfile.to_dict()``).
+        current: Feature data: an array ``(N, ...)`` (flattened per example). Token data: a
+            sequence of 1-D arrays of token ids, one per example.
+
+    Returns:
+        ``{"feature_0": js, ...}`` for feature profiles; ``{"token_ids": js,
+        "sequence_length": js}`` for token profiles.
+
+    Raises:
+        ValueError: An empty ``current`` or fewer features than the profile.
+    """
+    if reference.get("kind") == "tokens":
+        rows = [np.asarray(r).reshape(-1) for r in current]
+        if not rows:
+            raise ValueError("drift needs at least one example")
+        tokens = np.concatenate(rows).astype(np.int64)
+        uniq, counts = np.unique(tokens, return_counts=True)
+        out = {"token_ids": _categorical(reference.get("token_counts") or {}, {str(int(u)): int(c) for u, c in zip(uniq, counts)})}
+        seq = reference.get("sequence_length")
+        if seq:
+            lengths = np.array([r.size for r in rows], dtype=np.float64)
+            out["sequence_length"] = _js_divergence(_hist_vector(seq), _bin(lengths, np.asarray(seq["edges"], dtype=np.float64)))
+        return out
+    matrix = np.asarray(current)
+    if matrix.ndim == 0 or matrix.shape[0] == 0:
+        raise ValueError("drift needs at least one example")
+    matrix = matrix.reshape(matrix.shape[0], -1)  # (N, F)
+    out = {}
+    for name, column, edges, ref_vector in _feature_columns(reference):
+        if column >= matrix.shape[1]:
+            raise ValueError(f"the inputs have {matrix.shape[1]} features but the reference profile has {name}")
+        out[name] = _js_divergence(ref_vector, _bin(matrix[:, column], edges))
+    return out
+
+
+def drift_score(reference: Mapping[str, Any], current: np.ndarray | Sequence[np.ndarray]) -> float:
+    """Overall drift: the mean of :func:`drift_divergences` (``compare_profiles(...).overall``).
+
+    Example:
+        >>> ref = {"kind": "features", "features": {"feature_0": {"edges": [0.0, 0.5, 1.0], "counts": [5, 5]}}}
+        >>> drift_score(ref, np.array([[0.2], [0.7]])), drift_score(ref, np.array([[3.0], [4.0]]))
+        (0.0, 1.0)
+    """
+    values = list(drift_divergences(reference, current).values())
+    overall = float(np.mean(values)) if values else 0.0
+    return overall if math.isfinite(overall) else 1.0
+
+
+class DriftWindow:
+    """The last ``max_examples`` inputs (bounded memory) and their drift against a reference profile.
+
+    :meth:`add` costs O(batch) (a copy into a ring buffer); :meth:`score` costs O(window) and is
+    meant for a scrape or a background refresh, not the request path.
+
+    Args:
+        reference: ``reference_profile.json``.
+        max_examples: Window length in examples.
+        max_tokens: Token data: also keep at most this many tokens (oldest examples go first).
+
+    Example:
+        >>> ref = {"kind": "features", "features": {"feature_0": {"edges": [0.0, 0.5, 1.0], "counts": [5, 5]}}}
+        >>> window = DriftWindow(ref, max_examples=3)
+        >>> window.add(np.array([[0.2], [0.7], [5.0], [5.0]])); window.num_examples, round(window.score(), 3)
+        (3, 0.595)
+    """
+
+    def __init__(self, reference: Mapping[str, Any], *, max_examples: int = 2000, max_tokens: int = 262_144) -> None:
+        if max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1, got {max_examples}")
+        self.reference = reference
+        self.max_examples = max_examples
+        self.max_tokens = max_tokens
+        self._lock = threading.Lock()
+        self._tokens = reference.get("kind") == "tokens"
+        self._num_features = 1 + max((c for _, c, _, _ in _feature_columns(reference)), default=-1)
+        self._rows: deque[np.ndarray] = deque()
+        self._token_total = 0
+        self._buffer: np.ndarray | None = None  # (max_examples, num_features) ring buffer
+        self._next = 0
+        self._count = 0
+        self.version = 0  # bumped by every add: lets a caller skip recomputing an unchanged window
+
+    @property
+    def num_examples(self) -> int:
+        """Examples in the window now."""
+        return len(self._rows) if self._tokens else self._count
+
+    def add(self, batch: np.ndarray) -> None:
+        """Record a preprocessed batch (``PAD`` token padding is dropped)."""
+        if self._tokens:
+            rows = [r[r != PAD].astype(np.int64) for r in np.asarray(batch)][-self.max_examples :]
+            with self._lock:
+                for r in rows:
+                    self._rows.append(r[-self.max_tokens :])
+                    self._token_total += min(r.size, self.max_tokens)
+                while len(self._rows) > self.max_examples or self._token_total > self.max_tokens:
+                    self._token_total -= self._rows.popleft().size
+                self.version += 1
+            return
+        flat = np.asarray(batch).reshape(len(batch), -1)[-self.max_examples :, : self._num_features]
+        if flat.shape[1] < self._num_features:
+            raise ValueError(f"inputs have {flat.shape[1]} features; the reference profile needs {self._num_features}")
+        with self._lock:
+            if self._buffer is None:
+                self._buffer = np.empty((self.max_examples, self._num_features), dtype=np.float64)
+            n = flat.shape[0]
+            first = min(n, self.max_examples - self._next)
+            self._buffer[self._next : self._next + first] = flat[:first]
+            self._buffer[: n - first] = flat[first:]  # wrap around
+            self._next = (self._next + n) % self.max_examples
+            self._count = min(self._count + n, self.max_examples)
+            self.version += 1
+
+    def score(self) -> float | None:
+        """The drift score of the window now (:func:`drift_score`), or ``None`` when it is empty."""
+        with self._lock:  # copy under the lock, compute outside it
+            if self._tokens:
+                current: Any = list(self._rows)
+            else:
+                current = None if self._buffer is None else self._buffer[: self._count].copy()
+        if current is None or len(current) == 0:
+            return None
+        return drift_score(self.reference, current)
+
+
+# ----------------------------------------------------------------------------- script
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python inference.py --input examples.json [--bundle DIR] [--model FILE]``."""
+    parser = argparse.ArgumentParser(description="Predict with a trainengine export bundle (ONNX Runtime).")
+    parser.add_argument("--input", required=True, help='JSON file: {"inputs": [example, ...]} or a list of examples')
+    parser.add_argument("--bundle", default=str(Path(__file__).resolve().parent), help="bundle folder (default: this script's folder)")
+    parser.add_argument("--model", default=None, help="ONNX file of the bundle, e.g. model.onnx or model.int8.onnx")
+    args = parser.parse_args(argv)
+    try:
+        try:
+            payload = json.loads(Path(args.input).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError("--input", f"cannot read {args.input} as JSON: {exc}") from None
+        inputs = payload.get("inputs") if isinstance(payload, dict) else payload
+        if isinstance(payload, dict) and "inputs" not in payload:
+            raise InputError("inputs", f"missing; {args.input} must hold {{\"inputs\": [example, ...]}}")
+        predictor = OnnxPredictor(args.bundle, args.model)
+        predictions = predictor.predict(inputs)
+    except (InputError, BundleError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    json.dump({"predictions": predictions, "model": predictor.bundle.name, "version": predictor.bundle.version}, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""A bundle runs without trainengine: inference.py and server.py with numpy + onnxruntime + fastapi only.
+
+The subprocesses run ``python -S`` with PYTHONPATH set to the virtualenv's site-packages alone:
+``-S`` skips the .pth file of the editable trainengine install, so ``import trainengine`` fails
+there (checked) and any trainengine import in the bundle's scripts would crash them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+SERVE_SRC = Path(__file__).resolve().parents[2] / "src" / "trainengine" / "serve"
+
+
+def _env(site_packages: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PROMETHEUS_MULTIPROC_DIR")}
+    env.update(PYTHONPATH=site_packages, PYTHONDONTWRITEBYTECODE="1", **extra)
+    return env
+
+
+@pytest.fixture
+def standalone_bundle(digits_bundle, copy_bundle) -> Path:
+    path = copy_bundle(digits_bundle.path)
+    # The exporter already copied these; copying the current sources again keeps the test honest
+    # about *these* files (the hashes stay valid: the fixture bundle was exported from them).
+    shutil.copyfile(SERVE_SRC / "_runtime.py", path / "inference.py")
+    shutil.copyfile(SERVE_SRC / "_app.py", path / "server.py")
+    return path
+
+
+def test_trainengine_is_not_importable_in_the_subprocess_environment(site_packages) -> None:
+    result = subprocess.run([sys.executable, "-S", "-c", "import trainengine"], env=_env(site_packages), capture_output=True, text=True)
+    assert result.returncode == 1 and "No module named 'trainengine'" in result.stderr
+
+
+def test_inference_script_predicts_without_trainengine(standalone_bundle, digits_bundle, site_packages, tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-S", "inference.py", "--input", "examples.json"],
+        cwd=standalone_bundle, env=_env(site_packages), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    examples = json.loads((standalone_bundle / "examples.json").read_text())
+    assert out["model"] == "digits" and len(out["predictions"]) == len(examples["inputs"])
+    import torch
+
+    with torch.no_grad():
+        probs = torch.softmax(digits_bundle.model(torch.tensor(examples["inputs"])).double(), -1).numpy()
+    assert [p["class"] for p in out["predictions"]] == probs.argmax(1).tolist()
+    np.testing.assert_allclose([p["probabilities"] for p in out["predictions"]], probs, atol=1e-5)
+    assert not (standalone_bundle / "__pycache__").exists()
+
+    # From elsewhere with --bundle, and a user error: one line, exit 2.
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"inputs": [[0.0] * 63]}))
+    result = subprocess.run(
+        [sys.executable, "-S", str(standalone_bundle / "inference.py"), "--input", str(bad), "--bundle", str(standalone_bundle)],
+        cwd=tmp_path, env=_env(site_packages), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and result.stderr.strip() == "error: inputs[0]: expected shape [64], got [63]"
+
+
+def test_inference_script_refuses_a_tampered_bundle(standalone_bundle, site_packages) -> None:
+    with (standalone_bundle / "model.onnx").open("ab") as fh:
+        fh.write(b"x")
+    result = subprocess.run(
+        [sys.executable, "-S", "inference.py", "--input", "examples.json"],
+        cwd=standalone_bundle, env=_env(site_packages), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and "model.onnx: sha256" in result.stderr and "Traceback" not in result.stderr
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            response = httpx.get(url + "/health", timeout=1.0)
+            if response.status_code == 200:
+                return response.json()
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not become healthy")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def test_server_script_serves_without_trainengine(standalone_bundle, site_packages, port) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-S", "server.py", "--port", str(port), "--log-level", "warning"],
+        cwd=standalone_bundle, env=_env(site_packages), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        health = _wait_healthy(url, proc)
+        assert health["status"] == "ok" and health["name"] == "digits" and health["runtime"] == "onnx"
+        examples = json.loads((standalone_bundle / "examples.json").read_text())
+        response = httpx.post(url + "/predict", json={"inputs": examples["inputs"]}, timeout=10)
+        assert response.status_code == 200
+        assert [p["class"] for p in response.json()["predictions"]] == [p["class"] for p in examples["predictions"]]
+        bad = httpx.post(url + "/predict", json={"inputs": [[0.0] * 63]}, timeout=10)
+        assert bad.status_code == 422 and bad.json()["detail"] == "inputs[0]: expected shape [64], got [63]"
+        assert "trainengine_serve_requests_total" in httpx.get(url + "/metrics", timeout=10).text
+    finally:
+        _stop(proc)
+    assert not (standalone_bundle / "__pycache__").exists()  # the bundle's files stay as exported
+
+
+@pytest.mark.slow
+def test_server_script_with_workers_aggregates_metrics(standalone_bundle, site_packages, port, metrics_of) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-S", "server.py", "--port", str(port), "--workers", "2", "--log-level", "warning",
+         "--api-key-env", "BUNDLE_KEY"],
+        cwd=standalone_bundle, env=_env(site_packages, BUNDLE_KEY="k-123"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    key = {"X-API-Key": "k-123"}
+    try:
+        _wait_healthy(url, proc)
+        time.sleep(1.0)  # let the second worker come up too
+        for _ in range(12):  # new connections: uvicorn's workers share the socket, both get traffic
+            assert httpx.post(url + "/predict", json={"inputs": [[0.0] * 64]}, headers=key, timeout=10).status_code == 200
+        assert httpx.post(url + "/predict", json={"inputs": [[0.0] * 64]}, timeout=10).status_code == 401
+        counts = set()
+        for _ in range(4):  # whichever worker answers the scrape, it reports every worker's counts
+            m = metrics_of(httpx.get(url + "/metrics", headers=key, timeout=10).text)
+            counts.add(m.get(("trainengine_serve_requests_total", frozenset({("endpoint", "/predict"), ("status", "200")}))))
+        assert counts == {12.0}
+    finally:
+        _stop(proc)
