@@ -43,6 +43,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import argparse
 import hashlib
 import json
@@ -635,7 +636,7 @@ def postprocess(
 
 
 # ----------------------------------------------------------------------------- predictors
-class Predictor:
+class Predictor(abc.ABC):
     """Preprocess -> model -> postprocess for one bundle; subclasses supply :meth:`forward`.
 
     :class:`OnnxPredictor` runs ``model.onnx`` with onnxruntime; ``trainengine`` adds a torch
@@ -661,9 +662,9 @@ class Predictor:
     def task(self) -> dict[str, Any]:
         return self.bundle.task
 
+    @abc.abstractmethod
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Run the model on a model-ready batch (token padding already replaced); subclasses implement."""
-        raise NotImplementedError
+        """Run the model on a model-ready batch (token padding already replaced)."""
 
     def preprocess(self, inputs: Any, *, max_batch: int | None = None) -> np.ndarray:
         """:func:`preprocess` with this bundle's manifest and task."""
