@@ -41,6 +41,7 @@ from trainengine.errors import TrainEngineError
 
 __all__ = [
     "Database",
+    "SqlStore",
     "resolve_database",
     "open_engine",
     "install_sqlite_hooks",
@@ -236,3 +237,30 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class SqlStore:
+    """Lifetime shared by the SQL-backed stores: ``close()``, context manager, ``repr``.
+
+    Subclasses set ``self._engine`` (an :class:`~sqlalchemy.engine.Engine`, ``None`` once
+    closed) and ``self._label`` (where the data lives, for messages).
+    """
+
+    _engine: Engine | None
+    _label: str
+
+    def close(self) -> None:
+        """Close all connections (idempotent); later calls raise the store's error."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
+        forget_after_fork(self)
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._label!r}{'' if self._engine is not None else ', closed'})"

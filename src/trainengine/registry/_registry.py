@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from trainengine._sql import dispose_after_fork, forget_after_fork, open_engine, resolve_database, run_transaction
+from trainengine._sql import SqlStore, dispose_after_fork, open_engine, resolve_database, run_transaction
 from trainengine.errors import RegistryError
 from trainengine.registry import _schema as S
 from trainengine.registry._artifacts import (
@@ -49,7 +49,7 @@ _ACTIVE = "active"
 _ARCHIVED = "archived"
 
 
-class ModelRegistry:
+class ModelRegistry(SqlStore):
     """Registered model versions with their lineage, aliases (``production``...), gates and history.
 
     Args:
@@ -700,20 +700,4 @@ class ModelRegistry:
 
         return self._read(fetch)
 
-    # -- lifetime ----------------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Close all connections (idempotent). Later calls raise :class:`RegistryError`."""
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.dispose()
-        forget_after_fork(self)
-
-    def __enter__(self) -> ModelRegistry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"ModelRegistry({self._label!r}{'' if self._engine is not None else ', closed'})"
 

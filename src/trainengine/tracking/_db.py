@@ -48,7 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from trainengine._sql import dispose_after_fork, forget_after_fork, open_engine, resolve_database, run_transaction
+from trainengine._sql import SqlStore, dispose_after_fork, open_engine, resolve_database, run_transaction
 from trainengine.errors import TrainEngineError
 
 __all__ = ["ExperimentDB", "ExperimentDBError", "ExperimentDBValueError", "UnknownRunError", "RunStatus"]
@@ -247,7 +247,7 @@ def _dig(config: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
 
 
 # ------------------------------------------------------------------------------------ the class
-class ExperimentDB:
+class ExperimentDB(SqlStore):
     """A SQL record of runs: config, notes, tags, status and every logged metric.
 
     Args:
@@ -774,20 +774,3 @@ class ExperimentDB:
         if experiment is not None:
             q = q.join(_runs, _runs.c.run_id == _metrics.c.run_id).where(_runs.c.experiment == experiment)
         return sorted(self._read(lambda conn: list(conn.execute(q).scalars())))
-
-    # -- lifetime ----------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Close all connections (idempotent). Later calls raise :class:`ExperimentDBError`."""
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.dispose()
-        forget_after_fork(self)
-
-    def __enter__(self) -> ExperimentDB:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"ExperimentDB({self._label!r}{'' if self._engine is not None else ', closed'})"
