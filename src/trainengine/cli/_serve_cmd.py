@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +15,7 @@ from trainengine.errors import TrainEngineError
 __all__ = ["serve_command", "resolve_bundle"]
 
 _RUNTIMES = ("onnx", "torch")
+logger = logging.getLogger(__name__)
 
 
 def resolve_bundle(target: str, registry: str | None = None) -> Path:
@@ -65,8 +68,6 @@ def _exported_bundle(record) -> Path:
     weights that were registered; the cache lives in ``$TRAINENGINE_CACHE`` (default
     ``~/.cache/trainengine``)/bundles.
     """
-    import logging
-
     from trainengine.export import export_registered, verify_bundle
 
     root = Path(os.environ.get("TRAINENGINE_CACHE") or Path.home() / ".cache" / "trainengine") / "bundles" / record.name
@@ -74,11 +75,9 @@ def _exported_bundle(record) -> Path:
     cached = root / key
     if (cached / "manifest.json").is_file() and not verify_bundle(cached):
         return cached
-    logging.getLogger(__name__).warning("%s is a %s artifact: exporting it to %s before serving", record.model_id, record.artifact_kind, cached)
+    logger.warning("%s is a %s artifact: exporting it to %s before serving", record.model_id, record.artifact_kind, cached)
     bundle = export_registered(record, formats=["onnx", "pytorch"], output_dir=root / ".staging")
     if cached.exists():
-        import shutil
-
         shutil.rmtree(cached)
     os.replace(bundle, cached)
     return cached

@@ -40,13 +40,14 @@ def quantize_dynamic_int8(folder: Path, onnx_entry: Mapping[str, Any], task: Tas
     del graph.graph.value_info[:]
     stripped = folder / ".model.noinfo.onnx"
     onnx.save(graph, str(stripped))
+    root = logging.getLogger()
+    was_disabled, root.disabled = root.disabled, True  # the quantizer warns on the root logger
     try:
-        logging.getLogger().disabled, was = True, logging.getLogger().disabled  # the quantizer warns on the root logger
         quantize_dynamic(str(stripped), str(int8), weight_type=QuantType.QInt8)
     except Exception as exc:
         raise ExportError(f"dynamic-int8 quantization failed: {exc}") from exc
     finally:
-        logging.getLogger().disabled = was
+        root.disabled = was_disabled
         stripped.unlink(missing_ok=True)
 
     sessions = {k: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for k, p in (("fp32", fp32), ("int8", int8))}
@@ -91,12 +92,11 @@ def _evaluate(session: Any, data: Any, task: TaskSpec, dtype: Any, manifest: Map
         preds.append(session.run(None, {INPUT_NAME: batch})[0])
     logits = np.concatenate(preds).astype(np.float64)
     labels = np.stack(ys)
-    if task.task_type in ("classification", "vision") or task.num_classes:
-        if task.task_type != "language_modeling":
-            return {"accuracy": float(np.mean(np.argmax(logits, axis=-1) == labels.reshape(-1)))}
     if task.task_type == "language_modeling":
         mask = labels != task.ignore_index
         return {"next_token_accuracy": float(np.mean((np.argmax(logits, axis=-1) == labels)[mask]))}
+    if task.task_type != "regression":  # classification, vision
+        return {"accuracy": float(np.mean(np.argmax(logits, axis=-1) == labels.reshape(-1)))}
     scale = manifest.get("target_scaling") or {"std": 1.0}
     err = (logits.reshape(labels.shape) - labels) * float(scale["std"])
     return {"mse": float(np.mean(err**2))}
