@@ -7,10 +7,12 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,track,export,serve
 PYTEST_ARGS ?=
+# LINT=0 skips ruff and mypy in `make test` (e.g. while a change is still being typed).
+LINT ?= 1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.trainengine-installed
 
-.PHONY: setup demo test test-fast bench docs clean
+.PHONY: setup demo system-deps lint test test-fast bench docs clean
 
 setup: $(STAMP)
 
@@ -23,8 +25,24 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(BIN)/trainengine quickstart
 
-test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+# System packages the tests need beyond pip (headless Chromium, the PostgreSQL server): installed
+# when running as root, otherwise the script prints the one command to run.
+system-deps:
+	@if test -f scripts/system-deps.sh; then bash scripts/system-deps.sh; fi
+
+# Lint (ruff), formatting (ruff format), types (mypy on src/) and a reason on every suppression.
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy src
+	$(BIN)/python .ci/check_suppressions.py src tests
+
+# --durations=25 keeps the slowest tests in view; pytest-timeout (pyproject) fails a hung one.
+test: setup system-deps
+ifeq ($(LINT),1)
+	@$(MAKE) --no-print-directory lint
+endif
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
@@ -36,4 +54,4 @@ docs: setup
 	$(BIN)/python docs/_generate.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -61,7 +61,8 @@ def _allowed(bounds: str, choices: list[str]) -> str:
 
 def render() -> str:
     """The full Markdown text of the config reference."""
-    rows = TrainingConfig.explain()
+    # Built-in names only: the reference must not depend on what this process has registered.
+    rows = TrainingConfig.explain(builtin_only=True)
     lines = [
         "<!-- GENERATED FILE: do not edit. Source: the field descriptions in",
         "     src/trainengine/config/_sections.py. Regenerate: python docs/_generate.py (or: make docs) -->",
@@ -90,6 +91,13 @@ def render() -> str:
                 _cell(_allowed(row["bounds"], choices)),
                 _cell(row["description"]),
             ]
+            lines.append("| " + " | ".join(cells) + " |")
+    top = [row for row in rows if "." not in row["path"]]
+    if top:
+        lines += ["", "## top level", "", "Fields outside the sections.", "", "| field | type | default | allowed | description |", "| --- | --- | --- | --- | --- |"]
+        for row in top:
+            type_name, choices = _type_and_choices(row["type"])
+            cells = [f"`{row['path']}`", _cell(type_name), f"`{_cell(row['default'])}`", _cell(_allowed(row["bounds"], choices)), _cell(row["description"])]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

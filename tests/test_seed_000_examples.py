@@ -1,9 +1,10 @@
 """The configuration and training examples of seed 000, run with only their imports changed.
 
 The seed writes fluent chains over several lines without parentheses (not valid Python as
-printed); those are wrapped in parentheses here, nothing else is changed. Examples whose
-capability arrives with a later issue (CheckpointManager, MetricsEngine, registry, export,
-ExperimentDB, jobs) are not here yet.
+printed); those are wrapped in parentheses here, nothing else is changed. The checkpoint
+recovery example and the "Export Complete Bundle" example run here on a plain ``nn.Sequential``
+with a user-built one-group optimizer (the GPT export is in test_seed_000_deploy.py); examples
+whose capability arrives with a later issue (MetricsEngine, jobs, ...) are not here.
 """
 
 from __future__ import annotations
@@ -215,3 +216,117 @@ def test_troubleshooting_recipes(digits):
         )
         .build())
     assert config.checkpointing.checkpoint_dir == "./checkpoints"
+
+
+def _user_mlp():
+    """What a user writes without the model zoo: a plain nn.Sequential (scaffolding)."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+
+
+def test_checkpoint_and_recovery_best_practices(digits):
+    import torch
+
+    from trainengine.checkpoint import CheckpointManager
+
+    train_data, val_data = digits
+    model = _user_mlp()
+    task_spec = TaskSpec.classification(name='digits', num_classes=10)
+
+    # 1. Enable checkpoint management.
+    config = (TrainingConfigBuilder.baseline()
+        .with_checkpointing(
+            checkpoint_dir='./checkpoints',
+            save_every_n_epochs=1
+        )
+        .build())
+    config = _quiet(config)
+    config.training.epochs = 2  # scaffolding: the seed's 10 epochs, shortened
+
+    # seed: Trainer(..., training_config=config)
+    trainer = Trainer(model=model, config=None, task_spec=task_spec, training_config=config)
+    results = trainer.train(train_data, val_data)
+
+    # 2. Resume from checkpoint, into an optimizer and scheduler the user built (one parameter
+    # group; the engine trained with decay / no-decay groups).
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # the seed leaves it to the user
+    user_lr = optimizer.param_groups[0]["lr"]
+
+    checkpoint_manager = CheckpointManager('checkpoints')
+
+    # Load best checkpoint
+    best_path = checkpoint_manager.get_best_checkpoint()
+    metadata = checkpoint_manager.load_checkpoint(
+        path=best_path,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler
+    )
+
+    # Resume at epoch after best
+    start_epoch = metadata.epoch + 1
+
+    infos = checkpoint_manager.list_checkpoints()
+    print("checkpoints (step, epoch):", [(i.step, i.epoch) for i in infos], "start_epoch:", start_epoch)
+    assert len(infos) == 2 and best_path == min(infos, key=lambda i: i.metrics["val/loss"]).path
+    assert metadata.step == max(i.step for i in infos if i.path == best_path)
+    assert len(trainer.optimizer.param_groups) == 2, "the engine's layout differs from the user's"
+    for p in model.parameters():  # every parameter got its own moments (shapes prove the mapping)
+        state = optimizer.state[p]
+        assert float(state["step"]) == metadata.step and state["exp_avg"].shape == p.shape
+    # Warmup + cosine: the schedule's position carries over onto the user's own base lr.
+    assert scheduler.last_epoch == metadata.step and 0 < optimizer.param_groups[0]["lr"] < user_lr
+
+    trainer = Trainer(model, None, config, task_spec)  # seed: Trainer(...)
+    results = trainer.train(train_data, val_data)  # seed: trainer.train(...)
+    assert results["history"]["train"]
+
+    # 3. Monitor checkpoint disk usage.
+    checkpoint_manager = CheckpointManager(
+        'checkpoints',
+        keep_best_k=3,      # Keep top 3 by metric
+        keep_last_n=5,      # Keep last 5 regardless
+        save_interval_epochs=5  # Don't save every epoch
+    )
+    assert not checkpoint_manager.should_save(epoch_end=3) and checkpoint_manager.should_save(epoch_end=4)
+
+
+def test_export_complete_bundle_of_a_plain_sequential():
+    pytest.importorskip("onnxruntime")
+    from pathlib import Path
+
+    import numpy as np
+    import onnxruntime
+
+    from trainengine import create_export_bundle
+    from trainengine.export import verify_bundle
+
+    model = _user_mlp()
+    model_config = None
+    task_spec = TaskSpec.classification(name='digits', num_classes=10)
+    config = TrainingConfigBuilder.baseline().build()
+
+    export_dir = create_export_bundle(
+        model=model,
+        config=model_config,
+        task_spec=task_spec,
+        training_config=config,
+        formats=['onnx', 'torchscript', 'pytorch'],
+        output_dir='./exports'
+    )
+
+    names = {p.name for p in Path(export_dir).iterdir()}
+    assert {"model.onnx", "model.torchscript.pt", "model.safetensors", "task_spec.json", "training_config.yaml",
+            "inference.py", "Dockerfile", "README.md"} <= names
+    assert verify_bundle(export_dir) == []
+    manifest = json.loads((Path(export_dir) / "manifest.json").read_text())
+    assert manifest["input"]["shape"] == [None, 64]  # read off the first nn.Linear
+    import torch
+
+    x = torch.randn(5, 64)  # a batch size the export never saw
+    session = onnxruntime.InferenceSession(str(Path(export_dir) / "model.onnx"))
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(out, model(x).detach().numpy(), atol=1e-5)

@@ -23,18 +23,19 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import os
 import random
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy import MetaData, Table, create_engine, event, select, update
+from sqlalchemy.engine import URL, Connection, CursorResult, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from trainengine.errors import TrainEngineError
@@ -42,11 +43,14 @@ from trainengine.errors import TrainEngineError
 __all__ = [
     "Database",
     "SqlStore",
+    "CREATE_SCHEMA",
+    "init_versioned_schema",
     "resolve_database",
     "open_engine",
     "install_sqlite_hooks",
     "is_lock_error",
     "run_transaction",
+    "inserted_id",
     "dispose_after_fork",
     "forget_after_fork",
 ]
@@ -213,6 +217,14 @@ def run_transaction(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def inserted_id(result: CursorResult[Any]) -> Any:
+    """The primary key of the row an ``INSERT`` just added (single-row inserts only)."""
+    key = result.inserted_primary_key
+    if key is None:  # only for executemany / inserts without a primary key: a bug, not user input
+        raise TrainEngineError("the database returned no primary key for a single-row insert")
+    return key[0]
+
+
 # Engines must not be shared across fork: a child that inherits an open SQLite connection and
 # writes through it can corrupt the file. After a fork the child drops (without closing) the
 # parent's pooled connections and opens its own on first use.
@@ -239,15 +251,115 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class SqlStore:
-    """Lifetime shared by the SQL-backed stores: ``close()``, context manager, ``repr``.
+CREATE_SCHEMA = "create the schema of"  # the ``what`` of the schema transaction (retried on a race)
 
-    Subclasses set ``self._engine`` (an :class:`~sqlalchemy.engine.Engine`, ``None`` once
-    closed) and ``self._label`` (where the data lives, for messages).
+
+def init_versioned_schema(
+    conn: Connection,
+    metadata: MetaData,
+    version_table: Table,
+    schema_version: int,
+    *,
+    kind: str,
+    error: type[Exception] = TrainEngineError,
+    migrations: Mapping[int, Callable[[Connection], None]] | None = None,
+) -> None:
+    """Create missing tables, record the schema version, and migrate an older database forward.
+
+    Args:
+        conn: A write transaction (:meth:`SqlStore._write`).
+        metadata: The store's tables (created with ``checkfirst``: only missing ones).
+        version_table: A table with an integer ``version`` column.
+        schema_version: The version this code writes.
+        kind: What the database is, for messages (``"model registry"``).
+        error: Raised for a database newer than this code.
+        migrations: ``{version: fn(conn)}`` upgrading from ``version - 1``; every version between
+            the database's and ``schema_version`` must have one.
+    """
+    metadata.create_all(conn)  # checkfirst: only missing tables
+    versions = conn.execute(select(version_table.c.version)).scalars().all()
+    if not versions:
+        conn.execute(version_table.insert().values(version=schema_version))
+        return
+    current = max(versions)
+    if current > schema_version:
+        raise error(f"the {kind} has schema version {current}, newer than this trainengine supports ({schema_version}); upgrade trainengine")
+    if current < schema_version:
+        for target in range(current + 1, schema_version + 1):
+            (migrations or {})[target](conn)
+        conn.execute(update(version_table).values(version=schema_version))
+
+
+class SqlStore(abc.ABC):
+    """The SQL plumbing shared by :class:`~trainengine.tracking.ExperimentDB` and the model registry.
+
+    A subclass sets :attr:`_kind` and :attr:`_error`, implements :meth:`_init_schema`, and calls
+    :meth:`_connect` from its ``__init__``; it then reads and writes with :meth:`_read` /
+    :meth:`_write` (one transaction each, retried while another process holds the lock) and gets
+    ``close()``, the context manager and ``repr`` from here.
+
+    Attributes:
+        url: The SQLAlchemy URL of the database.
     """
 
-    _engine: Engine | None
-    _label: str
+    _kind: str = "database"  # what the store is, in messages ("experiment database")
+    _error: type[Exception] = TrainEngineError  # the store's error type
+    _engine: Engine | None = None
+    _label: str = ""
+    _max_retries: int = 10
+    url: URL
+
+    def _connect(self, database: Database, *, busy_timeout_s: float, max_retries: int) -> None:
+        """Open the engine for ``database`` and create or check its schema (closed again on failure)."""
+        self.url = database.url
+        self._label = database.label
+        self._max_retries = max(0, int(max_retries))
+        self._engine = open_engine(database, busy_timeout_s=busy_timeout_s, kind=self._kind, error=self._error)
+        try:
+            self._write(self._init_schema, what=CREATE_SCHEMA)
+        except BaseException:
+            self.close()
+            raise
+        dispose_after_fork(self)
+
+    @abc.abstractmethod
+    def _init_schema(self, conn: Connection) -> None:
+        """Create the tables and check the schema version (see :func:`init_versioned_schema`)."""
+
+    def _retry_if(self, exc: DBAPIError, what: str) -> bool:
+        """Errors other than a lock worth retrying; default: processes creating one fresh schema together."""
+        return what == CREATE_SCHEMA and "already exists" in str(exc).lower()
+
+    def _failure(self, exc: DBAPIError, still_locked: bool, what: str, conflict: str | None) -> Exception:
+        """The store's error for a database error that was not retried (or ran out of retries)."""
+        if conflict is not None and isinstance(exc, IntegrityError):
+            return self._error(conflict)
+        hint = " (still locked after retries: is another process holding a long transaction?)" if still_locked else ""
+        return self._error(f"cannot {what} {self._kind} {self._label!r}{hint}: {exc.orig}")
+
+    def _run(self, fn: Callable[[Connection], T], *, read_only: bool, what: str, conflict: str | None = None) -> T:
+        """Run ``fn(conn)`` in one transaction with the store's retries and errors.
+
+        Args:
+            fn: Does the work; it may run again on a retry.
+            read_only: A plain transaction (SQLite: no write lock up front).
+            what: The verb phrase of error messages (``"write to"``).
+            conflict: The message to raise when a unique constraint fails (two writers raced
+                for one row); default: the generic error.
+        """
+        if self._engine is None:
+            raise self._error(f"{type(self).__name__}({self._label!r}) is closed; open a new one")
+        return run_transaction(
+            self._engine, fn, read_only=read_only, max_retries=self._max_retries,
+            retry_if=lambda exc: self._retry_if(exc, what),
+            on_error=lambda exc, still_locked: self._failure(exc, still_locked, what, conflict),
+        )
+
+    def _write(self, fn: Callable[[Connection], T], what: str = "write to", conflict: str | None = None) -> T:
+        return self._run(fn, read_only=False, what=what, conflict=conflict)
+
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        return self._run(fn, read_only=True, what="read from")
 
     def close(self) -> None:
         """Close all connections (idempotent); later calls raise the store's error."""

@@ -246,11 +246,19 @@ def test_next_save_waits_for_the_write_in_flight(ckpt_dir, monkeypatch, h):
 
     monkeypatch.setattr(fmt, "_write_bytes", slow)
     first = manager.save_async(step=1, epoch=0, model=model)
-    time.sleep(0.05)
-    assert not first.done()
-    threading.Timer(0.3, release.set).start()
+    assert not first.done()  # its manifest write waits for `release`
+    joined_in_flight = []
+    join = manager._join
+
+    def join_then_release():
+        # The second save has reached its wait for the first: only now may the first finish.
+        joined_in_flight.append(not first.done())
+        release.set()
+        join()
+
+    monkeypatch.setattr(manager, "_join", join_then_release)
     second = manager.save_async(step=2, epoch=0, model=model)
-    assert first.done() and second.blocked_seconds >= 0.2
+    assert joined_in_flight[:1] == [True] and first.done() and second.blocked_seconds > 0
     manager.close()
     assert second.done() and _steps(manager) == [1, 2]
 

@@ -64,6 +64,12 @@ def test_resume_from_a_missing_path_is_a_clear_error(in_tmp, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def _logged_a_training_step(logs: Path) -> bool:
+    text = logs.read_text(encoding="utf-8") if logs.is_file() else ""
+    complete = text[: text.rfind("\n") + 1]  # a line still being written has no newline yet
+    return any(json.loads(line).get("type") == "train" for line in complete.splitlines() if line.strip())
+
+
 @pytest.mark.slow
 def test_sigterm_from_outside_exits_143_with_an_emergency_checkpoint(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])), "PYTHONUNBUFFERED": "1"}
@@ -72,10 +78,18 @@ def test_sigterm_from_outside_exits_143_with_an_emergency_checkpoint(tmp_path):
            "--set", "tracking.progress=plain", "--set", "data.max_corpus_bytes=200000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     run_dir = tmp_path / "lm-tiny" / "long"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir / "logs.jsonl").exists():
-        time.sleep(0.2)
-    time.sleep(3)  # some steps in
+    # Poll (with a deadline) until the first training record is logged: the run is some steps in.
+    logs = run_dir / "logs.jsonl"
+    deadline = time.monotonic() + 120
+    try:
+        while not _logged_a_training_step(logs):
+            assert proc.poll() is None, f"training exited early with {proc.returncode}"
+            assert time.monotonic() < deadline, "no training step logged within 120 s"
+            time.sleep(0.1)
+    except BaseException:
+        proc.kill()  # never leave the training process behind
+        proc.communicate()
+        raise
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err

@@ -214,17 +214,13 @@ def test_version(capsys):
 
 
 @pytest.mark.slow
-def test_quickstart_reaches_95_percent_in_under_3_minutes(tmp_path):
-    """What `make demo` runs: digits, >= 0.95 validation accuracy, well within 3 minutes on 2 cores."""
-    import time
-
+def test_quickstart_reaches_95_percent(tmp_path):
+    """What `make demo` runs: digits, >= 0.95 validation accuracy (its 3-minute budget: benchmarks/budgets.py)."""
     from trainengine.cli._quickstart import quickstart_config
     from trainengine.cli._train import run_training
 
     config = quickstart_config(output_dir=str(tmp_path))
     config.tracking.progress = "off"
-    start = time.perf_counter()
     results = run_training(config)
     assert results["best_metric_name"] == "val/accuracy"
     assert results["best_metric"] >= 0.95
-    assert time.perf_counter() - start < 180

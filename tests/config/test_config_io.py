@@ -113,7 +113,7 @@ def test_to_dict_is_plain_json_and_round_trips_through_from_dict():
     text = json.dumps(data)  # no custom encoder needed
     assert set(data) == {
         "training", "optimizer", "scheduler", "checkpointing", "tracking", "data",
-        "model", "lora", "distributed", "export", "monitoring", "registry",
+        "model", "lora", "distributed", "export", "monitoring", "registry", "plugins",
     }
     assert data["training"]["learning_rate"] == 5e-4
     assert TrainingConfig.from_dict(json.loads(text)) == cfg

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import warnings
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import torch
 from sklearn.datasets import load_diabetes, load_digits
 
+from trainengine import registries
 from trainengine.data import (
     DatasetInfo,
     DatasetSplits,
@@ -23,7 +23,6 @@ from trainengine.data import (
     load_builtin,
     register_dataset,
 )
-from trainengine.data import _registry
 from trainengine.errors import DataError
 
 
@@ -78,11 +77,12 @@ def test_register_custom_dataset_gets_fingerprint_and_rejects_duplicates():
         assert splits.info.fingerprint == combine_fingerprints(
             fingerprint_dataset(splits.train), fingerprint_dataset(splits.val)
         )
+        register_dataset("toy_test_ds", toy)  # the same factory again: harmless
         with pytest.raises(DataError, match="already registered"):
-            register_dataset("toy_test_ds", toy)
-        register_dataset("toy_test_ds", toy, overwrite=True)
+            register_dataset("toy_test_ds", lambda **_: toy())
+        register_dataset("toy_test_ds", lambda **_: toy(), overwrite=True)
     finally:
-        _registry._REGISTRY.pop("toy_test_ds", None)
+        registries.DATASETS.unregister("toy_test_ds")
 
 
 def test_image_flag_rejected_for_non_image_sets():
@@ -280,10 +280,7 @@ def test_pystdlib_budget_too_small_for_one_sample_is_a_data_error():
         load_builtin("pystdlib", max_length=128, max_corpus_bytes=300)
 
 
-def test_pystdlib_loads_fast():
-    start = time.perf_counter()
-    load_builtin("pystdlib")
-    assert time.perf_counter() - start < 2.0
+# pystdlib's 2-second load budget is measured by `python benchmarks/budgets.py --cases pystdlib`.
 
 
 # ----------------------------------------------------------------------------- leakage

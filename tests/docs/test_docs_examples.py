@@ -122,16 +122,15 @@ def _run_command(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
 def docs_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run examples in an empty folder; tempfile.mkdtemp() in an example also lands there.
 
-    The registries an example may add to (models, loss strategies, data sets) are copies for the
-    test's duration, so a registration shown in the docs does not leak into other tests.
+    The registries an example may add to (models, schedules, trackers, export formats, ...) are
+    copies for the test's duration, so a registration shown in the docs does not leak into other
+    tests.
     """
-    from trainengine.data import _registry as data_registry
-    from trainengine.models import _registry as model_registry
-    from trainengine.tasks import _losses as loss_registry
+    from trainengine import registries
 
-    monkeypatch.setattr(model_registry, "_MODELS", dict(model_registry._MODELS))
-    monkeypatch.setattr(loss_registry, "_LOSS_STRATEGIES", dict(loss_registry._LOSS_STRATEGIES))
-    monkeypatch.setattr(data_registry, "_REGISTRY", dict(data_registry._REGISTRY))
+    for registry in vars(registries).values():
+        if isinstance(registry, registries.Registry):
+            monkeypatch.setattr(registry, "_entries", dict(registry._entries))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     return tmp_path

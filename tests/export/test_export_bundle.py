@@ -24,7 +24,8 @@ ort = pytest.importorskip("onnxruntime")
 EXPECTED_FILES = {
     "manifest.json", "model.onnx", "model.int8.onnx", "model.torchscript.pt", "model.pt2", "model.safetensors",
     "model_config.json", "task_spec.json", "training_config.yaml", "monitoring.json", "reference_profile.json",
-    "examples.json", "inference.py", "server.py", "requirements.txt", "Dockerfile", "README.md",
+    "examples.json", "inference.py", "server.py", "_hashing.py", "_numeric.py", "requirements.txt", "Dockerfile",
+    "README.md",
 }
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-import trainengine.models._registry as registry
+from trainengine import registries
 from trainengine.errors import ConfigError
 from trainengine.models import (
     GPT,
@@ -24,7 +24,7 @@ from trainengine.models import (
 @pytest.fixture
 def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # Registrations made by a test must not leak into the others.
-    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    monkeypatch.setattr(registries.MODELS, "_entries", dict(registries.MODELS._entries))
     yield
 
 

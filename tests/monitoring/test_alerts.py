@@ -249,9 +249,7 @@ def test_webhook_unreachable_and_silent_endpoints_never_raise() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
         hook = WebhookAlert(f"http://127.0.0.1:{silent.getsockname()[1]}/x", timeout=0.3)
-        start = time.perf_counter()
-        hook(_alert())
-        assert time.perf_counter() - start < 3.0
+        hook(_alert())  # returns only through the timeout: nothing ever answers (a hang fails by pytest-timeout)
     assert hook.num_failed == 1 and "timed out" in hook.last_error.lower()
 
 

@@ -99,6 +99,25 @@ def make_mlp():
 
 
 @pytest.fixture
+def open_registry(sql_db, tmp_path):
+    """Factory: ``open_registry(name="models.db", **kwargs) -> ModelRegistry`` on this test's back-end.
+
+    Runs each test using it on SQLite and on PostgreSQL (``sql_db``, tests/_postgres.py). A server
+    database needs ``artifact_root=``: it defaults to where SQLite puts it beside the file
+    (``<tmp_path>/<name stem>-artifacts``), so both back-ends' tests assert the same paths.
+    """
+    from trainengine.registry import ModelRegistry
+
+    def open_(name: str = "models.db", **kwargs):
+        if not sql_db.is_sqlite:
+            file = tmp_path / name
+            kwargs.setdefault("artifact_root", file.with_name(f"{file.stem}-artifacts"))
+        return ModelRegistry(sql_db(name), **kwargs)
+
+    return open_
+
+
+@pytest.fixture
 def bundle_factory():
     """Factory: ``bundle_factory(folder, model, spec=MLP_SPEC, with_manifest=True) -> folder``."""
     return make_bundle

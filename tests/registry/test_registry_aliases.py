@@ -1,8 +1,9 @@
-"""Aliases: promotion gates, forced promotions, the alias history, rollback (undo) and archiving."""
+"""Aliases: promotion gates, forced promotions, the alias history, rollback (undo) and archiving.
+
+Tests taking ``registry`` / ``versions`` run on SQLite and on a throwaway PostgreSQL database.
+"""
 
 from __future__ import annotations
-
-import sqlite3
 
 import pytest
 
@@ -13,8 +14,8 @@ GATES = {"production": {"val_loss": "<= 0.40", "accuracy": ">= 0.9"}}
 
 
 @pytest.fixture
-def registry(tmp_path):
-    with ModelRegistry(tmp_path / "models.db", gates=GATES) as reg:
+def registry(open_registry):
+    with open_registry("models.db", gates=GATES) as reg:
         yield reg
 
 
@@ -105,16 +106,16 @@ def test_promoting_moves_the_alias_and_keeps_one_holder(versions):
     assert len(versions.history("m", "production")) == 3
 
 
-def test_one_holder_per_alias_is_a_database_constraint(versions, tmp_path):
+def test_one_holder_per_alias_is_a_database_constraint(versions, sql_db):
     versions.promote_model("m:1.0.0", "production")
-    with sqlite3.connect(tmp_path / "models.db") as raw:
-        pk2 = raw.execute("SELECT model_pk FROM registry_models WHERE version = '2.0.0'").fetchone()[0]
-        with pytest.raises(sqlite3.IntegrityError):
-            raw.execute("INSERT INTO registry_aliases (name, alias, model_pk, updated_at) VALUES ('m', 'production', ?, 0)", (pk2,))
-        with pytest.raises(sqlite3.IntegrityError):
-            raw.execute("INSERT INTO registry_models (name, version, status, metrics_json, description, artifact_kind, artifact_path, "
-                        "artifact_in_store, artifact_files_json, artifact_sha256, created_at) "
-                        "VALUES ('m', '1.0.0', 'active', '{}', '', 'torch', 'x', 1, '[]', 'x', 0)")
+    path = sql_db("models.db")  # the database the registry fixture opened
+    ((pk2,),) = sql_db.raw(path, "SELECT model_pk FROM registry_models WHERE version = '2.0.0'")
+    with pytest.raises(sql_db.integrity_error):
+        sql_db.raw(path, f"INSERT INTO registry_aliases (name, alias, model_pk, updated_at) VALUES ('m', 'production', {int(pk2)}, 0)")
+    with pytest.raises(sql_db.integrity_error):
+        sql_db.raw(path, "INSERT INTO registry_models (name, version, status, metrics_json, description, artifact_kind, artifact_path, "
+                         "artifact_in_store, artifact_files_json, artifact_sha256, created_at) "
+                         "VALUES ('m', '1.0.0', 'active', '{}', '', 'torch', 'x', true, '[]', 'x', 0)")
 
 
 def test_aliases_are_per_model_name(versions, weights_pt):

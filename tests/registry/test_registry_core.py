@@ -1,4 +1,7 @@
-"""ModelRegistry: registering every artifact kind, lineage, validation, lookups and safe loading."""
+"""ModelRegistry: registering every artifact kind, lineage, validation, lookups and safe loading.
+
+Tests taking ``registry`` or ``open_registry`` run on SQLite and on a throwaway PostgreSQL database.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import hashlib
 import json
 import math
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -18,10 +20,14 @@ from trainengine.errors import RegistryError
 from trainengine.models import GPTConfig, build_model
 from trainengine.registry import ModelNotFoundError, ModelRecord, ModelRegistry, RegistryValueError, parse_model_ref
 
+# Validation and file hashing that involve no SQL difference: one back-end is enough (keeps the
+# PostgreSQL runs within their time budget).
+SQLITE_ONLY = pytest.mark.parametrize("sql_db", ["sqlite"], indirect=True)
+
 
 @pytest.fixture
-def registry(tmp_path):
-    with ModelRegistry(tmp_path / "reg" / "models.db") as reg:
+def registry(open_registry):
+    with open_registry("reg/models.db") as reg:
         yield reg
 
 
@@ -230,6 +236,7 @@ def test_copy_artifact_false_records_the_path_and_notices_its_deletion(registry,
 
 
 @pytest.mark.parametrize("kind", ["file", "folder"])
+@SQLITE_ONLY
 def test_one_changed_byte_makes_load_fail_before_reading_weights(registry, trained, weights_pt, mlp_spec, kind):
     if kind == "file":
         registry.register_model("m", "1.0.0", weights_pt, model_config=mlp_spec)
@@ -272,11 +279,13 @@ def test_artifact_root_default_and_server_urls(tmp_path, weights_pt):
 
 # ------------------------------------------------------------------------------------------ validation
 @pytest.mark.parametrize("version", ["1.0.0", "0.9.5", "2.1.0-rc.1", "10.20.30", "1.0.0-alpha.beta.1"])
+@SQLITE_ONLY
 def test_semantic_versions_are_accepted(registry, weights_pt, version):
     assert registry.register_model("m", version, weights_pt) == f"m:{version}"
 
 
 @pytest.mark.parametrize("version", ["v1", "1.0", "../x", "1.0.0/..", "01.0.0", "1.0.0+build.5", "", "1.0.0-", 1])
+@SQLITE_ONLY
 def test_bad_versions_are_refused(registry, weights_pt, version):
     with pytest.raises(RegistryValueError, match="semantic version"):
         registry.register_model("m", version, weights_pt)
@@ -284,6 +293,7 @@ def test_bad_versions_are_refused(registry, weights_pt, version):
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".hidden", "", "x" * 129, "name:1", "name@prod", "a b"])
+@SQLITE_ONLY
 def test_path_traversal_and_bad_names_are_refused(registry, weights_pt, tmp_path, name):
     with pytest.raises(RegistryValueError, match="invalid model name"):
         registry.register_model(name, "1.0.0", weights_pt)
@@ -420,16 +430,18 @@ def test_record_is_frozen_and_to_dict_is_json(registry, trained):
                          "data_fingerprint", "config", "model_spec", "status"}
 
 
-def test_schema_has_the_documented_tables_and_constraints(tmp_path, weights_pt):
-    path = tmp_path / "models.db"
-    ModelRegistry(path).close()
-    with sqlite3.connect(path) as raw:
-        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"registry_models", "registry_aliases", "registry_alias_history", "registry_model_tags", "registry_schema_version"} <= tables
-        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        raw.execute("UPDATE registry_schema_version SET version = 7")
+def test_schema_has_the_documented_tables_and_constraints(open_registry, sql_db):
+    open_registry("models.db").close()
+    path = sql_db("models.db")
+    if sql_db.is_sqlite:
+        tables = {r[0] for r in sql_db.raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert sql_db.raw(path, "PRAGMA journal_mode") == [("wal",)]
+    else:
+        tables = {r[0] for r in sql_db.raw(path, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"registry_models", "registry_aliases", "registry_alias_history", "registry_model_tags", "registry_schema_version"} <= tables
+    sql_db.raw(path, "UPDATE registry_schema_version SET version = 7")
     with pytest.raises(RegistryError, match="schema version 7, newer than this trainengine supports"):
-        ModelRegistry(path)
+        open_registry("models.db")
 
 
 def test_closed_registry_says_so(tmp_path):

@@ -260,5 +260,5 @@ def test_create_app_refuses_bad_options(digits_bundle, copy_bundle) -> None:
         create_app(digits_bundle.path, runtime="tensorrt", max_batch=0)
     path = copy_bundle(digits_bundle.path)
     (path / "reference_profile.json").write_text("{}")
-    with pytest.raises(BundleError, match="reference_profile.json: sha256"):
+    with pytest.raises(BundleError, match="reference_profile.json: content changed"):
         create_app(path)

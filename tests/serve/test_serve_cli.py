@@ -89,7 +89,7 @@ def test_tampered_bundle_is_refused(digits_bundle, copy_bundle, uvicorn_calls, c
     path = copy_bundle(digits_bundle.path)
     (path / "examples.json").write_text("{}")
     assert main(["serve", str(path)]) == 2
-    assert "failed verification: examples.json: sha256" in capsys.readouterr().err and not uvicorn_calls
+    assert "failed verification: examples.json: content changed" in capsys.readouterr().err and not uvicorn_calls
 
 
 def test_torch_runtime(digits_bundle, uvicorn_calls) -> None:

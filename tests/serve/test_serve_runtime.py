@@ -159,11 +159,20 @@ def test_tampered_bundle_is_refused(digits_bundle, copy_bundle) -> None:
     path = copy_bundle(digits_bundle.path)
     with (path / "model.onnx").open("ab") as fh:
         fh.write(b"\0")
-    with pytest.raises(BundleError, match=r"failed verification: model\.onnx: sha256 .* differs .*re-export the bundle"):
+    with pytest.raises(BundleError, match=r"failed verification: model\.onnx: content changed \(sha256 .*re-export the bundle"):
         OnnxPredictor(path)
     assert load_bundle(path, verify=False).name == "digits"  # verification is what refused it
     (path / "task_spec.json").unlink()
-    with pytest.raises(BundleError, match=r"model\.onnx: sha256 .*task_spec\.json: missing"):
+    with pytest.raises(BundleError, match=r"model\.onnx: content changed .*task_spec\.json: missing"):
+        load_bundle(path)
+
+
+def test_unlisted_file_is_refused(digits_bundle, copy_bundle) -> None:
+    # One contract with trainengine.export.verify_bundle: the bundle is exactly what its manifest
+    # lists (an unlisted onnxruntime.py beside inference.py would shadow the real package).
+    path = copy_bundle(digits_bundle.path)
+    (path / "onnxruntime.py").write_text("raise SystemExit('shadowed')\n")
+    with pytest.raises(BundleError, match=r"onnxruntime\.py: not listed in the manifest"):
         load_bundle(path)
 
 

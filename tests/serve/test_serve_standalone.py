@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def test_inference_script_refuses_a_tampered_bundle(standalone_bundle, site_pack
         [sys.executable, "-S", "inference.py", "--input", "examples.json"],
         cwd=standalone_bundle, env=_env(site_packages), capture_output=True, text=True, timeout=60,
     )
-    assert result.returncode == 2 and "model.onnx: sha256" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "model.onnx: content changed" in result.stderr and "Traceback" not in result.stderr
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> dict:
@@ -127,17 +128,29 @@ def test_server_script_serves_without_trainengine(standalone_bundle, site_packag
 
 @pytest.mark.slow
 def test_server_script_with_workers_aggregates_metrics(standalone_bundle, site_packages, port, metrics_of) -> None:
+    # Log level info: each worker logs "Application startup complete." on stderr when it serves.
     proc = subprocess.Popen(
-        [sys.executable, "-S", "server.py", "--port", str(port), "--workers", "2", "--log-level", "warning",
+        [sys.executable, "-S", "server.py", "--port", str(port), "--workers", "2", "--log-level", "info",
          "--api-key-env", "BUNDLE_KEY"],
-        cwd=standalone_bundle, env=_env(site_packages, BUNDLE_KEY="k-123"), stdout=subprocess.PIPE,
+        cwd=standalone_bundle, env=_env(site_packages, BUNDLE_KEY="k-123"), stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True,
     )
+    both_up = threading.Event()
+
+    def count_started_workers() -> None:  # reads stderr to the end, so the pipe never fills
+        started = 0
+        for line in proc.stderr:
+            started += "Application startup complete" in line
+            if started == 2:
+                both_up.set()
+
+    reader = threading.Thread(target=count_started_workers, daemon=True)
+    reader.start()
     url = f"http://127.0.0.1:{port}"
     key = {"X-API-Key": "k-123"}
     try:
+        assert both_up.wait(60), "the two workers did not both start within 60 s"
         _wait_healthy(url, proc)
-        time.sleep(1.0)  # let the second worker come up too
         for _ in range(12):  # new connections: uvicorn's workers share the socket, both get traffic
             assert httpx.post(url + "/predict", json={"inputs": [[0.0] * 64]}, headers=key, timeout=10).status_code == 200
         assert httpx.post(url + "/predict", json={"inputs": [[0.0] * 64]}, timeout=10).status_code == 401
@@ -148,3 +161,4 @@ def test_server_script_with_workers_aggregates_metrics(standalone_bundle, site_p
         assert counts == {12.0}
     finally:
         _stop(proc)
+        reader.join(timeout=15)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from trainengine import registries
 from trainengine.errors import TaskError
 from trainengine.tasks import (
     ClassificationLoss,
@@ -18,7 +19,6 @@ from trainengine.tasks import (
     get_loss_strategy,
     register_loss_strategy,
 )
-from trainengine.tasks import _losses
 
 
 @pytest.fixture()
@@ -28,10 +28,10 @@ def gen() -> torch.Generator:
 
 @pytest.fixture()
 def restore_registry() -> Iterator[None]:
-    saved = dict(_losses._LOSS_STRATEGIES)
+    saved = dict(registries.LOSSES._entries)
     yield
-    _losses._LOSS_STRATEGIES.clear()
-    _losses._LOSS_STRATEGIES.update(saved)
+    registries.LOSSES._entries.clear()
+    registries.LOSSES._entries.update(saved)
 
 
 # ------------------------------------------------------------------------------------ registry

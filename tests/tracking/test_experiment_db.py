@@ -1,4 +1,8 @@
-"""ExperimentDB: runs, metrics, status, queries, persistence, errors and lock handling."""
+"""ExperimentDB: runs, metrics, status, queries, persistence, errors and lock handling.
+
+Tests taking ``db`` or ``sql_db`` run twice: on a SQLite file and on a throwaway PostgreSQL
+database (tests/_postgres.py). Lock handling and path/URL resolution are SQLite matters and run there.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +20,18 @@ import torch
 
 from trainengine.errors import TrainEngineError
 from trainengine.tracking import ExperimentDB, ExperimentDBError, ExperimentDBValueError, UnknownRunError
+from trainengine import _sql
 from trainengine.tracking import _db
 
 
+# Input validation that fails before any SQL runs: one back-end is enough (keeps the PostgreSQL
+# runs within their time budget).
+SQLITE_ONLY = pytest.mark.parametrize("sql_db", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
-def db(tmp_path):
-    with ExperimentDB(tmp_path / "experiments.db") as database:
+def db(sql_db):
+    with ExperimentDB(sql_db("experiments.db")) as database:
         yield database
 
 
@@ -302,6 +312,7 @@ def test_compare_runs_bad_arguments(db):
         (lambda db, r: db.log_metrics(r, [("loss", 1.0)]), "metrics must be a dict of name -> number, got list"),
     ],
 )
+@SQLITE_ONLY
 def test_bad_inputs_give_clear_errors(db, call, message):
     rid = db.log_run("r")
     with pytest.raises(ExperimentDBValueError, match=message) as info:
@@ -311,8 +322,8 @@ def test_bad_inputs_give_clear_errors(db, call, message):
 
 
 # ------------------------------------------------------------------------------- storage and lifetime
-def test_persists_across_reopen(tmp_path):
-    path = tmp_path / "deep" / "nested" / "experiments.db"  # parent folders are created
+def test_persists_across_reopen(sql_db):
+    path = sql_db("deep/nested/experiments.db")  # SQLite: parent folders are created
     with ExperimentDB(path) as first:
         rid = first.log_run("keep-me", {"lr": 0.1}, notes="n", tags=["t"])
         first.log_metric(rid, "val/loss", 0.25, step=3)
@@ -322,10 +333,10 @@ def test_persists_across_reopen(tmp_path):
         assert (run["run_name"], run["config"], run["notes"], run["tags"], run["status"]) == ("keep-me", {"lr": 0.1}, "n", ["t"], "completed")
         assert run["metrics"]["val/loss"][0]["value"] == 0.25
         assert again.log_run("next") == rid + 1
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
-        assert raw.execute("SELECT count(*) FROM metrics").fetchone()[0] == 1
+    if sql_db.is_sqlite:
+        assert sql_db.raw(path, "PRAGMA journal_mode") == [("wal",)]
+    assert sql_db.raw(path, "SELECT version FROM schema_version") == [(1,)]
+    assert sql_db.raw(path, "SELECT count(*) FROM metrics") == [(1,)]
 
 
 def test_sqlalchemy_url_and_memory(tmp_path):
@@ -338,17 +349,17 @@ def test_sqlalchemy_url_and_memory(tmp_path):
     mem = ExperimentDB(":memory:")
     rid = mem.log_run("m")
     done = []
-    threading.Thread(target=lambda: done.append(mem.get_run(rid)["run_name"])).start()  # shared across threads
-    time.sleep(0.2)
+    reader = threading.Thread(target=lambda: done.append(mem.get_run(rid)["run_name"]))  # shared across threads
+    reader.start()
+    reader.join(timeout=30)
     assert done == ["m"]
     assert not list(Path.cwd().glob(":memory:"))
 
 
-def test_schema_newer_than_code_is_refused(tmp_path):
-    path = tmp_path / "e.db"
+def test_schema_newer_than_code_is_refused(sql_db):
+    path = sql_db("e.db")
     ExperimentDB(path).close()
-    with sqlite3.connect(path) as raw:
-        raw.execute("UPDATE schema_version SET version = 99")
+    sql_db.raw(path, "UPDATE schema_version SET version = 99")
     with pytest.raises(ExperimentDBError, match="schema version 99, newer than this trainengine supports"):
         ExperimentDB(path)
 
@@ -366,8 +377,8 @@ def test_bad_locations_are_reported(tmp_path):
         ExperimentDB(blocker / "sub" / "e.db")
 
 
-def test_close_is_idempotent_and_blocks_later_use(tmp_path):
-    db = ExperimentDB(tmp_path / "e.db")
+def test_close_is_idempotent_and_blocks_later_use(sql_db):
+    db = ExperimentDB(sql_db("e.db"))
     rid = db.log_run("r")
     db.close()
     db.close()
@@ -377,29 +388,32 @@ def test_close_is_idempotent_and_blocks_later_use(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- lock handling
-def _hold_write_lock(path, seconds):
+def _hold_write_lock(path):
     raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     raw.execute("BEGIN IMMEDIATE")  # another process's long write transaction
-
-    def release():
-        time.sleep(seconds)
-        raw.execute("COMMIT")
-        raw.close()
-
-    thread = threading.Thread(target=release)
-    thread.start()
-    return thread
+    return raw
 
 
-def test_locked_database_is_retried_until_free(tmp_path):
+def test_locked_database_is_retried_until_free(tmp_path, monkeypatch):
     path = tmp_path / "e.db"
     db = ExperimentDB(path, busy_timeout_s=0.02, max_retries=20)  # each try waits 20 ms, then backs off
     rid = db.log_run("r")
-    holder = _hold_write_lock(path, 0.3)
-    start = time.monotonic()
+    holder = _hold_write_lock(path)
+    backoffs = []
+    real_sleep = time.sleep
+
+    def backoff(seconds):
+        # The other writer commits while ours backs off after its second failed try: no clock involved.
+        backoffs.append(seconds)
+        if len(backoffs) == 2:
+            holder.execute("COMMIT")
+        real_sleep(seconds)
+
+    monkeypatch.setattr(_sql.time, "sleep", backoff)
     db.log_metric(rid, "loss", 1.0)
-    assert time.monotonic() - start >= 0.25  # it waited for the lock instead of failing
-    holder.join()
+    monkeypatch.undo()
+    holder.close()
+    assert len(backoffs) == 2  # it waited for the lock instead of failing, and stopped once free
     assert [p["value"] for p in db.get_run(rid)["metrics"]["loss"]] == [1.0]
     db.close()
 
@@ -408,10 +422,11 @@ def test_lock_held_past_all_retries_is_a_clear_error(tmp_path):
     path = tmp_path / "e.db"
     db = ExperimentDB(path, busy_timeout_s=0.01, max_retries=1)
     rid = db.log_run("r")
-    holder = _hold_write_lock(path, 0.5)
+    holder = _hold_write_lock(path)
     with pytest.raises(ExperimentDBError, match="still locked after retries"):
         db.log_metric(rid, "loss", 1.0)
-    holder.join()
+    holder.execute("COMMIT")
+    holder.close()
     db.log_metric(rid, "loss", 2.0)  # usable again once the lock is gone
     assert [p["value"] for p in db.get_run(rid)["metrics"]["loss"]] == [2.0]
     db.close()

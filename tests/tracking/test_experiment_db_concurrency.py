@@ -1,9 +1,11 @@
-"""Several processes writing to one SQLite ExperimentDB at once lose nothing (8 processes x 200 metrics)."""
+"""Several processes writing to one ExperimentDB at once lose nothing (8 processes x 200 metrics).
+
+Each test runs on a SQLite file and on a throwaway PostgreSQL database (``sql_db``, tests/_postgres.py).
+"""
 
 from __future__ import annotations
 
 import multiprocessing
-import sqlite3
 import sys
 
 import pytest
@@ -32,11 +34,11 @@ def _worker(path: str, worker: int, start, results) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
-def test_eight_processes_lose_no_metric(tmp_path):
+def test_eight_processes_lose_no_metric(sql_db):
     # fork, not spawn: a spawned child re-imports torch (about 3 s of CPU each), and a test module
     # imported with --import-mode=importlib cannot be re-imported by name in a child.
     ctx = multiprocessing.get_context("fork")
-    path = str(tmp_path / "shared" / "experiments.db")
+    path = sql_db("shared/experiments.db")
     start, results = ctx.Barrier(NUM_PROCESSES), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(path, w, start, results)) for w in range(NUM_PROCESSES)]
     for p in procs:
@@ -49,9 +51,9 @@ def test_eight_processes_lose_no_metric(tmp_path):
     run_ids = {w: rid for w, rid, _ in outcomes}
     assert len(set(run_ids.values())) == NUM_PROCESSES
 
-    with sqlite3.connect(path) as raw:  # count rows independently of ExperimentDB
-        assert raw.execute("SELECT count(*) FROM metrics").fetchone()[0] == NUM_PROCESSES * NUM_METRICS
-        assert raw.execute("SELECT count(*) FROM runs").fetchone()[0] == NUM_PROCESSES
+    # count rows independently of ExperimentDB
+    assert sql_db.raw(path, "SELECT count(*) FROM metrics") == [(NUM_PROCESSES * NUM_METRICS,)]
+    assert sql_db.raw(path, "SELECT count(*) FROM runs") == [(NUM_PROCESSES,)]
     with ExperimentDB(path) as db:
         for worker, run_id in run_ids.items():
             run = db.get_run(run_id)
@@ -70,11 +72,11 @@ def _log_from_inherited(db: ExperimentDB, run_id: int, results) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
-def test_forked_child_can_use_the_parents_instance(tmp_path):
-    # The child drops the parent's pooled SQLite connection (sharing one across fork corrupts
+def test_forked_child_can_use_the_parents_instance(sql_db):
+    # The child drops the parent's pooled connection (sharing one across fork corrupts SQLite
     # files) and opens its own; the parent keeps working with its connection afterwards.
     ctx = multiprocessing.get_context("fork")
-    db = ExperimentDB(tmp_path / "e.db")
+    db = ExperimentDB(sql_db("e.db"))
     run_id = db.log_run("parent")
     db.log_metric(run_id, "parent/value", 0.5, step=0)  # the pool now holds an open connection
     results = ctx.Queue()

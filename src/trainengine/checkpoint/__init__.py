@@ -68,6 +68,7 @@ from trainengine.checkpoint._async import AsyncSave
 from trainengine.checkpoint._keys import canonical_keys, load_model_state, load_weights_file, save_weights_file
 from trainengine.checkpoint._load import apply_checkpoint, load_checkpoint
 from trainengine.checkpoint._manager import EMERGENCY_TAG, CheckpointInfo, CheckpointManager
+from trainengine.checkpoint._optim_state import load_optimizer_state, load_scheduler_state, named_optimizer_state
 
 __all__ = [
     "CheckpointManager",
@@ -85,6 +86,9 @@ __all__ = [
     "read_metadata",
     "load_checkpoint",
     "apply_checkpoint",
+    "named_optimizer_state",
+    "load_optimizer_state",
+    "load_scheduler_state",
     "load_model_state",
     "save_weights_file",
     "load_weights_file",

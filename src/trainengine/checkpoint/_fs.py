@@ -1,4 +1,7 @@
-"""File-system primitives for crash-safe checkpoint writes: fsync, hashing, removal."""
+"""File-system primitives for crash-safe checkpoint writes: fsync, hashing, removal.
+
+File hashes come from :mod:`trainengine._hashing`, the package's one home for them.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+# One home for file hashing (re-exported: checkpoint code imports it from here).
+from trainengine._hashing import hash_file
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; cleanup then trusts that one process writes
@@ -19,7 +25,6 @@ __all__ = ["fsync_dir", "fsync_and_hash", "hash_file", "write_bytes_durably", "r
 
 LOCK_FILE = ".writer.lock"
 
-_CHUNK = 8 << 20  # 8 MiB: large enough that hashlib releases the GIL and syscalls are few
 
 
 def fsync_dir(path: Path) -> None:
@@ -40,21 +45,6 @@ def fsync_dir(path: Path) -> None:
 def fsync_and_hash(path: Path) -> tuple[int, str]:
     """Flush ``path`` to disk and return ``(size_bytes, sha256_hex)`` of what is there."""
     return hash_file(path, fsync=True)
-
-
-def hash_file(path: Path, *, fsync: bool = False) -> tuple[int, str]:
-    """``(size_bytes, sha256_hex)`` of ``path``; with ``fsync`` also flush it to disk."""
-    digest = hashlib.sha256()
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
-    size = 0
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-            size += n
-        if fsync:
-            os.fsync(fh.fileno())
-    return size, digest.hexdigest()
 
 
 def write_bytes_durably(path: Path, data: bytes) -> tuple[int, str]:

@@ -10,6 +10,7 @@ from torch import nn
 
 from trainengine.checkpoint._format import CheckpointMetadata, LoadedCheckpoint, read_checkpoint
 from trainengine.checkpoint._keys import load_model_state
+from trainengine.checkpoint._optim_state import load_optimizer_state, load_scheduler_state
 from trainengine.errors import CheckpointError
 
 __all__ = ["load_checkpoint", "apply_checkpoint"]
@@ -30,8 +31,13 @@ def load_checkpoint(
     Args:
         path: The ``ckpt-*`` folder.
         model: Receives the weights (canonical keys fit plain, compiled and DDP models).
-        optimizer: Receives ``state["optimizer"]`` when the checkpoint has it.
-        scheduler: Receives ``state["scheduler"]`` when the checkpoint has it.
+        optimizer: Receives ``state["optimizer"]`` when the checkpoint has it. Per-parameter
+            state is matched by parameter name, so any group layout over the same parameters
+            works (e.g. ``torch.optim.AdamW(model.parameters())`` for a run that used decay /
+            no-decay groups); then the given groups' hyperparameters stand (a warning says so).
+        scheduler: Receives ``state["scheduler"]`` when the checkpoint has it and it is of the
+            same kind (a trainengine schedule of the same name, or the same torch scheduler
+            class); see :func:`~trainengine.checkpoint.load_scheduler_state`.
         scaler: Receives ``state["scaler"]`` when the checkpoint has it.
         strict: Refuse weights that do not match the model's keys.
         map_location: Device the weights are read to before being copied into the model.
@@ -40,7 +46,9 @@ def load_checkpoint(
         The checkpoint's metadata.
 
     Raises:
-        CheckpointError: Corrupt checkpoint, or state that does not fit the objects given.
+        CheckpointError: Corrupt checkpoint, state that does not fit the objects given, an
+            optimizer over a different set of parameters (the message names them) or a
+            scheduler of another kind.
     """
     loaded = read_checkpoint(path, map_location=map_location)
     return apply_checkpoint(loaded, model, optimizer, scheduler, scaler, strict=strict)
@@ -61,10 +69,16 @@ def apply_checkpoint(
             raise CheckpointError(f"checkpoint {loaded.meta.path} holds no model weights (it was saved with model=None); pass strict=False to skip them")
         if loaded.model_state:
             load_model_state(model, loaded.model_state, strict=strict)
-    for obj, key in ((optimizer, "optimizer"), (scheduler, "scheduler"), (scaler, "scaler")):
-        if obj is not None and loaded.state.get(key) is not None:
-            try:
-                obj.load_state_dict(loaded.state[key])
-            except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-                raise CheckpointError(f"checkpoint {loaded.meta.path}: the saved {key} state does not fit the {type(obj).__name__} given: {exc}") from exc
+    where = str(loaded.meta.path)
+    if optimizer is not None and loaded.state.get("optimizer") is not None:
+        load_optimizer_state(optimizer, loaded.state["optimizer"], model, where=where)
+    if scheduler is not None and loaded.state.get("scheduler") is not None:
+        load_scheduler_state(scheduler, loaded.state["scheduler"], where=where)
+    if scaler is not None and loaded.state.get("scaler") is not None:
+        try:
+            scaler.load_state_dict(loaded.state["scaler"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(
+                f"checkpoint {where}: the saved scaler state does not fit the {type(scaler).__name__} given: {exc}"
+            ) from exc
     return loaded.meta

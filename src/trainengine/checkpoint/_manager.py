@@ -35,6 +35,7 @@ from trainengine.checkpoint._format import (
 )
 from trainengine.checkpoint._fs import fsync_dir, remove_tree, writer_lock
 from trainengine.checkpoint._load import load_checkpoint
+from trainengine.checkpoint._optim_state import named_optimizer_state
 from trainengine.checkpoint._write import Payload, materialize, prepare, stage, write_checkpoint
 from trainengine.errors import CheckpointError, ConfigError
 
@@ -193,10 +194,14 @@ class CheckpointManager:
             step: Optimizer steps done; names the folder (re-saving a step replaces it safely).
             epoch: Current epoch.
             model: The model (its ``state_dict`` under canonical keys) or a state dict.
-            state: Everything else to restore, e.g. ``{"optimizer": opt.state_dict(),
-                "scheduler": ..., "scaler": ..., "rng": ...}``; see :func:`flatten_state` for
-                what it may hold. :meth:`load_checkpoint` restores the ``optimizer``,
-                ``scheduler`` and ``scaler`` entries.
+            state: Everything else to restore, e.g. ``{"optimizer": opt, "scheduler": ...,
+                "scaler": ..., "rng": ...}``; see :func:`flatten_state` for what it may hold.
+                An optimizer object (with ``model`` a module) is saved as
+                :func:`~trainengine.checkpoint.named_optimizer_state`, which lets
+                :meth:`load_checkpoint` match its state by parameter name into any group
+                layout; a plain ``opt.state_dict()`` loads only into the same layout.
+                :meth:`load_checkpoint` restores the ``optimizer``, ``scheduler`` and
+                ``scaler`` entries.
             metrics: Metrics at this point (the monitored one ranks the checkpoint).
             meta: JSON-able facts to keep (``git_commit``, ``config``, ...).
             tags: Labels; ``"emergency"`` protects it until a newer normal checkpoint exists.
@@ -207,7 +212,7 @@ class CheckpointManager:
                 whose failure nobody has seen yet.
         """
         self._finish_pending()
-        payload = prepare(step=step, epoch=epoch, model=model, state=state, metrics=metrics, meta=meta, tags=tags)
+        payload = prepare(step=step, epoch=epoch, model=model, state=_named(state, model), metrics=metrics, meta=meta, tags=tags)
         if payload.model is not None:
             payload.model = materialize(payload.model)
         payload.state = materialize(payload.state)
@@ -241,7 +246,7 @@ class CheckpointManager:
         t0 = time.perf_counter()
         self._finish_pending()
         t1 = time.perf_counter()
-        payload = prepare(step=step, epoch=epoch, model=model, state=state, metrics=metrics, meta=meta, tags=tags)
+        payload = prepare(step=step, epoch=epoch, model=model, state=_named(state, model), metrics=metrics, meta=meta, tags=tags)
         if payload.model is not None:
             payload.model = stage(payload.model, self._buffers["model"])
         payload.state = stage(payload.state, self._buffers["state"])
@@ -546,8 +551,26 @@ class CheckpointManager:
         map_location: str | torch.device = "cpu",
     ) -> CheckpointMetadata:
         """Load a checkpoint into a model (plain, compiled or DDP) and, if given, optimizer,
-        scheduler and grad scaler; returns its metadata (``.step``, ``.epoch``, ``.metrics``)."""
+        scheduler and grad scaler; returns its metadata (``.step``, ``.epoch``, ``.metrics``).
+
+        The optimizer may group the parameters differently from the run that saved it (its
+        state is matched by parameter name; its own group hyperparameters then stand); see
+        :func:`~trainengine.checkpoint.load_checkpoint`.
+
+        Raises:
+            CheckpointError: Corrupt checkpoint, an optimizer over other parameters, a
+                scheduler of another kind, or weights that do not fit the model.
+        """
         return load_checkpoint(self._resolve(path), model, optimizer, scheduler, scaler, strict=strict, map_location=map_location)
+
+
+def _named(state: Mapping[str, Any] | None, model: Any) -> Mapping[str, Any] | None:
+    """Save an optimizer object as its state with parameter names (see named_optimizer_state)."""
+    if state is None or not isinstance(state, Mapping) or not isinstance(state.get("optimizer"), torch.optim.Optimizer):
+        return state
+    if not isinstance(model, nn.Module):
+        raise CheckpointError("state['optimizer'] is an optimizer object: pass model= (the module) too, or save optimizer.state_dict()")
+    return {**state, "optimizer": named_optimizer_state(state["optimizer"], model)}
 
 
 def _canonical_monitor(monitor: str) -> tuple[str, tuple[str, ...]]:

@@ -218,7 +218,7 @@ def _write_failure(final: Path, exc: BaseException) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _library_versions() -> dict[str, str]:
-    from trainengine.tracking import library_versions
+    from trainengine.provenance import library_versions
 
     return {**library_versions(), "safetensors": safetensors.__version__}
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trainengine.config import TrainingConfig, apply_overrides, get_preset, read_config_file
-from trainengine.config._config import merge_layer
-from trainengine.config._config import route_flat_keys
 from trainengine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from trainengine.config import TrainingConfig
 
 __all__ = ["resolve_config", "STATE"]
 
@@ -27,6 +27,10 @@ def resolve_config(
     Raises:
         ConfigError: any problem in any layer, all listed at once.
     """
+    # Imported here, not at the top: `trainengine --help` must not pay for pydantic and the config.
+    from trainengine.config import TrainingConfig, apply_overrides, get_preset, read_config_file
+    from trainengine.config._config import merge_layer, route_flat_keys
+
     data: dict[str, Any] = get_preset(preset) if preset else {}
     if config_file is not None:
         data = merge_layer(data, route_flat_keys(read_config_file(config_file)))

@@ -7,12 +7,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from trainengine.cli._common import resolve_config
-from trainengine.config import PRESETS, TrainingConfig
 from trainengine.errors import ConfigError
 
 config_app = typer.Typer(help="Show, validate and list configurations.", no_args_is_help=True)
@@ -27,6 +25,8 @@ def show(
     fmt: str = typer.Option("yaml", "--format", help="yaml or json."),
 ) -> None:
     """Print the resolved config (defaults < preset < file < --set), or explain every field."""
+    from trainengine.config import TrainingConfig  # here, not at the top: keeps `--help` light
+
     if fmt not in ("yaml", "json"):
         raise ConfigError(f"unknown --format '{fmt}' — use yaml or json")
     if explain:
@@ -50,6 +50,8 @@ def show(
     if fmt == "json":
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
     else:
+        import yaml
+
         typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False), nl=False)
 
 
@@ -67,6 +69,8 @@ def validate(
 @config_app.command("presets")
 def presets() -> None:
     """List the presets and what each one is for."""
+    from trainengine.config import PRESETS
+
     table = Table(title="presets")
     table.add_column("name", style="bold")
     table.add_column("what it is for")

@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from trainengine.errors import TrainEngineError
-from trainengine.tracking import read_jsonl
 
 
 def logs_command(
@@ -24,6 +23,8 @@ def logs_command(
     path = run_dir / "logs.jsonl" if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise TrainEngineError(f"no logs.jsonl in {run_dir} — pass a run directory (runs/<experiment>/<run_id>)")
+    from trainengine.tracking import read_jsonl  # imports torch: kept out of `trainengine --help`
+
     records = read_jsonl(path)
     if event:
         records = [r for r in records if r.get("type") == event]

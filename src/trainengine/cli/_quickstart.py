@@ -7,13 +7,14 @@ from typing import Optional
 import typer
 
 from trainengine.cli._train import run_training
-from trainengine.config import TrainingConfigBuilder
 
 __all__ = ["quickstart_command", "quickstart_config"]
 
 
 def quickstart_config(output_dir: str = "runs", epochs: int = 20, seed: int = 0):
     """Digits (bundled with scikit-learn) with an MLP: reaches >= 0.95 validation accuracy."""
+    from trainengine.config import TrainingConfigBuilder  # here, not at the top: keeps `--help` light
+
     return (
         TrainingConfigBuilder.quick_prototype()
         .with_data(dataset="digits")

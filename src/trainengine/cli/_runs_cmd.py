@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from trainengine.errors import TrainEngineError
-from trainengine.tracking import read_jsonl
 
 runs_app = typer.Typer(help="List, show, compare and plot runs.", no_args_is_help=True)
 
@@ -97,6 +96,7 @@ def compare_runs(
     output_dir: Path = typer.Option(Path("runs"), "--output-dir"),
 ) -> None:
     """Runs side by side: best and last value of each metric, plus the settings that differ."""
+    from trainengine.tracking import read_jsonl  # imports torch: only for the commands that read logs
     dirs = [_resolve(r, output_dir) for r in runs]
     names = metric or sorted({"val/loss", *[(_facts(d).get("results") or {}).get("best_metric_name") or "val/loss" for d in dirs]})
     table = Table(title="compare")
@@ -141,6 +141,7 @@ def plot_runs(
     output_dir: Path = typer.Option(Path("runs"), "--output-dir"),
 ) -> None:
     """One curve per run (smoothed, with the raw values faint) written to an image file."""
+    from trainengine.tracking import read_jsonl  # imports torch: only for the commands that read logs
     import matplotlib
 
     matplotlib.use("Agg")

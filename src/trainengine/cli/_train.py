@@ -14,9 +14,8 @@ __all__ = ["train_command", "run_training"]
 
 def run_training(config: Any, resume_from: str | Path | None = None) -> dict[str, Any]:
     """Build task, data and model from the config and train; returns the Trainer's results."""
-    from trainengine.engine import Trainer, build_from_config
-
-    from trainengine.engine import TrainingInterrupted
+    from trainengine.assembly import Trainer
+    from trainengine.engine import TrainingInterrupted, build_from_config
 
     built = build_from_config(config)
     trainer = Trainer(built.model, built.model_config, config, built.task_spec)

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trainengine import registries
 from trainengine._io import atomic_write_text
 from trainengine.config._errors import all_field_paths, describe_bounds, to_config_error, unknown_field_message
 from trainengine.config._sections import (
@@ -62,6 +63,9 @@ def _route(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     problems = []
     flat_targets = {FLAT_FIELDS[k][0] for k in data if k not in SECTION_TYPES and len(FLAT_FIELDS.get(k, ())) == 1}
     for key, value in data.items():
+        if key == "plugins":
+            nested["plugins"] = value
+            continue
         if key in SECTION_TYPES:
             if isinstance(value, SECTION_TYPES[key]) and key not in flat_targets:
                 # Keep a section instance as it is: on assignment (``config.scheduler = {...}``)
@@ -148,11 +152,16 @@ class TrainingConfig(BaseModel):
     export: ExportSection = Field(default_factory=ExportSection, description="Export after training.")
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection, description="Health and speed probes.")
     registry: RegistrySection = Field(default_factory=RegistrySection, description="Model registry and promotion gates.")
+    plugins: list[str] = Field(default_factory=list, description="Modules imported before the config's names are checked, so models, schedules, trackers, export formats ... they register can be named here (also in a fresh process: resume, export, a job worker).")
 
     def __init__(self, **data: Any) -> None:
+        # Plugins first: the modules they name register the schedules, models, trackers ... that
+        # the sections' name checks below look up.
+        problems = _load_plugins(data.get("plugins"))
         # Route flat keys first so that an unknown top-level key does not hide the problems of
         # the sections next to it: every problem is reported in one error.
-        nested, problems = _route(data)
+        nested, route_problems = _route(data)
+        problems += route_problems
         try:
             super().__init__(**nested)
         except ValidationError as exc:
@@ -297,8 +306,16 @@ class TrainingConfig(BaseModel):
             raise ConfigError(exc.problems, prefix=f"invalid configuration in {path}") from None
 
     @classmethod
-    def explain(cls) -> list[dict[str, str]]:
-        """One row per field: path, type, default, bounds and description (for docs and the CLI)."""
+    def explain(cls, *, builtin_only: bool = False) -> list[dict[str, str]]:
+        """One row per field: path, type, default, bounds and description (for docs and the CLI).
+
+        A field checked against a registry shows the registered names as its choices
+        (``Literal['adam', 'adamw', 'sgd']``), plugins included when they are loaded.
+
+        Args:
+            builtin_only: List only trainengine's own names for registry-checked fields (the
+                generated reference must not depend on what a process has registered).
+        """
         rows = []
         for section, model in SECTION_TYPES.items():
             for name, info in model.model_fields.items():
@@ -306,13 +323,42 @@ class TrainingConfig(BaseModel):
                 rows.append(
                     {
                         "path": f"{section}.{name}",
-                        "type": _type_name(info.annotation),
+                        "type": _registry_type_name(info, builtin_only) or _type_name(info.annotation),
                         "default": _yaml_scalar(default),
                         "bounds": describe_bounds(info),
                         "description": info.description or "",
                     }
                 )
+        info = cls.model_fields["plugins"]
+        rows.append({"path": "plugins", "type": _type_name(info.annotation), "default": "[]", "bounds": "", "description": info.description or ""})
         return rows
+
+
+def _load_plugins(plugins: Any) -> list[str]:
+    """Import the ``plugins:`` modules; their problems, one line each (``[]`` = all imported)."""
+    if plugins is None:
+        return []
+    if not isinstance(plugins, (list, tuple)):
+        return [f"plugins: must be a list of module names, e.g. [my_project.plugins] (got {type(plugins).__name__})"]
+    try:
+        registries.load_plugins(plugins)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def _registry_type_name(info: Any, builtin_only: bool = False) -> str | None:
+    """``Literal['a', 'b']`` (or ``list[...]`` / ``... | None``) for a registry-checked field."""
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    registry = getattr(registries, str(extra.get("registry", "")), None)
+    if not isinstance(registry, registries.Registry):
+        return None
+    names = [*extra.get("also", []), *(registry.builtin_names() if builtin_only else registry.names())]
+    text = f"Literal[{', '.join(repr(n) for n in names)}]"
+    annotation = str(info.annotation)
+    if annotation.startswith("list["):
+        return f"list[{text}]"
+    return f"{text} | None" if "None" in annotation else text
 
 
 def _type_name(annotation: Any) -> str:

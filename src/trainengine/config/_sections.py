@@ -2,17 +2,21 @@
 
 Every field has a type, a default, bounds where numbers are involved and a one-line
 ``description``; the descriptions feed ``trainengine config show --explain`` and
-``docs/config-reference.md``. Choices are ``Literal`` so a typo is a validation error, not a
-silent fallback.
+``docs/config-reference.md``. Fixed choices are ``Literal`` so a typo is a validation error, not a
+silent fallback. Names of extensible things (model architecture, task, schedule, optimizer,
+tracker back-ends, export formats, data set) are checked against the registries of
+:mod:`trainengine.registries` instead: registering one more makes it valid here, and an unknown
+name lists the registered ones with the closest suggestion. Such a field says which registry it
+uses in ``json_schema_extra={"registry": ...}`` so ``explain()`` can list the choices.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from trainengine import registries
 
 __all__ = [
     "Section",
@@ -52,6 +56,26 @@ class Section(BaseModel):
         except ValidationError as exc:
             err = to_config_error(exc, type(self))
             raise type(err)([_full_path(section, p) for p in err.problems]) from None
+
+
+def _registered(registry: registries.Registry, value: Any, *, also: tuple[str, ...] = ()) -> Any:
+    """``value`` when it is in ``registry`` (or one of ``also``), else a ValueError naming the
+    registered names and the closest one (to_config_error adds the field's dotted path)."""
+    if value in also:
+        return value
+    problem = registry.problem(value)
+    if problem is not None:
+        if also:
+            problem = problem.replace(" — available: ", f" — available: {', '.join(also)}, ", 1)
+        raise ValueError(problem)
+    return value
+
+
+def _registered_list(registry: registries.Registry, values: list[str]) -> list[str]:
+    problems = [p for p in (registry.problem(v) for v in values) if p is not None]
+    if problems:
+        raise ValueError("\n".join(problems))
+    return values
 
 
 def _full_path(section: str, problem: str) -> str:
@@ -95,7 +119,7 @@ class TrainingSection(Section):
 class OptimizerSection(Section):
     """The optimizer and its hyper-parameters."""
 
-    name: Literal["adamw", "adam", "sgd"] = Field("adamw", description="Optimizer: adamw, adam or sgd.")
+    name: str = Field("adamw", description="Optimizer: adamw, adam, sgd or one added with trainengine.registries.register_optimizer.", json_schema_extra={"registry": "OPTIMIZERS"})
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="Weight decay on weight matrices only; never on biases, norms, embeddings or other 1-D parameters.")
     beta1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta1 (first-moment decay).")
     beta2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam beta2 (second-moment decay).")
@@ -104,11 +128,16 @@ class OptimizerSection(Section):
     nesterov: bool = Field(False, description="Use Nesterov momentum with SGD.")
     fused: Literal["auto", "on", "off"] = Field("auto", description="Fused Adam/AdamW/SGD kernels: auto = on for CPU and CUDA parameters (they also skip non-finite steps on the device).")
 
+    @field_validator("name")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        return _registered(registries.OPTIMIZERS, value)
+
 
 class SchedulerSection(Section):
     """The learning-rate schedule, stepped once per optimizer step."""
 
-    name: Literal["cosine", "linear", "constant", "one_cycle", "cyclic", "reduce_on_plateau"] = Field("cosine", description="Schedule after warmup.")
+    name: str = Field("cosine", description="Schedule after warmup: a built-in one or one added with trainengine.registries.register_schedule.", json_schema_extra={"registry": "SCHEDULES"})
     warmup_steps: int = Field(0, ge=0, description="Linear warmup length in optimizer steps (set this or warmup_ratio).")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Linear warmup as a fraction of total optimizer steps (set this or warmup_steps).")
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine, linear; the floor for reduce_on_plateau).")
@@ -123,6 +152,11 @@ class SchedulerSection(Section):
     plateau_patience: int = Field(3, ge=0, description="Reduce-on-plateau: evaluations without improvement before reducing.")
     plateau_threshold: float = Field(1e-4, ge=0.0, description="Reduce-on-plateau: relative change that counts as an improvement.")
     plateau_cooldown: int = Field(0, ge=0, description="Reduce-on-plateau: evaluations to wait after a reduction.")
+
+    @field_validator("name")
+    @classmethod
+    def _known_schedule(cls, value: str) -> str:
+        return _registered(registries.SCHEDULES, value)
 
 
 class CheckpointingSection(Section):
@@ -150,17 +184,22 @@ class TrackingSection(Section):
     notes: str = Field("", description="Free-form notes recorded in run.json.")
     progress: Literal["auto", "bar", "plain", "off"] = Field("auto", description="Console progress: a live bar on a terminal, plain periodic lines otherwise.")
     write_run_dir: bool = Field(True, description="Write config.yaml, run.json, logs.jsonl and weights into a run directory.")
-    backends: list[Literal["jsonl", "tensorboard", "mlflow", "wandb"]] = Field(default_factory=list, description="Extra tracker back-ends fed from the run's logs (tensorboard, mlflow, wandb, jsonl); they write inside the run directory.")
+    backends: list[str] = Field(default_factory=list, description="Extra tracker back-ends fed from the run's logs (tensorboard, mlflow, wandb, jsonl, or one added with trainengine.registries.register_tracker); they write inside the run directory.", json_schema_extra={"registry": "TRACKERS"})
     project: str = Field("trainengine", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Project name for MLflow / W&B.")
     experiment_db: bool = Field(True, description="Record the run and its logged metrics in the experiment database.")
     db_url: str | None = Field(None, description="Experiment database: a SQLAlchemy URL or a file path; null = <output_dir>/experiments.db (SQLite).")
+
+    @field_validator("backends")
+    @classmethod
+    def _known_trackers(cls, value: list[str]) -> list[str]:
+        return _registered_list(registries.TRACKERS, value)
 
 
 class DataSection(Section):
     """Which data to train on and how it is batched."""
 
-    dataset: str | None = Field(None, description="Built-in data set (digits, diabetes, pystdlib); null when data is passed to Trainer.train().")
-    task: Literal["auto", "classification", "regression", "language_modeling", "vision"] = Field("auto", description="Task to train: auto = the data set's natural task (vision = the digits as 8x8 images for the CNN).")
+    dataset: str | None = Field(None, description="Data set (built in: digits, diabetes, pystdlib; more with trainengine.data.register_dataset); null when data is passed to Trainer.train().", json_schema_extra={"registry": "DATASETS"})
+    task: str = Field("auto", description="Task to train: auto = the data set's natural task (vision = the digits as 8x8 images for the CNN); more with trainengine.registries.register_task.", json_schema_extra={"registry": "TASKS", "also": ["auto"]})
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of a built-in data set held out for validation.")
     max_length: int = Field(128, ge=2, le=1_000_000, description="Sequence length in tokens for language modeling.")
     max_train_samples: int | None = Field(None, ge=1, description="Use at most this many training samples; null = all.")
@@ -176,25 +215,22 @@ class DataSection(Section):
     @classmethod
     def _known_dataset(cls, value: str | None) -> str | None:
         # Checked with the config, not hours later at train time. Data sets registered with
-        # trainengine.data.register_dataset before the config is built count as known.
+        # trainengine.data.register_dataset before the config is built (or by a plugin) count.
         if value is None:
             return value
-        import difflib
+        return _registered(registries.DATASETS, value).lower()
 
-        from trainengine.data import list_datasets
-
-        names = list_datasets()
-        if value.lower() not in names:
-            close = difflib.get_close_matches(value.lower(), names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"unknown dataset '{value}'{hint} — available: {', '.join(names)}")
-        return value.lower()
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        return _registered(registries.TASKS, value, also=("auto",))
 
 
 class ModelSection(Section):
     """The built-in model to create (ignored when you pass your own model)."""
 
-    architecture: Literal["auto", "mlp", "cnn", "gpt"] = Field("auto", description="Built-in model: auto = the task's default (mlp, cnn for vision, gpt for language modeling).")
+    architecture: str = Field("auto", description="Model: auto = the task's default (mlp, cnn for vision, gpt for language modeling), or a name added with trainengine.models.register_model.", json_schema_extra={"registry": "MODELS", "also": ["auto"]})
+    options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of a registered (not built-in) model's builder; data sizes it names (input_dim, input_shape, num_outputs, output_dim, num_classes, vocab_size) are filled in.")
     hidden_dims: list[int] = Field(default_factory=lambda: [128, 128], description="MLP hidden layer widths.")
     activation: Literal["gelu", "relu", "silu", "tanh"] = Field("gelu", description="MLP activation.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout probability.")
@@ -207,6 +243,11 @@ class ModelSection(Section):
     d_ff: int | None = Field(None, ge=1, description="GPT feed-forward width; null = 4 x d_model.")
     tie_weights: bool = Field(True, description="Share the GPT token embedding with the output layer.")
     bias: bool = Field(False, description="Use biases in GPT linear layers and norms.")
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str) -> str:
+        return _registered(registries.MODELS, value, also=("auto",))
 
 
 class LoraSection(Section):
@@ -232,9 +273,14 @@ class ExportSection(Section):
     """Export a verified bundle when training ends (see docs/export.md)."""
 
     enabled: bool = Field(False, description="Create an export bundle (<output_dir>/<experiment>_<time>/) when training ends; its folder is results['export_dir'].")
-    formats: list[Literal["pytorch", "onnx", "torchscript", "torch_export"]] = Field(default_factory=lambda: ["pytorch"], description="Formats in the bundle.")
+    formats: list[str] = Field(default_factory=lambda: ["pytorch"], description="Formats in the bundle: pytorch, onnx, torchscript, torch_export, or one added with trainengine.registries.register_export_format.", json_schema_extra={"registry": "EXPORT_FORMATS"})
     output_dir: str = Field("exports", min_length=1, description="Folder that receives export bundles.")
     verify: bool = Field(True, description="Fail the export when a format differs from the PyTorch outputs by more than 1e-4 (relative); false = record the differences only.")
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        return _registered_list(registries.EXPORT_FORMATS, value)
 
 
 class MonitoringSection(Section):
@@ -262,7 +308,7 @@ class RegistrySection(Section):
         # full dotted path (registry.gates.production.val_loss) so the line stands on its own.
         if not value:
             return value
-        from trainengine.registry._gates import gate_problems
+        from trainengine.config._gates import gate_problems
 
         problems = gate_problems(value, prefix="registry.gates")
         if problems:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Protocol
 
 from trainengine.data._fingerprint import combine_fingerprints, fingerprint_dataset
 from trainengine.data._types import DatasetSplits
 from trainengine.errors import DataError
+from trainengine.registries import DATASETS
+from trainengine.registries import register_dataset as register
 
 __all__ = ["DatasetFactory", "register_dataset", "list_datasets", "load_builtin"]
 
@@ -32,11 +33,11 @@ class DatasetFactory(Protocol):
     ) -> DatasetSplits: ...
 
 
-_REGISTRY: dict[str, DatasetFactory] = {}
-
-
 def register_dataset(name: str, factory: DatasetFactory, *, overwrite: bool = False) -> None:
-    """Add a named data set that :func:`load_builtin` can build.
+    """Add a named data set that :func:`load_builtin` and ``data.dataset: <name>`` can use.
+
+    The entry goes into :data:`trainengine.registries.DATASETS`, which the config checks
+    ``data.dataset`` against.
 
     Args:
         name: registry key (stored lower-case).
@@ -48,17 +49,12 @@ def register_dataset(name: str, factory: DatasetFactory, *, overwrite: bool = Fa
         DataError: ``name`` is empty or already registered (and ``overwrite`` is False).
 
     Example:
-        >>> register_dataset("digits", lambda **kw: None)
+        >>> register_dataset("digits", lambda **kw: None)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        trainengine.errors.DataError: dataset 'digits' is already registered; pass overwrite=True to replace it
+        trainengine.errors.DataError: dataset 'digits' is already registered (...); ... pass overwrite=True to replace it
     """
-    key = name.strip().lower() if isinstance(name, str) else ""
-    if not key:
-        raise DataError(f"a dataset name must be a non-empty string; got {name!r}")
-    if key in _REGISTRY and not overwrite:
-        raise DataError(f"dataset '{key}' is already registered; pass overwrite=True to replace it")
-    _REGISTRY[key] = factory
+    register(name, factory, overwrite=overwrite)
 
 
 def list_datasets() -> list[str]:
@@ -68,7 +64,7 @@ def list_datasets() -> list[str]:
         >>> list_datasets()[:3]
         ['diabetes', 'digits', 'pystdlib']
     """
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def _validate(
@@ -139,15 +135,11 @@ def load_builtin(
         (100, (1, 8, 8))
     """
     key = name.strip().lower() if isinstance(name, str) else ""
-    if key not in _REGISTRY:
-        available = ", ".join(list_datasets())
-        msg = f"unknown dataset {name!r} — available: {available}"
-        close = difflib.get_close_matches(key, list_datasets(), n=1, cutoff=0.6)
-        if close:
-            msg += f" (did you mean '{close[0]}'?)"
-        raise DataError(msg)
+    problem = DATASETS.problem(key)
+    if problem is not None:
+        raise DataError(problem)
     _validate(val_fraction, seed, max_length, max_train_samples, max_val_samples, max_corpus_bytes)
-    splits = _REGISTRY[key](
+    splits = DATASETS.get(key)(
         val_fraction=float(val_fraction),
         seed=seed,
         max_length=max_length,

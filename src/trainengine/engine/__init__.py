@@ -1,8 +1,15 @@
-"""The training loop and its parts: Trainer, step logic, optimizers, schedules, callbacks, state."""
+"""The training loop and its parts: Trainer, step logic, optimizers, schedules, callbacks, state.
+
+``trainengine.engine.Trainer`` is the bare loop (no run directory, trackers, console or export);
+``trainengine.Trainer`` attaches those from the config (see :mod:`trainengine.assembly`).
+"""
 
 from trainengine.engine._build import BuiltRun, build_from_config, build_model_for, build_task, load_data_for
-from trainengine.engine._callbacks import EVENTS, Callback, CallbackList, EarlyStopping
-from trainengine.engine._checkpointing import Checkpointing, TrainingInterrupted, resolve_resume
+from trainengine.engine._callbacks import EVENTS, Callback, CallbackList, EarlyStopping, TrainerCallback
+from trainengine.engine._checkpointing import Checkpointer, Checkpointing, resolve_resume
+from trainengine.engine._data_iter import DataIterator
+from trainengine.engine._faults import SignalGuard, TrainingInterrupted
+from trainengine.engine._logwindow import LogWindow
 from trainengine.engine._optim import build_optimizer, param_groups
 from trainengine.engine._runtime import Runtime, resolve_device, resolve_precision, seed_everything
 from trainengine.engine._state import TrainState, capture_rng_state, restore_rng_state
@@ -15,9 +22,14 @@ __all__ = [
     "TrainState",
     "Callback",
     "CallbackList",
+    "TrainerCallback",
     "EarlyStopping",
+    "Checkpointer",
     "Checkpointing",
     "TrainingInterrupted",
+    "SignalGuard",
+    "DataIterator",
+    "LogWindow",
     "resolve_resume",
     "EVENTS",
     "Runtime",

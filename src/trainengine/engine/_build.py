@@ -11,7 +11,9 @@ from trainengine.config import TrainingConfig
 from trainengine.data import DatasetSplits, load_builtin
 from trainengine.errors import ConfigError
 from trainengine.models import GPTConfig, build_model
+from trainengine.models._registry import build_model_for_data
 from trainengine.tasks import TaskSpec
+from trainengine.tasks._registry import build_task_spec
 
 __all__ = ["BuiltRun", "build_task", "load_data_for", "build_model_for", "build_from_config"]
 
@@ -31,17 +33,8 @@ def build_task(config: TrainingConfig) -> TaskSpec:
     d = config.data
     if d.dataset is None:
         raise ConfigError("data.dataset is not set — name a built-in data set (digits, diabetes, pystdlib) or pass data to Trainer.train()")
-    if d.task == "auto":
-        spec = TaskSpec.for_dataset(d.dataset)
-    elif d.task == "vision":
-        spec = TaskSpec.vision_tiny(d.dataset)
-    elif d.task == "classification":
-        natural = TaskSpec.for_dataset(d.dataset)
-        spec = TaskSpec.classification(d.dataset, natural.num_classes or 2)
-    elif d.task == "regression":
-        spec = TaskSpec.regression(d.dataset)
-    else:
-        spec = TaskSpec.language_modeling(d.dataset)
+    # data.task names an entry of trainengine.registries.TASKS (auto = the data set's own task).
+    spec = build_task_spec(d.task, d.dataset)
     return spec  # training.label_smoothing is applied by the Trainer, for every TaskSpec
 
 
@@ -61,6 +54,11 @@ def build_model_for(config: TrainingConfig, task_spec: TaskSpec, splits: Dataset
     """Build ``config.model`` sized for the data; returns (model, model config or None)."""
     m, info = config.model, splits.info
     arch = task_spec.default_architecture if m.architecture == "auto" else m.architecture
+    if arch not in ("gpt", "cnn", "mlp"):
+        # A registered model: its builder gets model.options plus the data-derived sizes it declares.
+        model = build_model_for_data(arch, m.options, input_shape=tuple(info.input_shape),
+                                     num_outputs=task_spec.num_classes or 1, vocab_size=info.vocab_size)
+        return model, None
     if arch == "gpt":
         if task_spec.task_type != "language_modeling":
             raise ConfigError(f"model.architecture gpt needs a language-modeling task, not {task_spec.task_type}")

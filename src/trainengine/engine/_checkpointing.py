@@ -1,4 +1,4 @@
-"""Checkpoints in the loop: periodic saves, the full training state, resume, and interrupts.
+"""Checkpoints in the loop: the Trainer's checkpointer, the full training state, and resume.
 
 The storage format lives in :mod:`trainengine.checkpoint`; this module decides *what* a
 checkpoint of a training run holds and *when* it is written, and puts a run back exactly where a
@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-
-from trainengine.engine._state import capture_rng_state, restore_rng_state
+from trainengine.engine._faults import SignalGuard, TrainingInterrupted
+from trainengine.engine._state import restore_rng_state
 from trainengine.errors import CheckpointError, ConfigError
 
+if TYPE_CHECKING:
+    from trainengine.config import TrainingConfig
+    from trainengine.engine._trainer import Trainer
+
 __all__ = [
+    "Checkpointer",
     "Checkpointing",
     "TrainingInterrupted",
     "SignalGuard",
@@ -32,58 +34,6 @@ __all__ = [
 
 logger = logging.getLogger("trainengine")
 
-_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT/SIGTERM after finishing its optimizer step.
-
-    Attributes:
-        signum: the signal received.
-        exit_code: 130 for SIGINT, 143 for SIGTERM (what a shell expects).
-        checkpoint_path: the emergency checkpoint written, or None.
-    """
-
-    def __init__(self, signum: int, step: int, checkpoint_path: Path | None) -> None:
-        self.signum = signum
-        self.exit_code = _EXIT_CODES.get(signum, 130)
-        self.step = step
-        self.checkpoint_path = checkpoint_path
-        where = f"; emergency checkpoint: {checkpoint_path}" if checkpoint_path else ""
-        super().__init__(f"training interrupted by {signal.Signals(signum).name} after step {step}{where}")
-
-
-class SignalGuard:
-    """Turns the first SIGINT/SIGTERM into a stop request; a second SIGINT aborts at once.
-
-    The handler only sets a flag: the loop finishes the optimizer step it is in (also when the
-    signal lands during evaluation or mid-accumulation), then stops. Under several processes
-    the flag is what ranks agree on at a step boundary (``Runtime.any_rank``), so all stop at
-    the same step. Handlers are installed only from the main thread and restored on exit.
-    """
-
-    def __init__(self, trainer: Any) -> None:
-        self.trainer = trainer
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> SignalGuard:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.trainer.pending_signal is not None:
-            # Second signal: the user means it. Restore the default and abort now.
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt("second interrupt: aborting without a checkpoint")
-        self.trainer.pending_signal = signum
-        logger.warning("%s received: finishing the current step, then saving and stopping (press Ctrl+C again to abort now)", signal.Signals(signum).name)
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
 
 def checkpoint_dir_for(config: Any, run_dir: Path | None) -> Path | None:
     """``checkpointing.checkpoint_dir`` if set, else ``<run_dir>/checkpoints`` (None without either)."""
@@ -92,49 +42,91 @@ def checkpoint_dir_for(config: Any, run_dir: Path | None) -> Path | None:
     return Path(run_dir) / "checkpoints" if run_dir is not None else None
 
 
-def _manager(config: Any, directory: Path, monitor: str, mode: str) -> Any:
+def _manager(config: Any, directory: Path, monitor: str, mode: Literal["min", "max"]) -> Any:
     from trainengine.checkpoint import CheckpointManager
 
     c = config.checkpointing
     return CheckpointManager(
-        directory, keep_best_k=c.keep_best_k, keep_last_n=c.keep_last_n, save_interval_epochs=c.save_every_n_epochs,
-        save_interval_steps=c.save_every_n_steps, monitor=monitor, mode=mode,
+        directory,
+        keep_best_k=c.keep_best_k,
+        keep_last_n=c.keep_last_n,
+        save_interval_epochs=c.save_every_n_epochs,
+        save_interval_steps=c.save_every_n_steps,
+        monitor=monitor,
+        mode=mode,
     )
 
 
-def capture_training_state(trainer: Any) -> dict[str, Any]:
+def capture_training_state(trainer: Trainer) -> dict[str, Any]:
     """Everything but the weights that a resume needs, as a nested dict of tensors and scalars."""
+    from trainengine.checkpoint import named_optimizer_state
+    from trainengine.engine._state import capture_rng_state
+
     scaler = trainer.step_runner.scaler
     return {
-        "optimizer": trainer.optimizer.state_dict(),
+        # With parameter names, so the state loads into any grouping of the same parameters.
+        "optimizer": named_optimizer_state(trainer.optimizer, trainer.model),
         "scheduler": trainer.scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "train_state": trainer.state.state_dict(),
         "rng": capture_rng_state(),
-        "data": trainer.data_position(),
-        "callbacks": {
-            type(cb).__name__: cb.state_dict() for cb in trainer.callbacks.callbacks if callable(getattr(cb, "state_dict", None))
-        },
+        "data": trainer.data_iter.state_dict(),
+        "callbacks": _callback_states(trainer),
         "history": trainer.history,
     }
 
 
-def restore_training_state(trainer: Any, loaded: Any) -> None:
+def _callback_states(trainer: Trainer) -> dict[str, Any]:
+    """``{class name: state_dict()}`` of the callbacks that have state (saved in checkpoints)."""
+    getters = {type(cb).__name__: getattr(cb, "state_dict", None) for cb in trainer.callbacks.callbacks}
+    return {name: get() for name, get in getters.items() if callable(get)}
+
+
+def restore_training_state(trainer: Trainer, loaded: Any) -> None:
     """Put a set-up Trainer back at the checkpoint (weights are loaded by the caller)."""
+    from trainengine.checkpoint import load_optimizer_state
+
     state = loaded.state
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    load_optimizer_state(trainer.optimizer, state["optimizer"], trainer.model, where=str(loaded.meta.path))
     trainer.scheduler.load_state_dict(state["scheduler"])
     scaler = trainer.step_runner.scaler
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     trainer.state.load_state_dict(state["train_state"])
     trainer.history = {k: list(v) for k, v in state["history"].items()}
-    by_name = {type(cb).__name__: cb for cb in trainer.callbacks.callbacks}
+    loaders = {type(cb).__name__: getattr(cb, "load_state_dict", None) for cb in trainer.callbacks.callbacks}
     for name, cb_state in (state.get("callbacks") or {}).items():
-        if name in by_name and callable(getattr(by_name[name], "load_state_dict", None)):
-            by_name[name].load_state_dict(cb_state)
-    trainer.resume_data = state.get("data")
+        load = loaders.get(name)
+        if callable(load):
+            load(cb_state)
+    trainer.data_iter.load_state_dict(state.get("data"))
     trainer.resume_rng = state["rng"]
+
+
+def checkpoint_meta(trainer: Trainer) -> dict[str, Any]:
+    """Run facts stored in every checkpoint's metadata (config, task, model spec, git, versions)."""
+    from trainengine.models import model_spec
+    from trainengine.provenance import git_info, library_versions
+
+    return {
+        "config": trainer.config.to_dict(),
+        "task": trainer.task_spec.to_dict(),
+        "model_spec": model_spec(trainer.model, trainer.model_config),
+        "git": git_info(),
+        "versions": library_versions(),
+        "run_dir": str(trainer.run_dir) if trainer.run_dir is not None else None,
+    }
+
+
+def load_checkpoint_into(trainer: Trainer, path: Path) -> None:
+    """Restore weights and the full training state from a checkpoint into a set-up trainer."""
+    from trainengine.checkpoint import CheckpointManager, load_model_state
+
+    loaded = CheckpointManager(Path(path).parent).read(path)
+    load_model_state(trainer.model, loaded.model_state)  # plain, compiled or DDP-wrapped
+    restore_training_state(trainer, loaded)
+    st = trainer.state
+    logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, st.step, st.epoch, st.batch_in_epoch)
 
 
 def resolve_resume(config: Any, resume_from: str | Path | None) -> tuple[Path | None, Path | None]:
@@ -210,86 +202,145 @@ def _run_dir_of(checkpoint: Path) -> Path | None:
     return run_dir if (run_dir / "run.json").is_file() else None
 
 
-class Checkpointing:
-    """Callback: periodic checkpoints (every N steps / epochs), best-k / last-n pruning.
+class Checkpointer:
+    """The Trainer's checkpointer: periodic saves, emergency saves, rollback, best / last paths.
 
-    Also writes the emergency checkpoints the Trainer asks for (interrupts, ``halt``) and serves
-    ``rollback``. A failed save (disk full, permissions) stops training with the error, or only
-    logs it with ``checkpointing.on_save_error: continue``; earlier checkpoints stay intact.
+    A component the Trainer owns (``trainer.checkpointer``) and calls at fixed points of the
+    loop: :meth:`start` after ``on_train_start`` (the run directory exists then),
+    :meth:`step_end` after each step's logging and evaluation, :meth:`epoch_end` after
+    ``on_epoch_end``, :meth:`save` for emergencies (interrupt, ``halt``), :meth:`rollback`, and
+    :meth:`train_end` before ``on_train_end``. Each write fires ``on_checkpoint``. Callbacks read
+    :attr:`last_path` / :attr:`best_path`; they never save through it.
+
+    A failed save (disk full, permissions) stops training with the error, or only logs it with
+    ``checkpointing.on_save_error: continue``; earlier checkpoints stay intact.
+
+    Args:
+        config: the run's config (``checkpointing`` section).
+        monitor: the metric that ranks checkpoints (``val/accuracy``).
+        mode: ``min`` or ``max`` for ``monitor``.
+        periodic: save every N steps / epochs (``checkpointing.enabled``); False = emergency
+            saves only, and the loop's per-step call does nothing.
+
+    Example:
+        >>> from trainengine import TrainingConfigBuilder
+        >>> cfg = TrainingConfigBuilder.baseline().build()
+        >>> ckpt = Checkpointer.from_config(cfg, monitor="val/loss", mode="min")
+        >>> ckpt.periodic, ckpt.last_path, ckpt.available  # no folder until training starts
+        (True, None, False)
     """
 
-    rank_zero_only = True
-
-    def __init__(self, periodic: bool = True) -> None:
+    def __init__(
+        self, config: TrainingConfig, *, monitor: str, mode: Literal["min", "max"], periodic: bool = True
+    ) -> None:
+        c = config.checkpointing
+        self.config = config
+        self.monitor = monitor
+        self.mode = mode
         self.periodic = periodic
-        if not periodic:
-            # Emergency saves only: take no per-step event at all (the hot loop stays as it was).
-            self.on_step_end = None  # type: ignore[assignment]
-            self.on_epoch_end = None  # type: ignore[assignment]
-        self.manager: Any = None
+        self.every_n_steps = c.save_every_n_steps if periodic else None
+        self.every_n_epochs = c.save_every_n_epochs if periodic else None
         self.directory: Path | None = None
-        self._handle: Any = None
+        self.manager: Any = None  # a CheckpointManager, opened on the first save
         self.last_path: Path | None = None
-        self.stalls: list[float] = []
+        self.stalls: list[float] = []  # async saves: seconds the loop waited for each copy
+        self._handle: Any = None  # the asynchronous write in flight
 
-    def on_train_start(self, trainer: Any) -> None:
-        self.directory = checkpoint_dir_for(trainer.config, trainer.run_dir)
-        if self.directory is None:
-            raise ConfigError("checkpointing needs a folder: set checkpointing.checkpoint_dir or keep tracking.write_run_dir on")
-        self._trainer = trainer
+    @classmethod
+    def from_config(cls, config: TrainingConfig, *, monitor: str, mode: Literal["min", "max"]) -> Checkpointer | None:
+        """A checkpointer when the config asks for periodic or emergency saves, else None."""
+        c = config.checkpointing
+        wants_emergency = c.save_on_interrupt or config.training.nonfinite_policy != "skip"
+        if c.enabled or (wants_emergency and (c.checkpoint_dir or config.tracking.write_run_dir)):
+            return cls(config, monitor=monitor, mode=mode, periodic=c.enabled)
+        return None
+
+    @property
+    def available(self) -> bool:
+        """True when checkpoints can be written (there is a folder)."""
+        return self.directory is not None
+
+    @property
+    def best_path(self) -> Path | None:
+        """The checkpoint with the best monitored metric so far (None when none has it)."""
+        return self.manager.get_best_checkpoint() if self.manager is not None else None
+
+    def start(self, trainer: Trainer) -> None:
+        """Pick the folder: ``checkpointing.checkpoint_dir``, else ``<run_dir>/checkpoints``.
+
+        Raises:
+            ConfigError: periodic checkpoints with neither folder.
+        """
+        self.directory = checkpoint_dir_for(self.config, trainer.run_dir)
+        if self.directory is None and self.periodic:
+            raise ConfigError(
+                "checkpointing needs a folder: set checkpointing.checkpoint_dir or keep tracking.write_run_dir on"
+            )
         if self.periodic:
             self._ensure_manager()
         # Emergency-only: nothing touches the disk unless a checkpoint is actually written.
 
-    @property
-    def available(self) -> bool:
-        """True when this callback can write checkpoints (it has a folder)."""
-        return self.directory is not None
-
     def _ensure_manager(self) -> Any:
         if self.manager is None:
-            t = self._trainer
-            self.manager = _manager(t.config, self.directory, t.monitor, t.monitor_mode)
+            if self.directory is None:
+                raise ConfigError(
+                    "no checkpoint folder: set checkpointing.checkpoint_dir or keep tracking.write_run_dir on"
+                )
+            self.manager = _manager(self.config, self.directory, self.monitor, self.mode)
         return self.manager
 
-    def on_step_end(self, trainer: Any, output: Any) -> None:
-        if self.periodic and trainer.config.checkpointing.save_every_n_steps and self.manager.should_save(step=trainer.state.step):
+    def step_end(self, trainer: Trainer) -> None:
+        """After a step's logging and evaluation: save when ``save_every_n_steps`` asks for it."""
+        if self.every_n_steps and self.manager.should_save(step=trainer.state.step):
             self.save(trainer)
 
-    def on_epoch_end(self, trainer: Any, epoch: int) -> None:
-        if self.periodic and trainer.config.checkpointing.save_every_n_epochs and self.manager.should_save(epoch_end=epoch):
-            if self.last_path is None or not self.last_path.name.endswith(f"{trainer.state.step:09d}"):
-                self.save(trainer)
+    def epoch_end(self, trainer: Trainer, epoch: int) -> None:
+        """After ``on_epoch_end``: save when ``save_every_n_epochs`` asks (once per step)."""
+        saved_this_step = self.last_path is not None and self.last_path.name.endswith(f"{trainer.state.step:09d}")
+        if self.every_n_epochs and self.manager.should_save(epoch_end=epoch) and not saved_this_step:
+            self.save(trainer)
 
-    def save(self, trainer: Any, tags: tuple[str, ...] = (), *, force_sync: bool = False) -> Path | None:
+    def save(self, trainer: Trainer, tags: tuple[str, ...] = (), *, force_sync: bool = False) -> Path | None:
         """Write a checkpoint of the trainer now; returns its path (None if the save failed and we go on)."""
         self._ensure_manager()
         trainer.flush_log()  # the loss history in the checkpoint is complete up to this step
         metrics = dict(trainer.history["val"][-1]) if trainer.history["val"] else {}
         metrics = {k: v for k, v in metrics.items() if k not in ("step", "epoch") and isinstance(v, (int, float))}
-        kwargs = dict(
-            step=trainer.state.step, epoch=trainer.state.epoch, model=trainer.model, state=capture_training_state(trainer),
-            metrics=metrics, meta=trainer.checkpoint_meta(), tags=list(tags),
-        )
+        kwargs: dict[str, Any] = {
+            "step": trainer.state.step,
+            "epoch": trainer.state.epoch,
+            "model": trainer.model,
+            "state": capture_training_state(trainer),
+            "metrics": metrics,
+            "meta": trainer.checkpoint_meta(),
+            "tags": list(tags),
+        }
         try:
-            if trainer.config.checkpointing.async_save and not force_sync:
+            if self.config.checkpointing.async_save and not force_sync:
                 self._handle = self.manager.save_async(**kwargs)
                 self.stalls.append(self._handle.stall_seconds)
                 path = self._handle.path if hasattr(self._handle, "path") else None
             else:
                 path = self.manager.save(**kwargs)
         except (CheckpointError, OSError) as exc:
-            return self._failed(trainer, exc)
+            self._failed(trainer, exc)
+            return None
         self.last_path = path or self.last_path
-        trainer.callbacks.fire("on_checkpoint", trainer, {"path": str(path) if path else None, "step": trainer.state.step, "tags": list(tags)})
+        trainer.callbacks.fire(
+            "on_checkpoint",
+            trainer,
+            {"path": str(path) if path else None, "step": trainer.state.step, "tags": list(tags)},
+        )
         return path
 
-    def _failed(self, trainer: Any, exc: BaseException) -> None:
+    def _failed(self, trainer: Trainer, exc: BaseException) -> None:
         message = f"checkpoint at step {trainer.state.step} failed: {exc}"
-        if trainer.config.checkpointing.on_save_error == "continue":
+        if self.config.checkpointing.on_save_error == "continue":
             logger.error("%s — continuing without it (checkpointing.on_save_error: continue)", message)
             return None
-        raise CheckpointError(f"{message} — training stopped; earlier checkpoints are intact. Free space or fix the folder, then resume") from exc
+        raise CheckpointError(
+            f"{message} — training stopped; earlier checkpoints are intact. Free space or fix the folder, then resume"
+        ) from exc
 
     def finish(self) -> None:
         """Wait for an asynchronous write in flight (its error, if any, surfaces here)."""
@@ -301,21 +352,18 @@ class Checkpointing:
                 if self.manager is not None:
                     self.manager.close()
 
-    def on_train_end(self, trainer: Any, results: dict[str, Any]) -> None:
+    def train_end(self) -> None:
+        """Before ``on_train_end``: every write is on disk, so the paths are final."""
         self.finish()
-        results["last_checkpoint"] = str(self.last_path) if self.last_path else None
-        best = self.manager.get_best_checkpoint() if self.manager is not None else None
-        results["best_checkpoint"] = str(best) if best else None
-        if self.stalls:
-            results["checkpoint_stall_seconds"] = list(self.stalls)  # async saves: time the loop waited
 
-    def on_exception(self, trainer: Any, exc: BaseException) -> None:
+    def abort(self) -> None:
+        """Training failed: wait for the write in flight, logging (not raising) its error."""
         try:
             self.finish()
-        except Exception:  # noqa: BLE001 - the original error matters more
+        except Exception:
             logger.exception("asynchronous checkpoint write failed")
 
-    def rollback(self, trainer: Any) -> Path:
+    def rollback(self, trainer: Trainer) -> Path:
         """Reload the newest valid checkpoint into the trainer (for ``nonfinite_policy: rollback``)."""
         self._ensure_manager()
         self.finish()
@@ -323,12 +371,20 @@ class Checkpointing:
         for bad, problem in skipped:
             logger.warning("skipping corrupt checkpoint %s (%s)", bad, problem)
         if path is None:
-            raise CheckpointError("nonfinite_policy rollback found no checkpoint to roll back to — save checkpoints more often (checkpointing.save_every_n_steps)")
+            raise CheckpointError(
+                "nonfinite_policy rollback found no checkpoint to roll back to — "
+                "save checkpoints more often (checkpointing.save_every_n_steps)"
+            )
         trainer.load_checkpoint_into_self(path)
         return path
 
 
-def restore_rng(trainer: Any) -> None:
-    if getattr(trainer, "resume_rng", None) is not None:
+# The name before the checkpointer became a Trainer component (it was a callback then).
+Checkpointing = Checkpointer
+
+
+def restore_rng(trainer: Trainer) -> None:
+    """Continue every random stream where the checkpoint left it (once, at the loop's start)."""
+    if trainer.resume_rng is not None:
         restore_rng_state(trainer.resume_rng)
         trainer.resume_rng = None

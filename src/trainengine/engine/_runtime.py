@@ -19,21 +19,12 @@ import torch
 
 from trainengine.errors import ConfigError
 
+# Re-exported: the lookup lives with the other probes (trainengine.probes), below the engine.
+from trainengine.probes import peak_flops_for
+
 __all__ = ["Runtime", "resolve_device", "resolve_precision", "seed_everything", "peak_flops_for"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-# Dense bf16 peak FLOP/s of one device, for MFU (model FLOPs utilisation).
-_PEAK_FLOPS = {
-    "H100": 989e12,
-    "H200": 989e12,
-    "H800": 989e12,
-    "A100": 312e12,
-    "A10G": 125e12,
-    "L4": 121e12,
-    "4090": 165e12,
-}
-
 
 def resolve_device(spec: str) -> torch.device:
     """``auto`` -> cuda if available, else mps, else cpu; otherwise the named device.
@@ -102,16 +93,6 @@ def restore_determinism(previous: dict[str, Any]) -> None:
     torch.use_deterministic_algorithms(previous["deterministic_algorithms"])
     torch.backends.cudnn.deterministic = previous["cudnn_deterministic"]
     torch.backends.cudnn.benchmark = previous["cudnn_benchmark"]
-
-
-def peak_flops_for(device: torch.device, override: float | None) -> float | None:
-    """Peak FLOP/s used for MFU: the configured value, else a lookup by GPU name."""
-    if override is not None:
-        return override
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in _PEAK_FLOPS.items() if key in name), None)
 
 
 class Runtime:

@@ -6,6 +6,11 @@ Every schedule is built by :func:`build_scheduler` and driven through one small
 * ``handle.step()`` after **every optimizer step** (not every micro-batch);
 * ``handle.step_eval(metric)`` after **every evaluation** (only ``reduce_on_plateau`` acts on it).
 
+Schedules come from a name -> builder table, :data:`trainengine.registries.SCHEDULES`: the
+built-ins below are its entries, and a schedule added with
+:func:`~trainengine.registries.register_schedule` is selectable as ``scheduler.name`` in YAML
+(see :class:`ScheduleBuilder` and docs/extending.md).
+
 Exact learning rate of each schedule
 ------------------------------------
 Let ``s`` be the 0-based index of an optimizer update (the lr that update ``s`` uses), ``base``
@@ -21,8 +26,8 @@ the param group's own initial lr, ``W`` the warmup length, ``T = total_steps``,
 * after warmup, with ``p = min(1, (s - W) / (T - 1 - W))`` (``p = 0`` when ``T - 1 == W``: a
   single post-warmup update runs at the peak)::
 
-      cosine:   lr(s) = floor + (base - floor) * 0.5 * (1 + cos(pi * p))
-      linear:   lr(s) = base - (base - floor) * p
+      cosine: lr(s) = floor + (base - floor) * 0.5 * (1 + cos(pi * p))
+      linear: lr(s) = base - (base - floor) * p
       constant: lr(s) = base
 
   so ``lr(W) == base`` (peak) and ``lr(T - 1) == floor`` exactly; stepping past ``T - 1`` holds
@@ -62,8 +67,9 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from types import SimpleNamespace
+from typing import Any, Literal, Protocol, cast
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import (
@@ -75,18 +81,27 @@ from torch.optim.lr_scheduler import (
 )
 
 from trainengine.errors import CheckpointError, ConfigError
+from trainengine.registries import SCHEDULES
 
 __all__ = [
     "SCHEDULER_NAMES",
     "SchedulerName",
+    "ScheduleBuilder",
     "LRScheduleHandle",
     "build_scheduler",
     "resolve_warmup_steps",
+    "cosine_schedule",
+    "linear_schedule",
+    "constant_schedule",
+    "one_cycle_schedule",
+    "cyclic_schedule",
+    "reduce_on_plateau_schedule",
 ]
 
 SchedulerName = Literal["cosine", "linear", "constant", "one_cycle", "cyclic", "reduce_on_plateau"]
 
-#: Every name :func:`build_scheduler` accepts, in documentation order.
+#: The built-in schedules, in documentation order (every registered name is in
+#: :data:`trainengine.registries.SCHEDULES`).
 SCHEDULER_NAMES: tuple[str, ...] = (
     "cosine",
     "linear",
@@ -96,7 +111,6 @@ SCHEDULER_NAMES: tuple[str, ...] = (
     "reduce_on_plateau",
 )
 
-_WARMUP_FAMILY = ("cosine", "linear", "constant")
 _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 
 
@@ -130,7 +144,7 @@ def resolve_warmup_steps(total_steps: int, warmup_steps: int = 0, warmup_ratio: 
     if warmup_steps > 0:
         return int(warmup_steps)
     # + 1e-9 guards against products like 0.15 * 10 = 1.4999999999999998 rounding down.
-    return int(math.floor(warmup_ratio * total_steps + 0.5 + 1e-9))
+    return math.floor(warmup_ratio * total_steps + 0.5 + 1e-9)
 
 
 def _warmup_factor(step: int, warmup: int) -> float:
@@ -138,9 +152,7 @@ def _warmup_factor(step: int, warmup: int) -> float:
     return (step + 1) / (warmup + 1)
 
 
-def _make_lambda(
-    name: str, *, total_steps: int, warmup: int, min_lr_ratio: float
-) -> Callable[[int], float]:
+def _make_lambda(name: str, *, total_steps: int, warmup: int, min_lr_ratio: float) -> Callable[[int], float]:
     """Multiplier of the base lr at optimizer step ``s`` for the warmup family."""
     decay_span = total_steps - 1 - warmup  # number of steps from the peak to the floor
 
@@ -190,7 +202,8 @@ class LRScheduleHandle:
         >>> import torch
         >>> opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
         >>> h = build_scheduler(opt, name="reduce_on_plateau", total_steps=100, plateau_patience=0)
-        >>> h.step_eval(1.0); h.step_eval(2.0)
+        >>> h.step_eval(1.0)
+        >>> h.step_eval(2.0)
         >>> h.get_last_lr()
         [0.0001]
     """
@@ -244,13 +257,13 @@ class LRScheduleHandle:
         """
         if not self.needs_metric or self._num_steps < self.warmup_steps:
             return
-        self.scheduler.step(float(metric))
+        cast(ReduceLROnPlateau, self.scheduler).step(float(metric))  # needs_metric: it is one
 
     def get_last_lr(self) -> list[float]:
         """The lr of each param group that the next optimizer step will use."""
-        if self.needs_metric:
-            return [g["lr"] for g in self.optimizer.param_groups]
-        return list(self.scheduler.get_last_lr())
+        # The param groups hold the lr torch's schedulers last set (they write both there and to
+        # their private _last_lr), and also what scale() and load_state_dict() set.
+        return [g["lr"] for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the schedule exactly (optimizer state excluded)."""
@@ -302,11 +315,11 @@ class LRScheduleHandle:
             values = getattr(self.scheduler, attr, None)
             if isinstance(values, list):
                 setattr(self.scheduler, attr, [v * factor for v in values])
-        if hasattr(self.scheduler, "_last_lr"):
-            self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        # No write to torch's private ``scheduler._last_lr``: get_last_lr() reads the param
+        # groups, which hold the scaled lr now, and the next scheduler.step() recomputes it.
 
     def _set_lrs(self, lrs: list[float]) -> None:
-        for group, lr in zip(self.optimizer.param_groups, lrs):
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr
 
     def __repr__(self) -> str:
@@ -316,75 +329,113 @@ class LRScheduleHandle:
         )
 
 
+class ScheduleBuilder(Protocol):
+    """Builds one schedule: the value of a :data:`trainengine.registries.SCHEDULES` entry.
+
+    Called with the optimizer, the scheduler section (a
+    :class:`~trainengine.config.SchedulerSection`: read your settings from it), the planned
+    number of optimizer steps, the resolved warmup length, each param group's peak lr and the
+    monitored metric's mode; returns a torch ``LRScheduler`` (a ``ReduceLROnPlateau`` is fed
+    every evaluation's metric). Raise :class:`~trainengine.errors.ConfigError` listing every
+    invalid setting. The returned scheduler is stepped once per optimizer step.
+    """
+
+    def __call__(
+        self,
+        optimizer: Optimizer,
+        section: Any,
+        *,
+        total_steps: int,
+        warmup_steps: int,
+        base_lrs: list[float],
+        monitor_mode: Literal["min", "max"],
+    ) -> LRScheduler: ...
+
+
+def _settings(section: Any, fields: dict[str, Any]) -> Any:
+    """The scheduler section to build from: ``section`` as given, or the keyword form's fields
+    over :class:`SchedulerSection`'s defaults (not validated here: the builders check them)."""
+    from trainengine.config import SchedulerSection
+
+    if section is not None and fields:
+        raise ConfigError(
+            f"pass the scheduler section or keyword settings, not both (got section and {', '.join(sorted(fields))})",
+            prefix="invalid scheduler settings",
+        )
+    if section is not None:
+        if isinstance(section, Mapping):
+            fields = dict(section)
+        else:
+            return section
+    known = SchedulerSection.model_fields
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise ConfigError(
+            [f"unknown scheduler setting {k!r} — valid: {', '.join(known)}" for k in unknown],
+            prefix="invalid scheduler settings",
+        )
+    values = {k: info.get_default(call_default_factory=True) for k, info in known.items()}
+    values.update(fields)
+    return SimpleNamespace(**values)
+
+
 def build_scheduler(
     optimizer: Optimizer,
+    section: Any = None,
+    total_steps: int | None = None,
     *,
-    name: SchedulerName,
-    total_steps: int,
-    warmup_steps: int = 0,
-    warmup_ratio: float = 0.0,
-    min_lr_ratio: float = 0.0,
-    cycle_steps: int = 2000,
-    cyclic_base_lr_ratio: float = 0.1,
-    cyclic_mode: Literal["triangular", "triangular2", "exp_range"] = "triangular",
-    cyclic_gamma: float = 1.0,
-    one_cycle_pct_start: float = 0.3,
-    one_cycle_div_factor: float = 25.0,
-    one_cycle_final_div_factor: float = 1e4,
-    plateau_factor: float = 0.1,
-    plateau_patience: int = 3,
-    plateau_threshold: float = 1e-4,
-    plateau_mode: Literal["min", "max"] = "min",
-    plateau_cooldown: int = 0,
+    monitor_mode: Literal["min", "max"] = "min",
+    plateau_mode: Literal["min", "max"] | None = None,
+    **fields: Any,
 ) -> LRScheduleHandle:
-    """Build a learning-rate schedule over ``total_steps`` optimizer steps.
+    """Build the learning-rate schedule ``section.name`` over ``total_steps`` optimizer steps.
 
-    The exact lr of every schedule is given in this module's docstring. Each param group keeps
-    its own base lr (its ``lr`` when the schedule is built), so discriminative lrs survive.
+    The schedule comes from :data:`trainengine.registries.SCHEDULES` (name -> builder), so a
+    schedule registered with :func:`~trainengine.registries.register_schedule` is selectable as
+    ``scheduler.name`` in YAML. The exact lr of every built-in schedule is given in this
+    module's docstring. Each param group keeps its own base lr (its ``lr`` when the schedule is
+    built), so discriminative lrs survive.
 
     Args:
         optimizer: The optimizer whose param groups are scheduled.
-        name: One of ``cosine``, ``linear``, ``constant``, ``one_cycle``, ``cyclic``,
-            ``reduce_on_plateau``.
+        section: The scheduler section (``config.scheduler``) or a mapping of its fields. Left
+            out, the section's fields can be given as keywords instead
+            (``build_scheduler(opt, name="cosine", total_steps=5, warmup_steps=1)``).
         total_steps: Planned number of optimizer steps (>= 1).
-        warmup_steps: Linear warmup length; exclusive with ``warmup_ratio``.
-        warmup_ratio: Warmup as a fraction of ``total_steps`` in [0, 1).
-        min_lr_ratio: Floor as a fraction of the base lr (end of cosine/linear, lower bound of
-            reduce_on_plateau), in [0, 1].
-        cycle_steps: Half-cycle length of ``cyclic`` (steps from low to high lr).
-        cyclic_base_lr_ratio: Low lr of ``cyclic`` as a fraction of the base lr, in (0, 1].
-        cyclic_mode: Amplitude policy of ``cyclic``.
-        cyclic_gamma: Per-step amplitude decay of ``cyclic_mode='exp_range'``, in (0, 1].
-        one_cycle_pct_start: Fraction of steps spent rising, in (0, 1).
-        one_cycle_div_factor: Start lr = base / div_factor.
-        one_cycle_final_div_factor: End lr = start lr / final_div_factor.
-        plateau_factor: Multiplier applied on a plateau, in (0, 1).
-        plateau_patience: Non-improving evaluations tolerated before a cut.
-        plateau_threshold: Relative improvement that counts as better.
-        plateau_mode: ``min`` when lower is better (loss), ``max`` otherwise (accuracy).
-        plateau_cooldown: Evaluations to wait after a cut before counting again.
+        monitor_mode: ``min`` when the monitored metric improves downwards (loss), ``max``
+            otherwise (accuracy); ``reduce_on_plateau`` compares evaluations with it.
+        plateau_mode: Older name of ``monitor_mode``.
+        **fields: :class:`~trainengine.config.SchedulerSection` fields (``name``,
+            ``warmup_steps``, ``warmup_ratio``, ``min_lr_ratio``, ``cycle_steps``, ...), when no
+            section is passed.
 
     Returns:
         An :class:`LRScheduleHandle`; the optimizer's lrs are already set for step 0.
 
     Raises:
-        ConfigError: Listing every invalid setting at once (unknown name, both warmups set,
-            warmup >= total_steps, out-of-range values, warmup with one_cycle/cyclic).
+        ConfigError: Listing every invalid setting at once (unknown name with the registered
+            ones, both warmups set, warmup >= total_steps, out-of-range values, warmup with
+            one_cycle/cyclic).
 
     Example:
         >>> import torch
+        >>> from trainengine.config import SchedulerSection
         >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-        >>> h = build_scheduler(opt, name="linear", total_steps=11, warmup_ratio=0.0)
+        >>> h = build_scheduler(opt, SchedulerSection(name="linear"), total_steps=11)
         >>> h.get_last_lr()
         [0.1]
     """
+    if total_steps is None and "total_steps" in fields:
+        total_steps = fields.pop("total_steps")
+    settings = _settings(section, fields)
+    mode = plateau_mode if plateau_mode is not None else monitor_mode
+    name = settings.name
+    problem = SCHEDULES.problem(name)
+    if problem is not None:
+        raise ConfigError(problem, prefix="invalid scheduler settings")
+    warmup_steps, warmup_ratio, min_lr_ratio = settings.warmup_steps, settings.warmup_ratio, settings.min_lr_ratio
     problems: list[str] = []
-    if name not in SCHEDULER_NAMES:
-        raise ConfigError(
-            f"unknown scheduler {name!r} — available: {', '.join(SCHEDULER_NAMES)}",
-            prefix="invalid scheduler settings",
-        )
-    if not isinstance(total_steps, int) or total_steps < 1:
+    if not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1:
         problems.append(f"total_steps must be an integer >= 1, got {total_steps!r}")
     if warmup_steps < 0:
         problems.append(f"warmup_steps must be >= 0, got {warmup_steps}")
@@ -397,105 +448,33 @@ def build_scheduler(
         )
     if not 0.0 <= min_lr_ratio <= 1.0:
         problems.append(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+    if mode not in ("min", "max"):
+        problems.append(f"monitor_mode must be 'min' or 'max', got {mode!r}")
     if problems:
         raise ConfigError(problems, prefix="invalid scheduler settings")
+    total_steps = cast(int, total_steps)  # an int >= 1, checked above
 
     warmup = resolve_warmup_steps(total_steps, warmup_steps, warmup_ratio)
-    source = f"warmup_ratio={warmup_ratio}" if warmup_ratio > 0 else f"warmup_steps={warmup_steps}"
     if warmup >= total_steps:
-        problems.append(
+        source = f"warmup_ratio={warmup_ratio}" if warmup_ratio > 0 else f"warmup_steps={warmup_steps}"
+        raise ConfigError(
             f"warmup ({warmup} steps, from {source}) must be shorter than total_steps "
-            f"({total_steps}); lower it so some steps run at the peak lr"
+            f"({total_steps}); lower it so some steps run at the peak lr",
+            prefix="invalid scheduler settings",
         )
-    if warmup > 0 and name in ("one_cycle", "cyclic"):
-        hint = "one_cycle_pct_start" if name == "one_cycle" else "cyclic_base_lr_ratio/cycle_steps"
-        problems.append(
-            f"{source} is not used by the {name!r} schedule, which has its own ramp-up; "
-            f"set it to 0 and tune {hint} instead"
-        )
-    if name == "cyclic":
-        if cycle_steps < 1:
-            problems.append(f"cycle_steps must be >= 1, got {cycle_steps}")
-        if not 0.0 < cyclic_base_lr_ratio <= 1.0:
-            problems.append(f"cyclic_base_lr_ratio must be in (0, 1], got {cyclic_base_lr_ratio}")
-        if cyclic_mode not in _CYCLIC_MODES:
-            problems.append(
-                f"cyclic_mode must be one of {', '.join(_CYCLIC_MODES)}, got {cyclic_mode!r}"
-            )
-        if not 0.0 < cyclic_gamma <= 1.0:
-            problems.append(f"cyclic_gamma must be in (0, 1], got {cyclic_gamma}")
-    if name == "one_cycle":
-        if not 0.0 < one_cycle_pct_start < 1.0:
-            problems.append(f"one_cycle_pct_start must be in (0, 1), got {one_cycle_pct_start}")
-        elif one_cycle_pct_start * total_steps - 1 < 1:
-            # OneCycleLR divides by the rising phase's length (pct_start * T - 1 steps).
-            problems.append(
-                f"one_cycle needs one_cycle_pct_start * total_steps >= 2 so the lr can rise, got "
-                f"{one_cycle_pct_start} * {total_steps} = {one_cycle_pct_start * total_steps:g}; "
-                "raise total_steps or one_cycle_pct_start"
-            )
-        if one_cycle_div_factor <= 0 or one_cycle_final_div_factor <= 0:
-            problems.append(
-                "one_cycle_div_factor and one_cycle_final_div_factor must be > 0, got "
-                f"{one_cycle_div_factor} and {one_cycle_final_div_factor}"
-            )
-    if name == "reduce_on_plateau":
-        if not 0.0 < plateau_factor < 1.0:
-            problems.append(f"plateau_factor must be in (0, 1), got {plateau_factor}")
-        if plateau_patience < 0:
-            problems.append(f"plateau_patience must be >= 0, got {plateau_patience}")
-        if plateau_cooldown < 0:
-            problems.append(f"plateau_cooldown must be >= 0, got {plateau_cooldown}")
-        if plateau_threshold < 0:
-            problems.append(f"plateau_threshold must be >= 0, got {plateau_threshold}")
-        if plateau_mode not in ("min", "max"):
-            problems.append(f"plateau_mode must be 'min' or 'max', got {plateau_mode!r}")
-    if problems:
-        raise ConfigError(problems, prefix="invalid scheduler settings")
 
     # 'initial_lr' is set by torch schedulers; reuse it so rebuilding on a resumed optimizer
     # keeps the original peak instead of the current (decayed) lr.
     base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
-
-    scheduler: LRScheduler
-    if name in _WARMUP_FAMILY:
-        scheduler = LambdaLR(
-            optimizer,
-            _make_lambda(name, total_steps=total_steps, warmup=warmup, min_lr_ratio=min_lr_ratio),
-        )
-    elif name == "one_cycle":
-        scheduler = OneCycleLR(
-            optimizer,
-            max_lr=base_lrs,
-            total_steps=total_steps,
-            pct_start=one_cycle_pct_start,
-            anneal_strategy="cos",
-            cycle_momentum=_has_momentum(optimizer),
-            div_factor=one_cycle_div_factor,
-            final_div_factor=one_cycle_final_div_factor,
-        )
-    elif name == "cyclic":
-        scheduler = CyclicLR(
-            optimizer,
-            base_lr=[b * cyclic_base_lr_ratio for b in base_lrs],
-            max_lr=base_lrs,
-            step_size_up=cycle_steps,
-            mode=cyclic_mode,
-            gamma=cyclic_gamma,
-            cycle_momentum=False,
-        )
-    else:  # reduce_on_plateau
-        for group, base in zip(optimizer.param_groups, base_lrs):
-            group.setdefault("initial_lr", base)
-            group["lr"] = base * _warmup_factor(0, warmup) if warmup > 0 else base
-        scheduler = ReduceLROnPlateau(
-            optimizer,
-            mode=plateau_mode,
-            factor=plateau_factor,
-            patience=plateau_patience,
-            threshold=plateau_threshold,
-            cooldown=plateau_cooldown,
-            min_lr=[b * min_lr_ratio for b in base_lrs],
+    builder = SCHEDULES.get(name)
+    scheduler = builder(
+        optimizer, settings, total_steps=total_steps, warmup_steps=warmup, base_lrs=base_lrs, monitor_mode=mode
+    )
+    if not isinstance(scheduler, (LRScheduler, ReduceLROnPlateau)):
+        raise ConfigError(
+            f"schedule {name!r} returned {type(scheduler).__name__}; "
+            "a schedule builder must return a torch LRScheduler",
+            prefix="invalid scheduler settings",
         )
     return LRScheduleHandle(
         name,
@@ -504,4 +483,156 @@ def build_scheduler(
         total_steps=total_steps,
         warmup_steps=warmup,
         base_lrs=base_lrs,
+    )
+
+
+# ----------------------------------------------------------------------------- built-in schedules
+# The entries of trainengine.registries.SCHEDULES (registered there lazily by "module:attr").
+
+
+def _warmup_source(section: Any) -> str:
+    return (
+        f"warmup_ratio={section.warmup_ratio}" if section.warmup_ratio > 0 else f"warmup_steps={section.warmup_steps}"
+    )
+
+
+def _lambda_schedule(name: str) -> ScheduleBuilder:
+    def build(
+        optimizer: Optimizer,
+        section: Any,
+        *,
+        total_steps: int,
+        warmup_steps: int,
+        base_lrs: list[float],
+        monitor_mode: Literal["min", "max"],
+    ) -> LRScheduler:
+        return LambdaLR(
+            optimizer,
+            _make_lambda(name, total_steps=total_steps, warmup=warmup_steps, min_lr_ratio=section.min_lr_ratio),
+        )
+
+    build.__name__ = build.__qualname__ = f"{name}_schedule"
+    build.__doc__ = f"``{name}``: linear warmup, then the {name} curve of this module's docstring."
+    return build
+
+
+cosine_schedule = _lambda_schedule("cosine")
+linear_schedule = _lambda_schedule("linear")
+constant_schedule = _lambda_schedule("constant")
+
+
+def one_cycle_schedule(
+    optimizer: Optimizer,
+    section: Any,
+    *,
+    total_steps: int,
+    warmup_steps: int,
+    base_lrs: list[float],
+    monitor_mode: Literal["min", "max"],
+) -> LRScheduler:
+    """``one_cycle``: :class:`torch.optim.lr_scheduler.OneCycleLR` peaking at the base lr."""
+    problems = []
+    if warmup_steps > 0:
+        problems.append(
+            f"{_warmup_source(section)} is not used by the 'one_cycle' schedule, which has its own ramp-up; "
+            "set it to 0 and tune one_cycle_pct_start instead"
+        )
+    pct = section.one_cycle_pct_start
+    if not 0.0 < pct < 1.0:
+        problems.append(f"one_cycle_pct_start must be in (0, 1), got {pct}")
+    elif pct * total_steps - 1 < 1:
+        # OneCycleLR divides by the rising phase's length (pct_start * T - 1 steps).
+        problems.append(
+            f"one_cycle needs one_cycle_pct_start * total_steps >= 2 so the lr can rise, got "
+            f"{pct} * {total_steps} = {pct * total_steps:g}; raise total_steps or one_cycle_pct_start"
+        )
+    if section.one_cycle_div_factor <= 0 or section.one_cycle_final_div_factor <= 0:
+        problems.append(
+            "one_cycle_div_factor and one_cycle_final_div_factor must be > 0, got "
+            f"{section.one_cycle_div_factor} and {section.one_cycle_final_div_factor}"
+        )
+    if problems:
+        raise ConfigError(problems, prefix="invalid scheduler settings")
+    return OneCycleLR(
+        optimizer,
+        max_lr=base_lrs,
+        total_steps=total_steps,
+        pct_start=pct,
+        anneal_strategy="cos",
+        cycle_momentum=_has_momentum(optimizer),
+        div_factor=section.one_cycle_div_factor,
+        final_div_factor=section.one_cycle_final_div_factor,
+    )
+
+
+def cyclic_schedule(
+    optimizer: Optimizer,
+    section: Any,
+    *,
+    total_steps: int,
+    warmup_steps: int,
+    base_lrs: list[float],
+    monitor_mode: Literal["min", "max"],
+) -> LRScheduler:
+    """``cyclic``: :class:`torch.optim.lr_scheduler.CyclicLR` between a fraction of the base lr and it."""
+    problems = []
+    if warmup_steps > 0:
+        problems.append(
+            f"{_warmup_source(section)} is not used by the 'cyclic' schedule, which has its own ramp-up; "
+            "set it to 0 and tune cyclic_base_lr_ratio/cycle_steps instead"
+        )
+    if section.cycle_steps < 1:
+        problems.append(f"cycle_steps must be >= 1, got {section.cycle_steps}")
+    if not 0.0 < section.cyclic_base_lr_ratio <= 1.0:
+        problems.append(f"cyclic_base_lr_ratio must be in (0, 1], got {section.cyclic_base_lr_ratio}")
+    if section.cyclic_mode not in _CYCLIC_MODES:
+        problems.append(f"cyclic_mode must be one of {', '.join(_CYCLIC_MODES)}, got {section.cyclic_mode!r}")
+    if not 0.0 < section.cyclic_gamma <= 1.0:
+        problems.append(f"cyclic_gamma must be in (0, 1], got {section.cyclic_gamma}")
+    if problems:
+        raise ConfigError(problems, prefix="invalid scheduler settings")
+    return CyclicLR(
+        optimizer,
+        base_lr=[b * section.cyclic_base_lr_ratio for b in base_lrs],
+        max_lr=base_lrs,
+        step_size_up=section.cycle_steps,
+        mode=section.cyclic_mode,
+        gamma=section.cyclic_gamma,
+        cycle_momentum=False,
+    )
+
+
+def reduce_on_plateau_schedule(
+    optimizer: Optimizer,
+    section: Any,
+    *,
+    total_steps: int,
+    warmup_steps: int,
+    base_lrs: list[float],
+    monitor_mode: Literal["min", "max"],
+) -> ReduceLROnPlateau:
+    """``reduce_on_plateau``: warmup (driven by :class:`LRScheduleHandle`), then
+    :class:`torch.optim.lr_scheduler.ReduceLROnPlateau` on the evaluations' metric."""
+    problems = []
+    if not 0.0 < section.plateau_factor < 1.0:
+        problems.append(f"plateau_factor must be in (0, 1), got {section.plateau_factor}")
+    if section.plateau_patience < 0:
+        problems.append(f"plateau_patience must be >= 0, got {section.plateau_patience}")
+    if section.plateau_cooldown < 0:
+        problems.append(f"plateau_cooldown must be >= 0, got {section.plateau_cooldown}")
+    if section.plateau_threshold < 0:
+        problems.append(f"plateau_threshold must be >= 0, got {section.plateau_threshold}")
+    if problems:
+        raise ConfigError(problems, prefix="invalid scheduler settings")
+    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+        group.setdefault("initial_lr", base)
+        group["lr"] = base * _warmup_factor(0, warmup_steps) if warmup_steps > 0 else base
+    return ReduceLROnPlateau(
+        optimizer,
+        mode=monitor_mode,
+        factor=section.plateau_factor,
+        patience=section.plateau_patience,
+        threshold=section.plateau_threshold,
+        cooldown=section.plateau_cooldown,
+        min_lr=[b * section.min_lr_ratio for b in base_lrs],
     )

@@ -20,8 +20,9 @@ Example:
 
 from trainengine.export._bundle import QUANTIZATION_METHODS, create_export_bundle
 from trainengine.export._files import bundle_sha256, verify_bundle
-from trainengine.export._formats import FORMATS
+from trainengine.export._formats import FORMATS, ExportContext
 from trainengine.export._sources import export_checkpoint, export_registered
+from trainengine.registries import register_export_format
 
 __all__ = [
     "create_export_bundle",
@@ -30,5 +31,7 @@ __all__ = [
     "verify_bundle",
     "bundle_sha256",
     "FORMATS",
+    "ExportContext",
+    "register_export_format",
     "QUANTIZATION_METHODS",
 ]

@@ -23,32 +23,32 @@ from torch import nn
 
 from trainengine._io import atomic_write_json, validate_name
 from trainengine.errors import ExportError
+from trainengine.export._example import infer_example_input
 from trainengine.export._files import (
     MANIFEST,
     bundle_files,
+    copy_standalone_runtime,
     dockerfile,
     monitoring_settings,
     readme,
     requirements_txt,
+    standalone_runtime,
 )
 from trainengine.export._formats import (
-    FORMATS,
     INPUT_NAME,
     OUTPUT_NAME,
+    ExportContext,
     ParityInputs,
-    export_onnx,
-    export_pytorch,
-    export_torch_export,
-    export_torchscript,
+    write_format,
 )
 from trainengine.models import count_parameters, model_spec, unwrap_model
+from trainengine.registries import EXPORT_FORMATS
 from trainengine.tasks import TaskSpec
 
 __all__ = ["create_export_bundle", "QUANTIZATION_METHODS"]
 
 QUANTIZATION_METHODS = ("dynamic-int8",)
 FORMAT_VERSION = 1
-_SERVE_DIR = Path(__file__).resolve().parent.parent / "serve"
 logger = logging.getLogger(__name__)
 
 
@@ -98,7 +98,9 @@ def create_export_bundle(
         formats: Any of ``"onnx"``, ``"torchscript"``, ``"torch_export"``, ``"pytorch"``.
         output_dir: Parent folder of the bundle.
         example_input: A batch the model accepts (tensor, array or nested lists). Default: the
-            first 4 samples of ``reference_data``, else a batch synthesised from the model spec.
+            first 4 samples of ``reference_data``, else a batch synthesised from the model spec, else
+            (a model without spec, e.g. an ``nn.Sequential``) one read off a first ``nn.Linear`` /
+            ``nn.Embedding``.
         quantize: ``"dynamic-int8"`` adds ``model.int8.onnx`` (needs ``"onnx"``); its size and
             the metric change on ``eval_data`` are recorded in the manifest.
         monitoring_config: Thresholds for serving (``latency_threshold_ms``,
@@ -152,6 +154,8 @@ def create_export_bundle(
     spec = model_spec(source, config)
     token_inputs = spec_task.modality == "tokens"
     max_seq_len = _max_seq_len(spec, work)
+    if example_input is None and reference_data is None and spec is None:
+        example_input = infer_example_input(work, max_seq_len=max_seq_len)  # e.g. a plain nn.Sequential
     example = _example_batch(example_input, reference_data, spec, spec_task, max_seq_len)
     try:
         parity = ParityInputs(work, example, token_inputs, max_seq_len)
@@ -197,12 +201,13 @@ def _formats(formats: Sequence[str]) -> list[str]:
         formats = [f.strip() for f in formats.split(",") if f.strip()]
     out: list[str] = []
     for fmt in formats:
-        if fmt not in FORMATS:
-            raise ExportError(f"unknown export format {fmt!r} — choose from: {', '.join(FORMATS)}")
+        problem = EXPORT_FORMATS.problem(fmt)
+        if problem is not None:
+            raise ExportError(problem)
         if fmt not in out:
             out.append(fmt)
     if not out:
-        raise ExportError(f"formats is empty — choose at least one of: {', '.join(FORMATS)}")
+        raise ExportError(f"formats is empty — choose at least one of: {', '.join(EXPORT_FORMATS.names())}")
     return out
 
 
@@ -277,22 +282,12 @@ def _build(model: nn.Module, spec: Any, config: Any, task: TaskSpec, training_co
            parity: ParityInputs, quantize: str | None, monitoring: dict[str, Any], name: str, reference_data: Any,
            reference_profile: Any, eval_data: Any, tolerance: float, lineage: Mapping[str, Any] | None,
            version: str | None, target_scaling: Mapping[str, float] | None, max_seq_len: int | None, stamp: datetime) -> dict[str, Any]:
-    formats: dict[str, Any] = {}
+    # Each format is an entry of trainengine.registries.EXPORT_FORMATS (built-ins and registered ones).
+    ctx = ExportContext(model=model, parity=parity, folder=folder, tolerance=tolerance, max_seq_len=max_seq_len,
+                        spec=spec, config_dict=_config_dict(config), formats=list(fmts))
     for fmt in fmts:
-        if fmt == "onnx":
-            formats["onnx"] = export_onnx(model, parity, folder, tolerance, max_seq_len)
-        elif fmt == "torchscript":
-            try:
-                formats["torchscript"] = export_torchscript(model, parity, folder, tolerance)
-            except Exception as exc:
-                logger.warning("%s; writing torch.export (model.pt2) instead", exc)
-                formats["torchscript"] = {"status": "replaced", "replaced_by": "torch_export", "reason": str(exc)}
-                if "torch_export" not in fmts:
-                    formats["torch_export"] = export_torch_export(model, parity, folder, tolerance, max_seq_len)
-        elif fmt == "torch_export":
-            formats["torch_export"] = export_torch_export(model, parity, folder, tolerance, max_seq_len)
-        else:
-            formats["pytorch"] = export_pytorch(model, folder, spec, _config_dict(config), count_parameters(model))
+        write_format(fmt, ctx)
+    formats = ctx.entries
 
     example = parity.batches[0]
     out_shape = list(parity.expected[0].shape)
@@ -324,8 +319,7 @@ def _build(model: nn.Module, spec: Any, config: Any, task: TaskSpec, training_co
     profile, source = _reference_profile(reference_profile, reference_data, task, example)
     (folder / "reference_profile.json").write_text(json.dumps(profile, indent=2) + "\n")
     manifest["reference_profile"] = {"file": "reference_profile.json", "source": source}
-    shutil.copyfile(_SERVE_DIR / "_runtime.py", folder / "inference.py")
-    shutil.copyfile(_SERVE_DIR / "_app.py", folder / "server.py")
+    copy_standalone_runtime(folder)  # inference.py, server.py and their _hashing.py / _numeric.py
     (folder / "requirements.txt").write_text(requirements_txt())
     (folder / "Dockerfile").write_text(dockerfile())
 
@@ -357,7 +351,7 @@ def _config_dict(config: Any) -> dict[str, Any] | None:
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
-    from trainengine.tracking import library_versions
+    from trainengine.provenance import library_versions
 
     versions = library_versions()
     for package in ("onnx", "onnxruntime", "onnxscript", "safetensors"):
@@ -369,7 +363,7 @@ def _versions() -> dict[str, str]:
 
 
 def _reference_profile(reference_profile: Any, reference_data: Any, task: TaskSpec, example: torch.Tensor) -> tuple[dict[str, Any], str]:
-    from trainengine.monitoring import DatasetProfile, profile_dataset
+    from trainengine.probes import DatasetProfile, profile_dataset
 
     if reference_profile is not None:
         if isinstance(reference_profile, DatasetProfile):
@@ -386,7 +380,7 @@ def _reference_profile(reference_profile: Any, reference_data: Any, task: TaskSp
 
 def _predictions(outputs: np.ndarray, example: torch.Tensor, model: nn.Module, task: TaskSpec, manifest: Mapping[str, Any]) -> list[Any]:
     """Expected predictions for examples.json, made by the same post-processing the server uses."""
-    from trainengine.serve import _runtime
+    _runtime = standalone_runtime()  # serve/_runtime.py read as a file: export does not import serve
 
     def forward(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -30,26 +30,36 @@ class ExportOnTrainEnd:
 
     def on_train_end(self, trainer: Any, results: dict[str, Any]) -> None:
         from trainengine.export import create_export_bundle
-        from trainengine.tracking import git_info
+        from trainengine.provenance import git_info
 
         cfg = trainer.config
         train_ds = getattr(getattr(trainer, "train_loader", None), "dataset", None)
         val_ds = getattr(getattr(trainer, "val_loader", None), "dataset", None)
         run_dir = Path(trainer.run_dir) if trainer.run_dir is not None else None
-        profile = run_dir / "data_profile.json" if run_dir is not None and (run_dir / "data_profile.json").is_file() else None
+        profile = (
+            run_dir / "data_profile.json" if run_dir is not None and (run_dir / "data_profile.json").is_file() else None
+        )
         lineage = {
             "run_id": run_dir.name if run_dir is not None else None,
             "git_commit": git_info().get("commit"),
             "data_fingerprint": trainer.info.get("train_fingerprint"),
-            "checkpoint": results.get("best_checkpoint") or results.get("last_checkpoint"),
+            "checkpoint": _checkpoint_of(trainer),
         }
         try:
             bundle = create_export_bundle(
-                trainer.model, trainer.model_config, trainer.task_spec, cfg, formats=list(cfg.export.formats),
-                output_dir=cfg.export.output_dir, name=cfg.tracking.experiment_name,
-                reference_data=None if profile else _indexable(train_ds), reference_profile=profile,
-                example_input=_examples(_indexable(val_ds) or _indexable(train_ds)), eval_data=_indexable(val_ds),
-                lineage=lineage, tolerance=1e-4 if cfg.export.verify else 1e30,  # verify off: record, never fail
+                trainer.model,
+                trainer.model_config,
+                trainer.task_spec,
+                cfg,
+                formats=list(cfg.export.formats),
+                output_dir=cfg.export.output_dir,
+                name=cfg.tracking.experiment_name,
+                reference_data=None if profile else _indexable(train_ds),
+                reference_profile=profile,
+                example_input=_examples(_indexable(val_ds) or _indexable(train_ds)),
+                eval_data=_indexable(val_ds),
+                lineage=lineage,
+                tolerance=1e-4 if cfg.export.verify else 1e30,  # verify off: record, never fail
             )
         except (ExportError, MissingExtraError) as exc:
             logger.error("export after training failed (the run itself completed): %s", exc)
@@ -57,6 +67,13 @@ class ExportOnTrainEnd:
             return
         results["export_dir"] = str(bundle)
         logger.info("exported %s", bundle)
+
+
+def _checkpoint_of(trainer: Any) -> str | None:
+    """The run's best checkpoint, else its last, from the trainer's checkpointer (None without one)."""
+    ckpt = getattr(trainer, "checkpointer", None)
+    path = (ckpt.best_path or ckpt.last_path) if ckpt is not None else None
+    return str(path) if path else None
 
 
 def _indexable(dataset: Any) -> Any:

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
+import importlib.util
 import json
 import math
 import os
+import shutil
 import sys
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+# One home for hashing and the bundle contract (stdlib only; copied into bundles too):
+# verify_bundle, bundle_files and file_sha256 are re-exported from there.
+from trainengine._hashing import MANIFEST, bundle_files, content_sha256, file_sha256, verify_bundle
 from trainengine.errors import ExportError
 
 __all__ = [
     "MANIFEST",
+    "STANDALONE_FILES",
+    "copy_standalone_runtime",
+    "standalone_runtime",
     "bundle_files",
     "bundle_sha256",
     "file_sha256",
@@ -26,34 +35,28 @@ __all__ = [
     "readme",
 ]
 
-MANIFEST = "manifest.json"
 DEFAULT_MONITORING: dict[str, Any] = {"latency_threshold_ms": 100.0, "error_rate_threshold": 0.01, "drift_threshold": 0.2, "drift_window": 2000}
-# The runtime packages the bundle's server needs; pinned to what the export machine runs.
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+# The bundle's own code: file in the bundle -> the package source it is a verbatim copy of.
+# inference.py imports its two siblings (stdlib / numpy only), never trainengine; server.py
+# imports inference. Export reads these as files: it does not import trainengine.serve, which sits
+# above it (docs/architecture.md, layering).
+STANDALONE_FILES: dict[str, Path] = {
+    "inference.py": _PACKAGE_DIR / "serve" / "_runtime.py",
+    "server.py": _PACKAGE_DIR / "serve" / "_app.py",
+    "_hashing.py": _PACKAGE_DIR / "_hashing.py",
+    "_numeric.py": _PACKAGE_DIR / "_numeric.py",
+}
+# The runtime packages the bundle's server needs; pinned to what the export machine runs
+# (_hashing.py is standard library only, _numeric.py needs numpy).
 RUNTIME_PACKAGES = ("numpy", "onnxruntime", "fastapi", "uvicorn", "prometheus-client")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def bundle_files(folder: str | os.PathLike[str]) -> dict[str, str]:
-    """``{relative path: sha256}`` of every file in the bundle except ``manifest.json``, sorted."""
-    root = Path(folder)
-    out: dict[str, str] = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_file() and rel != MANIFEST and "__pycache__" not in path.parts:
-            out[rel] = file_sha256(path)
-    return out
 
 
 def bundle_sha256(folder: str | os.PathLike[str]) -> str:
     """The bundle's content hash: SHA-256 over the sorted ``"relpath\\tsha256\\n"`` lines.
+
+    The files are hashed from disk (every file but ``manifest.json``); the serving runtime's
+    ``bundle_content_sha256(manifest)`` gives the same value from an intact bundle's manifest.
 
     Example:
         >>> import tempfile
@@ -61,30 +64,33 @@ def bundle_sha256(folder: str | os.PathLike[str]) -> str:
         >>> len(bundle_sha256(d))
         64
     """
-    lines = "".join(f"{rel}\t{digest}\n" for rel, digest in bundle_files(folder).items())
-    return hashlib.sha256(lines.encode()).hexdigest()
+    return content_sha256(bundle_files(folder))
 
 
-def verify_bundle(folder: str | os.PathLike[str]) -> list[str]:
-    """Check a bundle against its manifest; returns the problems found (empty = intact).
+def copy_standalone_runtime(folder: str | os.PathLike[str]) -> list[str]:
+    """Copy the bundle's code (:data:`STANDALONE_FILES`) into ``folder``; returns the names written."""
+    for name, source in STANDALONE_FILES.items():
+        shutil.copyfile(source, Path(folder) / name)
+    return list(STANDALONE_FILES)
 
-    Example:
-        >>> verify_bundle("/nonexistent")
-        ['/nonexistent has no manifest.json: not an export bundle, or an export that did not finish']
+
+@functools.cache
+def standalone_runtime() -> ModuleType:
+    """The serving runtime (``serve/_runtime.py``, a bundle's ``inference.py``) loaded from its file.
+
+    Export makes the expected predictions of ``examples.json`` with the same pre/post-processing
+    the bundle runs, without importing ``trainengine.serve`` (a higher layer). Loaded under a
+    name inside ``trainengine``, the file takes its in-package branch and imports
+    ``trainengine._hashing`` / ``trainengine._numeric``.
     """
-    root = Path(folder)
-    try:
-        manifest = json.loads((root / MANIFEST).read_text())
-    except FileNotFoundError:
-        return [f"{root} has no {MANIFEST}: not an export bundle, or an export that did not finish"]
-    except ValueError as exc:
-        return [f"{root / MANIFEST} is not valid JSON: {exc}"]
-    expected: Mapping[str, str] = manifest.get("files") or {}
-    actual = bundle_files(root)
-    problems = [f"{rel}: missing" for rel in expected if rel not in actual]
-    problems += [f"{rel}: content changed (sha256 {actual[rel][:12]}..., manifest says {digest[:12]}...)" for rel, digest in expected.items() if rel in actual and actual[rel] != digest]
-    problems += [f"{rel}: not listed in the manifest" for rel in actual if rel not in expected]
-    return problems
+    name = "trainengine.export._standalone_runtime"
+    spec = importlib.util.spec_from_file_location(name, STANDALONE_FILES["inference.py"])
+    if spec is None or spec.loader is None:  # pragma: no cover - the file ships with the package
+        raise ExportError(f"cannot load the serving runtime from {STANDALONE_FILES['inference.py']}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
 def monitoring_settings(config: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import json
 import logging
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,11 @@ import torch
 from torch import nn
 
 from trainengine.errors import ExportError, MissingExtraError
+from trainengine.registries import EXPORT_FORMATS
 
-__all__ = ["FORMATS", "ParityInputs", "export_onnx", "export_torchscript", "export_torch_export", "export_pytorch", "max_abs_diff"]
+__all__ = ["FORMATS", "ExportContext", "write_format", "ParityInputs", "export_onnx", "export_torchscript", "export_torch_export", "export_pytorch", "max_abs_diff"]
 
+#: The built-in formats; every registered one is in :data:`trainengine.registries.EXPORT_FORMATS`.
 FORMATS = ("onnx", "torchscript", "torch_export", "pytorch")
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -207,3 +210,79 @@ def export_pytorch(model: nn.Module, folder: Path, spec: dict[str, Any] | None, 
 
 
 Exporter = Callable[..., dict[str, Any]]
+
+
+# ----------------------------------------------------------------------------- the format table
+
+
+@dataclass
+class ExportContext:
+    """What an exporter receives: one argument, so new fields never break registered exporters.
+
+    Attributes:
+        model: The float32 CPU copy of the model, in eval mode.
+        parity: The example batch and a second batch of another shape, with the PyTorch outputs
+            of both (check your format against ``parity.expected``).
+        folder: The bundle folder (still a temporary one) to write the format's files into.
+        tolerance: Largest allowed |exported - PyTorch|, relative to max(1, max |output|).
+        max_seq_len: The model's longest sequence for token inputs, else None.
+        spec: The model spec (``{"architecture", "kwargs"}``) or None.
+        config_dict: The model config as a dict, or None.
+        formats: Every format requested for this bundle, in order.
+        entries: Manifest entries written so far (name -> entry); an exporter may add an entry
+            for a format it writes instead (torchscript falls back to ``torch_export``).
+    """
+
+    model: nn.Module
+    parity: ParityInputs
+    folder: Path
+    tolerance: float
+    max_seq_len: int | None
+    spec: dict[str, Any] | None
+    config_dict: dict[str, Any] | None
+    formats: list[str]
+    entries: dict[str, Any] = field(default_factory=dict)
+
+
+def onnx_format(ctx: ExportContext) -> dict[str, Any]:
+    """The ``onnx`` entry of :data:`trainengine.registries.EXPORT_FORMATS`."""
+    return export_onnx(ctx.model, ctx.parity, ctx.folder, ctx.tolerance, ctx.max_seq_len)
+
+
+def torchscript_format(ctx: ExportContext) -> dict[str, Any]:
+    """The ``torchscript`` entry: TorchScript, or ``torch.export`` when TorchScript cannot."""
+    try:
+        return export_torchscript(ctx.model, ctx.parity, ctx.folder, ctx.tolerance)
+    except Exception as exc:
+        logger.warning("%s; writing torch.export (model.pt2) instead", exc)
+        entry = {"status": "replaced", "replaced_by": "torch_export", "reason": str(exc)}
+        ctx.entries["torchscript"] = entry  # first, so the manifest lists it before its stand-in
+        if "torch_export" not in ctx.formats:
+            ctx.entries["torch_export"] = torch_export_format(ctx)
+        return entry
+
+
+def torch_export_format(ctx: ExportContext) -> dict[str, Any]:
+    """The ``torch_export`` entry: ``model.pt2``."""
+    return export_torch_export(ctx.model, ctx.parity, ctx.folder, ctx.tolerance, ctx.max_seq_len)
+
+
+def pytorch_format(ctx: ExportContext) -> dict[str, Any]:
+    """The ``pytorch`` entry: ``model.safetensors`` and ``model_config.json``."""
+    from trainengine.models import count_parameters
+
+    return export_pytorch(ctx.model, ctx.folder, ctx.spec, ctx.config_dict, count_parameters(ctx.model))
+
+
+def write_format(name: str, ctx: ExportContext) -> None:
+    """Run the exporter registered as ``name`` and record its manifest entry in ``ctx.entries``.
+
+    Raises:
+        ExportError: The name is not registered (listing the registered formats), or the
+            exporter returned something other than a dict.
+    """
+    exporter = EXPORT_FORMATS.get(name)
+    entry = exporter(ctx)
+    if not isinstance(entry, dict):
+        raise ExportError(f"export format {name!r} returned {type(entry).__name__}; an exporter must return its manifest entry as a dict")
+    ctx.entries[name] = entry

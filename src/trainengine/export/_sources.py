@@ -90,13 +90,14 @@ def export_checkpoint(
         raise ExportError(f"{path} stores no model spec, so the model cannot be rebuilt; load it yourself and call create_export_bundle(model, ...)")
     if not task_dict:
         raise ExportError(f"{path} stores no task; call create_export_bundle(model, task_spec=...) yourself")
+    # The config first: its plugins: list registers what the spec may name (a user model).
+    training_config = TrainingConfig.from_dict(config_dict) if config_dict else None
     model = rebuild_model(spec)
     if loaded is not None:
         load_model_state(model, loaded.model_state)
     else:
         load_weights_file(model, run_dir / "model.safetensors")  # type: ignore[operator]
     task = TaskSpec.from_dict(task_dict)
-    training_config = TrainingConfig.from_dict(config_dict) if config_dict else None
 
     reference_data = eval_data = example = scaling = None
     if training_config is not None and training_config.data.dataset:

@@ -14,8 +14,8 @@ from trainengine.models._cnn import SmallCNN
 from trainengine.models._common import count_parameters
 from trainengine.models._gpt import GPT, GPTConfig
 from trainengine.models._mlp import MLP
-from trainengine.models._registry import ModelBuilder, build_model, list_models, register_model
-from trainengine.models._spec import model_spec, rebuild_model, unwrap_model
+from trainengine.models._registry import ModelBuilder, build_model, list_models, rebuild_model, register_model
+from trainengine.models._spec import model_spec, unwrap_model
 
 __all__ = [
     "MLP",

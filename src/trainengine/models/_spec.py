@@ -15,9 +15,9 @@ from typing import Any
 
 from torch import nn
 
-from trainengine.errors import ConfigError
-
-__all__ = ["model_spec", "rebuild_model", "attach_spec", "unwrap_model"]
+# rebuild_model lives in models/_registry.py (it builds by name); this module imports no builder,
+# so models has no import cycle.
+__all__ = ["model_spec", "attach_spec", "unwrap_model"]
 
 SPEC_ATTR = "_trainengine_model_spec"
 
@@ -74,26 +74,3 @@ def model_spec(model: nn.Module, model_config: Any = None) -> dict[str, Any] | N
     if isinstance(model_config, Mapping) and isinstance(model_config.get("architecture"), str):
         return {"architecture": model_config["architecture"], "kwargs": _jsonable(dict(model_config.get("kwargs") or {}))}
     return None
-
-
-def rebuild_model(spec: Mapping[str, Any]) -> nn.Module:
-    """Build a fresh (randomly initialised) model from a spec made by :func:`model_spec`.
-
-    Raises:
-        ConfigError: The spec is malformed or names an architecture that is not registered
-            (register custom ones with :func:`trainengine.models.register_model` first).
-
-    Example:
-        >>> from trainengine.models import build_model
-        >>> m = rebuild_model({"architecture": "mlp", "kwargs": {"input_dim": 4, "output_dim": 2, "hidden_dims": [8]}})
-        >>> type(m).__name__
-        'MLP'
-    """
-    from trainengine.models._registry import build_model
-
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("architecture"), str) or not isinstance(spec.get("kwargs", {}), Mapping):
-        raise ConfigError(
-            f"model spec must be {{'architecture': <name>, 'kwargs': {{...}}}}, got {spec!r}",
-            prefix="cannot rebuild model",
-        )
-    return build_model(spec["architecture"], **dict(spec.get("kwargs") or {}))

@@ -1,4 +1,9 @@
-"""Training-health monitoring: gradient checks (more monitors join this package later).
+"""What reacts to training events: gradient checks, the metrics engine, alerts and drift alerts.
+
+This package sits above the engine (callbacks, alert actions, trackers as metric sinks). The
+measurements it reacts to live below the engine in :mod:`trainengine.probes` (gradient norms,
+throughput / MFU, memory, data profiles and the Jensen–Shannon divergence); the drift names are
+re-exported here so ``trainengine.monitoring.profile_dataset`` keeps working.
 
 Example:
     >>> from trainengine.monitoring import GradientMonitor
@@ -17,7 +22,12 @@ from trainengine.monitoring._alerts import (
     StopTrainingAlert,
     WebhookAlert,
 )
-from trainengine.monitoring._drift import (
+from trainengine.monitoring._engine import MetricsBackend, MetricsEngine, MetricsEngineCallback
+from trainengine.monitoring._gradient import GradientHealth, GradientMonitor
+
+# Data profiles and the drift divergence are measurements: they live with the probes, below
+# the engine (tracking and export read them); re-exported here, where they always were.
+from trainengine.probes._drift import (
     DatasetProfile,
     DriftReport,
     Histogram,
@@ -25,8 +35,6 @@ from trainengine.monitoring._drift import (
     js_divergence,
     profile_dataset,
 )
-from trainengine.monitoring._engine import MetricsBackend, MetricsEngine, MetricsEngineCallback
-from trainengine.monitoring._gradient import GradientHealth, GradientMonitor
 
 __all__ = [
     "GradientHealth",

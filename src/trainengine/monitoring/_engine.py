@@ -3,8 +3,9 @@
 :class:`MetricsEngine` turns the numbers of an epoch into one flat, namespaced record
 (``train/loss``, ``val/accuracy``, ``lr``, ``grad_norm``, ``epoch_duration``, derived
 ``val/perplexity``, ``drift/js_divergence``), keeps it in :attr:`MetricsEngine.history`, sends it
-to its back-ends (anything with ``log_metrics(metrics, step)``, e.g. an experiment tracker, and
-W&B with ``use_wandb=True``), and evaluates the :class:`~trainengine.monitoring.AlertConfig`
+to its back-ends (anything with ``log_metrics(metrics, step)``: an
+:class:`~trainengine.tracking.ExperimentTracker` or one of its back-ends; ``use_wandb=True`` adds
+the W&B tracker, attached to the active run), and evaluates the :class:`~trainengine.monitoring.AlertConfig`
 rules. New alerts go to the configured actions (log, callback, stop training, webhook).
 
 :class:`MetricsEngineCallback` plugs an engine into :class:`trainengine.Trainer` as a callback.
@@ -18,9 +19,9 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from trainengine.errors import ConfigError, DataError, MissingExtraError
+from trainengine.errors import ConfigError, DataError
 from trainengine.monitoring._alerts import Alert, AlertConfig, AlertKind, AlertSeverity, StopTrainingAlert
-from trainengine.monitoring._drift import DatasetProfile, DriftReport, compare_profiles
+from trainengine.probes._drift import DatasetProfile, DriftReport, compare_profiles
 
 __all__ = ["MetricsBackend", "MetricsEngine", "MetricsEngineCallback"]
 
@@ -37,30 +38,6 @@ class MetricsBackend(Protocol):
     """Anything that receives metric records: ``log_metrics(metrics, step)``."""
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-
-
-class _WandbBackend:
-    """Sends records to Weights & Biases; starts a run on first use if none is active."""
-
-    def __init__(self, init_kwargs: Mapping[str, Any] | None) -> None:
-        try:
-            import wandb
-        except ImportError as exc:
-            raise MissingExtraError("wandb", "track", "MetricsEngine(use_wandb=True)") from exc
-        self._wandb = wandb
-        self._init_kwargs = dict(init_kwargs or {})
-        self._started = False
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if self._wandb.run is None:
-            self._wandb.init(**self._init_kwargs)
-            self._started = True
-        self._wandb.log(dict(metrics), step=step)
-
-    def close(self) -> None:
-        if self._started:
-            self._wandb.finish()
-            self._started = False
 
 
 def _to_float(name: str, value: Any) -> float:
@@ -159,9 +136,15 @@ class MetricsEngine:
         self.alert_config = alert_config
         self.backends: list[Any] = backends
         self.use_wandb = bool(use_wandb)
+        self._owned: list[Any] = []  # back-ends this engine made, finished by close()
         if self.use_wandb:
-            # Imported only here: a plain MetricsEngine never touches wandb.
-            self.backends.append(_WandbBackend(wandb_init))
+            # W&B goes through the trackers' one integration (trainengine.tracking.WandbTracker),
+            # imported only here: a plain MetricsEngine never touches tracking or wandb.
+            from trainengine.tracking._tracker import WandbTracker
+
+            wandb_tracker = WandbTracker.attach(wandb_init, feature="MetricsEngine(use_wandb=True)")
+            self.backends.append(wandb_tracker)
+            self._owned.append(wandb_tracker)
         self.derive_perplexity = derive_perplexity
         self.max_step_history = max_step_history
         self.history: list[dict[str, float]] = []
@@ -400,17 +383,16 @@ class MetricsEngine:
         return [r[name] for r in self.history if name in r]
 
     def close(self) -> None:
-        """Finish the W&B run this engine started, if any."""
-        for backend in self.backends:
-            if isinstance(backend, _WandbBackend):
-                backend.close()
+        """Finish the W&B run this engine started, if any (back-ends passed in are left open)."""
+        for backend in self._owned:
+            backend.finish()
 
     # ------------------------------------------------------------------ internals
     def _emit(self, record: dict[str, float], step: int) -> None:
         for i, backend in enumerate(self.backends):
             try:
                 backend.log_metrics(dict(record), step)
-            except Exception:  # noqa: BLE001 - a broken back-end must not stop training
+            except Exception:  # a broken back-end must not stop training (logged below)
                 n = self._backend_failures.get(i, 0) + 1
                 self._backend_failures[i] = n
                 if n == 1 or n % 100 == 0:
@@ -457,7 +439,7 @@ class MetricsEngine:
         for action in self.alert_config.actions:
             try:
                 action(alert)
-            except Exception:  # noqa: BLE001 - a failing action must not stop training
+            except Exception:  # a failing action must not stop training (logged)
                 logger.exception("alert action %r failed for alert: %s", action, alert.message)
         return alert
 

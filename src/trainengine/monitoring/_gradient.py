@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from trainengine.errors import ConfigError
+from trainengine.probes import collect_grads, grad_norms
 
 __all__ = ["GradientHealth", "GradientMonitor"]
 
@@ -86,27 +87,6 @@ def _sort_key(item: tuple[str, float]) -> float:
     # NaN/Inf first: they are what the user needs to see.
     value = item[1]
     return -math.inf if not math.isfinite(value) else -value
-
-
-def _grad_norms(grads: list[torch.Tensor]) -> torch.Tensor:
-    """Per-parameter L2 norms plus the total norm as one float32 tensor ``(P + 1,)``.
-
-    Stays on the device: no host sync here.
-    """
-    # _foreach_norm needs tensors of one device; group (models sharded by hand span several).
-    by_device: dict[torch.device, list[int]] = {}
-    for i, g in enumerate(grads):
-        by_device.setdefault(g.device, []).append(i)
-    home = grads[0].device
-    norms: list[torch.Tensor | None] = [None] * len(grads)
-    for device, idxs in by_device.items():
-        # dtype=float32: a bf16/fp16 norm overflows or rounds badly for large layers.
-        device_norms = torch._foreach_norm([grads[i] for i in idxs], 2, dtype=torch.float32)
-        for i, n in zip(idxs, device_norms):
-            norms[i] = n if device == home else n.to(home, non_blocking=True)
-    per_param = torch.stack(norms)  # type: ignore[arg-type]  # (P,)
-    total = torch.linalg.vector_norm(per_param)  # ()
-    return torch.cat([per_param, total.reshape(1)])  # (P + 1,)
 
 
 class GradientMonitor:
@@ -208,7 +188,7 @@ class GradientMonitor:
         if step is None:
             step = self._num_calls
         self._num_calls += 1
-        names, grads = self._collect(model.named_parameters())
+        names, grads = collect_grads(model.named_parameters())
         if not grads:
             health = GradientHealth(
                 step=step,
@@ -229,7 +209,7 @@ class GradientMonitor:
             return health
 
         with torch.no_grad():
-            packed = _grad_norms(grads)
+            packed = grad_norms(grads)
         # The only host sync of a check: one copy of P + 1 floats.
         values = packed.cpu().tolist()
         norms, total = values[:-1], values[-1]
@@ -267,22 +247,6 @@ class GradientMonitor:
         )
         self._record(health)
         return health
-
-    @staticmethod
-    def _collect(
-        named_params: Iterable[tuple[str, nn.Parameter]],
-    ) -> tuple[list[str], list[torch.Tensor]]:
-        names: list[str] = []
-        grads: list[torch.Tensor] = []
-        for name, p in named_params:
-            g = p.grad
-            if g is None:
-                continue
-            if g.is_sparse:
-                g = g.coalesce()._values()  # the norm of a sparse grad is its values' norm
-            names.append(name)
-            grads.append(g)
-        return names, grads
 
     def _record(self, health: GradientHealth) -> None:
         self.last_health = health

@@ -31,6 +31,7 @@ Example:
     >>> registry.close()
 """
 
+from trainengine.registry._artifacts import ArtifactStore
 from trainengine.registry._errors import ModelNotFoundError, PromotionGateError, RegistryError, RegistryValueError
 from trainengine.registry._record import ModelRecord
 from trainengine.registry._refs import parse_model_ref
@@ -38,6 +39,7 @@ from trainengine.registry._registry import ModelRegistry
 
 __all__ = [
     "ModelRegistry",
+    "ArtifactStore",
     "ModelRecord",
     "PromotionGateError",
     "ModelNotFoundError",

@@ -1,4 +1,4 @@
-"""Registered artifacts: recognising a source, reading its lineage, copying and hashing it, loading weights.
+"""Registered artifacts: recognising a source, reading its lineage, the artifact store, loading weights.
 
 Kinds of artifact:
 
@@ -18,30 +18,30 @@ The artifact's SHA-256 is that of the file's bytes, or for a folder the SHA-256 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from trainengine._hashing import MANIFEST, content_sha256, copy_and_hash, file_sha256
 from trainengine.errors import RegistryError
 
 __all__ = [
     "ArtifactKind",
     "ArtifactSource",
+    "ArtifactStore",
+    "Placement",
     "inspect_source",
     "hash_files",
-    "copy_files",
-    "content_sha256",
+    "artifact_sha256",
     "verify_source",
     "read_state_dict",
     "load_weights",
-    "place_folder",
     "remove_path",
 ]
 
@@ -49,7 +49,6 @@ ArtifactKind = Literal["checkpoint", "run", "safetensors", "torch", "bundle"]
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 _STATE_KEYS = ("model_state_dict", "state_dict", "model")
 _RUN_FILES = ("model.safetensors", "run.json", "config.yaml", "data_profile.json")
-_CHUNK = 8 << 20
 
 
 @dataclass
@@ -159,7 +158,8 @@ def _inspect_checkpoint(path: Path) -> ArtifactSource:
         raise RegistryError(f"cannot read checkpoint metadata: {exc}") from exc
     extra = meta.extra
     manifest = _read_json(path / "manifest.json", "checkpoint manifest")
-    listed = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    files = manifest.get("files")
+    listed: dict[str, Any] = files if isinstance(files, dict) else {}
     source = ArtifactSource(
         "checkpoint", path.resolve(), sorted(p.name for p in path.iterdir() if p.is_file()),
         git_commit=(extra.get("git") or {}).get("commit") or extra.get("git_commit"),
@@ -243,41 +243,21 @@ def _inspect_bundle(path: Path) -> ArtifactSource:
     )
 
 
-# ------------------------------------------------------------------------------- hashing and copying
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
+# ------------------------------------------------------------------------------- hashing
 def hash_files(root: Path, files: list[str]) -> dict[str, str]:
     """``{relpath: sha256}`` of ``root / relpath`` for each file."""
-    return {rel: _hash_file(root / rel) for rel in files}
+    return {rel: file_sha256(root / rel) for rel in files}
 
 
-def copy_files(src_root: Path, files: list[str], dest_root: Path) -> dict[str, str]:
-    """Copy files (fsynced) and return ``{relpath: sha256}`` of the bytes written: one read of the source."""
-    hashes = {}
-    for rel in files:
-        dest = dest_root / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        with open(src_root / rel, "rb") as fin, open(dest, "xb") as fout:
-            while chunk := fin.read(_CHUNK):
-                digest.update(chunk)
-                fout.write(chunk)
-            fout.flush()
-            os.fsync(fout.fileno())
-        hashes[rel] = digest.hexdigest()
-    return hashes
+def artifact_sha256(kind: str, hashes: Mapping[str, str], *, single_file: bool) -> str:
+    """The artifact hash: a single file's own hash, or a folder's content hash.
 
-
-def content_sha256(kind: str, hashes: Mapping[str, str]) -> str:
-    """The artifact hash from per-file hashes (a single file's own hash when there is one file and no folder)."""
-    lines = "".join(f"{rel}\t{sha}\n" for rel, sha in sorted(hashes.items()) if not (kind == "bundle" and rel == "manifest.json"))
-    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+    A folder's hash is :func:`trainengine._hashing.content_sha256` of its files (a bundle's
+    ``manifest.json`` left out, so it equals ``trainengine.export.bundle_sha256`` of the bundle).
+    """
+    if single_file:
+        return next(iter(hashes.values()))
+    return content_sha256({rel: sha for rel, sha in hashes.items() if not (kind == "bundle" and rel == MANIFEST)})
 
 
 def verify_source(source: ArtifactSource, hashes: Mapping[str, str], path: Path) -> None:
@@ -297,17 +277,177 @@ def verify_source(source: ArtifactSource, hashes: Mapping[str, str], path: Path)
         read_state_dict(source.kind, path)
 
 
-# ------------------------------------------------------------------------------- placing
-def place_folder(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``; a leftover at ``final`` (a crashed registration) is moved aside first.
+# ------------------------------------------------------------------------------- the store
+@dataclass
+class Placement:
+    """An artifact on its way into the registry: hashed and verified, not yet committed.
 
-    Only call this while owning ``final`` (its database row is inserted in the open transaction).
+    ``commit()`` moves the staged copy to its final place (call it inside the transaction that
+    inserts the version's row, so the row and the folder appear together); ``abort()`` removes
+    a copy this placement committed when that transaction rolled back; ``cleanup()`` removes the
+    staging folder. A placement made with ``copy=False`` records the source path in place and its
+    three methods do nothing.
+
+    Attributes:
+        source: What is registered.
+        hashes: ``{relpath: sha256}`` of the bytes placed (a single file under its own name).
+        sha256: The artifact hash stored with the version (:func:`artifact_sha256`).
+        stored_path: The row's ``artifact_path``: relative to the store root when copied, else the
+            source's absolute path.
+        in_store: Whether the artifact was copied into the store.
     """
-    if final.exists():
-        trash = final.with_name(f".trash-{final.name}-{uuid.uuid4().hex[:8]}")
-        os.rename(final, trash)
-        remove_path(trash)
-    os.rename(tmp, final)
+
+    source: ArtifactSource
+    hashes: dict[str, str]
+    sha256: str
+    stored_path: str
+    in_store: bool
+    staging: Path | None = None
+    final: Path | None = None
+    _placed_inode: int | None = None
+
+    def _ours(self) -> bool:
+        return (
+            self.final is not None and self._placed_inode is not None and self.final.exists()
+            and self.final.stat().st_ino == self._placed_inode
+        )
+
+    def commit(self) -> None:
+        """Move the staged copy to its final place (idempotent: a retried transaction finds it there).
+
+        Only call this while owning the final path (its row is inserted in the open transaction):
+        whatever sits there now is the leftover of a crashed registration and is moved aside.
+        """
+        if self.staging is None or self.final is None or self._ours():
+            return
+        if self.final.exists():
+            trash = self.final.with_name(f".trash-{self.final.name}-{uuid.uuid4().hex[:8]}")
+            os.rename(self.final, trash)
+            remove_path(trash)
+        os.rename(self.staging, self.final)
+        self._placed_inode = self.final.stat().st_ino
+
+    def abort(self) -> None:
+        """The row was rolled back: remove the copy if it is ours (same inode), or if the move itself was interrupted."""
+        if self.final is None or self.staging is None:
+            return
+        if self._ours() or (self._placed_inode is None and self.final.exists() and not self.staging.exists()):
+            remove_path(self.final)
+
+    def cleanup(self) -> None:
+        """Remove the staging folder (always safe: after a commit it no longer exists)."""
+        if self.staging is not None:
+            remove_path(self.staging)
+
+
+class ArtifactStore:
+    """The folder that keeps a copy of every registered artifact: ``<root>/<name>/<version>/``.
+
+    Copies are written to a hidden staging folder, hashed from the bytes written (one read of
+    the source), verified against the source's own manifest, and moved into place by
+    :meth:`Placement.commit`. A store without a root (an in-memory registry) can only record
+    artifacts in place (``put(..., copy=False)``).
+
+    Args:
+        root: The store's folder, or None.
+
+    Example:
+        >>> import tempfile, torch
+        >>> folder = Path(tempfile.mkdtemp()); torch.save({"w": torch.ones(2)}, folder / "w.pt")
+        >>> store = ArtifactStore(folder / "store")
+        >>> placed = store.put(inspect_source(folder / "w.pt", None), "m", "1.0.0")
+        >>> placed.commit(); placed.cleanup()
+        >>> store.get(placed.stored_path, in_store=True).relative_to(folder).as_posix()
+        'store/m/1.0.0/w.pt'
+        >>> store.verify(store.get(placed.stored_path, in_store=True), "torch", [], placed.sha256, "m:1.0.0")
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None) -> None:
+        self.root: Path | None = Path(root) if root is not None else None
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({str(self.root) if self.root is not None else None!r})"
+
+    def put(self, source: ArtifactSource, name: str, version: str, *, copy: bool = True) -> Placement:
+        """Stage (``copy=True``) or hash in place (``copy=False``) an artifact and verify it.
+
+        Raises:
+            RegistryError: no store root for a copy, the source cannot be read or copied, or it
+                fails its own manifest / is not loadable weights.
+        """
+        single = not source.files
+        files = [source.path.name] if single else list(source.files)
+        src_root = source.path.parent if single else source.path
+        if not copy:
+            try:
+                hashes = hash_files(src_root, files)
+            except OSError as exc:
+                raise RegistryError(f"cannot read {str(source.path)!r}: {exc}") from exc
+            verify_source(source, hashes, source.path)
+            return Placement(source, hashes, artifact_sha256(source.kind, hashes, single_file=single), str(source.path), False)
+        if self.root is None:
+            raise RegistryError("an in-memory registry has no artifact store: give artifact_root= or register with copy_artifact=False")
+        final = self.root / name / version
+        staging = self.root / name / f".tmp-{version}-{uuid.uuid4().hex[:12]}"
+        stored = f"{name}/{version}" + (f"/{source.path.name}" if single else "")  # relative to the root
+        placement = Placement(source, {}, "", stored, True, staging=staging, final=final)
+        try:
+            try:
+                staging.mkdir(parents=True)
+                for rel in files:
+                    dest = staging / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    placement.hashes[rel] = copy_and_hash(src_root / rel, dest)
+            except OSError as exc:
+                raise RegistryError(f"cannot copy {str(source.path)!r} into the artifact store {str(staging.parent)!r}: {exc}") from exc
+            verify_source(source, placement.hashes, staging / source.path.name if single else staging)
+        except BaseException:
+            placement.cleanup()
+            raise
+        placement.sha256 = artifact_sha256(source.kind, placement.hashes, single_file=single)
+        return placement
+
+    def get(self, stored_path: str, *, in_store: bool, model_id: str = "the model") -> Path:
+        """The absolute path of a registered artifact from its row's ``artifact_path``.
+
+        Raises:
+            RegistryError: the artifact lives in the store but this store has no root.
+        """
+        if not in_store:
+            return Path(stored_path)
+        if self.root is None:
+            raise RegistryError(f"{model_id} lives in the artifact store: open the registry with artifact_root=")
+        return self.root / stored_path
+
+    @staticmethod
+    def verify(path: Path, kind: str, files: Sequence[str], sha256: str, model_id: str) -> None:
+        """Check that an artifact is still what was registered (same SHA-256).
+
+        Raises:
+            RegistryError: the artifact is missing or its content changed since registration.
+        """
+        if not path.exists():
+            raise RegistryError(
+                f"artifact of {model_id} is missing: {str(path)!r} was deleted or moved since registration "
+                "(register with copy_artifact=True to keep a copy in the registry's artifact store)"
+            )
+        if kind in ("safetensors", "torch"):
+            actual = file_sha256(path)
+        else:
+            absent = [rel for rel in files if not (path / rel).is_file()]
+            if absent:
+                raise RegistryError(f"artifact changed since registration: {model_id} is missing {', '.join(absent)} in {str(path)!r}")
+            actual = artifact_sha256(kind, hash_files(path, list(files)), single_file=False)
+        if actual != sha256:
+            raise RegistryError(
+                f"artifact changed since registration: {model_id} at {str(path)!r} has sha256 {actual[:12]}…, "
+                f"registered {sha256[:12]}…; it was modified or damaged — register the intended weights as a new version"
+            )
+
+    def delete(self, name: str, version: str) -> None:
+        """Remove a version's copy from the store (nothing happens when there is none)."""
+        if self.root is not None:
+            remove_path(self.root / name / version)
 
 
 def remove_path(path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trainengine.errors import RegistryError, TrainEngineError
-from trainengine.registry._artifacts import content_sha256, hash_files, load_weights, read_state_dict
+from trainengine.registry._artifacts import ArtifactStore, load_weights, read_state_dict
 
 __all__ = ["ModelRecord", "ModelStatus"]
 
@@ -84,24 +84,7 @@ class ModelRecord:
         Raises:
             RegistryError: the artifact is missing or its content changed since registration.
         """
-        path = self.artifact_path
-        if not path.exists():
-            raise RegistryError(
-                f"artifact of {self.model_id} is missing: {str(path)!r} was deleted or moved since registration "
-                "(register with copy_artifact=True to keep a copy in the registry's artifact store)"
-            )
-        if self.artifact_kind in ("safetensors", "torch"):
-            actual = hash_files(path.parent, [path.name])[path.name]
-        else:
-            absent = [rel for rel in self.artifact_files if not (path / rel).is_file()]
-            if absent:
-                raise RegistryError(f"artifact changed since registration: {self.model_id} is missing {', '.join(absent)} in {str(path)!r}")
-            actual = content_sha256(self.artifact_kind, hash_files(path, list(self.artifact_files)))
-        if actual != self.artifact_sha256:
-            raise RegistryError(
-                f"artifact changed since registration: {self.model_id} at {str(path)!r} has sha256 {actual[:12]}…, "
-                f"registered {self.artifact_sha256[:12]}…; it was modified or damaged — register the intended weights as a new version"
-            )
+        ArtifactStore.verify(self.artifact_path, self.artifact_kind, self.artifact_files, self.artifact_sha256, self.model_id)
 
     def load(self, model: Any = None, map_location: Any = "cpu") -> Any:
         """Rebuild the model and load the registered weights, in eval mode.

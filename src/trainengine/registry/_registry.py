@@ -5,28 +5,18 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import delete, func, insert, select, true, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from trainengine._sql import SqlStore, dispose_after_fork, open_engine, resolve_database, run_transaction
+from trainengine._sql import SqlStore, init_versioned_schema, inserted_id, resolve_database
 from trainengine.errors import RegistryError
 from trainengine.registry import _schema as S
-from trainengine.registry._artifacts import (
-    ArtifactSource,
-    content_sha256,
-    copy_files,
-    hash_files,
-    inspect_source,
-    place_folder,
-    remove_path,
-    verify_source,
-)
+from trainengine.registry._artifacts import ArtifactStore, inspect_source
 from trainengine.registry._errors import ModelNotFoundError, PromotionGateError, RegistryValueError
 from trainengine.registry._gates import Gate, evaluate_gates, parse_gates
 from trainengine.registry._record import ModelRecord
@@ -63,6 +53,10 @@ class ModelRegistry(SqlStore):
         busy_timeout_s: How long one SQLite write waits for another process's lock before retrying.
         max_retries: Retries of a write that still found the database locked.
 
+    Attributes:
+        store: The :class:`~trainengine.registry._artifacts.ArtifactStore` under ``artifact_root``
+            (put / get / verify / delete of the registered copies).
+
     Raises:
         RegistryError: the database cannot be opened, a server URL comes without ``artifact_root``,
             or a gate is malformed (its dotted path is named).
@@ -80,6 +74,9 @@ class ModelRegistry(SqlStore):
         >>> registry.close()
     """
 
+    _kind = "model registry"
+    _error = RegistryError
+
     def __init__(
         self,
         path_or_url: str | os.PathLike[str] = "models.db",
@@ -89,15 +86,12 @@ class ModelRegistry(SqlStore):
         busy_timeout_s: float = 30.0,
         max_retries: int = 10,
     ) -> None:
-        self._engine: Engine | None = None
-        self._max_retries = max(0, int(max_retries))
         try:
             self._gates: dict[str, list[Gate]] = parse_gates(gates)
         except ValueError as exc:
             raise RegistryValueError(str(exc)) from None
         self.gates: dict[str, dict[str, str]] = {a: dict(c) for a, c in (gates or {}).items()}
-        database = resolve_database(path_or_url, kind="model registry", example="models.db", error=RegistryError, value_error=RegistryValueError)
-        self.url = database.url
+        database = resolve_database(path_or_url, kind=self._kind, example="models.db", error=RegistryError, value_error=RegistryValueError)
         self._label = database.label
         if artifact_root is not None:
             self.artifact_root: Path | None = Path(artifact_root).expanduser().resolve()
@@ -111,13 +105,8 @@ class ModelRegistry(SqlStore):
             )
         else:
             self.artifact_root = None  # in memory: only copy_artifact=False registrations
-        self._engine = open_engine(database, busy_timeout_s=busy_timeout_s, kind="model registry", error=RegistryError)
-        try:
-            self._write(self._init_schema, what="create the schema of")
-        except BaseException:
-            self.close()
-            raise
-        dispose_after_fork(self)
+        self.store = ArtifactStore(self.artifact_root)
+        self._connect(database, busy_timeout_s=busy_timeout_s, max_retries=max_retries)
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> ModelRegistry:
@@ -151,54 +140,26 @@ class ModelRegistry(SqlStore):
         kwargs.update(overrides)
         return cls(section.url, **kwargs)
 
-    # -- database plumbing -------------------------------------------------------------------------
-    @staticmethod
-    def _init_schema(conn: Connection) -> None:
-        S.metadata.create_all(conn)  # checkfirst: only missing tables
-        versions = conn.execute(select(S.schema_version.c.version)).scalars().all()
-        if not versions:
-            conn.execute(S.schema_version.insert().values(version=S.SCHEMA_VERSION))
-        elif max(versions) > S.SCHEMA_VERSION:
-            raise RegistryError(
-                f"the model registry has schema version {max(versions)}, newer than this trainengine supports "
-                f"({S.SCHEMA_VERSION}); upgrade trainengine"
-            )
+    # -- database plumbing (shared with ExperimentDB through SqlStore) ------------------------------
+    def _init_schema(self, conn: Connection) -> None:
+        init_versioned_schema(conn, S.metadata, S.schema_version, S.SCHEMA_VERSION, kind=self._kind, error=RegistryError)
 
-    def _run(self, fn: Callable[[Connection], T], *, read_only: bool, what: str, conflict: str | None = None) -> T:
-        if self._engine is None:
-            raise RegistryError(f"ModelRegistry({self._label!r}) is closed; open a new one")
+    def _retry_if(self, exc: DBAPIError, what: str) -> bool:
+        # Besides a fresh schema created by several processes at once: on a server database two
+        # writers racing for a new alias row; the loser retries and sees the winner's row.
+        return super()._retry_if(exc, what) or (isinstance(exc, IntegrityError) and "registry_aliases" in str(exc).lower())
 
-        def failed(exc: DBAPIError, still_locked: bool) -> RegistryError:
-            if isinstance(exc, IntegrityError) and "registry_models" in str(exc).lower() and conflict is not None:
-                return RegistryError(conflict)  # a server database: two writers raced for one (name, version)
-            hint = " (still locked after retries: is another process holding a long transaction?)" if still_locked else ""
-            return RegistryError(f"cannot {what} model registry {self._label!r}{hint}: {exc.orig}")
-
-        def retry_if(exc: DBAPIError) -> bool:
-            # Processes creating the schema of a fresh file together, or (on a server database) two
-            # writers racing for a new alias row: the loser retries and sees the winner's row.
-            text = str(exc).lower()
-            return (what == "create the schema of" and "already exists" in text) or (
-                isinstance(exc, IntegrityError) and "registry_aliases" in text
-            )
-
-        return run_transaction(self._engine, fn, read_only=read_only, max_retries=self._max_retries, retry_if=retry_if, on_error=failed)
-
-    def _write(self, fn: Callable[[Connection], T], what: str = "write to", conflict: str | None = None) -> T:
-        return self._run(fn, read_only=False, what=what, conflict=conflict)
-
-    def _read(self, fn: Callable[[Connection], T]) -> T:
-        return self._run(fn, read_only=True, what="read from")
+    def _failure(self, exc: DBAPIError, still_locked: bool, what: str, conflict: str | None) -> Exception:
+        # Only a race for one (name, version) row gets the conflict message (a server database).
+        if conflict is not None and not (isinstance(exc, IntegrityError) and "registry_models" in str(exc).lower()):
+            conflict = None
+        return super()._failure(exc, still_locked, what, conflict)
 
     # -- rows -> records -----------------------------------------------------------------------------
     def _artifact_path(self, row: Any) -> Path:
-        if not row.artifact_in_store:
-            return Path(row.artifact_path)
-        if self.artifact_root is None:
-            raise RegistryError(f"{row.name}:{row.version} lives in the artifact store: open the registry with artifact_root=")
-        return self.artifact_root / row.artifact_path
+        return self.store.get(row.artifact_path, in_store=bool(row.artifact_in_store), model_id=f"{row.name}:{row.version}")
 
-    def _records(self, conn: Connection, rows: list[Any]) -> list[ModelRecord]:
+    def _records(self, conn: Connection, rows: Sequence[Any]) -> list[ModelRecord]:
         pks = [r.model_pk for r in rows]
         tag_map: dict[int, list[str]] = {pk: [] for pk in pks}
         alias_map: dict[int, list[str]] = {pk: [] for pk in pks}
@@ -337,78 +298,37 @@ class ModelRegistry(SqlStore):
                     "or register with copy_artifact=True (only the listed files are copied)"
                 )
 
-        tmp: Path | None = None
-        final: Path | None = None
-        stored_path = str(source.path)
-        if copy_artifact:
-            if self.artifact_root is None:
-                raise RegistryError("an in-memory registry has no artifact store: give artifact_root= or register with copy_artifact=False")
-            final = self.artifact_root / name / version
-            tmp = self.artifact_root / name / f".tmp-{version}-{uuid.uuid4().hex[:12]}"
-            stored_path = f"{name}/{version}" + ("" if source.files else f"/{source.path.name}")  # relative to the artifact root
+        placement = self.store.put(source, name, version, copy=copy_artifact)
         try:
-            hashes = self._take_artifact(source, tmp)
-            verify_source(source, hashes, tmp / source.path.name if (tmp is not None and not source.files) else (tmp or source.path))
-            sha = next(iter(hashes.values())) if not source.files else content_sha256(source.kind, hashes)
             row = {
                 "name": name, "version": version, "status": _ACTIVE, "task_type": task_type or check_source_task(source.task_type),
                 "metrics_json": json.dumps(given_metrics if given_metrics is not None else source.metrics),
-                "description": description, "artifact_kind": source.kind, "artifact_path": stored_path,
-                "artifact_in_store": copy_artifact, "artifact_files_json": json.dumps(sorted(source.files)), "artifact_sha256": sha,
+                "description": description, "artifact_kind": source.kind, "artifact_path": placement.stored_path,
+                "artifact_in_store": placement.in_store, "artifact_files_json": json.dumps(sorted(source.files)),
+                "artifact_sha256": placement.sha256,
                 "source_path": str(source.path), "run_id": str(run_id) if run_id is not None else source.run_id,
                 "git_commit": source.git_commit, "data_fingerprint": source.data_fingerprint, "config_json": dumps_json(source.config),
                 "model_spec_json": dumps_json(spec or source.model_spec), "created_at": time.time(),
             }
-            placed_inode: int | None = None  # identifies our copy once it is at the final path
-
-            def ours() -> bool:
-                return final is not None and placed_inode is not None and final.exists() and final.stat().st_ino == placed_inode
 
             def insert_row(conn: Connection) -> None:
-                nonlocal placed_inode
                 self._refuse_existing(conn, name, version)
-                pk = conn.execute(insert(S.models).values(**row)).inserted_primary_key[0]
+                pk = inserted_id(conn.execute(insert(S.models).values(**row)))
                 if tag_list:
                     conn.execute(insert(S.tags), [{"model_pk": pk, "tag": t, "position": i} for i, t in enumerate(tag_list)])
                 # Move the copy into place while holding the write lock and owning the (name, version)
                 # row: whatever sits at the final path now is a leftover of a crashed registration.
                 # (A retried transaction finds its copy already there.)
-                if tmp is not None and final is not None and not ours():
-                    place_folder(tmp, final)
-                    placed_inode = final.stat().st_ino
+                placement.commit()
 
             try:
                 self._write(insert_row, what="register a model in", conflict=f"{model_id} is already registered; versions are never overwritten — register a new version")
             except BaseException:
-                # The row was rolled back: nothing may point at our copy. It is ours if we moved it
-                # there (same inode), or if the move itself was interrupted (the temporary folder is gone).
-                if ours() or (placed_inode is None and final is not None and tmp is not None and final.exists() and not tmp.exists()):
-                    remove_path(final)  # type: ignore[arg-type]
+                placement.abort()  # the row was rolled back: nothing may point at our copy
                 raise
         finally:
-            if tmp is not None:
-                remove_path(tmp)
+            placement.cleanup()
         return model_id
-
-    @staticmethod
-    def _take_artifact(source: ArtifactSource, tmp: Path | None) -> dict[str, str]:
-        """Copy the artifact into ``tmp`` (or hash it in place when ``tmp`` is None): ``{relpath: sha256}``."""
-        if tmp is None:
-            try:
-                if source.files:
-                    return hash_files(source.path, source.files)
-                return hash_files(source.path.parent, [source.path.name])
-            except OSError as exc:
-                raise RegistryError(f"cannot read {str(source.path)!r}: {exc}") from exc
-        try:
-            tmp.mkdir(parents=True)
-            if source.files:
-                hashes = copy_files(source.path, source.files, tmp)
-            else:
-                hashes = copy_files(source.path.parent, [source.path.name], tmp)
-        except OSError as exc:
-            raise RegistryError(f"cannot copy {str(source.path)!r} into the artifact store {str(tmp.parent)!r}: {exc}") from exc
-        return hashes
 
     def _refuse_existing(self, conn: Connection, name: str, version: str) -> None:
         # Names differing only in case would share one artifact folder where the file system
@@ -599,6 +519,7 @@ class ModelRegistry(SqlStore):
             if name is None and label is None:
                 rows = conn.execute(select(S.models).where(S.models.c.version == version)).all()
                 return self._records(conn, [self._one(conn, rows, f"version {version!r}", "version")])[0]
+            assert label is not None  # both label-free queries returned above
             holders = select(S.models).join(S.aliases, S.aliases.c.model_pk == S.models.c.model_pk).where(S.aliases.c.alias == label)
             if name is not None:
                 holders = holders.where(S.models.c.name == name)
@@ -622,7 +543,7 @@ class ModelRegistry(SqlStore):
 
         return self._read(find)
 
-    def _one(self, conn: Connection, rows: list[Any], what: str, kw: str) -> Any:
+    def _one(self, conn: Connection, rows: Sequence[Any], what: str, kw: str) -> Any:
         if len(rows) == 1:
             return rows[0]
         if not rows:
@@ -633,7 +554,7 @@ class ModelRegistry(SqlStore):
         raise RegistryValueError(f"{what} belongs to several models ({', '.join(names)}); say which: get_model(name=..., {kw}=...)")
 
     def _none_with(self, conn: Connection, label: str, kind: str, name: str | None = None) -> ModelRecord:
-        scope = S.models.c.name == name if name is not None else True
+        scope = S.models.c.name == name if name is not None else true()
         held = sorted(set(conn.execute(select(S.aliases.c.alias).join(S.models, S.models.c.model_pk == S.aliases.c.model_pk).where(scope)).scalars()))
         tag_names = sorted(set(conn.execute(select(S.tags.c.tag).join(S.models, S.models.c.model_pk == S.tags.c.model_pk).where(scope)).scalars()))
         where = f" of model {name!r}" if name else ""
@@ -666,6 +587,7 @@ class ModelRegistry(SqlStore):
         checked = None if name is None else check_name(name)
 
         def fetch(conn: Connection) -> list[ModelRecord]:
+            rows: Sequence[Any]
             if checked is not None:
                 rows = self._require_name(conn, checked)
             else:

@@ -1,7 +1,10 @@
 """Standalone inference runtime for a trainengine export bundle: numpy and onnxruntime only.
 
 This file is copied verbatim into every export bundle as ``inference.py``, so it imports nothing
-from ``trainengine`` (only the standard library, numpy, and onnxruntime lazily). It is also the
+from ``trainengine`` there: only the standard library, numpy, onnxruntime (lazily) and the two
+modules export copies beside it, ``_hashing.py`` (file hashes, bundle verification) and
+``_numeric.py`` (the drift arithmetic), verbatim copies of ``trainengine._hashing`` and
+``trainengine._numeric``; inside the package it imports those two from trainengine. It is also the
 runtime that ``trainengine serve`` and the bundle's ``server.py`` use, so a bundle answers the
 same way wherever it runs.
 
@@ -16,7 +19,8 @@ damaged bundle prints one line on standard error and exits with code 2.
 What it does:
 
 * **Verifies the bundle.** Every file listed in ``manifest.json["files"]`` is hashed (SHA-256)
-  and compared before anything is loaded; a missing or modified file raises :class:`BundleError`.
+  and compared before anything is loaded; a missing, modified or unlisted file raises
+  :class:`BundleError` (the one contract of ``trainengine._hashing.verify_bundle``).
 * **Validates inputs.** :func:`preprocess` turns JSON examples into the model's input array and
   raises :class:`InputError` naming the offending field (``inputs[3]: expected shape [64], got
   [63]``) for a wrong shape or type, a non-finite number or an empty batch.
@@ -24,7 +28,8 @@ What it does:
   ``{"class", "probabilities"}``, regression ``{"value"}`` / ``{"values"}``, language modeling
   ``{"next_token", "next_token_probability", "completion"}`` (greedy, 16 new tokens).
 * **Measures drift** of recent inputs against the bundle's ``reference_profile.json`` with the
-  same Jensen–Shannon divergence as ``trainengine.monitoring.compare_profiles``
+  same Jensen–Shannon divergence as ``trainengine.monitoring.compare_profiles`` (both use
+  ``_numeric.py``)
   (:func:`drift_score`, :class:`DriftWindow`).
 
 Example:
@@ -45,7 +50,6 @@ from __future__ import annotations
 
 import abc
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -57,6 +61,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+if __package__:  # trainengine.serve._runtime
+    from trainengine._hashing import content_sha256, verify_bundle
+    from trainengine._numeric import bin_vector, categorical_js, histogram_vector, js_divergence
+else:  # a bundle's inference.py: the export copied these two modules beside it
+    sys.dont_write_bytecode = True  # no __pycache__ inside the bundle's folder
+    from _hashing import content_sha256, verify_bundle  # type: ignore[no-redef]
+    from _numeric import bin_vector, categorical_js, histogram_vector, js_divergence  # type: ignore[no-redef]
 
 __all__ = [
     "BundleError",
@@ -106,14 +118,6 @@ class InputError(ValueError):
 
 
 # ----------------------------------------------------------------------------- bundle
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -121,63 +125,6 @@ def _read_json(path: Path, what: str) -> Any:
         raise BundleError(f"{what} not found at {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{what} at {path} is not valid JSON: {exc}") from None
-
-
-def _expected_digest(entry: Any) -> str | None:
-    # The contract writes "<sha256>"; {"sha256": ...} is accepted too.
-    if isinstance(entry, str):
-        return entry.lower()
-    if isinstance(entry, Mapping) and isinstance(entry.get("sha256"), str):
-        return entry["sha256"].lower()
-    return None
-
-
-def verify_bundle(bundle_dir: str | Path, manifest: Mapping[str, Any]) -> None:
-    """Check every file of ``manifest["files"]`` against its SHA-256 on disk.
-
-    Args:
-        bundle_dir: The bundle's folder.
-        manifest: Its parsed ``manifest.json``.
-
-    Raises:
-        BundleError: A file is missing, modified, or named outside the bundle; the message
-            lists every offending file.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "a.txt").write_text("x")
-        >>> verify_bundle(d, {"files": {"a.txt": "0" * 64}})
-        Traceback (most recent call last):
-        ...
-        BundleError: bundle ... failed verification: a.txt: sha256 ... differs from the manifest's 000000000000…; ...
-    """
-    root = Path(bundle_dir)
-    files = manifest.get("files")
-    if not isinstance(files, Mapping) or not files:
-        raise BundleError(
-            f"manifest.json of {root} lists no files (\"files\": {{name: sha256}}); the bundle is "
-            "incomplete or not an export bundle — re-export it"
-        )
-    problems: list[str] = []
-    resolved_root = root.resolve()
-    for rel, entry in sorted(files.items()):
-        expected = _expected_digest(entry)
-        path = (root / str(rel)).resolve()
-        if Path(str(rel)).is_absolute() or resolved_root not in path.parents:
-            problems.append(f"{rel!r}: not a path inside the bundle")
-        elif expected is None:
-            problems.append(f"{rel}: the manifest has no sha256 for it")
-        elif not path.is_file():
-            problems.append(f"{rel}: missing")
-        else:
-            actual = _sha256(path)
-            if actual != expected:
-                problems.append(f"{rel}: sha256 {actual[:12]}… differs from the manifest's {expected[:12]}…")
-    if problems:
-        raise BundleError(
-            f"bundle {root} failed verification: {'; '.join(problems)}; the files were modified or "
-            "damaged after export — re-export the bundle or restore the original files"
-        )
 
 
 def bundle_content_sha256(manifest: Mapping[str, Any]) -> str:
@@ -191,9 +138,7 @@ def bundle_content_sha256(manifest: Mapping[str, Any]) -> str:
         >>> len(bundle_content_sha256({"files": {"model.onnx": "ab" * 32}}))
         64
     """
-    files = manifest.get("files") or {}
-    lines = sorted(f"{rel}\t{_expected_digest(entry)}\n" for rel, entry in files.items())
-    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+    return content_sha256(manifest.get("files") or {})
 
 
 @dataclass
@@ -264,7 +209,12 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
             f"{FORMAT_VERSION} — update trainengine or re-export the bundle"
         )
     if verify:
-        verify_bundle(root, manifest)
+        problems = verify_bundle(root, manifest)
+        if problems:
+            raise BundleError(
+                f"bundle {root} failed verification: {'; '.join(problems)}; the files were modified or "
+                "damaged after export — re-export the bundle or restore the original files"
+            )
     listed = set(manifest.get("files") or {})
     task = _read_json(root / "task_spec.json", "task_spec.json") if "task_spec.json" in listed else {}
     if not isinstance(task, dict):
@@ -756,53 +706,6 @@ class OnnxPredictor(Predictor):
 
 
 # ----------------------------------------------------------------------------- drift
-def _js_divergence(p: np.ndarray, q: np.ndarray) -> float:
-    """Jensen–Shannon divergence, base 2 — the same arithmetic as trainengine.monitoring.js_divergence."""
-    a = np.asarray(p, dtype=np.float64)
-    b = np.asarray(q, dtype=np.float64)
-    sa, sb = a.sum(), b.sum()
-    if sa == 0 or sb == 0:
-        return 0.0 if sa == sb else 1.0
-    a, b = a / sa, b / sb
-    m = 0.5 * (a + b)
-
-    def kl(x: np.ndarray) -> float:
-        nz = x > 0  # 0 * log 0 = 0; where x > 0, m > 0 too
-        return float(np.sum(x[nz] * np.log2(x[nz] / m[nz])))
-
-    return float(min(max(0.5 * kl(a) + 0.5 * kl(b), 0.0), 1.0))
-
-
-def _hist_vector(hist: Mapping[str, Any]) -> np.ndarray:
-    return np.array(
-        [hist.get("nonfinite", 0), hist.get("underflow", 0), *hist["counts"], hist.get("overflow", 0)],
-        dtype=np.float64,
-    )
-
-
-def _bin(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """``[nonfinite, underflow, *counts, overflow]`` of ``values`` on ``edges`` (as Histogram.from_values)."""
-    v = np.asarray(values, dtype=np.float64).ravel()
-    bins = edges.size - 1
-    finite = np.isfinite(v)
-    v = v[finite]
-    below = v < edges[0]
-    above = v > edges[-1]
-    inside = v[~below & ~above]
-    # side="right" - 1 puts a value on an inner edge in the bin it opens; edges[-1] joins the last bin.
-    idx = np.minimum(np.searchsorted(edges, inside, side="right") - 1, bins - 1)
-    counts = np.bincount(idx, minlength=bins)
-    return np.array([(~finite).sum(), below.sum(), *counts, above.sum()], dtype=np.float64)
-
-
-def _categorical(reference: Mapping[str, int], current: Mapping[str, int]) -> float:
-    keys = sorted(set(reference) | set(current))
-    return _js_divergence(
-        np.array([reference.get(k, 0) for k in keys], dtype=np.float64),
-        np.array([current.get(k, 0) for k in keys], dtype=np.float64),
-    )
-
-
 def _feature_columns(reference: Mapping[str, Any]) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
     """(name, flat column, edges, reference vector) per profiled feature, in the profile's order."""
     columns = []
@@ -811,7 +714,7 @@ def _feature_columns(reference: Mapping[str, Any]) -> list[tuple[str, int, np.nd
             column = int(str(name).rsplit("_", 1)[1])
         except (IndexError, ValueError):
             raise ValueError(f"reference profile feature {name!r} is not named feature_<index>") from None
-        columns.append((name, column, np.asarray(hist["edges"], dtype=np.float64), _hist_vector(hist)))
+        columns.append((name, column, np.asarray(hist["edges"], dtype=np.float64), histogram_vector(hist)))
     return columns
 
 
@@ -839,11 +742,11 @@ def drift_divergences(reference: Mapping[str, Any], current: np.ndarray | Sequen
             raise ValueError("drift needs at least one example")
         tokens = np.concatenate(rows).astype(np.int64)
         uniq, counts = np.unique(tokens, return_counts=True)
-        out = {"token_ids": _categorical(reference.get("token_counts") or {}, {str(int(u)): int(c) for u, c in zip(uniq, counts)})}
+        out = {"token_ids": categorical_js(reference.get("token_counts") or {}, {str(int(u)): int(c) for u, c in zip(uniq, counts)})}
         seq = reference.get("sequence_length")
         if seq:
             lengths = np.array([r.size for r in rows], dtype=np.float64)
-            out["sequence_length"] = _js_divergence(_hist_vector(seq), _bin(lengths, np.asarray(seq["edges"], dtype=np.float64)))
+            out["sequence_length"] = js_divergence(histogram_vector(seq), bin_vector(lengths, np.asarray(seq["edges"], dtype=np.float64)))
         return out
     matrix = np.asarray(current)
     if matrix.ndim == 0 or matrix.shape[0] == 0:
@@ -853,7 +756,7 @@ def drift_divergences(reference: Mapping[str, Any], current: np.ndarray | Sequen
     for name, column, edges, ref_vector in _feature_columns(reference):
         if column >= matrix.shape[1]:
             raise ValueError(f"the inputs have {matrix.shape[1]} features but the reference profile has {name}")
-        out[name] = _js_divergence(ref_vector, _bin(matrix[:, column], edges))
+        out[name] = js_divergence(ref_vector, bin_vector(matrix[:, column], edges))
     return out
 
 

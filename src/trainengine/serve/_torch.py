@@ -68,6 +68,7 @@ class TorchPredictor(Predictor):
                 f"bundle {bundle.path} has no model spec (model_config.json \"spec\" is null), so the model "
                 "class cannot be rebuilt; serve it with runtime 'onnx'"
             )
+        _load_training_plugins(bundle.path)
         self.model = rebuild_model(spec)
         state = load_file(str(bundle.path / "model.safetensors"))
         # Tied weights (a GPT's embedding and head) may be stored once: fill in the other name.
@@ -84,3 +85,17 @@ class TorchPredictor(Predictor):
         with torch.inference_mode():
             out = self.model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
         return out.float().cpu().numpy()
+
+
+def _load_training_plugins(bundle_path: Path) -> None:
+    """Import the plugins the bundle's training config names: a model they register is rebuilt
+    from its spec (entry-point plugins load by themselves)."""
+    import yaml
+
+    from trainengine.registries import load_plugins
+
+    path = bundle_path / "training_config.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    plugins = data.get("plugins") if isinstance(data, dict) else None
+    if isinstance(plugins, list) and plugins:
+        load_plugins(plugins)

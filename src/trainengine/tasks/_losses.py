@@ -14,7 +14,6 @@ metadata).
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from trainengine.errors import TaskError
+from trainengine.registries import LOSSES, register_loss
 
 __all__ = [
     "LossStrategy",
@@ -365,13 +365,8 @@ class RegressionLoss(LossStrategy):
         return logits
 
 
-_LOSS_STRATEGIES: dict[str, type[LossStrategy]] = {
-    "classification": ClassificationLoss,
-    "language_modeling": LanguageModelingLoss,
-    "regression": RegressionLoss,
-    # Vision tasks in trainengine classify images, so they share the classification loss.
-    "vision": ClassificationLoss,
-}
+# The built-in strategies (classification, language_modeling, regression, and vision, which
+# shares the classification loss) are registered lazily in trainengine.registries.LOSSES.
 
 
 def available_loss_strategies() -> tuple[str, ...]:
@@ -383,7 +378,7 @@ def available_loss_strategies() -> tuple[str, ...]:
         ... )
         True
     """
-    return tuple(sorted(_LOSS_STRATEGIES))
+    return tuple(LOSSES.names())
 
 
 def register_loss_strategy(
@@ -415,12 +410,7 @@ def register_loss_strategy(
             f"loss strategy for '{task_type}' must be a subclass of "
             f"trainengine.tasks.LossStrategy, got {cls!r}"
         )
-    if task_type in _LOSS_STRATEGIES and not overwrite:
-        raise TaskError(
-            f"loss strategy '{task_type}' is already registered "
-            f"({_LOSS_STRATEGIES[task_type].__name__}); pass overwrite=True to replace it"
-        )
-    _LOSS_STRATEGIES[task_type] = cls
+    register_loss(task_type, cls, overwrite=overwrite)
 
 
 def get_loss_strategy(task_type: str, **options: Any) -> LossStrategy:
@@ -443,14 +433,7 @@ def get_loss_strategy(task_type: str, **options: Any) -> LossStrategy:
         >>> get_loss_strategy("vision", label_smoothing=0.1).task_type
         'classification'
     """
-    cls = _LOSS_STRATEGIES.get(task_type)
-    if cls is None:
-        names = available_loss_strategies()
-        close = difflib.get_close_matches(str(task_type), names, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise TaskError(
-            f"unknown loss strategy '{task_type}'{hint} — available: {', '.join(names)}"
-        )
+    cls = LOSSES.get(task_type)
     try:
         inspect.signature(cls).bind(**options)
     except TypeError:

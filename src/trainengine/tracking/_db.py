@@ -26,7 +26,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
@@ -45,10 +45,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import Connection
 
-from trainengine._sql import SqlStore, dispose_after_fork, open_engine, resolve_database, run_transaction
+from trainengine._sql import SqlStore, init_versioned_schema, inserted_id, resolve_database
 from trainengine.errors import TrainEngineError
 
 __all__ = ["ExperimentDB", "ExperimentDBError", "ExperimentDBValueError", "UnknownRunError", "RunStatus"]
@@ -274,64 +273,22 @@ class ExperimentDB(SqlStore):
         >>> db.close()
     """
 
+    _kind = "experiment database"
+    _error = ExperimentDBError
+
     def __init__(self, path_or_url: str | os.PathLike[str] = "runs/experiments.db", *, busy_timeout_s: float = 30.0, max_retries: int = 10) -> None:
-        self._engine: Engine | None = None
-        self._max_retries = max(0, int(max_retries))
         self._known_runs: set[int] = set()  # run_ids seen to exist; runs are never deleted
         self._lock = threading.Lock()
         database = resolve_database(
-            path_or_url, kind="experiment database", example="runs/experiments.db", error=ExperimentDBError, value_error=ExperimentDBValueError
+            path_or_url, kind=self._kind, example="runs/experiments.db", error=ExperimentDBError, value_error=ExperimentDBValueError
         )
-        self.url: URL = database.url
-        self._label = database.label
-        self._engine = open_engine(database, busy_timeout_s=busy_timeout_s, kind="experiment database", error=ExperimentDBError)
-        try:
-            self._write(self._init_schema, what="create the schema of")
-        except BaseException:
-            self.close()
-            raise
-        dispose_after_fork(self)
+        self._connect(database, busy_timeout_s=busy_timeout_s, max_retries=max_retries)
 
     # -- setup -----------------------------------------------------------------------------------
-    @staticmethod
-    def _init_schema(conn: Connection) -> None:
-        _metadata.create_all(conn)  # checkfirst: only missing tables
-        version = conn.execute(select(_schema_version.c.version)).scalars().all()
-        if not version:
-            conn.execute(_schema_version.insert().values(version=SCHEMA_VERSION))
-            return
-        current = max(version)
-        if current > SCHEMA_VERSION:
-            raise ExperimentDBError(
-                f"the experiment database has schema version {current}, newer than this trainengine supports "
-                f"({SCHEMA_VERSION}); upgrade trainengine"
-            )
-        for target in range(current + 1, SCHEMA_VERSION + 1):
-            _MIGRATIONS[target](conn)
-        if current < SCHEMA_VERSION:
-            conn.execute(update(_schema_version).values(version=SCHEMA_VERSION))
-
-    # -- transactions with retry -------------------------------------------------------------------
-    def _run(self, fn: Callable[[Connection], T], *, read_only: bool, what: str) -> T:
-        if self._engine is None:
-            raise ExperimentDBError(f"ExperimentDB({self._label!r}) is closed; open a new one")
-
-        def failed(exc: DBAPIError, still_locked: bool) -> ExperimentDBError:
-            hint = " (still locked after retries: is another process holding a long transaction?)" if still_locked else ""
-            return ExperimentDBError(f"cannot {what} experiment database {self._label!r}{hint}: {exc.orig}")
-
-        # Processes creating the schema of a fresh file together: one wins, the others retry.
-        creating = what == "create the schema of"
-        return run_transaction(
-            self._engine, fn, read_only=read_only, max_retries=self._max_retries,
-            retry_if=lambda exc: creating and "already exists" in str(exc).lower(), on_error=failed,
+    def _init_schema(self, conn: Connection) -> None:
+        init_versioned_schema(
+            conn, _metadata, _schema_version, SCHEMA_VERSION, kind=self._kind, error=ExperimentDBError, migrations=_MIGRATIONS
         )
-
-    def _write(self, fn: Callable[[Connection], T], what: str = "write to") -> T:
-        return self._run(fn, read_only=False, what=what)
-
-    def _read(self, fn: Callable[[Connection], T]) -> T:
-        return self._run(fn, read_only=True, what="read from")
 
     def _require_runs(self, conn: Connection, run_ids: Iterable[int]) -> None:
         missing = [r for r in dict.fromkeys(run_ids) if r not in self._known_runs]
@@ -394,7 +351,7 @@ class ExperimentDB(SqlStore):
         }
 
         def insert(conn: Connection) -> int:
-            run_id = int(conn.execute(_runs.insert().values(**row)).inserted_primary_key[0])
+            run_id = int(inserted_id(conn.execute(_runs.insert().values(**row))))
             if tag_list:
                 conn.execute(_tags.insert(), [{"run_id": run_id, "tag": t, "position": i} for i, t in enumerate(tag_list)])
             return run_id
@@ -496,7 +453,7 @@ class ExperimentDB(SqlStore):
 
     # -- reading -----------------------------------------------------------------------------------
     @staticmethod
-    def _run_dicts(conn: Connection, rows: list[Any]) -> list[dict[str, Any]]:
+    def _run_dicts(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any]]:
         ids = [r.run_id for r in rows]
         tags: dict[int, list[str]] = {i: [] for i in ids}
         if ids:

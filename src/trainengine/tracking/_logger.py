@@ -51,7 +51,7 @@ def _to_float(value: Any) -> float | None:
 
 def system_info() -> dict[str, Any]:
     """Python, torch, CUDA, GPUs (names and memory), CPU count, OS, git commit and dirty flag."""
-    from trainengine.tracking._run_dir import git_info
+    from trainengine.provenance import git_info
 
     info: dict[str, Any] = {
         "python": platform.python_version(),

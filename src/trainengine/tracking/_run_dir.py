@@ -8,11 +8,10 @@ import platform
 import queue
 import secrets
 import socket
-import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,6 +20,7 @@ import yaml
 from trainengine._io import atomic_write_json, atomic_write_text, validate_name
 from trainengine.errors import TrainEngineError
 from trainengine.models import model_spec
+from trainengine.provenance import git_info, library_versions
 
 __all__ = ["RunDirectory", "git_info", "library_versions", "new_run_id"]
 
@@ -28,42 +28,12 @@ _WEIGHTS = "model.safetensors"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def new_run_id() -> str:
     """A sortable, unique run id: ``20261122-031502-a1b2``."""
     return datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-
-
-def git_info(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Commit and dirty flag of the git checkout around ``cwd`` (nulls outside a checkout)."""
-
-    def run(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = run("rev-parse", "HEAD")
-    dirty = None
-    if commit is not None:
-        status = run("status", "--porcelain", "--untracked-files=no")
-        dirty = bool(status) if status is not None else None
-    return {"commit": commit, "dirty": dirty}
-
-
-def library_versions() -> dict[str, str]:
-    import numpy
-    import torch
-
-    import trainengine
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__, "trainengine": trainengine.__version__}
-    if torch.cuda.is_available():
-        versions["cuda"] = str(torch.version.cuda)
-    return versions
 
 
 class JsonlWriter:
@@ -132,7 +102,10 @@ class RunDirectory:
 
     # -- events ------------------------------------------------------------------------------
     def on_train_start(self, trainer: Any) -> None:
-        if getattr(trainer, "resume_run_dir", None) is not None and (Path(trainer.resume_run_dir) / "run.json").is_file():
+        if (
+            getattr(trainer, "resume_run_dir", None) is not None
+            and (Path(trainer.resume_run_dir) / "run.json").is_file()
+        ):
             self._reopen(trainer, Path(trainer.resume_run_dir))
             return
         cfg = trainer.config
@@ -166,12 +139,22 @@ class RunDirectory:
             "end_time": None,
             "git": git_info(),
             "versions": library_versions(),
-            "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "cpu_count": os.cpu_count(), "argv": sys.argv},
+            "host": {
+                "hostname": socket.gethostname(),
+                "platform": platform.platform(),
+                "cpu_count": os.cpu_count(),
+                "argv": sys.argv,
+            },
             "seed": cfg.training.seed,
             "deterministic": cfg.training.deterministic,
             "runtime": trainer.runtime.describe(),
             "task": trainer.task_spec.to_dict(),
-            "model": {"class": type(model).__name__, "num_parameters": trainer.num_parameters, "config": trainer.model_config_dict(), "spec": model_spec(model, trainer.model_config)},
+            "model": {
+                "class": type(model).__name__,
+                "num_parameters": trainer.num_parameters,
+                "config": trainer.model_config_dict(),
+                "spec": model_spec(model, trainer.model_config),
+            },
             "data": {
                 "dataset": cfg.data.dataset,
                 "num_train_samples": trainer.info.get("num_train_samples"),
@@ -194,7 +177,7 @@ class RunDirectory:
         """Profile the training data for later drift comparisons (streams are skipped)."""
         from torch.utils.data import IterableDataset
 
-        from trainengine.monitoring import profile_dataset
+        from trainengine.probes import profile_dataset
 
         dataset = getattr(trainer.train_loader, "dataset", None)
         if dataset is None or isinstance(dataset, IterableDataset):
@@ -218,7 +201,10 @@ class RunDirectory:
         resolved = trainer.config.to_dict()
         resolved["tracking"]["run_name"] = None
         config_path = path / "config.yaml"
-        text = f"# Resolved config of run {self._facts.get('experiment')}/{self._facts.get('run_id')} (resumed). Re-run: trainengine train --config {config_path}\n" + yaml.safe_dump(resolved, sort_keys=False)
+        text = (
+            f"# Resolved config of run {self._facts.get('experiment')}/{self._facts.get('run_id')} (resumed). Re-run: trainengine train --config {config_path}\n"
+            + yaml.safe_dump(resolved, sort_keys=False)
+        )
         if config_path.is_file() and yaml.safe_load(config_path.read_text(encoding="utf-8")) != resolved:
             # The resumed run changed the config: keep what ran before, next to what runs now.
             os.replace(config_path, path / f"config.before-resume-{len(resumes)}.yaml")
@@ -233,9 +219,14 @@ class RunDirectory:
     def on_train_end(self, trainer: Any, results: dict[str, Any]) -> None:
         assert self.path is not None
         if trainer.config.checkpointing.save_final_weights:
-            save_weights(trainer.model, self.path / _WEIGHTS, metadata={"run_id": self._facts["run_id"], "step": str(trainer.state.step)})
+            save_weights(
+                trainer.model,
+                self.path / _WEIGHTS,
+                metadata={"run_id": self._facts["run_id"], "step": str(trainer.state.step)},
+            )
         summary = {k: v for k, v in results.items() if k != "history"}
         summary["run_dir"] = str(self.path)
+        summary.update(checkpoint_paths(trainer))
         self._write({"type": "end", "status": "completed", **_jsonable(summary)})
         self._finish("completed", results=summary)
 
@@ -251,7 +242,9 @@ class RunDirectory:
     def _write(self, record: dict[str, Any]) -> None:
         if self._log is not None:
             # Evaluations and lifecycle records go out at once; step records ride in batches.
-            self._log.write({"time": _now(), **_jsonable(record)}, urgent=record.get("type") not in ("train", "gradient"))
+            self._log.write(
+                {"time": _now(), **_jsonable(record)}, urgent=record.get("type") not in ("train", "gradient")
+            )
 
     def _finish(self, status: str, **fields: Any) -> None:
         self._facts.update(status=status, end_time=_now(), **_jsonable(fields))
@@ -259,6 +252,17 @@ class RunDirectory:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def checkpoint_paths(trainer: Any) -> dict[str, str | None]:
+    """``last_checkpoint`` / ``best_checkpoint`` from the trainer's checkpointer (None without one).
+
+    Read from the component that wrote them, not from a results dict another callback fills in.
+    """
+    ckpt = getattr(trainer, "checkpointer", None)
+    last = ckpt.last_path if ckpt is not None else None
+    best = ckpt.best_path if ckpt is not None else None
+    return {"last_checkpoint": str(last) if last else None, "best_checkpoint": str(best) if best else None}
 
 
 def save_weights(model: Any, path: Path, metadata: dict[str, str] | None = None) -> Path:

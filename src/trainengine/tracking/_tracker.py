@@ -15,11 +15,13 @@ import math
 import os
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from trainengine._io import validate_name
 from trainengine.errors import ConfigError, MissingExtraError
+from trainengine.registries import TRACKERS
 
 __all__ = [
     "ExperimentTracker",
@@ -212,6 +214,8 @@ class WandbTracker(TrackerBackend):
     """A Weights & Biases run; offline (``WANDB_MODE=offline``) unless an API key is configured."""
 
     name = "wandb"
+    _attached = False  # True for attach(): log into the active run, started lazily
+    _started = False
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -227,7 +231,36 @@ class WandbTracker(TrackerBackend):
             notes=self.notes or None, dir=str(self.log_dir), mode=mode, reinit="create_new",
         )
 
+    @classmethod
+    def attach(cls, init_kwargs: Mapping[str, Any] | None = None, *, feature: str = "the wandb tracker") -> WandbTracker:
+        """A tracker that logs into the active W&B run, starting one on the first record if none is.
+
+        The run is started with ``wandb.init(**init_kwargs)``; :meth:`finish` ends it only if this
+        tracker started it. ``MetricsEngine(use_wandb=True)`` sends its records through this.
+
+        Raises:
+            MissingExtraError: the ``wandb`` package is not installed (names ``feature``).
+        """
+        try:
+            import wandb
+        except ImportError:
+            raise MissingExtraError("wandb", "track", feature) from None
+        tracker = cls.__new__(cls)
+        tracker._wandb = wandb
+        tracker._init_kwargs = dict(init_kwargs or {})
+        tracker._attached = True
+        tracker._started = False
+        tracker.run = None
+        return tracker
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self._attached:
+            # wandb.log logs into whichever run is active (the user's own, or one started here).
+            if self._wandb.run is None:
+                self._wandb.init(**self._init_kwargs)
+                self._started = True
+            self._wandb.log(dict(metrics), step=step)
+            return
         self.run.log(metrics, step=step)
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -245,24 +278,48 @@ class WandbTracker(TrackerBackend):
         self.run.watch(model, log_freq=log_freq)
 
     def finish(self, status: str = "completed") -> None:
+        if self._attached:
+            if self._started:  # never end a run the user started
+                self._wandb.finish()
+                self._started = False
+            return
         self.run.finish(exit_code=0 if status == "completed" else 1)
 
 
-_REGISTRY: dict[str, type[TrackerBackend]] = {
-    "jsonl": JsonlTracker,
-    "tensorboard": TensorBoardTracker,
-    "mlflow": MlflowTracker,
-    "wandb": WandbTracker,
-}
+# jsonl, tensorboard, mlflow and wandb are registered lazily in trainengine.registries.TRACKERS.
 
 
-def register_tracker(name: str, cls: type[TrackerBackend]) -> None:
-    """Add a back-end under ``name`` (e.g. a company-internal service)."""
-    _REGISTRY[name] = cls
+def register_tracker(name: str, cls: type[TrackerBackend], *, overwrite: bool = False) -> None:
+    """Add a back-end under ``name`` (e.g. a company-internal service).
+
+    It becomes selectable as ``tracking.backends: [<name>]`` (the config checks the names against
+    :data:`trainengine.registries.TRACKERS`) and as ``ExperimentTracker(backend=<name>)``.
+
+    Args:
+        name: Back-end name used in configs.
+        cls: A :class:`TrackerBackend` subclass; it is built with ``(project, experiment_name,
+            config, log_dir, tags, notes)``.
+        overwrite: Replace a different back-end already registered under ``name``.
+
+    Raises:
+        ConfigError: ``cls`` is not a TrackerBackend subclass, or the name is taken.
+
+    Example:
+        >>> class PrintTracker(TrackerBackend):
+        ...     def log_metrics(self, metrics, step):
+        ...         print(step, metrics)
+        >>> register_tracker("print", PrintTracker, overwrite=True)
+        >>> "print" in available_trackers()
+        True
+    """
+    if not (isinstance(cls, type) and issubclass(cls, TrackerBackend)):
+        raise ConfigError(f"tracker '{name}' must be a TrackerBackend subclass, got {cls!r}", prefix="cannot register tracker")
+    TRACKERS.register(name, cls, overwrite=overwrite)
 
 
 def available_trackers() -> list[str]:
-    return sorted(_REGISTRY)
+    """Names of the registered tracker back-ends, sorted."""
+    return TRACKERS.names()
 
 
 def _auto_backends() -> list[str]:
@@ -314,9 +371,9 @@ class ExperimentTracker:
         validate_name(experiment_name, "experiment_name")
         cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
         names = _auto_backends() if backend == "auto" else ([backend] if isinstance(backend, str) else list(backend))
-        unknown = [n for n in names if n not in _REGISTRY]
-        if unknown:
-            raise ConfigError(f"unknown tracker '{unknown[0]}' — available: {', '.join(available_trackers())}")
+        problems = [p for p in (TRACKERS.problem(n) for n in names) if p is not None]
+        if problems:
+            raise ConfigError(problems)
         self.rank = int(os.environ.get("RANK", "0")) if rank is None else rank
         self.backend_names = names
         # ``directory`` (the Trainer passes its run directory) overrides <log_dir>/<project>/<name>.
@@ -324,7 +381,7 @@ class ExperimentTracker:
         self.backends: list[TrackerBackend] = []
         if self.rank == 0:
             for name in names:
-                self.backends.append(_REGISTRY[name](project, experiment_name, cfg, self.directory, list(tags or []), notes))
+                self.backends.append(TRACKERS.get(name)(project, experiment_name, cfg, self.directory, list(tags or []), notes))
         self._finished = False
 
     @property

@@ -16,9 +16,12 @@ Every histogram also counts values below its first edge (``underflow``), above i
 range shows up as drift instead of being dropped.
 
 :func:`compare_profiles` gives the Jensen–Shannon divergence per feature, for the labels and
-``overall`` (the mean over features). The divergence is computed here (not with
-``scipy.spatial.distance.jensenshannon``, which returns the *distance*, the square root) with
-base-2 logarithms, so it lies in [0, 1]: 0 for identical distributions, 1 for disjoint ones.
+``overall`` (the mean over features). The divergence (base-2 logarithms, so in [0, 1]: 0 for
+identical distributions, 1 for disjoint ones) and the binning come from
+:mod:`trainengine._numeric`, the numpy-only module the bundle's inference runtime also uses, so
+training-time and serving-time drift scores are the same numbers. It equals
+``scipy.spatial.distance.jensenshannon(p, q, base=2) ** 2`` (scipy returns the distance); scipy
+is not used because the standalone runtime must stay numpy-only and one formula is one home.
 
 The current data is compared on the REFERENCE bin edges. Profile it with
 ``profile_dataset(current, task_spec, reference=ref_profile)`` to bin it exactly on those
@@ -39,6 +42,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from trainengine import _numeric
 from trainengine.errors import DataError
 
 __all__ = [
@@ -77,23 +81,10 @@ def js_divergence(p: Sequence[float] | np.ndarray, q: Sequence[float] | np.ndarr
         >>> js_divergence([1, 0], [0, 1]), js_divergence([2, 2], [1, 1])
         (1.0, 0.0)
     """
-    a = np.asarray(p, dtype=np.float64)
-    b = np.asarray(q, dtype=np.float64)
-    if a.shape != b.shape:
-        raise DataError(f"js_divergence needs vectors of one length; got {a.shape} and {b.shape}")
-    if (a < 0).any() or (b < 0).any():
-        raise DataError("js_divergence needs non-negative counts or probabilities")
-    sa, sb = a.sum(), b.sum()
-    if sa == 0 or sb == 0:
-        return 0.0 if sa == sb else 1.0
-    a, b = a / sa, b / sb
-    m = 0.5 * (a + b)
-
-    def kl(x: np.ndarray) -> float:
-        nz = x > 0  # 0 * log 0 = 0; where x > 0, m > 0 too
-        return float(np.sum(x[nz] * np.log2(x[nz] / m[nz])))
-
-    return float(min(max(0.5 * kl(a) + 0.5 * kl(b), 0.0), 1.0))
+    try:
+        return _numeric.js_divergence(p, q)
+    except ValueError as exc:  # same message, the package's error type
+        raise DataError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- histograms
@@ -146,22 +137,14 @@ class Histogram:
         """Count ``values`` (any shape, flattened) on ``edges``."""
         v = np.asarray(values, dtype=np.float64).ravel()
         e = np.asarray(edges, dtype=np.float64)
-        bins = e.size - 1
-        finite = np.isfinite(v)
-        v = v[finite]
-        below = v < e[0]
-        above = v > e[-1]
-        inside = v[~below & ~above]
-        # side="right" - 1 puts a value equal to an inner edge in the bin it opens;
-        # the value edges[-1] gives index `bins` and belongs to the last bin.
-        idx = np.minimum(np.searchsorted(e, inside, side="right") - 1, bins - 1)
-        counts = np.bincount(idx, minlength=bins)
+        counts, underflow, overflow, nonfinite = _numeric.bin_counts(v, e)
+        v = v[np.isfinite(v)]
         return cls(
             edges=e.tolist(),
-            counts=counts.astype(np.int64).tolist(),
-            underflow=int(below.sum()),
-            overflow=int(above.sum()),
-            nonfinite=int((~finite).sum()),
+            counts=counts.tolist(),
+            underflow=underflow,
+            overflow=overflow,
+            nonfinite=nonfinite,
             min=float(v.min()) if v.size else None,
             max=float(v.max()) if v.size else None,
         )
@@ -198,17 +181,17 @@ class Histogram:
         inner = np.zeros(dst.size - 1)
         below = above = 0.0
         if spread.any():
-            l, h, c = lo[spread, None], hi[spread, None], counts[spread]  # (K, 1), (K, 1), (K,)
-            w = h - l
+            lo_k, h, c = lo[spread, None], hi[spread, None], counts[spread]  # (K, 1), (K, 1), (K,)
+            w = h - lo_k
             # Overlap of every spread bin with every destination bin: (K, D).
-            overlap = np.clip(np.minimum(h, dst[None, 1:]) - np.maximum(l, dst[None, :-1]), 0.0, None)
+            overlap = np.clip(np.minimum(h, dst[None, 1:]) - np.maximum(lo_k, dst[None, :-1]), 0.0, None)
             inner += (overlap / w * c[:, None]).sum(axis=0)
-            below += float((np.clip(np.minimum(h, dst[0]) - l, 0.0, None) / w)[:, 0] @ c)
-            above += float((np.clip(h - np.maximum(l, dst[-1]), 0.0, None) / w)[:, 0] @ c)
+            below += float((np.clip(np.minimum(h, dst[0]) - lo_k, 0.0, None) / w)[:, 0] @ c)
+            above += float((np.clip(h - np.maximum(lo_k, dst[-1]), 0.0, None) / w)[:, 0] @ c)
         points = point & (counts > 0)
         if points.any():
             where = np.searchsorted(dst, lo[points], side="right") - 1
-            for value, c, idx in zip(lo[points], counts[points], where):
+            for value, c, idx in zip(lo[points], counts[points], where, strict=True):
                 if value < dst[0]:
                     below += c
                 elif value > dst[-1]:
@@ -248,7 +231,9 @@ class Histogram:
                 max=None if data.get("max") is None else float(data["max"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"invalid histogram in profile ({type(exc).__name__}: {exc}); expected edges and counts") from exc
+            raise DataError(
+                f"invalid histogram in profile ({type(exc).__name__}: {exc}); expected edges and counts"
+            ) from exc
         if len(hist.edges) != len(hist.counts) + 1 or len(hist.counts) < 1:
             raise DataError(
                 f"invalid histogram in profile: {len(hist.edges)} edges for {len(hist.counts)} counts "
@@ -258,8 +243,7 @@ class Histogram:
 
 
 def _categorical_js(ref: Mapping[str, int], cur: Mapping[str, int]) -> float:
-    keys = sorted(set(ref) | set(cur))
-    return js_divergence([ref.get(k, 0) for k in keys], [cur.get(k, 0) for k in keys])
+    return _numeric.categorical_js(ref, cur)
 
 
 def _histogram_js(ref: Histogram, cur: Histogram) -> float:
@@ -269,7 +253,7 @@ def _histogram_js(ref: Histogram, cur: Histogram) -> float:
 def _counts(values: np.ndarray) -> dict[str, int]:
     """Category counts keyed by the integer value as a string (JSON object keys)."""
     uniq, counts = np.unique(values.astype(np.int64).ravel(), return_counts=True)
-    return {str(int(u)): int(c) for u, c in zip(uniq, counts)}
+    return {str(int(u)): int(c) for u, c in zip(uniq, counts, strict=True)}
 
 
 # ----------------------------------------------------------------------------- profile
@@ -411,7 +395,7 @@ def _to_numpy(value: Any, what: str) -> np.ndarray:
         return value.detach().cpu().numpy()
     try:
         return np.asarray(value)
-    except Exception as exc:  # noqa: BLE001 - any conversion failure is a data problem
+    except Exception as exc:
         raise DataError(f"cannot read the {what} of a sample as numbers ({type(value).__name__}): {exc}") from exc
 
 
@@ -444,7 +428,9 @@ def _rows(value: Any, what: str, batched: bool) -> list[np.ndarray]:
     return list(arr) if batched else [arr]
 
 
-def _read(dataset: Any, indices: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray] | None, list[np.ndarray] | None]:
+def _read(
+    dataset: Any, indices: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray] | None, list[np.ndarray] | None]:
     """Per-sample numpy arrays of inputs, labels and attention masks for ``indices``."""
     from trainengine.data import PreCollatedBatch
 

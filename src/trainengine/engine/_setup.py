@@ -1,0 +1,215 @@
+"""Around the loop: what the Trainer derives before it (loaders, step count, data facts) and its results."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, is_dataclass
+from typing import TYPE_CHECKING, Any
+
+from torch.utils.data import IterableDataset
+
+from trainengine.data import build_dataloader, check_overlap, fingerprint_dataset
+from trainengine.engine._step import split_batch
+from trainengine.errors import ConfigError, DataError, TrainEngineError
+from trainengine.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from trainengine.engine._trainer import Trainer
+
+__all__ = [
+    "with_label_smoothing",
+    "canonical_metric",
+    "build_loaders",
+    "plan_total_steps",
+    "record_data_facts",
+    "model_config_dict",
+    "results_of",
+]
+
+
+def build_loaders(config: Any, runtime: Any, train_data: Any, val_data: Any) -> tuple[Any, Any]:
+    """The training and validation DataLoaders (validation None without ``val_data``).
+
+    Raises:
+        ConfigError: early stopping or ``reduce_on_plateau`` without validation data.
+    """
+    t, d = config.training, config.data
+    pin = runtime.pin_memory(d.pin_memory)
+    train_loader = build_dataloader(
+        train_data, batch_size=t.batch_size, shuffle=d.shuffle, seed=t.seed, drop_last=d.drop_last,
+        num_workers=d.num_workers, pin_memory=pin, deterministic=t.deterministic,
+    )  # fmt: skip
+    if val_data is not None:
+        eval_batch = t.eval_batch_size or 2 * t.batch_size
+        val_loader = build_dataloader(
+            val_data, batch_size=eval_batch, shuffle=False, seed=t.seed, num_workers=d.num_workers, pin_memory=pin
+        )
+        return train_loader, val_loader
+    needs = [
+        name
+        for name, on in (
+            ("training.early_stopping_patience", t.early_stopping_patience is not None),
+            ("scheduler.name reduce_on_plateau", config.scheduler.name == "reduce_on_plateau"),
+        )
+        if on
+    ]
+    if needs:
+        raise ConfigError(
+            f"{' and '.join(needs)} need validation data — pass val_data to train() or use a built-in data set"
+        )
+    return train_loader, None
+
+
+def plan_total_steps(config: Any, batches_per_epoch: int | None) -> int:
+    """Optimizer steps of the run: ``max_steps``, else ``epochs * ceil(batches / accumulation)``.
+
+    Raises:
+        ConfigError: data without a length and no ``training.max_steps``.
+        DataError: no batches at all.
+
+    Example:
+        >>> from trainengine import TrainingConfigBuilder
+        >>> plan_total_steps(TrainingConfigBuilder().with_training(epochs=2, gradient_accumulation_steps=4).build(), 10)
+        6
+    """
+    t = config.training
+    if t.max_steps is not None:
+        total = t.max_steps
+    elif batches_per_epoch is None:
+        raise ConfigError("the training data has no length (an IterableDataset?): set training.max_steps")
+    else:
+        total = t.epochs * math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
+    if total < 1:
+        raise DataError("the training data produced no batches — check the data set and data.drop_last")
+    return total
+
+
+def record_data_facts(train_loader: Any, val_loader: Any, task_spec: TaskSpec, *, check: bool) -> dict[str, Any]:
+    """Sizes, fingerprints, train/val overlap (``check``) and the LM sequence length of the data.
+
+    Example:
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> import torch
+        >>> loader = DataLoader(TensorDataset(torch.zeros(4, 2), torch.zeros(4)))
+        >>> record_data_facts(loader, None, TaskSpec.regression("r"), check=False)["num_train_samples"]
+        4
+    """
+    info: dict[str, Any] = {}
+    train_ds = getattr(train_loader, "dataset", None)
+    val_ds = getattr(val_loader, "dataset", None) if val_loader is not None else None
+    info["num_train_samples"] = _safe_len(train_ds)
+    info["num_val_samples"] = _safe_len(val_ds)
+    info["train_fingerprint"] = _safe_fingerprint(train_ds)
+    info["val_fingerprint"] = _safe_fingerprint(val_ds)
+    indexable = not isinstance(train_ds, IterableDataset) and not isinstance(val_ds, IterableDataset)
+    if train_ds is not None and val_ds is not None and indexable and check:
+        try:
+            info["train_val_overlap"] = check_overlap(train_ds, val_ds)
+        except (TypeError, DataError):
+            info["train_val_overlap"] = None  # a dataset we cannot index or hash
+    if task_spec.task_type == "language_modeling" and indexable and train_ds is not None and _safe_len(train_ds):
+        _, labels = split_batch(train_ds[0])
+        info["seq_len"] = int(labels.shape[-1])
+    return info
+
+
+def results_of(trainer: Trainer, *, train_time: float, wall_time: float) -> dict[str, Any]:
+    """What ``Trainer.train()`` returns (see its docstring), checkpoint paths from its checkpointer."""
+    st, rt = trainer.state, trainer.runtime
+    if rt is None:
+        raise TrainEngineError("no results before train() has set the Trainer up")
+    val_losses = [r["val/loss"] for r in trainer.history["val"] if "val/loss" in r]
+    busy = max(train_time, 1e-9)
+    tokens_per_second = st.tokens_seen / busy if trainer.task_spec.task_type == "language_modeling" else None
+    mfu = trainer.log_window.mfu(tokens_per_second)
+    ckpt = trainer.checkpointer
+    best = ckpt.best_path if ckpt is not None else None
+    epochs_done = st.epoch + (st.batch_in_epoch / trainer.batches_per_epoch if trainer.batches_per_epoch else 0)
+    return {
+        "best_val_loss": min(val_losses) if val_losses else None,
+        "best_metric": st.best_metric,
+        "best_metric_name": trainer.monitor,
+        "best_step": st.best_step,
+        "final_metrics": trainer.history["val"][-1] if trainer.history["val"] else {},
+        "history": trainer.history,
+        "steps": st.step,
+        "epochs": round(epochs_done, 4),
+        "stopped_early": st.stopped_early,
+        "stop_reason": st.stop_reason,
+        "run_dir": str(trainer.run_dir) if trainer.run_dir is not None else None,
+        "samples_per_second": st.samples_seen / busy,
+        "tokens_per_second": tokens_per_second,
+        "mfu": mfu,
+        "train_time_s": train_time,
+        "wall_time_s": wall_time,
+        "nonfinite_steps": st.num_nonfinite_steps,
+        "num_parameters": trainer.num_parameters,
+        "device": str(rt.device),
+        "precision": rt.precision,
+        "last_checkpoint": str(ckpt.last_path) if ckpt is not None and ckpt.last_path else None,
+        "best_checkpoint": str(best) if best else None,
+        # async saves: the time the loop waited for each copy
+        **({"checkpoint_stall_seconds": list(ckpt.stalls)} if ckpt is not None and ckpt.stalls else {}),
+    }
+
+
+def model_config_dict(config: Any) -> dict[str, Any] | None:
+    """A model config as a plain dict (dataclass, pydantic model, dict), or None.
+
+    Example:
+        >>> model_config_dict({"d_model": 8})
+        {'d_model': 8}
+    """
+    if config is None:
+        return None
+    if is_dataclass(config) and not isinstance(config, type):
+        return asdict(config)
+    if hasattr(config, "model_dump"):
+        return config.model_dump(mode="json")
+    if isinstance(config, dict):
+        return dict(config)
+    return {"repr": repr(config)}
+
+
+def with_label_smoothing(spec: TaskSpec, value: float) -> TaskSpec:
+    """Apply ``training.label_smoothing`` to the task (a value set on the TaskSpec itself wins).
+
+    Raises:
+        ConfigError: smoothing asked for a regression task, or two different values.
+    """
+    if not value or spec.label_smoothing == value:
+        return spec
+    if spec.task_type == "regression":
+        raise ConfigError(
+            f"training.label_smoothing ({value}) applies to class targets; the task is regression — set it to 0"
+        )
+    if spec.label_smoothing:
+        raise ConfigError(
+            f"training.label_smoothing ({value}) differs from the TaskSpec's label_smoothing "
+            f"({spec.label_smoothing}) — set one of them"
+        )
+    return TaskSpec.from_dict({**spec.to_dict(), "label_smoothing": value})
+
+
+def canonical_metric(name: str) -> str:
+    """``val_loss`` -> ``val/loss`` (both spellings are accepted in configs)."""
+    for prefix in ("val_", "train_"):
+        if name.startswith(prefix):
+            return prefix[:-1] + "/" + name[len(prefix) :]
+    return name if "/" in name else f"val/{name}"
+
+
+def _safe_len(ds: Any) -> int | None:
+    try:
+        return len(ds) if ds is not None else None
+    except TypeError:
+        return None
+
+
+def _safe_fingerprint(ds: Any) -> str | None:
+    if ds is None or isinstance(ds, IterableDataset):
+        return None  # a stream may be readable once only: never consume it for a hash
+    try:
+        return fingerprint_dataset(ds, max_items=10_000)
+    except (TypeError, DataError, NotImplementedError):
+        return None
