@@ -78,8 +78,10 @@ def main() -> None:
 
     t_build, (model, opt) = timed(lambda: build(args.params))
     n_params = count_parameters(model)
-    print(f"model: GPT, {n_params / 1e6:.1f}M parameters ({model.config.n_layers} layers), AdamW state after one step; "
-          f"built in {t_build:.1f} s; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    print(
+        f"model: GPT, {n_params / 1e6:.1f}M parameters ({model.config.n_layers} layers), AdamW state after one step; "
+        f"built in {t_build:.1f} s; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
+    )
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         manager = CheckpointManager(Path(tmp) / "ckpts", keep_best_k=0, keep_last_n=1)
@@ -174,8 +176,10 @@ def main() -> None:
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>10}  {note}")
     verdict = "meets" if warm_stall <= 1.10 * copy else "MISSES"
-    print(f"\nasync stall target (< copy time + 10%): later saves {verdict} it ({results['stall_over_copy_warm']:.2f}x); "
-          f"first save {results['stall_over_copy_first']:.2f}x (allocates its buffers)")
+    print(
+        f"\nasync stall target (< copy time + 10%): later saves {verdict} it ({results['stall_over_copy_warm']:.2f}x); "
+        f"first save {results['stall_over_copy_first']:.2f}x (allocates its buffers)"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -57,8 +57,16 @@ def run_trainer(data, args) -> dict:
     model = GPT(gpt_config(args.seq))
     cfg = (
         TrainingConfigBuilder()
-        .with_training(max_steps=args.steps, batch_size=args.batch_size, learning_rate=6e-4, max_grad_norm=1.0,
-                       precision="bf16", compile=True, eval_every_epoch=False, log_interval_steps=args.log_interval)
+        .with_training(
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            learning_rate=6e-4,
+            max_grad_norm=1.0,
+            precision="bf16",
+            compile=True,
+            eval_every_epoch=False,
+            log_interval_steps=args.log_interval,
+        )
         .with_optimizer(weight_decay=0.1, beta2=0.95)
         .with_scheduler(name="cosine", warmup_steps=10)
         .with_data(check_overlap=False)
@@ -133,8 +141,11 @@ def main() -> None:
     data = make_data(args.batch_size * (args.steps + 5), args.seq, 50304)
     results = [run_raw(data, args), run_trainer(data, args), run_raw(data, args), run_trainer(data, args)]
     for r in results:
-        print(f"{r['loop']:8s} {r['ms_per_step']:8.2f} ms/step  {r['tokens_per_second']:>10,.0f} tokens/s  "
-              f"MFU {r['mfu']:.1%}  peak {r['peak_memory_gib']:.1f} GiB", flush=True)
+        print(
+            f"{r['loop']:8s} {r['ms_per_step']:8.2f} ms/step  {r['tokens_per_second']:>10,.0f} tokens/s  "
+            f"MFU {r['mfu']:.1%}  peak {r['peak_memory_gib']:.1f} GiB",
+            flush=True,
+        )
     raw = min(r["ms_per_step"] for r in results if r["loop"] == "raw")
     tr = min(r["ms_per_step"] for r in results if r["loop"] == "trainer")
     print(f"trainer/raw throughput ratio (best of 2 each): {raw / tr:.3f}")

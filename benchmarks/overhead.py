@@ -50,8 +50,16 @@ def _case(name: str, device: str):
 def _config(batch: int, steps: int, device: str, precision: str):
     return (
         TrainingConfigBuilder()
-        .with_training(max_steps=steps, batch_size=batch, learning_rate=1e-3, max_grad_norm=1.0, device=device,
-                       precision=precision, eval_every_epoch=False, log_interval_steps=50)
+        .with_training(
+            max_steps=steps,
+            batch_size=batch,
+            learning_rate=1e-3,
+            max_grad_norm=1.0,
+            device=device,
+            precision=precision,
+            eval_every_epoch=False,
+            log_interval_steps=50,
+        )
         .with_scheduler(name="cosine", warmup_steps=10)
         .with_data(check_overlap=False)
         .with_tracking(write_run_dir=False, progress="off")
@@ -99,7 +107,9 @@ def run_raw(data, make_model, task, cfg, warmup: int, steps: int) -> float:
     model = make_model().to(device)
     opt = build_optimizer(model, OptimizerSection(), t.learning_rate, device)
     sched = build_scheduler(opt, name="cosine", total_steps=steps, warmup_steps=10)
-    loader = build_dataloader(data, batch_size=t.batch_size, shuffle=True, seed=t.seed, pin_memory=device.type == "cuda")
+    loader = build_dataloader(
+        data, batch_size=t.batch_size, shuffle=True, seed=t.seed, pin_memory=device.type == "cuda"
+    )
     lm = task.task_type == "language_modeling"
     step, t0 = 0, 0.0
     model.train()
@@ -150,7 +160,9 @@ def measure(name: str, device: str, precision: str, rounds: int, steps: int, war
     }
 
 
-def measure_tracking(name: str, device: str, rounds: int, steps: int, warmup: int, backends: list[str], out_dir: str) -> dict:
+def measure_tracking(
+    name: str, device: str, rounds: int, steps: int, warmup: int, backends: list[str], out_dir: str
+) -> dict:
     """The Trainer with its run directory, logs.jsonl and every local tracker on vs all off."""
     data, make_model, task, batch = _case(name, device)
     plain = _config(batch, steps, device, "fp32")
@@ -166,8 +178,12 @@ def measure_tracking(name: str, device: str, rounds: int, steps: int, warmup: in
             ms = run_trainer(data, make_model, task, cfg, warmup, steps)
             (on_ms if cfg is tracked else off_ms).append(ms)
     return {
-        "case": name, "backends": backends, "rounds": rounds, "steps_timed": steps - warmup,
-        "tracking_off_ms_per_step": statistics.median(off_ms), "tracking_on_ms_per_step": statistics.median(on_ms),
+        "case": name,
+        "backends": backends,
+        "rounds": rounds,
+        "steps_timed": steps - warmup,
+        "tracking_off_ms_per_step": statistics.median(off_ms),
+        "tracking_on_ms_per_step": statistics.median(on_ms),
         "ratio_of_medians": statistics.median(on_ms) / statistics.median(off_ms),
     }
 
@@ -181,17 +197,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    parser.add_argument("--tracking", default=None, help="instead: Trainer with run dir + these trackers (e.g. jsonl,tensorboard) vs without")
+    parser.add_argument(
+        "--tracking",
+        default=None,
+        help="instead: Trainer with run dir + these trackers (e.g. jsonl,tensorboard) vs without",
+    )
     args = parser.parse_args()
     if args.tracking:
         import tempfile
 
         results = []
         for name in args.cases.split(","):
-            res = measure_tracking(name, args.device, args.rounds, args.steps, args.warmup, args.tracking.split(","), tempfile.mkdtemp())
+            res = measure_tracking(
+                name, args.device, args.rounds, args.steps, args.warmup, args.tracking.split(","), tempfile.mkdtemp()
+            )
             results.append(res)
-            print(f"{name:12s} tracking off {res['tracking_off_ms_per_step']:.3f} ms/step  on ({args.tracking}) "
-                  f"{res['tracking_on_ms_per_step']:.3f} ms/step  ratio {res['ratio_of_medians']:.3f}", flush=True)
+            print(
+                f"{name:12s} tracking off {res['tracking_off_ms_per_step']:.3f} ms/step  on ({args.tracking}) "
+                f"{res['tracking_on_ms_per_step']:.3f} ms/step  ratio {res['ratio_of_medians']:.3f}",
+                flush=True,
+            )
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
         return
@@ -199,8 +224,11 @@ def main() -> None:
     for name in args.cases.split(","):
         res = measure(name, args.device, args.precision, args.rounds, args.steps, args.warmup)
         results.append(res)
-        print(f"{name:12s} {args.device:5s} trainer {res['trainer_ms_per_step']:.3f} ms/step  raw {res['raw_ms_per_step']:.3f} ms/step  "
-              f"ratio {res['ratio_of_medians']:.3f} (median of per-round ratios {res['median_ratio']:.3f})", flush=True)
+        print(
+            f"{name:12s} {args.device:5s} trainer {res['trainer_ms_per_step']:.3f} ms/step  raw {res['raw_ms_per_step']:.3f} ms/step  "
+            f"ratio {res['ratio_of_medians']:.3f} (median of per-round ratios {res['median_ratio']:.3f})",
+            flush=True,
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -66,8 +66,14 @@ def build_bundle(out: Path) -> tuple[Path, np.ndarray]:
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        bundle = create_export_bundle(model, task_spec=TaskSpec.classification("digits", 10), formats=["onnx", "pytorch"],
-                                      output_dir=out, name="digits", reference_data=splits.train)
+        bundle = create_export_bundle(
+            model,
+            task_spec=TaskSpec.classification("digits", 10),
+            formats=["onnx", "pytorch"],
+            output_dir=out,
+            name="digits",
+            reference_data=splits.train,
+        )
     xv = torch.stack([splits.val[i][0] for i in range(len(splits.val))]).numpy()
     return bundle, xv
 
@@ -80,10 +86,27 @@ def free_port() -> int:
 
 def start_server(bundle: Path, runtime: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trainengine", "serve", str(bundle), "--runtime", runtime, "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "trainengine",
+            "serve",
+            str(bundle),
+            "--runtime",
+            runtime,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -98,7 +121,9 @@ def start_server(bundle: Path, runtime: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"{runtime} server did not start")
 
 
-def measure_in_process(bundle: Path, xv: np.ndarray, batch_sizes: list[int], calls: int, rounds: int) -> dict[str, dict[str, dict[str, float]]]:
+def measure_in_process(
+    bundle: Path, xv: np.ndarray, batch_sizes: list[int], calls: int, rounds: int
+) -> dict[str, dict[str, dict[str, float]]]:
     """Latency of ``predictor.predict`` without HTTP, both runtimes alternating in rounds."""
     from trainengine.serve import OnnxPredictor
     from trainengine.serve._torch import TorchPredictor
@@ -137,7 +162,9 @@ async def fire(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[fl
                 i = next_index
                 next_index += 1
                 t0 = time.perf_counter()
-                response = await client.post("/predict", content=bodies[i], headers={"content-type": "application/json"})
+                response = await client.post(
+                    "/predict", content=bodies[i], headers={"content-type": "application/json"}
+                )
                 latencies[i] = time.perf_counter() - t0
                 if response.status_code != 200:
                     raise RuntimeError(f"request failed: {response.status_code} {response.text[:200]}")
@@ -150,7 +177,9 @@ async def fire(url: str, bodies: list[bytes], concurrency: int) -> tuple[list[fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=2000, help="requests per runtime and batch size (split over the rounds)")
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="requests per runtime and batch size (split over the rounds)"
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=8, help="alternating rounds (onnx, torch, torch, onnx, ...)")
     parser.add_argument("--batch-sizes", default="1,32")
@@ -166,9 +195,14 @@ def main() -> None:
         in_process = measure_in_process(bundle, xv, batch_sizes, args.requests, args.rounds)
         servers = {runtime: start_server(bundle, runtime) for runtime in RUNTIMES}
         try:
-            results: dict[str, dict[str, dict]] = {rt: {str(b): {"latencies_s": [], "wall_s": 0.0, "requests": 0} for b in batch_sizes} for rt in RUNTIMES}
+            results: dict[str, dict[str, dict]] = {
+                rt: {str(b): {"latencies_s": [], "wall_s": 0.0, "requests": 0} for b in batch_sizes} for rt in RUNTIMES
+            }
             for batch in batch_sizes:
-                bodies = [json.dumps({"inputs": xv[rng.integers(0, len(xv), batch)].tolist()}).encode() for _ in range(per_round)]
+                bodies = [
+                    json.dumps({"inputs": xv[rng.integers(0, len(xv), batch)].tolist()}).encode()
+                    for _ in range(per_round)
+                ]
                 for runtime in RUNTIMES:  # warm-up: imports, first sessions, connection setup
                     asyncio.run(fire(servers[runtime][1], bodies[: args.warmup], args.concurrency))
                 for r in range(args.rounds):
@@ -200,8 +234,10 @@ def main() -> None:
                 "requests": entry["requests"],
             }
             summary.setdefault(runtime, {})[str(batch)] = stats
-            rows.append(f"| {runtime} | {batch} | {stats['p50_ms']:.2f} | {stats['p95_ms']:.2f} | {stats['p99_ms']:.2f} | "
-                        f"{stats['requests_per_s']:.0f} | {stats['examples_per_s']:.0f} |")
+            rows.append(
+                f"| {runtime} | {batch} | {stats['p50_ms']:.2f} | {stats['p95_ms']:.2f} | {stats['p99_ms']:.2f} | "
+                f"{stats['requests_per_s']:.0f} | {stats['examples_per_s']:.0f} |"
+            )
     ratios = {}
     for batch in batch_sizes:
         o, t = results["onnx"][str(batch)]["round_rps"], results["torch"][str(batch)]["round_rps"]
@@ -210,24 +246,51 @@ def main() -> None:
         "date": date.today().isoformat(),
         "torch_over_onnx_requests_per_s_median_of_rounds": ratios,
         "in_process_predict": in_process,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
-        "versions": {m: __import__(m).__version__ for m in ("torch", "numpy", "onnxruntime", "fastapi", "uvicorn", "httpx")},
-        "config": {"model": "MLP 64-128-128-10 (digits)", "requests_per_case": per_round * args.rounds, "concurrency": args.concurrency,
-                   "rounds": args.rounds, "batch_sizes": batch_sizes, "warmup": args.warmup, "workers_per_server": 1},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "versions": {
+            m: __import__(m).__version__ for m in ("torch", "numpy", "onnxruntime", "fastapi", "uvicorn", "httpx")
+        },
+        "config": {
+            "model": "MLP 64-128-128-10 (digits)",
+            "requests_per_case": per_round * args.rounds,
+            "concurrency": args.concurrency,
+            "rounds": args.rounds,
+            "batch_sizes": batch_sizes,
+            "warmup": args.warmup,
+            "workers_per_server": 1,
+        },
         "summary": summary,
-        "raw": {rt: {b: {"wall_s": e["wall_s"], "round_requests_per_s": e["round_rps"],
-                         "latencies_ms": [round(v * 1e3, 4) for v in e["latencies_s"]]} for b, e in per_b.items()} for rt, per_b in results.items()},
+        "raw": {
+            rt: {
+                b: {
+                    "wall_s": e["wall_s"],
+                    "round_requests_per_s": e["round_rps"],
+                    "latencies_ms": [round(v * 1e3, 4) for v in e["latencies_s"]],
+                }
+                for b, e in per_b.items()
+            }
+            for rt, per_b in results.items()
+        },
     }
     target = Path(args.json) if args.json else REPO / "benchmarks" / "results" / f"serve_{date.today():%Y%m%d}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"\n{per_round * args.rounds} requests per case, concurrency {args.concurrency}, {args.rounds} alternating rounds; raw: {target}\n")
+    print(
+        f"\n{per_round * args.rounds} requests per case, concurrency {args.concurrency}, {args.rounds} alternating rounds; raw: {target}\n"
+    )
     print("| runtime | batch | p50 ms | p95 ms | p99 ms | requests/s | examples/s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
     for batch in batch_sizes:
         o, t = summary["onnx"][str(batch)], summary["torch"][str(batch)]
-        print(f"\nbatch {batch}: torch/onnx p50 latency {t['p50_ms'] / o['p50_ms']:.2f}x, requests/s {ratios[str(batch)]:.2f}x (median of per-round ratios)")
+        print(
+            f"\nbatch {batch}: torch/onnx p50 latency {t['p50_ms'] / o['p50_ms']:.2f}x, requests/s {ratios[str(batch)]:.2f}x (median of per-round ratios)"
+        )
     print("\nIn-process predict() (parse excluded: validation + model + formatting), microseconds per call:\n")
     print("| runtime | batch | p50 µs | p95 µs | p99 µs |")
     print("| --- | --- | --- | --- | --- |")

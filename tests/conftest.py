@@ -31,3 +31,8 @@ postgres_server = _postgres.postgres_server
 postgres_url = _postgres.postgres_url
 postgres_raw = _postgres.postgres_raw
 sql_db = _postgres.sql_db
+
+# Folder permissions that bind root too (tests/_permissions.py): permission tests run in CI as root.
+permissions_enforced = _load(
+    "trainengine_tests_permissions", Path(__file__).with_name("_permissions.py")
+).permissions_enforced

@@ -31,8 +31,14 @@ def _free_port() -> int:
 
 def _start_server(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "trainengine", "serve", *args, "--port", str(port), "--log-level", "warning"],
-                            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainengine", "serve", *args, "--port", str(port), "--log-level", "warning"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -52,17 +58,94 @@ def test_train_register_promote_export_serve(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TRAINENGINE_CACHE", str(tmp_path / "cache"))
     # 1. Train with checkpoints.
-    assert main(["train", "--dataset", "digits", "--max-steps", "150", "--output-dir", "runs", "--run-name", "e2e",
-                 "--set", "tracking.progress=off", "--set", "checkpointing.enabled=true", "--learning-rate", "3e-3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--max-steps",
+                "150",
+                "--output-dir",
+                "runs",
+                "--run-name",
+                "e2e",
+                "--set",
+                "tracking.progress=off",
+                "--set",
+                "checkpointing.enabled=true",
+                "--learning-rate",
+                "3e-3",
+            ]
+        )
+        == 0
+    )
     run = json.loads(Path("runs/default/e2e/run.json").read_text())
     # 2. Register the run's checkpoint, with a gate on production, and promote it.
-    assert main(["registry", "register", "digits-mlp", "1.0.0", "--checkpoint", "runs/default/e2e", "--registry", "models.db"]) == 0
-    assert main(["registry", "promote", "digits-mlp:1.0.0", "production", "--gate", "val_accuracy>=0.99", "--registry", "models.db"]) == 2
+    assert (
+        main(
+            [
+                "registry",
+                "register",
+                "digits-mlp",
+                "1.0.0",
+                "--checkpoint",
+                "runs/default/e2e",
+                "--registry",
+                "models.db",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "registry",
+                "promote",
+                "digits-mlp:1.0.0",
+                "production",
+                "--gate",
+                "val_accuracy>=0.99",
+                "--registry",
+                "models.db",
+            ]
+        )
+        == 2
+    )
     assert "val_accuracy" in capsys.readouterr().err  # the gate names the metric, value and bound
-    assert main(["registry", "promote", "digits-mlp:1.0.0", "production", "--gate", "val_accuracy>=0.8", "--registry", "models.db"]) == 0
+    assert (
+        main(
+            [
+                "registry",
+                "promote",
+                "digits-mlp:1.0.0",
+                "production",
+                "--gate",
+                "val_accuracy>=0.8",
+                "--registry",
+                "models.db",
+            ]
+        )
+        == 0
+    )
     # 3. Export the production version.
     capsys.readouterr()
-    assert main(["export", "--model", "digits-mlp@production", "--formats", "onnx,pytorch", "--output-dir", "exports", "--registry", "models.db"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                "digits-mlp@production",
+                "--formats",
+                "onnx,pytorch",
+                "--output-dir",
+                "exports",
+                "--registry",
+                "models.db",
+            ]
+        )
+        == 0
+    )
     bundle = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("bundle: "))
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["name"] == "digits-mlp" and manifest["version"] == "1.0.0"
@@ -77,7 +160,7 @@ def test_train_register_promote_export_serve(tmp_path, monkeypatch, capsys):
     labels = [int(val[i][1]) for i in range(64)]
     with torch.no_grad():
         expected = model(xs).argmax(1).tolist()
-    assert sum(e == y for e, y in zip(expected, labels)) / 64 > 0.85
+    assert sum(e == y for e, y in zip(expected, labels, strict=True)) / 64 > 0.85
 
     # 4. Serve the exported bundle, and the registry alias (exported on the fly, cached).
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p))

@@ -76,6 +76,9 @@ def test_commands_that_neither_train_nor_export_load_no_torch(command: list[str]
     facts = {"status": "completed", "start_time": "2026-11-30T12:00:00", "results": {"steps": 5}}
     (run / "run.json").write_text(json.dumps(facts), encoding="utf-8")
     if command[0] == "registry":
+        from trainengine.registry import ModelRegistry
+
+        ModelRegistry(tmp_path / "models.db").close()  # `registry list` reads an existing registry, creates none
         command = [*command, "--registry", str(tmp_path / "models.db")]
     modules, proc = _imported(["-m", "trainengine", *command], tmp_path)
     _assert_light(modules, proc)

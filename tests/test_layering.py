@@ -36,7 +36,7 @@ PACKAGE = "trainengine"
 ROOT = "<facade>"  # trainengine/__init__.py
 
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_io", "_sql", "_hashing", "_numeric", "provenance", "registries"),
+    ("errors", "_io", "_sql", "_hashing", "_numeric", "_liveness", "provenance", "registries"),
     ("config",),
     ("tasks", "data", "models"),
     ("checkpoint", "probes"),
@@ -52,6 +52,7 @@ LAYER_OF = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 SAME_LAYER: dict[tuple[str, str], str] = {
     ("_sql", "errors"): "SQL errors derive from TrainEngineError",
     ("_io", "errors"): "file helpers raise the package's errors",
+    ("_liveness", "errors"): "a locked run directory is a TrainEngineError (exit 2)",
     ("registries", "errors"): "an unknown name raises ConfigError",
     ("provenance", "errors"): "provenance helpers may raise the package's errors",
     ("monitoring", "tracking"): "MetricsEngine(use_wandb=True) logs through the W&B tracker",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainengine import TrainingConfig, Trainer
+from trainengine import Trainer, TrainingConfig
 from trainengine.engine import build_from_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "lm_tiny.yaml"
@@ -23,7 +23,9 @@ def test_lm_tiny_val_loss_drops_40_percent_within_150_steps(tmp_path):
     config.training.max_steps = 150  # the drop is checked at step 100; a short tail keeps CI quick
     config.training.eval_interval_steps = 50
     built = build_from_config(config)
-    results = Trainer(built.model, built.model_config, config, built.task_spec).train(built.splits.train, built.splits.val)
+    results = Trainer(built.model, built.model_config, config, built.task_spec).train(
+        built.splits.train, built.splits.val
+    )
     evals = results["history"]["val"]
     assert evals[0]["step"] == 0  # eval_at_start gives the step-0 baseline
     first = evals[0]["val/loss"]

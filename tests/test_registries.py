@@ -156,7 +156,7 @@ def test_public_register_functions_feed_the_registries() -> None:
         with pytest.raises(TaskError, match="already registered"):
             register_loss_strategy("te_reg_loss", RegressionLoss)
         with pytest.raises(ConfigError, match="TrackerBackend subclass"):
-            register_tracker("te_bad", object)  # type: ignore[arg-type]
+            register_tracker("te_bad", object)  # type: ignore[arg-type]  # a wrong type on purpose
     finally:
         for reg, name in (
             (registries.MODELS, "te_reg_model"),
@@ -218,7 +218,7 @@ def test_section_form_and_keyword_form_build_the_same_schedule() -> None:
 
     def curve(**kwargs: object) -> list[float]:
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
-        handle = build_scheduler(opt, **kwargs)  # type: ignore[arg-type]
+        handle = build_scheduler(opt, **kwargs)  # type: ignore[arg-type]  # kwargs typed loosely: section fields
         out = []
         for _ in range(8):
             out.append(handle.get_last_lr()[0])

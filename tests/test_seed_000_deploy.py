@@ -39,13 +39,21 @@ def test_export_complete_bundle(trained):
         config=model_config,
         task_spec=task_spec,
         training_config=config,
-        formats=['onnx', 'torchscript', 'pytorch'],
-        output_dir='./exports'
+        formats=["onnx", "torchscript", "pytorch"],
+        output_dir="./exports",
     )
     # "Complete bundle": 3 formats, task spec, training config, inference script, Dockerfile, README.
     names = {p.name for p in Path(export_dir).iterdir()}
-    assert {"model.onnx", "model.torchscript.pt", "model.safetensors", "task_spec.json", "training_config.yaml",
-            "inference.py", "Dockerfile", "README.md"} <= names
+    assert {
+        "model.onnx",
+        "model.torchscript.pt",
+        "model.safetensors",
+        "task_spec.json",
+        "training_config.yaml",
+        "inference.py",
+        "Dockerfile",
+        "README.md",
+    } <= names
     assert Path(export_dir).parent.resolve() == Path("exports").resolve() and Path(export_dir).name.startswith("model_")
     assert verify_bundle(export_dir) == []
     spec = json.loads((Path(export_dir) / "model_config.json").read_text())["spec"]
@@ -56,13 +64,16 @@ def test_export_includes_monitoring_config(trained):
     model, model_config, task_spec, config = trained
     export_dir = create_export_bundle(
         model=model,
-        config=model_config, task_spec=task_spec, training_config=config, formats=['onnx'],  # the seed's "..."
+        config=model_config,
+        task_spec=task_spec,
+        training_config=config,
+        formats=["onnx"],  # the seed's "..."
         monitoring_config={
-            'latency_threshold_ms': 100,
-            'error_rate_threshold': 0.01,
-            'drift_threshold': 0.2,
-            'alert_email': 'team@example.com'
-        }
+            "latency_threshold_ms": 100,
+            "error_rate_threshold": 0.01,
+            "drift_threshold": 0.2,
+            "alert_email": "team@example.com",
+        },
     )
     monitoring = json.loads((Path(export_dir) / "monitoring.json").read_text())
     assert monitoring["latency_threshold_ms"] == 100 and monitoring["alert_email"] == "team@example.com"

@@ -10,6 +10,7 @@ whose capability arrives with a later issue (MetricsEngine, jobs, ...) are not h
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -50,7 +51,8 @@ def test_configuration_best_practices():
     assert config.max_grad_norm == 1.0 and config.scheduler.warmup_ratio > 0 and config.optimizer.weight_decay > 0
 
     # 2. Customize via builder.
-    config = (TrainingConfigBuilder.baseline()
+    config = (
+        TrainingConfigBuilder.baseline()
         .with_training(learning_rate=1e-4, batch_size=8, epochs=20)
         .build()  # Validates automatically
     )
@@ -61,9 +63,7 @@ def test_configuration_best_practices():
     assert config.epochs == 3
     config = TrainingConfigBuilder.baseline().build()
     assert config.epochs == 10 and config.checkpointing.enabled
-    config = (TrainingConfigBuilder.production()
-        .with_training(deterministic=True)
-        .build())
+    config = TrainingConfigBuilder.production().with_training(deterministic=True).build()
     assert config.epochs == 20 and config.deterministic and config.export.enabled
     config = TrainingConfigBuilder.low_memory().build()
     assert config.batch_size == 2 and config.gradient_accumulation_steps == 8
@@ -88,9 +88,9 @@ def test_configuration_best_practices():
 
     # Share configurations via git.
     config = TrainingConfigBuilder.baseline().build()
-    config_path = config.save('configs/baseline_v1.json')
-    config = TrainingConfig.load('configs/baseline_v1.json')
-    assert json.loads(open(config_path).read())["training"]["epochs"] == 10
+    config_path = config.save("configs/baseline_v1.json")
+    config = TrainingConfig.load("configs/baseline_v1.json")
+    assert json.loads(Path(config_path).read_text())["training"]["epochs"] == 10
 
 
 def test_training_best_practices(digits):
@@ -100,55 +100,42 @@ def test_training_best_practices(digits):
     config = _quiet(TrainingConfigBuilder.quick_prototype().build())
 
     # 1. Use Trainer class.
-    task_spec = TaskSpec.classification(name='digits', num_classes=10)
-    trainer = Trainer(
-        model=model,
-        config=model_config,
-        training_config=config,
-        task_spec=task_spec
-    )
+    task_spec = TaskSpec.classification(name="digits", num_classes=10)
+    trainer = Trainer(model=model, config=model_config, training_config=config, task_spec=task_spec)
     results = trainer.train(train_data, val_data)
     assert results["best_metric"] > 0.4  # well above chance (0.1) after 75 steps
 
     # 2. Specify task early.
     with pytest.raises(ValueError, match="TaskSpec"):
         trainer = Trainer(model, config, config, None)  # task_spec=None
-    task_spec = TaskSpec.language_modeling(name='wikitext')
-    task_spec = TaskSpec.classification(name='imdb', num_classes=2)
+    task_spec = TaskSpec.language_modeling(name="wikitext")
+    task_spec = TaskSpec.classification(name="imdb", num_classes=2)
     task_spec = TaskSpec.vision_tiny()
     assert task_spec.task_type == "vision"
 
     # 4. Monitor gradient health.
-    monitor = GradientMonitor(
-        check_interval=10,
-        norm_threshold_warning=1.0,
-        norm_threshold_critical=10.0
-    )
-    task_spec = TaskSpec.classification(name='digits', num_classes=10)
+    monitor = GradientMonitor(check_interval=10, norm_threshold_warning=1.0, norm_threshold_critical=10.0)
+    task_spec = TaskSpec.classification(name="digits", num_classes=10)
     trainer = Trainer(
-        model=model,
-        config=model_config,
-        training_config=config,
-        task_spec=task_spec,
-        gradient_monitor=monitor
+        model=model, config=model_config, training_config=config, task_spec=task_spec, gradient_monitor=monitor
     )
     results = trainer.train(train_data, val_data)
     assert monitor.history, "the monitor was consulted during training"
 
     # 5. Gradient accumulation for effective batch sizes.
-    config = (TrainingConfigBuilder.baseline()
+    config = (
+        TrainingConfigBuilder.baseline()
         .with_optimizer(
             gradient_accumulation_steps=8  # Effective batch = 32
         )
-        .build())
+        .build()
+    )
     assert config.training.gradient_accumulation_steps == 8
 
 
 def test_deterministic_mode_gives_identical_runs(digits):
     train_data, val_data = digits
-    config = (TrainingConfigBuilder.production()
-        .with_training(deterministic=True)
-        .build())
+    config = TrainingConfigBuilder.production().with_training(deterministic=True).build()
     config = _quiet(config)
     config.training.epochs = 2
     config.export.enabled = False
@@ -157,7 +144,7 @@ def test_deterministic_mode_gives_identical_runs(digits):
         import torch
 
         torch.manual_seed(0)
-        trainer = Trainer(MLP(64, 10), None, config, TaskSpec.classification(name='digits', num_classes=10))
+        trainer = Trainer(MLP(64, 10), None, config, TaskSpec.classification(name="digits", num_classes=10))
         results1 = trainer.train(train_data, val_data)
         runs.append([h["loss"] for h in results1["history"]["train"]])
     assert runs[0] == runs[1]
@@ -168,10 +155,10 @@ def test_language_model_with_model_config():
     model_config = GPTConfig(vocab_size=256, max_seq_len=32, d_model=32, n_heads=2, n_layers=1)
     model = GPT(model_config)
     config = _quiet(TrainingConfigBuilder.quick_prototype().with_training(max_steps=4).build())
-    task_spec = TaskSpec.language_modeling(name='wikitext')
+    task_spec = TaskSpec.language_modeling(name="wikitext")
     trainer = Trainer(model, model_config, config, task_spec)
     results = trainer.train(splits.train, splits.val)
-    run = json.load(open(f"{results['run_dir']}/run.json"))
+    run = json.loads((Path(results["run_dir"]) / "run.json").read_text())
     assert run["model"]["config"]["d_model"] == 32
 
 
@@ -180,7 +167,7 @@ def test_troubleshooting_recipes(digits):
 
     train_data, val_data = digits
     model = MLP(64, 10)
-    task_spec = TaskSpec.classification(name='digits', num_classes=10)
+    task_spec = TaskSpec.classification(name="digits", num_classes=10)
     x, y = next(iter(torch.utils.data.DataLoader(train_data, batch_size=8)))
     torch.nn.functional.cross_entropy(model(x), y).backward()
 
@@ -209,12 +196,11 @@ def test_troubleshooting_recipes(digits):
     assert results["history"]["train"][0]["loss"] > results["history"]["train"][-1]["loss"]
 
     # Checkpoint configuration builds (the CheckpointManager arrives with checkpoints).
-    config = (TrainingConfigBuilder.baseline()
-        .with_checkpointing(
-            checkpoint_dir='./checkpoints',
-            save_every_n_epochs=1
-        )
-        .build())
+    config = (
+        TrainingConfigBuilder.baseline()
+        .with_checkpointing(checkpoint_dir="./checkpoints", save_every_n_epochs=1)
+        .build()
+    )
     assert config.checkpointing.checkpoint_dir == "./checkpoints"
 
 
@@ -233,15 +219,14 @@ def test_checkpoint_and_recovery_best_practices(digits):
 
     train_data, val_data = digits
     model = _user_mlp()
-    task_spec = TaskSpec.classification(name='digits', num_classes=10)
+    task_spec = TaskSpec.classification(name="digits", num_classes=10)
 
     # 1. Enable checkpoint management.
-    config = (TrainingConfigBuilder.baseline()
-        .with_checkpointing(
-            checkpoint_dir='./checkpoints',
-            save_every_n_epochs=1
-        )
-        .build())
+    config = (
+        TrainingConfigBuilder.baseline()
+        .with_checkpointing(checkpoint_dir="./checkpoints", save_every_n_epochs=1)
+        .build()
+    )
     config = _quiet(config)
     config.training.epochs = 2  # scaffolding: the seed's 10 epochs, shortened
 
@@ -255,16 +240,11 @@ def test_checkpoint_and_recovery_best_practices(digits):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # the seed leaves it to the user
     user_lr = optimizer.param_groups[0]["lr"]
 
-    checkpoint_manager = CheckpointManager('checkpoints')
+    checkpoint_manager = CheckpointManager("checkpoints")
 
     # Load best checkpoint
     best_path = checkpoint_manager.get_best_checkpoint()
-    metadata = checkpoint_manager.load_checkpoint(
-        path=best_path,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler
-    )
+    metadata = checkpoint_manager.load_checkpoint(path=best_path, model=model, optimizer=optimizer, scheduler=scheduler)
 
     # Resume at epoch after best
     start_epoch = metadata.epoch + 1
@@ -286,10 +266,10 @@ def test_checkpoint_and_recovery_best_practices(digits):
 
     # 3. Monitor checkpoint disk usage.
     checkpoint_manager = CheckpointManager(
-        'checkpoints',
-        keep_best_k=3,      # Keep top 3 by metric
-        keep_last_n=5,      # Keep last 5 regardless
-        save_interval_epochs=5  # Don't save every epoch
+        "checkpoints",
+        keep_best_k=3,  # Keep top 3 by metric
+        keep_last_n=5,  # Keep last 5 regardless
+        save_interval_epochs=5,  # Don't save every epoch
     )
     assert not checkpoint_manager.should_save(epoch_end=3) and checkpoint_manager.should_save(epoch_end=4)
 
@@ -306,7 +286,7 @@ def test_export_complete_bundle_of_a_plain_sequential():
 
     model = _user_mlp()
     model_config = None
-    task_spec = TaskSpec.classification(name='digits', num_classes=10)
+    task_spec = TaskSpec.classification(name="digits", num_classes=10)
     config = TrainingConfigBuilder.baseline().build()
 
     export_dir = create_export_bundle(
@@ -314,13 +294,21 @@ def test_export_complete_bundle_of_a_plain_sequential():
         config=model_config,
         task_spec=task_spec,
         training_config=config,
-        formats=['onnx', 'torchscript', 'pytorch'],
-        output_dir='./exports'
+        formats=["onnx", "torchscript", "pytorch"],
+        output_dir="./exports",
     )
 
     names = {p.name for p in Path(export_dir).iterdir()}
-    assert {"model.onnx", "model.torchscript.pt", "model.safetensors", "task_spec.json", "training_config.yaml",
-            "inference.py", "Dockerfile", "README.md"} <= names
+    assert {
+        "model.onnx",
+        "model.torchscript.pt",
+        "model.safetensors",
+        "task_spec.json",
+        "training_config.yaml",
+        "inference.py",
+        "Dockerfile",
+        "README.md",
+    } <= names
     assert verify_bundle(export_dir) == []
     manifest = json.loads((Path(export_dir) / "manifest.json").read_text())
     assert manifest["input"]["shape"] == [None, 64]  # read off the first nn.Linear

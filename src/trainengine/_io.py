@@ -45,5 +45,7 @@ def validate_name(value: str, what: str) -> str:
         ValueError: the name is not 1-128 letters, digits, ``.``, ``_`` or ``-`` starting with a letter or digit.
     """
     if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
-        raise ValueError(f"invalid {what} {value!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise ValueError(
+            f"invalid {what} {value!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     return value

@@ -26,14 +26,16 @@ from __future__ import annotations
 import abc
 import os
 import random
+import sqlite3
 import time
+import urllib.parse
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import MetaData, Table, create_engine, event, select, update
+from sqlalchemy import MetaData, Table, create_engine, event, inspect, select, update
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
@@ -45,6 +47,7 @@ __all__ = [
     "SqlStore",
     "CREATE_SCHEMA",
     "init_versioned_schema",
+    "check_versioned_schema",
     "resolve_database",
     "open_engine",
     "install_sqlite_hooks",
@@ -89,6 +92,7 @@ def resolve_database(
     example: str,
     error: type[Exception] = TrainEngineError,
     value_error: type[Exception] = TrainEngineError,
+    create: bool = True,
 ) -> Database:
     """Turn a file path or a URL into a :class:`Database`, creating a SQLite file's folder.
 
@@ -96,11 +100,15 @@ def resolve_database(
         path_or_url: A file path (SQLite), ``":memory:"``, or a URL with ``://``.
         kind: What the database is, for messages (``"experiment database"``).
         example: A file name to suggest (``"runs/experiments.db"``).
-        error: Raised when the database cannot be used (bad URL, a folder given, no permission).
+        error: Raised when the database cannot be used (bad URL, a folder given, no permission),
+            and with ``create=False`` when a SQLite file does not exist.
         value_error: Raised when the argument itself is of the wrong type or empty.
+        create: Create the folder of a SQLite file; False (reading) creates nothing.
     """
     if not isinstance(path_or_url, (str, os.PathLike)):
-        raise value_error(f"path_or_url must be a file path or a SQLAlchemy URL, got {type(path_or_url).__name__} {path_or_url!r}")
+        raise value_error(
+            f"path_or_url must be a file path or a SQLAlchemy URL, got {type(path_or_url).__name__} {path_or_url!r}"
+        )
     text = os.fspath(path_or_url)
     if text in (":memory:", "sqlite://", "sqlite:///:memory:"):
         return Database(make_url("sqlite://"), None, True, text)
@@ -117,7 +125,13 @@ def resolve_database(
             raise value_error(f"path_or_url is empty; give a file path such as {example!r}")
         path = Path(text).expanduser()
     if path.is_dir():
-        raise error(f"{kind} path {str(path)!r} is a folder; give a file path such as {str(path / Path(example).name)!r}")
+        raise error(
+            f"{kind} path {str(path)!r} is a folder; give a file path such as {str(path / Path(example).name)!r}"
+        )
+    if not create:
+        if not path.is_file():
+            raise error(f"{kind} {text!r} does not exist (nothing has been written there yet); check the path")
+        return Database(URL.create("sqlite", database=str(path.resolve())), path, False, text)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -125,8 +139,23 @@ def resolve_database(
     return Database(URL.create("sqlite", database=str(path.resolve())), path, False, text)
 
 
-def open_engine(db: Database, *, busy_timeout_s: float, kind: str = "database", error: type[Exception] = TrainEngineError) -> Engine:
+def open_engine(
+    db: Database,
+    *,
+    busy_timeout_s: float,
+    kind: str = "database",
+    error: type[Exception] = TrainEngineError,
+    read_only: bool = False,
+) -> Engine:
     """A SQLAlchemy engine for ``db``; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE writes.
+
+    Args:
+        db: From :func:`resolve_database`.
+        busy_timeout_s: How long a SQLite statement waits for another process's lock.
+        kind: What the database is, for messages.
+        error: The error to raise.
+        read_only: Open an existing SQLite file without creating it and with ``PRAGMA
+            query_only``: SQLite itself refuses every write; the journal mode is left as it is.
 
     Raises:
         error: The URL names a dialect or driver that is not installed.
@@ -136,8 +165,10 @@ def open_engine(db: Database, *, busy_timeout_s: float, kind: str = "database", 
             kwargs: dict[str, Any] = {"connect_args": {"timeout": busy_timeout_s, "check_same_thread": False}}
             if db.memory:
                 kwargs["poolclass"] = StaticPool  # one shared connection, or each would see an empty DB
+            elif read_only and db.sqlite_file is not None:
+                kwargs["creator"] = _read_only_sqlite(db.sqlite_file, busy_timeout_s)
             engine = create_engine(db.url, **kwargs)
-            install_sqlite_hooks(engine, busy_timeout_s, wal=not db.memory)
+            install_sqlite_hooks(engine, busy_timeout_s, wal=not db.memory and not read_only)
             return engine
         return create_engine(db.url, pool_pre_ping=True)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
@@ -145,6 +176,27 @@ def open_engine(db: Database, *, busy_timeout_s: float, kind: str = "database", 
             f"cannot open {kind} {db.label!r}: {exc}; give a file path for SQLite, or a SQLAlchemy "
             "URL such as postgresql://user@host/db with its driver installed"
         ) from exc
+
+
+def _read_only_sqlite(file: Path, busy_timeout_s: float) -> Callable[[], sqlite3.Connection]:
+    """Connections to an existing SQLite file that create nothing and write nothing.
+
+    ``mode=rw`` never creates a missing file, and ``query_only`` refuses writes; unlike
+    ``mode=ro`` it lets the last reader remove the ``-wal`` / ``-shm`` files a WAL database
+    grows while open, so reading leaves the folder as it was. ``mode=ro`` is the fallback for
+    a file or folder the user may not write to.
+    """
+    path = urllib.parse.quote(str(file.resolve()))
+
+    def connect() -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=busy_timeout_s, check_same_thread=False)
+        except sqlite3.OperationalError:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=busy_timeout_s, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    return connect
 
 
 def install_sqlite_hooks(engine: Engine, busy_timeout_s: float, wal: bool) -> None:
@@ -174,7 +226,10 @@ def install_sqlite_hooks(engine: Engine, busy_timeout_s: float, wal: bool) -> No
 def is_lock_error(exc: BaseException) -> bool:
     """Whether a database error means "another writer holds the lock; try again later"."""
     text = str(getattr(exc, "orig", exc)).lower()
-    return any(s in text for s in ("database is locked", "database table is locked", "busy", "deadlock detected", "could not serialize"))
+    return any(
+        s in text
+        for s in ("database is locked", "database table is locked", "busy", "deadlock detected", "could not serialize")
+    )
 
 
 def run_transaction(
@@ -283,11 +338,48 @@ def init_versioned_schema(
         return
     current = max(versions)
     if current > schema_version:
-        raise error(f"the {kind} has schema version {current}, newer than this trainengine supports ({schema_version}); upgrade trainengine")
+        raise error(
+            f"the {kind} has schema version {current}, newer than this trainengine supports "
+            f"({schema_version}); upgrade trainengine"
+        )
     if current < schema_version:
         for target in range(current + 1, schema_version + 1):
             (migrations or {})[target](conn)
         conn.execute(update(version_table).values(version=schema_version))
+
+
+def check_versioned_schema(
+    conn: Connection,
+    metadata: MetaData,
+    version_table: Table,
+    schema_version: int,
+    *,
+    kind: str,
+    label: str,
+    error: type[Exception] = TrainEngineError,
+) -> None:
+    """The read-only counterpart of :func:`init_versioned_schema`: check, create nothing.
+
+    Raises:
+        error: A table is missing (nothing has been written to the database yet, or it is another
+            kind of database), or the schema version is not the one this code reads.
+    """
+    existing = set(inspect(conn).get_table_names())
+    missing = sorted(t.name for t in metadata.sorted_tables if t.name not in existing)
+    if missing:
+        what = "none of the tables" if len(missing) == len(metadata.tables) else f"no table {', '.join(missing)}"
+        raise error(
+            f"{kind} {label!r} has {what} of a {kind}: nothing has been written to it yet, or it is another "
+            "kind of database; check the path or URL"
+        )
+    versions = conn.execute(select(version_table.c.version)).scalars().all()
+    current = max(versions) if versions else None
+    if current != schema_version:
+        hint = "upgrade trainengine" if current is not None and current > schema_version else "open it for writing once"
+        raise error(
+            f"{kind} {label!r} has schema version {current}, this trainengine reads {schema_version}; {hint} "
+            "(reading never migrates a database)"
+        )
 
 
 class SqlStore(abc.ABC):
@@ -307,16 +399,27 @@ class SqlStore(abc.ABC):
     _engine: Engine | None = None
     _label: str = ""
     _max_retries: int = 10
+    _read_only: bool = False
     url: URL
 
-    def _connect(self, database: Database, *, busy_timeout_s: float, max_retries: int) -> None:
-        """Open the engine for ``database`` and create or check its schema (closed again on failure)."""
+    def _connect(self, database: Database, *, busy_timeout_s: float, max_retries: int, read_only: bool = False) -> None:
+        """Open the engine for ``database`` and create or check its schema (closed again on failure).
+
+        With ``read_only`` nothing is created: the schema is only checked (:meth:`_check_schema`)
+        and :meth:`_write` refuses.
+        """
         self.url = database.url
         self._label = database.label
         self._max_retries = max(0, int(max_retries))
-        self._engine = open_engine(database, busy_timeout_s=busy_timeout_s, kind=self._kind, error=self._error)
+        self._read_only = read_only
+        self._engine = open_engine(
+            database, busy_timeout_s=busy_timeout_s, kind=self._kind, error=self._error, read_only=read_only
+        )
         try:
-            self._write(self._init_schema, what=CREATE_SCHEMA)
+            if read_only:
+                self._read(self._check_schema)
+            else:
+                self._write(self._init_schema, what=CREATE_SCHEMA)
         except BaseException:
             self.close()
             raise
@@ -325,6 +428,12 @@ class SqlStore(abc.ABC):
     @abc.abstractmethod
     def _init_schema(self, conn: Connection) -> None:
         """Create the tables and check the schema version (see :func:`init_versioned_schema`)."""
+
+    def _check_schema(self, conn: Connection) -> None:
+        """Check, without creating anything, that the schema is there and readable (read-only opens).
+
+        Default: nothing is checked; a subclass calls :func:`check_versioned_schema`.
+        """
 
     def _retry_if(self, exc: DBAPIError, what: str) -> bool:
         """Errors other than a lock worth retrying; default: processes creating one fresh schema together."""
@@ -350,12 +459,19 @@ class SqlStore(abc.ABC):
         if self._engine is None:
             raise self._error(f"{type(self).__name__}({self._label!r}) is closed; open a new one")
         return run_transaction(
-            self._engine, fn, read_only=read_only, max_retries=self._max_retries,
+            self._engine,
+            fn,
+            read_only=read_only,
+            max_retries=self._max_retries,
             retry_if=lambda exc: self._retry_if(exc, what),
             on_error=lambda exc, still_locked: self._failure(exc, still_locked, what, conflict),
         )
 
     def _write(self, fn: Callable[[Connection], T], what: str = "write to", conflict: str | None = None) -> T:
+        if self._read_only:
+            raise self._error(
+                f"cannot {what} {self._kind} {self._label!r}: it was opened read-only; open it without read_only=True"
+            )
         return self._run(fn, read_only=False, what=what, conflict=conflict)
 
     def _read(self, fn: Callable[[Connection], T]) -> T:

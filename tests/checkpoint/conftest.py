@@ -15,23 +15,27 @@ def assert_same(a: Any, b: Any, where: str = "root") -> None:
     """Equal values of the same types, recursively; tensors bit-for-bit (NaN == NaN)."""
     if isinstance(a, dict) and isinstance(b, dict):  # OrderedDict comes back as dict
         assert list(a.keys()) == list(b.keys()), f"{where}: keys {list(a)} != {list(b)}"
-        for (ka, va), kb in zip(a.items(), b.keys()):
+        for (ka, va), kb in zip(a.items(), b.keys(), strict=True):
             assert type(ka) is type(kb), f"{where}: key {ka!r} type {type(ka)} != {type(kb)}"
             assert_same(va, b[kb], f"{where}[{ka!r}]")
         return
     assert type(a) is type(b), f"{where}: type {type(a).__name__} != {type(b).__name__}"
     if isinstance(a, (list, tuple)):
         assert len(a) == len(b), f"{where}: length {len(a)} != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_same(x, y, f"{where}[{i}]")
     elif isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {a.dtype}{tuple(a.shape)} != {b.dtype}{tuple(b.shape)}"
+        assert a.dtype == b.dtype and a.shape == b.shape, (
+            f"{where}: {a.dtype}{tuple(a.shape)} != {b.dtype}{tuple(b.shape)}"
+        )
         assert bit_equal(a, b), f"{where}: tensor values differ"
     elif isinstance(a, np.ndarray):
         assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {a.dtype}{a.shape} != {b.dtype}{b.shape}"
         assert a.tobytes() == b.tobytes(), f"{where}: array values differ"
     elif isinstance(a, float):
-        assert (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b)), f"{where}: {a!r} != {b!r}"
+        assert (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b)), (
+            f"{where}: {a!r} != {b!r}"
+        )
     elif isinstance(a, np.generic):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), f"{where}: {a!r} != {b!r}"
     else:
@@ -44,7 +48,11 @@ def bit_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
         return False
     if a.numel() == 0:
         return True
-    return bytes(a.reshape(-1).view(torch.uint8).numpy()) == bytes(b.reshape(-1).view(torch.uint8).numpy()) if a.dtype != torch.bool else torch.equal(a, b)
+    return (
+        bytes(a.reshape(-1).view(torch.uint8).numpy()) == bytes(b.reshape(-1).view(torch.uint8).numpy())
+        if a.dtype != torch.bool
+        else torch.equal(a, b)
+    )
 
 
 class TinyNet(nn.Module):

@@ -27,7 +27,10 @@ def _manager_with(ckpt_dir, steps=(1, 2, 3)):
     m = CheckpointManager(ckpt_dir, keep_best_k=5, keep_last_n=5)
     torch.manual_seed(0)
     model = nn.Linear(8, 4)
-    paths = [m.save(step=s, epoch=0, model=model, state={"w": torch.randn(64)}, metrics={"val/loss": float(s)}) for s in steps]
+    paths = [
+        m.save(step=s, epoch=0, model=model, state={"w": torch.randn(64)}, metrics={"val/loss": float(s)})
+        for s in steps
+    ]
     return m, model, paths
 
 
@@ -78,9 +81,11 @@ def _bad_manifest(path: Path):
     return "manifest.json: ", "unreadable JSON"
 
 
-@pytest.mark.parametrize("damage", [_truncate, _flip, _no_manifest, _missing_file, _extra_file, _bad_json, _future_version, _bad_manifest])
+@pytest.mark.parametrize(
+    "damage", [_truncate, _flip, _no_manifest, _missing_file, _extra_file, _bad_json, _future_version, _bad_manifest]
+)
 def test_damage_is_reported_refused_and_skipped(ckpt_dir, damage):
-    m, model, paths = _manager_with(ckpt_dir)
+    m, _, paths = _manager_with(ckpt_dir)
     prefix, words = damage(paths[2])
     problems = m.verify(paths[2])
     assert any(p.startswith(prefix) and words in p for p in problems), problems
@@ -104,7 +109,7 @@ def test_all_damaged_gives_none_and_names_each(ckpt_dir):
 
 
 def test_read_verifies_before_loading_even_when_tensors_would_parse(ckpt_dir, h):
-    m, _, paths = _manager_with(ckpt_dir, steps=(1,))
+    _, _, paths = _manager_with(ckpt_dir, steps=(1,))
     _flip(paths[0])
     safetensors.torch.load_file(str(paths[0] / "state.safetensors"))  # still a well-formed file
     with pytest.raises(CheckpointError, match="sha256 mismatch"):
@@ -150,7 +155,9 @@ def _run_crashing_save(ckpt_dir: Path, patch: str) -> subprocess.CompletedProces
 
 def test_killed_while_writing_the_manifest_leaves_only_a_temp_folder(ckpt_dir, h):
     m, _, paths = _manager_with(ckpt_dir, steps=(1,))
-    proc = _run_crashing_save(ckpt_dir, textwrap.dedent("""
+    proc = _run_crashing_save(
+        ckpt_dir,
+        textwrap.dedent("""
         original = fmt._write_bytes
         def dying(path, data):
             if path.name == "manifest.json":
@@ -158,7 +165,8 @@ def test_killed_while_writing_the_manifest_leaves_only_a_temp_folder(ckpt_dir, h
                 os._exit(9)
             return original(path, data)
         fmt._write_bytes = dying
-    """).replace("\n", "\n        "))
+    """).replace("\n", "\n        "),
+    )
     assert proc.returncode == 9, proc.stderr
     leftovers = [p.name for p in ckpt_dir.iterdir() if p.name.startswith(".tmp-ckpt-000000002-")]
     assert len(leftovers) == 1  # the crash really left its temp folder behind
@@ -169,9 +177,11 @@ def test_killed_while_writing_the_manifest_leaves_only_a_temp_folder(ckpt_dir, h
 
 
 def test_killed_between_the_two_renames_of_a_resave_keeps_the_old_checkpoint(ckpt_dir, h):
-    m, _, _ = _manager_with(ckpt_dir, steps=(1, 2))
+    _manager_with(ckpt_dir, steps=(1, 2))
     old_meta = (ckpt_dir / "ckpt-000000002" / "meta.json").read_bytes()
-    proc = _run_crashing_save(ckpt_dir, textwrap.dedent("""
+    proc = _run_crashing_save(
+        ckpt_dir,
+        textwrap.dedent("""
         calls = []
         real = os.replace
         def dying(src, dst):
@@ -180,7 +190,8 @@ def test_killed_between_the_two_renames_of_a_resave_keeps_the_old_checkpoint(ckp
             if ".trash-replaced-" in str(dst):  # old one moved aside, new one not yet in place
                 os._exit(9)
         fmt.os.replace = dying
-    """).replace("\n", "\n        "))
+    """).replace("\n", "\n        "),
+    )
     assert proc.returncode == 9, proc.stderr
     assert not (ckpt_dir / "ckpt-000000002").exists()  # the dangerous window really happened
     fresh = CheckpointManager(ckpt_dir, keep_best_k=5, keep_last_n=5)
@@ -204,7 +215,9 @@ def test_failed_rename_during_a_resave_puts_the_old_checkpoint_back(ckpt_dir, mo
     with pytest.raises(CheckpointError, match="Input/output error — previous checkpoints are intact"):
         m.save(step=1, epoch=5, model=nn.Linear(8, 4))
     monkeypatch.undo()
-    assert (ckpt_dir / "ckpt-000000001" / "meta.json").read_bytes() == old_meta and m.verify(ckpt_dir / "ckpt-000000001") == []
+    assert (ckpt_dir / "ckpt-000000001" / "meta.json").read_bytes() == old_meta and m.verify(
+        ckpt_dir / "ckpt-000000001"
+    ) == []
     assert h.listing(ckpt_dir) == ["ckpt-000000001", "index.json"]
 
 
@@ -234,6 +247,7 @@ def test_disk_full_or_unwritable_fails_cleanly(ckpt_dir, monkeypatch, where, h):
     elif where == "rename":
         monkeypatch.setattr(os, "replace", _enospc)
     else:
+
         def denied(*args, **kwargs):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
@@ -242,18 +256,23 @@ def test_disk_full_or_unwritable_fails_cleanly(ckpt_dir, monkeypatch, where, h):
     with pytest.raises(CheckpointError) as info:
         m.save(step=3, epoch=0, model=model, state={"w": torch.ones(3)})
     monkeypatch.undo()
-    assert f"cannot write checkpoint {ckpt_dir / 'ckpt-000000003'}: {expected} — previous checkpoints are intact" in str(info.value)
+    assert (
+        f"cannot write checkpoint {ckpt_dir / 'ckpt-000000003'}: {expected} — previous checkpoints are intact"
+        in str(info.value)
+    )
     assert h.listing(ckpt_dir) == ["ckpt-000000001", "ckpt-000000002", "index.json"]
     assert {p.name: sorted((f.name, f.stat().st_size) for f in p.iterdir()) for p in paths} == before
     assert all(m.verify(p) == [] for p in paths)
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores folder permissions")
-def test_read_only_folder_fails_cleanly(ckpt_dir):
+def test_read_only_folder_fails_cleanly(ckpt_dir, permissions_enforced):
     m, model, paths = _manager_with(ckpt_dir, steps=(1,))
     ckpt_dir.chmod(0o555)
     try:
-        with pytest.raises(CheckpointError, match="Permission denied — previous checkpoints are intact"):
+        with (
+            permissions_enforced(),  # binds root too (tests/_permissions.py)
+            pytest.raises(CheckpointError, match="Permission denied — previous checkpoints are intact"),
+        ):
             m.save(step=2, epoch=0, model=model)
     finally:
         ckpt_dir.chmod(0o755)

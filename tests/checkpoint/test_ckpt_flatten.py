@@ -27,15 +27,31 @@ def roundtrip(obj, tmp_path):
 
 def test_scalars_containers_and_special_floats_round_trip(tmp_path, h):
     obj = {
-        "none": None, "t": True, "f": False, "i": 7, "big": 2**70, "neg": -3, "s": "héllo",
-        "x": 0.1, "negzero": -0.0, "nan": float("nan"), "inf": float("inf"), "ninf": float("-inf"),
-        "list": [1, [2, (3, 4.0)], []], "tuple": (1, "a", None, ()), "empty": {},
-        "intkeys": {0: "a", 1: {"b": 2}, -5: 3}, "mixed": {1: 1, "a": 2, (1, 2): 3, 2.5: 4, None: 5, True: 6},
-        "bytes": b"\x00\x01abc", "nobytes": b"",
+        "none": None,
+        "t": True,
+        "f": False,
+        "i": 7,
+        "big": 2**70,
+        "neg": -3,
+        "s": "héllo",
+        "x": 0.1,
+        "negzero": -0.0,
+        "nan": float("nan"),
+        "inf": float("inf"),
+        "ninf": float("-inf"),
+        "list": [1, [2, (3, 4.0)], []],
+        "tuple": (1, "a", None, ()),
+        "empty": {},
+        "intkeys": {0: "a", 1: {"b": 2}, -5: 3},
+        "mixed": {1: 1, "a": 2, (1, 2): 3, 2.5: 4, None: 5},
+        # Its own dict: True == 1, so next to the key 1 a True key would silently not exist.
+        "boolkeys": {True: 6, False: 7},
+        "bytes": b"\x00\x01abc",
+        "nobytes": b"",
     }
     back = roundtrip(obj, tmp_path)
     h.assert_same(obj, back)
-    assert type(back["mixed"][True]) is int and True in back["mixed"]
+    assert [type(k) for k in back["boolkeys"]] == [bool, bool] and back["boolkeys"][True] == 6
 
 
 def test_tensors_and_arrays_keep_dtype_shape_and_values(tmp_path, h):
@@ -46,13 +62,18 @@ def test_tensors_and_arrays_keep_dtype_shape_and_values(tmp_path, h):
         "empty": torch.empty(0, 7),
         "bool": torch.tensor([True, False]),
         "transposed": base.t(),  # non-contiguous: stored contiguous
-        "view_a": base[0], "view_b": base[1:],  # share storage with each other and with base
+        "view_a": base[0],
+        "view_b": base[1:],  # share storage with each other and with base
         "base": base,
         "same_twice": [base, base],
         "param": torch.nn.Parameter(torch.ones(2)),
-        "u32": np.arange(5, dtype=np.uint32), "f16": np.ones((2, 2), dtype=np.float16),
-        "big_endian": np.arange(4, dtype=">i4"), "np_bool": np.array([True, False]),
-        "np_scalar": np.float64(2.25), "np_int": np.int16(-3), "zero_d": np.array(5.5),
+        "u32": np.arange(5, dtype=np.uint32),
+        "f16": np.ones((2, 2), dtype=np.float16),
+        "big_endian": np.arange(4, dtype=">i4"),
+        "np_bool": np.array([True, False]),
+        "np_scalar": np.float64(2.25),
+        "np_int": np.int16(-3),
+        "zero_d": np.array(5.5),
         "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
     }
     back = roundtrip(obj, tmp_path)
@@ -88,7 +109,9 @@ def test_scheduler_state_dicts_round_trip(tmp_path, h, kind):
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)  # holds best=inf
     else:
         warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=2)
-        sched = torch.optim.lr_scheduler.SequentialLR(opt, [warm, torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)], milestones=[2])
+        sched = torch.optim.lr_scheduler.SequentialLR(
+            opt, [warm, torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)], milestones=[2]
+        )
     for _ in range(3):
         opt.step()
         sched.step(1.0) if kind == "plateau" else sched.step()
@@ -128,7 +151,11 @@ class Foo:
 @pytest.mark.parametrize(
     ("obj", "message"),
     [
-        ({"optimizer": {"param_groups": [{"lr": 0.1, "foo": Foo()}]}}, "state.optimizer.param_groups[0].foo: cannot store a Foo (only tensors, arrays, numbers, strings, lists, dicts, tuples)"),
+        (
+            {"optimizer": {"param_groups": [{"lr": 0.1, "foo": Foo()}]}},
+            "state.optimizer.param_groups[0].foo: cannot store a Foo "
+            "(only tensors, arrays, numbers, strings, lists, dicts, tuples)",
+        ),
         ({"fn": len}, "state.fn: cannot store a builtin_function_or_method"),
         ({"s": {1, 2}}, "state.s: cannot store a set"),
         ({"k": {Foo(): 1}}, "state.k: cannot store a dict key of type Foo"),

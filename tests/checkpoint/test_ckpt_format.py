@@ -32,8 +32,13 @@ def test_folder_layout_manifest_and_meta(ckpt_dir):
     model = nn.Linear(3, 2)
     manager = CheckpointManager(ckpt_dir)
     path = manager.save(
-        step=42, epoch=3, model=model, state={"note": "x", "w": torch.ones(2)}, metrics={"val/loss": 0.5, "val/acc": float("nan")},
-        meta={"git_commit": "abc123", "config": {"lr": 0.1, "betas": (0.9, 0.99)}}, tags=["emergency"],
+        step=42,
+        epoch=3,
+        model=model,
+        state={"note": "x", "w": torch.ones(2)},
+        metrics={"val/loss": 0.5, "val/acc": float("nan")},
+        meta={"git_commit": "abc123", "config": {"lr": 0.1, "betas": (0.9, 0.99)}},
+        tags=["emergency"],
     )
     assert path == ckpt_dir / "ckpt-000000042"
     names = sorted(p.name for p in path.iterdir())
@@ -60,7 +65,12 @@ def test_resume_gives_bit_identical_params_to_an_uninterrupted_run(ckpt_dir, h):
     model, opt, sched = h.make_training(seed=0)
     h.train_steps(model, opt, sched, 3, start=0)
     manager = CheckpointManager(ckpt_dir)
-    path = manager.save(step=3, epoch=0, model=model, state={"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state()})
+    path = manager.save(
+        step=3,
+        epoch=0,
+        model=model,
+        state={"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state()},
+    )
     lr_at_save = sched.get_last_lr()
     losses_a = h.train_steps(model, opt, sched, 3, start=3)
     params_a = {k: v.clone() for k, v in model.state_dict().items()}
@@ -76,27 +86,37 @@ def test_resume_gives_bit_identical_params_to_an_uninterrupted_run(ckpt_dir, h):
     assert losses_a == losses_b
     for k, v in model_b.state_dict().items():
         assert h.bit_equal(v, params_a[k]), k
-    for (k, a), b in zip(opt.state_dict()["state"].items(), opt_b.state_dict()["state"].values()):
+    for (k, a), b in zip(opt.state_dict()["state"].items(), opt_b.state_dict()["state"].values(), strict=True):
         assert h.bit_equal(a["exp_avg_sq"], b["exp_avg_sq"]), k
 
 
 def test_without_rng_restore_the_resumed_run_differs(ckpt_dir, h):
     """Guards the test above: dropout really does make the RNG state matter."""
     model, opt, sched = h.make_training(seed=0)
-    path = CheckpointManager(ckpt_dir).save(step=1, epoch=0, model=model, state={"optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
+    path = CheckpointManager(ckpt_dir).save(
+        step=1, epoch=0, model=model, state={"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    )
     ref = h.train_steps(model, opt, sched, 2, start=0)
     model_b, opt_b, sched_b = h.make_training(seed=5)
     CheckpointManager(ckpt_dir).load_checkpoint(path, model_b, opt_b, sched_b)
     assert h.train_steps(model_b, opt_b, sched_b, 2, start=0) != ref
 
 
-@pytest.mark.parametrize(("save_attr", "load_attr"), [("module", None), ("_orig_mod", None), (None, "module"), (None, "_orig_mod"), ("module", "_orig_mod")])
+@pytest.mark.parametrize(
+    ("save_attr", "load_attr"),
+    [("module", None), ("_orig_mod", None), (None, "module"), (None, "_orig_mod"), ("module", "_orig_mod")],
+)
 def test_wrapper_prefixes_are_canonical_both_ways(ckpt_dir, h, save_attr, load_attr):
     torch.manual_seed(0)
     src = h.TinyNet()
     saved = h.Wrapper(src, save_attr) if save_attr else src
     path = CheckpointManager(ckpt_dir).save(step=1, epoch=0, model=saved)
-    assert sorted(safetensors.torch.load_file(str(path / "model.safetensors"))) == ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"]
+    assert sorted(safetensors.torch.load_file(str(path / "model.safetensors"))) == [
+        "fc1.bias",
+        "fc1.weight",
+        "fc2.bias",
+        "fc2.weight",
+    ]
     torch.manual_seed(1)
     dst = h.TinyNet()
     target = h.Wrapper(dst, load_attr) if load_attr else dst
@@ -149,15 +169,26 @@ def test_shape_or_key_mismatch_is_a_clear_error(ckpt_dir):
         CheckpointManager(ckpt_dir).load_checkpoint(path, nn.Linear(4, 2))
     with pytest.raises(CheckpointError, match=r"missing from the checkpoint: 0.weight"):
         CheckpointManager(ckpt_dir).load_checkpoint(path, nn.Sequential(nn.Linear(3, 2)))
-    opt_state = CheckpointManager(ckpt_dir).save(step=2, epoch=0, model=nn.Linear(3, 2), state={"optimizer": torch.optim.SGD(nn.Linear(3, 2).parameters(), lr=1).state_dict()})
-    two_groups = torch.optim.SGD([{"params": [nn.Parameter(torch.ones(1))]}, {"params": [nn.Parameter(torch.ones(1))]}], lr=1)
-    with pytest.raises(CheckpointError, match=r"saved optimizer has parameter groups of sizes \[2\], the SGD given has \[1, 1\]"):
+    opt_state = CheckpointManager(ckpt_dir).save(
+        step=2,
+        epoch=0,
+        model=nn.Linear(3, 2),
+        state={"optimizer": torch.optim.SGD(nn.Linear(3, 2).parameters(), lr=1).state_dict()},
+    )
+    two_groups = torch.optim.SGD(
+        [{"params": [nn.Parameter(torch.ones(1))]}, {"params": [nn.Parameter(torch.ones(1))]}], lr=1
+    )
+    with pytest.raises(
+        CheckpointError, match=r"saved optimizer has parameter groups of sizes \[2\], the SGD given has \[1, 1\]"
+    ):
         CheckpointManager(ckpt_dir).load_checkpoint(opt_state, nn.Linear(3, 2), two_groups)
 
 
 def test_gradscaler_state_round_trips(ckpt_dir):
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
-    path = CheckpointManager(ckpt_dir).save(step=1, epoch=0, model=nn.Linear(1, 1), state={"scaler": scaler.state_dict()})
+    path = CheckpointManager(ckpt_dir).save(
+        step=1, epoch=0, model=nn.Linear(1, 1), state={"scaler": scaler.state_dict()}
+    )
     other = torch.amp.GradScaler("cpu")
     CheckpointManager(ckpt_dir).load_checkpoint(path, nn.Linear(1, 1), scaler=other)
     assert other.state_dict()["scale"] == 1024.0 and other.state_dict()["growth_interval"] == 7
@@ -213,7 +244,8 @@ def test_torch_save_file_in_place_of_weights_is_refused_as_pickle(ckpt_dir, tmp_
     torch.save({"weight": torch.ones(2, 2), "bias": torch.ones(2)}, tmp_path / "w.pt")
     _plant(path, "model.safetensors", (tmp_path / "w.pt").read_bytes(), fix_manifest=True)
     assert verify_checkpoint(path) == [
-        "model.safetensors: not a safetensors file (it is a zip archive, which is what torch.save writes around a pickle); "
+        "model.safetensors: not a safetensors file "
+        "(it is a zip archive, which is what torch.save writes around a pickle); "
         "pickle and torch.save files are refused because unpickling one can run arbitrary code"
     ]
     with pytest.raises(CheckpointError, match=r"model.safetensors: not a safetensors file \(it is a zip archive"):

@@ -63,7 +63,7 @@ def test_mode_max_and_monitor_spellings(ckpt_dir):
     m = CheckpointManager(ckpt_dir, keep_best_k=1, keep_last_n=1, monitor="val_acc", mode="max")
     assert m.monitor == "val/acc"
     _save(m, 1, **{"val/acc": 0.9})
-    _save(m, 2, **{"val_acc": 0.95})  # the underscore spelling counts too
+    _save(m, 2, val_acc=0.95)  # the underscore spelling counts too
     _save(m, 3, **{"val/acc": 0.5})
     _save(m, 4, **{"val/acc": 0.6})
     assert _steps(m) == [2, 4]
@@ -98,7 +98,10 @@ def test_damaged_folders_are_not_pruned(ckpt_dir):
     _save(m, 2)
     _save(m, 3)
     assert _steps(m) == [3]  # the damaged one is hidden from the default listing...
-    assert [(c.step, c.complete) for c in m.list_checkpoints(include_invalid=True)] == [(1, False), (3, True)]  # ...but still there
+    assert [(c.step, c.complete) for c in m.list_checkpoints(include_invalid=True)] == [
+        (1, False),
+        (3, True),
+    ]  # ...but still there
 
 
 def test_resaving_a_step_replaces_it(ckpt_dir, h):
@@ -121,7 +124,9 @@ def test_a_fresh_manager_discovers_checkpoints_and_cleans_leftovers(ckpt_dir, h)
     fresh = CheckpointManager(ckpt_dir, keep_best_k=1, keep_last_n=2)
     infos = fresh.list_checkpoints()
     assert [(c.step, c.epoch, c.metric, c.is_best, c.is_latest) for c in infos] == [
-        (20, 2, 1.0, True, False), (30, 3, 3.0, False, False), (40, 4, 4.0, False, True),
+        (20, 2, 1.0, True, False),
+        (30, 3, 3.0, False, False),
+        (40, 4, 4.0, False, True),
     ]
     assert all(c.size_bytes > 0 and c.complete for c in infos)
     assert h.listing(ckpt_dir) == ["ckpt-000000020", "ckpt-000000030", "ckpt-000000040", "index.json"]
@@ -138,7 +143,8 @@ def test_index_json_lists_the_checkpoints_and_is_rebuilt_from_the_folders(ckpt_d
     index = json.loads((ckpt_dir / "index.json").read_text())
     assert index["monitor"] == "val/loss" and index["mode"] == "min"
     assert [(e["name"], e["step"], e["metric"], e["is_best"], e["is_latest"]) for e in index["checkpoints"]] == [
-        ("ckpt-000000001", 1, 1.0, True, False), ("ckpt-000000003", 3, 3.0, False, True),
+        ("ckpt-000000001", 1, 1.0, True, False),
+        ("ckpt-000000003", 3, 3.0, False, True),
     ]
     assert all(e["size_bytes"] > 0 and e["tags"] == [] and e["epoch"] == 0 for e in index["checkpoints"])
 
@@ -146,7 +152,9 @@ def test_index_json_lists_the_checkpoints_and_is_rebuilt_from_the_folders(ckpt_d
     CheckpointManager(ckpt_dir)
     assert json.loads((ckpt_dir / "index.json").read_text())["checkpoints"] == index["checkpoints"]
 
-    stale = dict(index, checkpoints=index["checkpoints"] + [dict(index["checkpoints"][0], name="ckpt-000000099", step=99)])
+    stale = dict(
+        index, checkpoints=index["checkpoints"] + [dict(index["checkpoints"][0], name="ckpt-000000099", step=99)]
+    )
     (ckpt_dir / "index.json").write_text(json.dumps(stale))
     assert _steps(CheckpointManager(ckpt_dir)) == [1, 3]  # the folders win
     assert [e["step"] for e in json.loads((ckpt_dir / "index.json").read_text())["checkpoints"]] == [1, 3]
@@ -187,9 +195,13 @@ def _training_state(seed=0):
 
 def test_async_save_equals_a_sync_save_of_the_same_moment(tmp_path, h):
     model, opt = _training_state()
-    sync_path = CheckpointManager(tmp_path / "sync").save(step=7, epoch=1, model=model, state={"optimizer": opt.state_dict()}, metrics={"val/loss": 0.3})
+    sync_path = CheckpointManager(tmp_path / "sync").save(
+        step=7, epoch=1, model=model, state={"optimizer": opt.state_dict()}, metrics={"val/loss": 0.3}
+    )
     manager = CheckpointManager(tmp_path / "async")
-    handle = manager.save_async(step=7, epoch=1, model=model, state={"optimizer": opt.state_dict()}, metrics={"val/loss": 0.3})
+    handle = manager.save_async(
+        step=7, epoch=1, model=model, state={"optimizer": opt.state_dict()}, metrics={"val/loss": 0.3}
+    )
     # Training goes on at once: the checkpoint must hold the state at the call, not after this.
     with torch.no_grad():
         for p in model.parameters():
@@ -205,7 +217,7 @@ def test_async_save_equals_a_sync_save_of_the_same_moment(tmp_path, h):
 
 
 def test_async_write_error_surfaces_at_wait_and_previous_checkpoints_survive(ckpt_dir, monkeypatch, h):
-    model, opt = _training_state()
+    model, _ = _training_state()
     manager = CheckpointManager(ckpt_dir)
     good = manager.save(step=1, epoch=0, model=model)
 
@@ -214,7 +226,10 @@ def test_async_write_error_surfaces_at_wait_and_previous_checkpoints_survive(ckp
 
     monkeypatch.setattr(fmt, "_save_tensors", disk_full)
     handle = manager.save_async(step=2, epoch=0, model=model)
-    with pytest.raises(CheckpointError, match="cannot write checkpoint .*ckpt-000000002: No space left on device — previous checkpoints are intact"):
+    with pytest.raises(
+        CheckpointError,
+        match="cannot write checkpoint .*ckpt-000000002: No space left on device — previous checkpoints are intact",
+    ):
         handle.wait()
     monkeypatch.undo()
     assert _steps(manager) == [1] and manager.verify(good) == []
@@ -224,7 +239,9 @@ def test_async_write_error_surfaces_at_wait_and_previous_checkpoints_survive(ckp
 def test_an_unseen_async_failure_is_raised_by_the_next_save(ckpt_dir, monkeypatch, h):
     model, _ = _training_state()
     manager = CheckpointManager(ckpt_dir)
-    monkeypatch.setattr(fmt, "_save_tensors", lambda path, tensors: (_ for _ in ()).throw(OSError(13, "Permission denied")))
+    monkeypatch.setattr(
+        fmt, "_save_tensors", lambda path, tensors: (_ for _ in ()).throw(OSError(13, "Permission denied"))
+    )
     manager.save_async(step=1, epoch=0, model=model)
     manager.wait_quietly()
     monkeypatch.undo()

@@ -15,9 +15,20 @@ import pytest
 from trainengine.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--dataset", "digits", "--output-dir", "out", "--set", "tracking.progress=off",
-        "--set", "checkpointing.enabled=true", "--set", "checkpointing.save_every_n_steps=3",
-        "--set", "checkpointing.save_every_n_epochs=null"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--output-dir",
+    "out",
+    "--set",
+    "tracking.progress=off",
+    "--set",
+    "checkpointing.enabled=true",
+    "--set",
+    "checkpointing.save_every_n_steps=3",
+    "--set",
+    "checkpointing.save_every_n_epochs=null",
+]
 
 
 @pytest.fixture
@@ -72,10 +83,29 @@ def _logged_a_training_step(logs: Path) -> bool:
 
 @pytest.mark.slow
 def test_sigterm_from_outside_exits_143_with_an_emergency_checkpoint(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "trainengine", "train", "--config", str(REPO / "configs" / "lm_tiny.yaml"),
-           "--max-steps", "5000", "--output-dir", str(tmp_path), "--run-name", "long",
-           "--set", "tracking.progress=plain", "--set", "data.max_corpus_bytes=200000"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainengine",
+        "train",
+        "--config",
+        str(REPO / "configs" / "lm_tiny.yaml"),
+        "--max-steps",
+        "5000",
+        "--output-dir",
+        str(tmp_path),
+        "--run-name",
+        "long",
+        "--set",
+        "tracking.progress=plain",
+        "--set",
+        "data.max_corpus_bytes=200000",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     run_dir = tmp_path / "lm-tiny" / "long"
     # Poll (with a deadline) until the first training record is logged: the run is some steps in.
@@ -91,7 +121,7 @@ def test_sigterm_from_outside_exits_143_with_an_emergency_checkpoint(tmp_path):
         proc.communicate()
         raise
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert "emergency checkpoint" in err
     ckpts = list((run_dir / "checkpoints").glob("ckpt-*"))
@@ -108,7 +138,9 @@ def test_logs_command_filters_metrics(in_tmp, capsys):
     assert main(["logs", str(run_dir), "--filter", "train/loss", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     # Logging steps (every 10) plus the checkpoint steps (every 3), which flush the running loss.
-    assert {10, 20} <= {r["step"] for r in rows} and all(set(r) == {"step", "epoch", "type", "train/loss"} for r in rows)
+    assert {10, 20} <= {r["step"] for r in rows} and all(
+        set(r) == {"step", "epoch", "type", "train/loss"} for r in rows
+    )
     assert main(["logs", str(run_dir), "--type", "eval"]) == 0
     assert "val/accuracy" in capsys.readouterr().out
     assert main(["logs", str(in_tmp / "nowhere")]) == 2

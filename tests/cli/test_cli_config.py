@@ -70,7 +70,9 @@ def test_config_show_prints_yaml_that_loads_back(capsys, tmp_path):
 
 
 def test_config_show_json_with_a_file(capsys, good_yaml):
-    code, out, err = _run(capsys, "config", "show", "--config", str(good_yaml), "--format", "json", "-s", "training.seed=5")
+    code, out, err = _run(
+        capsys, "config", "show", "--config", str(good_yaml), "--format", "json", "-s", "training.seed=5"
+    )
     assert code == 0, err
     cfg = TrainingConfig.from_dict(json.loads(out))
     assert (cfg.epochs, cfg.learning_rate, cfg.training.seed, cfg.data.dataset) == (2, 0.01, 5, "digits")
@@ -83,7 +85,7 @@ def test_config_show_without_anything_prints_the_defaults(capsys):
 
 
 def test_config_show_unknown_format_is_a_user_error(capsys):
-    code, out, err = _run(capsys, "config", "show", "--format", "xml")
+    code, _, err = _run(capsys, "config", "show", "--format", "xml")
     assert code == 2
     assert "xml" in err and "yaml" in err and "json" in err
 
@@ -168,7 +170,12 @@ def test_usage_errors_exit_two(capsys):
 
 
 def _entry(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH")])
+        ),
+    }
     return subprocess.run(
         [sys.executable, "-m", "trainengine", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )

@@ -13,10 +13,26 @@ import pytest
 
 from trainengine.cli.main import main
 
-TINY = ["--dataset", "digits", "--output-dir", "runs", "--set", "tracking.progress=off", "--max-steps", "30",
-        "--set", "training.eval_interval_steps=10", "--set", "checkpointing.enabled=true",
-        "--set", "checkpointing.save_every_n_steps=10", "--set", "checkpointing.save_every_n_epochs=null",
-        "--set", "tracking.notes=<script>alert(1)</script>"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--output-dir",
+    "runs",
+    "--set",
+    "tracking.progress=off",
+    "--max-steps",
+    "30",
+    "--set",
+    "training.eval_interval_steps=10",
+    "--set",
+    "checkpointing.enabled=true",
+    "--set",
+    "checkpointing.save_every_n_steps=10",
+    "--set",
+    "checkpointing.save_every_n_epochs=null",
+    "--set",
+    "tracking.notes=<script>alert(1)</script>",
+]
 
 
 @pytest.fixture
@@ -41,14 +57,28 @@ def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if found := shutil.which(name):
             return found
-    pytest.fail("headless Chromium not found on PATH (chromium, chromium-browser, google-chrome); "
-                "run scripts/system-deps.sh as root, or: apt-get install --no-install-recommends chromium", pytrace=False)
+    pytest.fail(
+        "headless Chromium not found on PATH (chromium, chromium-browser, google-chrome); "
+        "run scripts/system-deps.sh as root, or: apt-get install --no-install-recommends chromium",
+        pytrace=False,
+    )
 
 
 def test_report_renders_in_headless_chromium_with_loaded_images(report, tmp_path):
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-           "--virtual-time-budget=5000", "--dump-dom", report.as_uri()]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        report.as_uri(),
+    ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     assert 'data-images-ok="yes"' in dom
     assert int(dom.split('data-images="')[1].split('"')[0]) >= 3

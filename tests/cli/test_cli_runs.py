@@ -6,8 +6,18 @@ import pytest
 
 from trainengine.cli.main import main
 
-TINY = ["--dataset", "digits", "--output-dir", "runs", "--set", "tracking.progress=off", "--max-steps", "20",
-        "--set", "training.eval_interval_steps=10"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--output-dir",
+    "runs",
+    "--set",
+    "tracking.progress=off",
+    "--max-steps",
+    "20",
+    "--set",
+    "training.eval_interval_steps=10",
+]
 
 
 @pytest.fixture

@@ -13,7 +13,18 @@ from trainengine.cli.main import main
 from trainengine.config import TrainingConfig, get_preset
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--dataset", "digits", "--epochs", "1", "--output-dir", "tmp", "--set", "training.max_steps=5", "--set", "tracking.progress=plain"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--epochs",
+    "1",
+    "--output-dir",
+    "tmp",
+    "--set",
+    "training.max_steps=5",
+    "--set",
+    "tracking.progress=plain",
+]
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:
@@ -74,7 +85,12 @@ def test_train_writes_a_complete_run_directory(capsys, in_tmp, captured):
     # config.yaml is what ran, minus the run name (so re-running it as is gets a new run folder).
     (ran,) = captured
     saved = TrainingConfig.load(run_dir / "config.yaml")
-    assert (saved.training.max_steps, saved.epochs, saved.data.dataset, saved.tracking.run_name) == (5, 1, "digits", None)
+    assert (saved.training.max_steps, saved.epochs, saved.data.dataset, saved.tracking.run_name) == (
+        5,
+        1,
+        "digits",
+        None,
+    )
     saved.tracking.run_name = "r1"
     assert saved == ran
     code, _, err = _run(capsys, "train", "--config", str(run_dir / "config.yaml"))
@@ -87,7 +103,7 @@ def test_same_run_name_twice_is_refused(capsys, in_tmp):
     code, _, err = _run(capsys, "train", *TINY, "--run-name", "twice")
     assert code == 0, err
     before = (in_tmp / "tmp" / "default" / "twice" / "run.json").read_text(encoding="utf-8")
-    code, out, err = _run(capsys, "train", *TINY, "--run-name", "twice")
+    code, _, err = _run(capsys, "train", *TINY, "--run-name", "twice")
     assert code == 2
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1
@@ -95,6 +111,39 @@ def test_same_run_name_twice_is_refused(capsys, in_tmp):
     assert "Traceback" not in err
     # The first run is left alone.
     assert (in_tmp / "tmp" / "default" / "twice" / "run.json").read_text(encoding="utf-8") == before
+
+
+@pytest.mark.parametrize(
+    ("output_dir", "blocked"),
+    [
+        ("ro/runs", "ro/runs"),  # the output folder cannot be created
+        ("ro", "ro/default"),  # it exists, but its experiment folder cannot be created
+        ("out", "out/default/r"),  # the experiment folder exists, the run's folder cannot be created
+    ],
+)
+def test_unwritable_output_dir_is_one_error_line_naming_the_folder(
+    capsys, caplog, in_tmp, permissions_enforced, output_dir, blocked
+):
+    """Issue 10 item 2: was rc 1 with an OSError traceback (and more from the callbacks' on_exception)."""
+    (in_tmp / "ro").mkdir()
+    (in_tmp / "out" / "default").mkdir(parents=True)
+    for folder in (in_tmp / "ro", in_tmp / "out" / "default"):
+        folder.chmod(0o555)
+    before = sorted(in_tmp.rglob("*"))
+    try:
+        with permissions_enforced():  # a 0o555 folder refuses writes even to root (tests/_permissions.py)
+            code, out, err = _run(capsys, "train", *TINY, "--output-dir", output_dir, "--run-name", "r")
+    finally:
+        for folder in (in_tmp / "ro", in_tmp / "out" / "default"):
+            folder.chmod(0o755)
+    assert code == 2, err
+    assert "Traceback" not in out + err
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, err
+    assert f"{blocked}: Permission denied" in error_lines[0]  # the folder that refused, as the user named it
+    assert "--output-dir" in error_lines[0]  # and says what to change
+    assert sorted(in_tmp.rglob("*")) == before  # nothing written anywhere
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", ""])
@@ -112,12 +161,24 @@ def test_experiment_name_is_validated_too(capsys, in_tmp, no_training):
     assert code == 2 and "tracking.experiment_name" in err
 
 
-@pytest.mark.skipif(not (REPO / "configs" / "digits_mlp.yaml").is_file(), reason="configs/digits_mlp.yaml not there yet")
+@pytest.mark.skipif(
+    not (REPO / "configs" / "digits_mlp.yaml").is_file(), reason="configs/digits_mlp.yaml not there yet"
+)
 def test_train_with_the_example_digits_config(capsys, in_tmp, captured):
     config = REPO / "configs" / "digits_mlp.yaml"
     code, _, err = _run(
-        capsys, "train", "--config", str(config), "--max-steps", "3", "--output-dir", "tmp", "--run-name", "ex",
-        "--set", "tracking.progress=plain",
+        capsys,
+        "train",
+        "--config",
+        str(config),
+        "--max-steps",
+        "3",
+        "--output-dir",
+        "tmp",
+        "--run-name",
+        "ex",
+        "--set",
+        "tracking.progress=plain",
     )
     assert code == 0, err
     run_dir = in_tmp / "tmp" / TrainingConfig.load(config).tracking.experiment_name / "ex"
@@ -136,9 +197,20 @@ def test_cli_precedence_flags_over_set_over_file_over_preset(capsys, in_tmp, no_
         encoding="utf-8",
     )
     code, _, err = _run(
-        capsys, "train", "--preset", "baseline", "--config", "run.yaml",
-        "--set", "training.epochs=6", "--set", "training.batch_size=7",
-        "--epochs", "9", "--lr", "0.05",
+        capsys,
+        "train",
+        "--preset",
+        "baseline",
+        "--config",
+        "run.yaml",
+        "--set",
+        "training.epochs=6",
+        "--set",
+        "training.batch_size=7",
+        "--epochs",
+        "9",
+        "--lr",
+        "0.05",
     )
     assert code == 0, err
     (cfg,) = no_training
@@ -152,13 +224,38 @@ def test_cli_precedence_flags_over_set_over_file_over_preset(capsys, in_tmp, no_
 
 def test_every_common_flag_lands_in_its_field(capsys, in_tmp, no_training):
     code, _, err = _run(
-        capsys, "train", "--learning-rate", "0.003", "--batch-size", "6", "--epochs", "2", "--max-steps", "8",
-        "--experiment-name", "exp", "--run-name", "rn", "--seed", "3", "--dataset", "diabetes", "--device", "cpu",
-        "--output-dir", "out",
+        capsys,
+        "train",
+        "--learning-rate",
+        "0.003",
+        "--batch-size",
+        "6",
+        "--epochs",
+        "2",
+        "--max-steps",
+        "8",
+        "--experiment-name",
+        "exp",
+        "--run-name",
+        "rn",
+        "--seed",
+        "3",
+        "--dataset",
+        "diabetes",
+        "--device",
+        "cpu",
+        "--output-dir",
+        "out",
     )
     assert code == 0, err
     (cfg,) = no_training
-    assert (cfg.learning_rate, cfg.batch_size, cfg.epochs, cfg.training.max_steps, cfg.training.seed) == (0.003, 6, 2, 8, 3)
+    assert (cfg.learning_rate, cfg.batch_size, cfg.epochs, cfg.training.max_steps, cfg.training.seed) == (
+        0.003,
+        6,
+        2,
+        8,
+        3,
+    )
     assert (cfg.tracking.experiment_name, cfg.tracking.run_name, cfg.tracking.output_dir) == ("exp", "rn", "out")
     assert (cfg.data.dataset, cfg.training.device) == ("diabetes", "cpu")
 

@@ -32,7 +32,10 @@ def test_every_preset_builds_and_validates(name):
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
 def test_every_preset_also_builds_with_its_hyphenated_name(name):
-    assert TrainingConfigBuilder.from_preset(name.replace("_", "-")).build() == getattr(TrainingConfigBuilder, name)().build()
+    assert (
+        TrainingConfigBuilder.from_preset(name.replace("_", "-")).build()
+        == getattr(TrainingConfigBuilder, name)().build()
+    )
 
 
 def test_quick_prototype_is_short_small_and_cheap():
@@ -114,7 +117,7 @@ def test_fluent_setters_return_the_builder_and_land_in_their_sections():
         .with_data(dataset="digits")
         .with_model(architecture="mlp", hidden_dims=[16])
         .with_lora(lora_r=4)
-        .with_distributed(backend="gloo")
+        .with_distributed(strategy="none")  # the only non-default a distributed field takes today
         .with_export(formats=["onnx"])
         .with_monitoring(gradient_check_interval=3)
         .build()
@@ -127,7 +130,7 @@ def test_fluent_setters_return_the_builder_and_land_in_their_sections():
     assert cfg.data.dataset == "digits"
     assert cfg.model.hidden_dims == [16]
     assert cfg.lora.lora_r == 4
-    assert cfg.distributed.backend == "gloo"
+    assert cfg.distributed.strategy == "none"
     assert cfg.export.formats == ["onnx"]
     assert cfg.monitoring.gradient_check_interval == 3
 
@@ -159,7 +162,12 @@ def test_with_optimizer_gradient_accumulation_lands_in_training():
 
 
 def test_cross_section_routes_are_explicit():
-    cfg = TrainingConfigBuilder().with_training(weight_decay=0.2, warmup_steps=4).with_optimizer(max_grad_norm=0.5).build()
+    cfg = (
+        TrainingConfigBuilder()
+        .with_training(weight_decay=0.2, warmup_steps=4)
+        .with_optimizer(max_grad_norm=0.5)
+        .build()
+    )
     assert cfg.optimizer.weight_decay == 0.2
     assert cfg.scheduler.warmup_steps == 4
     assert cfg.training.max_grad_norm == 0.5
@@ -207,7 +215,12 @@ def test_unknown_section_lists_the_sections():
 
 
 def test_build_validates_everything():
-    b = TrainingConfigBuilder().with_training(learning_rate=-1, max_steps=5).with_scheduler(warmup_steps=2).with_model(n_heads=0)
+    b = (
+        TrainingConfigBuilder()
+        .with_training(learning_rate=-1, max_steps=5)
+        .with_scheduler(warmup_steps=2)
+        .with_model(n_heads=0)
+    )
     with pytest.raises(ConfigError) as info:
         b.build()
     joined = "\n".join(info.value.problems)
@@ -226,7 +239,11 @@ def test_builder_state_does_not_leak_into_built_configs():
 
 def test_from_config_and_with_overrides():
     base = TrainingConfigBuilder.low_memory().build()
-    cfg = TrainingConfigBuilder.from_config(base).with_overrides({"learning_rate": 3e-4, "data": {"max_length": 32}}).build()
+    cfg = (
+        TrainingConfigBuilder.from_config(base)
+        .with_overrides({"learning_rate": 3e-4, "data": {"max_length": 32}})
+        .build()
+    )
     assert cfg.learning_rate == 3e-4
     assert cfg.data.max_length == 32
     assert cfg.gradient_accumulation_steps == 8  # kept from the source config
@@ -248,7 +265,9 @@ def test_from_file(tmp_path):
 def test_seed_flat_accessors_read_from_their_sections():
     cfg = (
         TrainingConfigBuilder()
-        .with_training(learning_rate=2e-4, batch_size=12, epochs=7, gradient_accumulation_steps=3, deterministic=True, max_steps=40)
+        .with_training(
+            learning_rate=2e-4, batch_size=12, epochs=7, gradient_accumulation_steps=3, deterministic=True, max_steps=40
+        )
         .with_data(max_length=48)
         .build()
     )

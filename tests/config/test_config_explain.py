@@ -12,7 +12,9 @@ BY_PATH = {row["path"]: row for row in ROWS}
 
 
 def _all_fields():
-    return [(section, name, info) for section, model in SECTION_TYPES.items() for name, info in model.model_fields.items()]
+    return [
+        (section, name, info) for section, model in SECTION_TYPES.items() for name, info in model.model_fields.items()
+    ]
 
 
 def test_every_field_of_every_section_has_one_row():

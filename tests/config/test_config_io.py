@@ -16,7 +16,9 @@ def _rich_config() -> TrainingConfig:
     """Non-default values in many sections, including lists, None and floats that YAML mangles easily."""
     return (
         TrainingConfigBuilder.production()
-        .with_training(learning_rate=5e-4, batch_size=8, max_steps=123, deterministic=True, monitor="val/loss", max_grad_norm=None)
+        .with_training(
+            learning_rate=5e-4, batch_size=8, max_steps=123, deterministic=True, monitor="val/loss", max_grad_norm=None
+        )
         .with_optimizer(eps=1e-7, name="adam")
         .with_scheduler(warmup_steps=10, warmup_ratio=0.0, min_lr_ratio=0.05)
         .with_data(dataset="pystdlib", max_length=64, max_train_samples=1000)
@@ -112,8 +114,19 @@ def test_to_dict_is_plain_json_and_round_trips_through_from_dict():
     data = cfg.to_dict()
     text = json.dumps(data)  # no custom encoder needed
     assert set(data) == {
-        "training", "optimizer", "scheduler", "checkpointing", "tracking", "data",
-        "model", "lora", "distributed", "export", "monitoring", "registry", "plugins",
+        "training",
+        "optimizer",
+        "scheduler",
+        "checkpointing",
+        "tracking",
+        "data",
+        "model",
+        "lora",
+        "distributed",
+        "export",
+        "monitoring",
+        "registry",
+        "plugins",
     }
     assert data["training"]["learning_rate"] == 5e-4
     assert TrainingConfig.from_dict(json.loads(text)) == cfg
@@ -124,7 +137,7 @@ def test_to_dict_is_plain_json_and_round_trips_through_from_dict():
 
 def test_from_dict_refuses_a_non_mapping():
     with pytest.raises(ConfigError, match="mapping"):
-        TrainingConfig.from_dict([1, 2])  # type: ignore[arg-type]
+        TrainingConfig.from_dict([1, 2])  # type: ignore[arg-type]  # the wrong type is the point of the test
 
 
 # -- load errors -----------------------------------------------------------------------------------
@@ -216,13 +229,13 @@ def test_read_config_file_returns_the_raw_mapping(tmp_path):
     assert read_config_file(path) == {"training": {"epochs": 4}}
 
 
-@pytest.mark.skipif(os.name == "nt" or os.geteuid() == 0, reason="permissions are not enforced")
-def test_load_unreadable_file_is_a_config_error(tmp_path):
+@pytest.mark.skipif(os.name == "nt", reason="permissions are not enforced")
+def test_load_unreadable_file_is_a_config_error(tmp_path, permissions_enforced):
     path = tmp_path / "secret.yaml"
     path.write_text("training: {}\n", encoding="utf-8")
     path.chmod(0)
     try:
-        with pytest.raises(ConfigError, match="cannot read"):
+        with permissions_enforced(), pytest.raises(ConfigError, match="cannot read"):  # binds root too
             TrainingConfig.load(path)
     finally:
         path.chmod(0o600)

@@ -202,4 +202,6 @@ def test_a_higher_layer_warmup_form_replaces_the_presets():
 def test_unknown_dataset_is_caught_with_the_config():
     with pytest.raises(ConfigError) as info:
         TrainingConfig(data={"dataset": "digitz"})
-    assert info.value.problems == ["data.dataset: unknown dataset 'digitz' — available: diabetes, digits, pystdlib; did you mean 'digits'?"]
+    assert info.value.problems == [
+        "data.dataset: unknown dataset 'digitz' — available: diabetes, digits, pystdlib; did you mean 'digits'?"
+    ]

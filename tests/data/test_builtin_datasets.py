@@ -98,7 +98,10 @@ def test_digits_shapes_dtypes_sizes():
     s = load_builtin("digits", val_fraction=0.2, seed=0)
     info = s.info
     assert (info.task_type, info.input_dim, info.num_classes, info.input_shape) == (
-        "classification", 64, 10, (64,),
+        "classification",
+        64,
+        10,
+        (64,),
     )
     # sklearn puts ceil(test_size * n) samples in the test split; 1797 digits ship with sklearn.
     assert info.num_val == math.ceil(0.2 * 1797) == len(s.val)
@@ -113,7 +116,7 @@ def test_digits_shapes_dtypes_sizes():
 
 def test_digits_splits_partition_the_sklearn_data_with_matching_labels():
     bunch = load_digits()
-    truth = {(row / 16.0).astype(np.float32).tobytes(): int(t) for row, t in zip(bunch.data, bunch.target)}
+    truth = {(row / 16.0).astype(np.float32).tobytes(): int(t) for row, t in zip(bunch.data, bunch.target, strict=True)}
     s = load_builtin("digits", seed=3)
     seen = []
     for ds in (s.train, s.val):
@@ -178,7 +181,10 @@ def test_diabetes_shapes_and_standardized_train_targets():
     s = load_builtin("diabetes", seed=0)
     info = s.info
     assert (info.task_type, info.input_dim, info.input_shape, info.num_classes) == (
-        "regression", 10, (10,), None,
+        "regression",
+        10,
+        (10,),
+        None,
     )
     assert info.num_train + info.num_val == 442
     x, y = s.train[0]
@@ -192,7 +198,7 @@ def test_diabetes_shapes_and_standardized_train_targets():
 def test_diabetes_targets_unscale_to_the_original_values():
     s = load_builtin("diabetes", seed=4)
     bunch = load_diabetes()
-    truth = {row.astype(np.float32).tobytes(): t for row, t in zip(bunch.data, bunch.target)}
+    truth = {row.astype(np.float32).tobytes(): t for row, t in zip(bunch.data, bunch.target, strict=True)}
     mean, std = s.info.target_mean, s.info.target_std
     train_truth = []
     for ds, is_train in ((s.train, True), (s.val, False)):
@@ -212,7 +218,7 @@ def test_diabetes_targets_unscale_to_the_original_values():
 
 def _stream(ds):
     """Rebuild the byte stream from consecutive windows (they share their boundary byte)."""
-    x0, y0 = ds[0]
+    x0 = ds[0][0]
     parts = [x0[:1]]
     for i in range(len(ds)):
         parts.append(ds[i][1])
@@ -223,7 +229,10 @@ def test_pystdlib_shapes_and_next_byte_labels():
     s = load_builtin("pystdlib", max_length=64, max_corpus_bytes=100_000)
     info = s.info
     assert (info.task_type, info.vocab_size, info.seq_len, info.input_shape) == (
-        "language_modeling", 256, 64, (64,),
+        "language_modeling",
+        256,
+        64,
+        (64,),
     )
     x, y = s.train[3]
     assert x.shape == y.shape == (64,)
@@ -231,7 +240,7 @@ def test_pystdlib_shapes_and_next_byte_labels():
     assert torch.equal(x[1:], y[:-1])  # labels are inputs shifted by one
     x_next, _ = s.train[4]
     assert x_next[0] == y[-1]  # non-overlapping windows, stride T, shared boundary byte
-    assert 0 <= int(x.min()) and int(x.max()) < 256
+    assert int(x.min()) >= 0 and int(x.max()) < 256
 
 
 def test_pystdlib_respects_budget_and_window_count():

@@ -39,7 +39,7 @@ def test_same_seed_same_order_different_seed_different_order():
     assert a == b
     assert a != c
     assert a[:5] != a[5:]  # reshuffled between epochs
-    assert sorted(sum(a[:5], [])) == list(range(40))  # each epoch is a permutation
+    assert sorted(i for batch in a[:5] for i in batch) == list(range(40))  # each epoch is a permutation
 
 
 def test_order_does_not_depend_on_the_global_rng():
@@ -142,7 +142,7 @@ def test_loader_batches_equal_item_by_item_batches():
     )
     plain = list(plain_loader)
     assert len(fast) == len(plain)
-    for a, b in zip(fast, plain):
+    for a, b in zip(fast, plain, strict=True):
         _same_batch(a, b)
         x, y = a
         assert x.shape == (len(x), 16) and x.dtype == torch.int64
@@ -224,9 +224,7 @@ def test_workers_are_seeded_reproducibly_and_distinctly():
 def test_workers_give_the_same_batches_as_the_main_process():
     s = load_builtin("digits", max_train_samples=200)
     main = list(build_dataloader(s.train, batch_size=32, shuffle=True, seed=9))
-    worker = list(
-        build_dataloader(s.train, batch_size=32, shuffle=True, seed=9, num_workers=2, deterministic=True)
-    )
+    worker = list(build_dataloader(s.train, batch_size=32, shuffle=True, seed=9, num_workers=2, deterministic=True))
     assert len(main) == len(worker)
-    for a, b in zip(main, worker):
+    for a, b in zip(main, worker, strict=True):
         _same_batch(a, b)

@@ -125,18 +125,13 @@ def test_unsupported_sample_type_is_a_data_error():
 
 def test_builtin_fingerprint_combines_both_splits():
     s = load_builtin("digits", max_train_samples=50, max_val_samples=20)
-    assert s.info.fingerprint == combine_fingerprints(
-        fingerprint_dataset(s.train), fingerprint_dataset(s.val)
-    )
+    assert s.info.fingerprint == combine_fingerprints(fingerprint_dataset(s.train), fingerprint_dataset(s.val))
     assert combine_fingerprints("a", "b") != combine_fingerprints("b", "a")
 
 
 def test_fingerprint_is_stable_across_processes():
     # A fresh interpreter with a different hash seed must give the same digest.
-    code = (
-        "from trainengine.data import load_builtin;"
-        "print(load_builtin('digits', seed=5).info.fingerprint)"
-    )
+    code = "from trainengine.data import load_builtin;print(load_builtin('digits', seed=5).info.fingerprint)"
     env = dict(os.environ, PYTHONHASHSEED="123")
     src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
     env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(src), env.get("PYTHONPATH", "")])

@@ -57,8 +57,9 @@ def test_generic_and_fast_paths_agree():
 
 def test_dict_samples_compare_input_ids_only():
     train = [{"input_ids": torch.tensor([i, i + 1]), "labels": torch.tensor([0, 0])} for i in range(10)]
-    val = [{"input_ids": torch.tensor([2, 3]), "labels": torch.tensor([9, 9])}] + [
-        {"input_ids": torch.tensor([50, 51]), "labels": torch.tensor([0, 0])}
+    val = [
+        {"input_ids": torch.tensor([2, 3]), "labels": torch.tensor([9, 9])},
+        {"input_ids": torch.tensor([50, 51]), "labels": torch.tensor([0, 0])},
     ]
     with pytest.warns(DataLeakageWarning):
         assert check_overlap(to_dataset(train), _Items(val)) == 1

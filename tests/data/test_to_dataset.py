@@ -59,9 +59,7 @@ def test_single_numpy_int_array_is_token_windows():
     assert x.tolist() == [0, 1, 2, 3] and y.tolist() == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize(
-    "bad", [torch.rand(3, 4), torch.arange(5), torch.zeros(2, 3, 4, dtype=torch.long)]
-)
+@pytest.mark.parametrize("bad", [torch.rand(3, 4), torch.arange(5), torch.zeros(2, 3, 4, dtype=torch.long)])
 def test_single_tensor_that_is_not_2d_integer_is_rejected(bad):
     with pytest.raises(DataError, match="2-D integer"):
         to_dataset(bad)

@@ -98,7 +98,9 @@ def _expected_exit(command: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _run_command(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str) -> None:
+def _run_command(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
     args = shlex.split(command, comments=True)[1:]
     cwd = Path.cwd()
     if any(arg.startswith("configs/") for arg in args):
@@ -112,7 +114,9 @@ def _run_command(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
         monkeypatch.chdir(cwd)
     out, err = capsys.readouterr()
     expected = _expected_exit(command)
-    assert code == expected, f"{where}: `{command}` exited with {code}, expected {expected}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
+    assert code == expected, (
+        f"{where}: `{command}` exited with {code}, expected {expected}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
+    )
     if expected == 2:
         # A documented user error: one line on stderr, never a traceback.
         assert "Traceback" not in err, f"{where}: `{command}` printed a traceback:\n{err}"
@@ -137,7 +141,9 @@ def docs_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
-def test_page_examples_run(page: Path, docs_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_page_examples_run(
+    page: Path, docs_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     namespace: dict[str, object] = {"__name__": f"docs.{page.stem}"}
     for block in parse_blocks(page):
         if block.skip:
@@ -145,7 +151,7 @@ def test_page_examples_run(page: Path, docs_tmp: Path, monkeypatch: pytest.Monke
         if block.lang == "python":
             # Pad so that tracebacks show the line numbers of the Markdown page.
             source = "\n" * (block.line - 1) + block.code
-            exec(compile(source, str(page), "exec"), namespace)  # noqa: S102 - running our own docs
+            exec(compile(source, str(page), "exec"), namespace)
         elif block.lang == "bash":
             for line_no, command in commands(block):
                 if _may_fail(command) or _is_slow(command):
@@ -164,8 +170,12 @@ SLOW_COMMANDS = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", SLOW_COMMANDS or [pytest.param(None, marks=pytest.mark.skip(reason="no slow commands"))])
-def test_slow_commands_run(command: str, docs_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "command", SLOW_COMMANDS or [pytest.param(None, marks=pytest.mark.skip(reason="no slow commands"))]
+)
+def test_slow_commands_run(
+    command: str, docs_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _run_command(command, docs_tmp, monkeypatch, capsys, "docs")
 
 
@@ -176,7 +186,9 @@ def test_every_page_has_a_runnable_example() -> None:
         if page.name == "config-reference.md":
             continue
         blocks = [b for b in parse_blocks(page) if not b.skip]
-        runnable = [b for b in blocks if b.lang == "python"] + [c for b in blocks if b.lang == "bash" for c in commands(b)]
+        runnable = [b for b in blocks if b.lang == "python"] + [
+            c for b in blocks if b.lang == "bash" for c in commands(b)
+        ]
         if not runnable:
             missing.append(page.name)
     assert not missing, f"pages without a runnable example: {missing}"
@@ -199,7 +211,9 @@ def _load_generator():
 def test_config_reference_is_fresh() -> None:
     generator = _load_generator()
     committed = (DOCS / "config-reference.md").read_text(encoding="utf-8")
-    assert committed == generator.render(), "docs/config-reference.md is stale: run `python docs/_generate.py` (or `make docs`)"
+    assert committed == generator.render(), (
+        "docs/config-reference.md is stale: run `python docs/_generate.py` (or `make docs`)"
+    )
 
 
 def test_config_reference_lists_every_field() -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainengine import CheckpointError, TaskSpec, Trainer, TrainEngineError
+from trainengine import CheckpointError, TaskSpec, TrainEngineError, Trainer
 from trainengine.engine import TrainingInterrupted
 from trainengine.models import MLP
 
@@ -43,7 +43,7 @@ def test_signal_finishes_the_step_saves_and_stops(make_config, blobs, signum, co
     assert exc.checkpoint_path is not None and exc.checkpoint_path.name.endswith("000000006")
     run_dir = exc.checkpoint_path.parent.parent
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
-    lines = [json.loads(x) for x in open(run_dir / "logs.jsonl")]
+    lines = [json.loads(x) for x in (run_dir / "logs.jsonl").read_text().splitlines()]
     assert any(r["type"] == "interrupt" and r["checkpoint"] for r in lines)
     # The emergency checkpoint resumes the run at step 6 and it completes.
     results = Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1], resume_from=run_dir)
@@ -123,15 +123,17 @@ class OOMAbove(nn.Module):
 
 
 def test_oom_split_keeps_the_gradients_of_the_full_batch(make_config, blobs):
-    base = dict(epochs=1, batch_size=16, max_grad_norm=None)
-    cfg_split = make_config(**base, oom_policy="split").with_data(shuffle=False).with_tracking(write_run_dir=False).build()
+    base = {"epochs": 1, "batch_size": 16, "max_grad_norm": None}
+    cfg_split = (
+        make_config(**base, oom_policy="split").with_data(shuffle=False).with_tracking(write_run_dir=False).build()
+    )
     split_model = OOMAbove(limit=4)
     results = Trainer(split_model, None, cfg_split, CLS3).train(blobs[0])
     assert results["steps"] == 10
     reference = OOMAbove(limit=1000)
     cfg_ref = make_config(**base).with_data(shuffle=False).with_tracking(write_run_dir=False).build()
     Trainer(reference, None, cfg_ref, CLS3).train(blobs[0])
-    for a, b in zip(split_model.parameters(), reference.parameters()):
+    for a, b in zip(split_model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -177,11 +179,22 @@ def test_nonfinite_halt_saves_the_last_good_state_and_stops(make_config, blobs):
 
 
 def test_nonfinite_rollback_reloads_lowers_lr_and_continues(make_config, blobs):
-    cfg = _ckpt_cfg(make_config, max_steps=20, nonfinite_policy="rollback", rollback_lr_factor=0.5, max_grad_norm=None, log_interval_steps=1).with_tracking(run_name="rb").build()
+    cfg = (
+        _ckpt_cfg(
+            make_config,
+            max_steps=20,
+            nonfinite_policy="rollback",
+            rollback_lr_factor=0.5,
+            max_grad_norm=None,
+            log_interval_steps=1,
+        )
+        .with_tracking(run_name="rb")
+        .build()
+    )
     model = NaNOnce({10})
     results = Trainer(model, None, cfg, CLS3).train(blobs[0], blobs[1])
     assert results["steps"] == 20
-    lines = [json.loads(x) for x in open(f"{results['run_dir']}/logs.jsonl")]
+    lines = [json.loads(x) for x in Path(f"{results['run_dir']}/logs.jsonl").read_text().splitlines()]
     rollbacks = [r for r in lines if r["type"] == "rollback"]
     assert len(rollbacks) == 1 and rollbacks[0]["step"] == 8 and rollbacks[0]["lr_factor"] == 0.5
     bad = [r for r in lines if r["type"] == "nonfinite"]
@@ -193,7 +206,11 @@ def test_nonfinite_rollback_reloads_lowers_lr_and_continues(make_config, blobs):
 
 
 def test_nonfinite_rollback_gives_up_after_max_rollbacks(make_config, blobs):
-    cfg = _ckpt_cfg(make_config, max_steps=20, nonfinite_policy="rollback", max_rollbacks=2, max_grad_norm=None).with_tracking(run_name="rb2").build()
+    cfg = (
+        _ckpt_cfg(make_config, max_steps=20, nonfinite_policy="rollback", max_rollbacks=2, max_grad_norm=None)
+        .with_tracking(run_name="rb2")
+        .build()
+    )
     model = NaNOnce(set(range(6, 1000)))  # every step from the 6th on is bad
     with pytest.raises(TrainEngineError, match="after 2 rollbacks"):
         Trainer(model, None, cfg, CLS3).train(blobs[0], blobs[1])
@@ -208,7 +225,9 @@ def _fail_second_save(monkeypatch):
     def save(self, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise CheckpointError(f"cannot write checkpoint: {os.strerror(errno.ENOSPC)} — previous checkpoints are intact")
+            raise CheckpointError(
+                f"cannot write checkpoint: {os.strerror(errno.ENOSPC)} — previous checkpoints are intact"
+            )
         return real(self, **kwargs)
 
     monkeypatch.setattr(CheckpointManager, "save", save)
@@ -230,7 +249,12 @@ def test_disk_full_stops_cleanly_and_keeps_earlier_checkpoints(make_config, blob
 
 def test_disk_full_can_be_configured_to_continue(make_config, blobs, monkeypatch):
     _fail_second_save(monkeypatch)
-    cfg = _ckpt_cfg(make_config, max_steps=20).with_checkpointing(on_save_error="continue").with_tracking(run_name="cont").build()
+    cfg = (
+        _ckpt_cfg(make_config, max_steps=20)
+        .with_checkpointing(on_save_error="continue")
+        .with_tracking(run_name="cont")
+        .build()
+    )
     results = Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1])
     assert results["steps"] == 20
 
@@ -238,7 +262,9 @@ def test_disk_full_can_be_configured_to_continue(make_config, blobs, monkeypatch
 def test_async_checkpoints_are_complete_and_resumable(make_config, blobs):
     from trainengine.checkpoint import CheckpointManager
 
-    cfg = _ckpt_cfg(make_config, max_steps=12).with_checkpointing(async_save=True).with_tracking(run_name="async").build()
+    cfg = (
+        _ckpt_cfg(make_config, max_steps=12).with_checkpointing(async_save=True).with_tracking(run_name="async").build()
+    )
     results = Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1])
     assert len(results["checkpoint_stall_seconds"]) == 3 and all(s > 0 for s in results["checkpoint_stall_seconds"])
     manager = CheckpointManager(Path(results["run_dir"]) / "checkpoints")

@@ -64,13 +64,23 @@ WORKER = textwrap.dedent(
 )
 
 
-def _run(tmp_path: Path, out: Path, kill_at: int = -1, kill_in_save: bool = False, resume: bool = False) -> subprocess.CompletedProcess:
+def _run(
+    tmp_path: Path, out: Path, kill_at: int = -1, kill_in_save: bool = False, resume: bool = False
+) -> subprocess.CompletedProcess:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH")])
+        ),
+    }
     return subprocess.run(
         [sys.executable, str(script), str(out), str(kill_at), "1" if kill_in_save else "0", "1" if resume else "0"],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import math
 
 import pytest
@@ -17,18 +18,14 @@ from trainengine.engine.schedules import (
 from trainengine.errors import CheckpointError, ConfigError
 
 
-def _optimizer(
-    lrs: tuple[float, ...] = (1.0,), kind: str = "sgd", **kwargs: object
-) -> torch.optim.Optimizer:
+def _optimizer(lrs: tuple[float, ...] = (1.0,), kind: str = "sgd", **kwargs: object) -> torch.optim.Optimizer:
     groups = [{"params": [torch.nn.Parameter(torch.zeros(2))], "lr": lr} for lr in lrs]
     if kind == "adamw":
         return torch.optim.AdamW(groups, **kwargs)
     return torch.optim.SGD(groups, **kwargs)
 
 
-def _curve(
-    handle: LRScheduleHandle, opt: torch.optim.Optimizer, num_steps: int
-) -> list[list[float]]:
+def _curve(handle: LRScheduleHandle, opt: torch.optim.Optimizer, num_steps: int) -> list[list[float]]:
     """The lr of each group used by updates 0 .. num_steps-1 (read before each update)."""
     out = []
     for _ in range(num_steps):
@@ -62,9 +59,7 @@ def _expected_decay(name: str, s: int, total: int, warmup: int, floor: float) ->
 def test_warmup_family_matches_formula(name: str, warmup: int) -> None:
     total, base, floor = 40, 0.3, 0.1
     opt = _optimizer((base,))
-    handle = build_scheduler(
-        opt, name=name, total_steps=total, warmup_steps=warmup, min_lr_ratio=floor
-    )
+    handle = build_scheduler(opt, name=name, total_steps=total, warmup_steps=warmup, min_lr_ratio=floor)
     got = _first(_curve(handle, opt, total))
     expected = [base * _expected_decay(name, s, total, warmup, floor) for s in range(total)]
     assert got == pytest.approx(expected, rel=1e-12, abs=0)
@@ -74,9 +69,7 @@ def test_warmup_family_matches_formula(name: str, warmup: int) -> None:
 def test_decay_endpoints_exact_and_floor_holds(name: str) -> None:
     total, warmup, base, floor = 25, 5, 2e-3, 0.05
     opt = _optimizer((base,))
-    handle = build_scheduler(
-        opt, name=name, total_steps=total, warmup_steps=warmup, min_lr_ratio=floor
-    )
+    handle = build_scheduler(opt, name=name, total_steps=total, warmup_steps=warmup, min_lr_ratio=floor)
     got = _first(_curve(handle, opt, total + 10))
     assert got[warmup] == base  # peak exactly, first update at the full lr
     assert max(got) == base and got.index(base) == warmup
@@ -99,7 +92,7 @@ def test_cosine_zero_floor_and_decreasing() -> None:
     got = _first(_curve(handle, opt, 11))
     assert got[0] == 1.0 and got[-1] == 0.0
     assert got[5] == pytest.approx(0.5)  # half-way through a half-cosine
-    assert all(a > b for a, b in zip(got, got[1:]))
+    assert all(a > b for a, b in itertools.pairwise(got))
 
 
 def test_single_post_warmup_step_runs_at_peak() -> None:
@@ -130,9 +123,7 @@ def test_per_group_base_lrs_respected() -> None:
     bases = (1.0, 0.01, 3e-4)
     total, warmup, floor = 30, 4, 0.2
     opt = _optimizer(bases)
-    handle = build_scheduler(
-        opt, name="cosine", total_steps=total, warmup_steps=warmup, min_lr_ratio=floor
-    )
+    handle = build_scheduler(opt, name="cosine", total_steps=total, warmup_steps=warmup, min_lr_ratio=floor)
     curve = _curve(handle, opt, total)
     for g, base in enumerate(bases):
         expected = [base * _expected_decay("cosine", s, total, warmup, floor) for s in range(total)]
@@ -143,9 +134,7 @@ def test_per_group_base_lrs_respected() -> None:
 # ---------------------------------------------------------------- validation
 def test_both_warmups_is_an_error() -> None:
     with pytest.raises(ConfigError, match="set only one"):
-        build_scheduler(
-            _optimizer(), name="cosine", total_steps=100, warmup_steps=5, warmup_ratio=0.1
-        )
+        build_scheduler(_optimizer(), name="cosine", total_steps=100, warmup_steps=5, warmup_ratio=0.1)
     with pytest.raises(ValueError):  # ConfigError is a ValueError
         resolve_warmup_steps(100, warmup_steps=5, warmup_ratio=0.1)
 
@@ -162,7 +151,7 @@ def test_warmup_not_shorter_than_total_is_an_error(kwargs: dict, needle: str) ->
 
 def test_unknown_name_lists_available() -> None:
     with pytest.raises(ConfigError) as info:
-        build_scheduler(_optimizer(), name="cosin", total_steps=10)  # type: ignore[arg-type]
+        build_scheduler(_optimizer(), name="cosin", total_steps=10)  # type: ignore[arg-type]  # a bad name on purpose
     for name in SCHEDULER_NAMES:
         assert name in str(info.value)
 
@@ -195,8 +184,12 @@ def test_one_cycle_curve_and_peak_location() -> None:
     total, pct, div, final_div, base = 100, 0.25, 25.0, 1e4, 0.4
     opt = _optimizer((base,))
     handle = build_scheduler(
-        opt, name="one_cycle", total_steps=total, one_cycle_pct_start=pct,
-        one_cycle_div_factor=div, one_cycle_final_div_factor=final_div,
+        opt,
+        name="one_cycle",
+        total_steps=total,
+        one_cycle_pct_start=pct,
+        one_cycle_div_factor=div,
+        one_cycle_final_div_factor=final_div,
     )
     got = _first(_curve(handle, opt, total))
     start, end = base / div, base / div / final_div
@@ -206,9 +199,7 @@ def test_one_cycle_curve_and_peak_location() -> None:
         return b + (a - b) * (1 + math.cos(math.pi * frac)) / 2
 
     expected = [
-        cos_anneal(start, base, s / peak)
-        if s <= peak
-        else cos_anneal(base, end, (s - peak) / (total - 1 - peak))
+        cos_anneal(start, base, s / peak) if s <= peak else cos_anneal(base, end, (s - peak) / (total - 1 - peak))
         for s in range(total)
     ]
     assert got == pytest.approx(expected, rel=1e-9)
@@ -242,17 +233,20 @@ def test_cyclic_matches_formula(mode: str) -> None:
     base, ratio, half, gamma = 1e-2, 0.1, 5, 0.97
     opt = _optimizer((base,))
     handle = build_scheduler(
-        opt, name="cyclic", total_steps=100, cycle_steps=half, cyclic_base_lr_ratio=ratio,
-        cyclic_mode=mode, cyclic_gamma=gamma,
+        opt,
+        name="cyclic",
+        total_steps=100,
+        cycle_steps=half,
+        cyclic_base_lr_ratio=ratio,
+        cyclic_mode=mode,
+        cyclic_gamma=gamma,
     )
     got = _first(_curve(handle, opt, 47))
     low = base * ratio
     for s, lr in enumerate(got):
         cycle = math.floor(1 + s / (2 * half))
         x = abs(s / half - 2 * cycle + 1)
-        scale = {
-            "triangular": 1.0, "triangular2": 1 / 2 ** (cycle - 1), "exp_range": gamma**s
-        }[mode]
+        scale = {"triangular": 1.0, "triangular2": 1 / 2 ** (cycle - 1), "exp_range": gamma**s}[mode]
         assert lr == pytest.approx(low + (base - low) * max(0.0, 1 - x) * scale, rel=1e-9), s
     assert got[0] == pytest.approx(low)
     peak = base if mode != "exp_range" else low + (base - low) * gamma**half
@@ -263,9 +257,7 @@ def test_cyclic_matches_formula(mode: str) -> None:
 def test_plateau_reduces_after_patience_non_improving_evals_not_before() -> None:
     base, patience = 0.5, 2
     opt = _optimizer((base, 0.05))
-    handle = build_scheduler(
-        opt, name="reduce_on_plateau", total_steps=100, plateau_patience=patience
-    )
+    handle = build_scheduler(opt, name="reduce_on_plateau", total_steps=100, plateau_patience=patience)
     assert handle.needs_metric
     seen = []
     for metric in [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]:
@@ -286,9 +278,7 @@ def test_plateau_improving_metric_never_reduces_and_mode_max() -> None:
         handle.step_eval(metric)
     assert handle.get_last_lr() == [0.1]
     opt = _optimizer((0.1,))
-    handle = build_scheduler(
-        opt, name="reduce_on_plateau", total_steps=100, plateau_patience=0, plateau_mode="max"
-    )
+    handle = build_scheduler(opt, name="reduce_on_plateau", total_steps=100, plateau_patience=0, plateau_mode="max")
     handle.step_eval(0.5)
     handle.step_eval(0.9)  # accuracy went up: fine
     assert handle.get_last_lr() == [0.1]
@@ -299,8 +289,13 @@ def test_plateau_improving_metric_never_reduces_and_mode_max() -> None:
 def test_plateau_floor_and_cooldown() -> None:
     opt = _optimizer((1.0,))
     handle = build_scheduler(
-        opt, name="reduce_on_plateau", total_steps=100, plateau_patience=0, plateau_cooldown=1,
-        plateau_factor=0.5, min_lr_ratio=0.2,
+        opt,
+        name="reduce_on_plateau",
+        total_steps=100,
+        plateau_patience=0,
+        plateau_cooldown=1,
+        plateau_factor=0.5,
+        min_lr_ratio=0.2,
     )
     lrs = []
     for _ in range(8):
@@ -312,9 +307,7 @@ def test_plateau_floor_and_cooldown() -> None:
 
 def test_plateau_warmup_and_evals_during_warmup_ignored() -> None:
     opt = _optimizer((1.0,))
-    handle = build_scheduler(
-        opt, name="reduce_on_plateau", total_steps=100, warmup_steps=3, plateau_patience=0
-    )
+    handle = build_scheduler(opt, name="reduce_on_plateau", total_steps=100, warmup_steps=3, plateau_patience=0)
     lrs = []
     for s in range(6):
         lrs.append(handle.get_last_lr()[0])
@@ -347,9 +340,7 @@ _RESUME_CASES = [
 ]
 
 
-def _drive(
-    handle: LRScheduleHandle, opt: torch.optim.Optimizer, start: int, stop: int
-) -> list[list[float]]:
+def _drive(handle: LRScheduleHandle, opt: torch.optim.Optimizer, start: int, stop: int) -> list[list[float]]:
     lrs = []
     for s in range(start, stop):
         lrs.append(handle.get_last_lr())
@@ -362,9 +353,7 @@ def _drive(
 
 @pytest.mark.parametrize(("name", "kwargs"), _RESUME_CASES)
 @pytest.mark.parametrize("restore_optimizer", [True, False])
-def test_state_dict_round_trip_continues_identically(
-    name: str, kwargs: dict, restore_optimizer: bool
-) -> None:
+def test_state_dict_round_trip_continues_identically(name: str, kwargs: dict, restore_optimizer: bool) -> None:
     total, cut = 40, 17
     opt_a = _optimizer((0.1, 0.02), kind="adamw")
     a = build_scheduler(opt_a, name=name, total_steps=total, **kwargs)

@@ -76,9 +76,20 @@ def test_trainer_with_accumulation_matches_large_batch_training(tmp_path):
 
     def run(batch, accum):
         cfg = (
-            TrainingConfigBuilder().with_training(epochs=2, batch_size=batch, gradient_accumulation_steps=accum, max_grad_norm=1.0, learning_rate=0.1, device="cpu")
-            .with_optimizer(name="sgd", momentum=0.9, weight_decay=0.0).with_scheduler(name="constant").with_data(shuffle=False)
-            .with_tracking(write_run_dir=False, progress="off").build()
+            TrainingConfigBuilder()
+            .with_training(
+                epochs=2,
+                batch_size=batch,
+                gradient_accumulation_steps=accum,
+                max_grad_norm=1.0,
+                learning_rate=0.1,
+                device="cpu",
+            )
+            .with_optimizer(name="sgd", momentum=0.9, weight_decay=0.0)
+            .with_scheduler(name="constant")
+            .with_data(shuffle=False)
+            .with_tracking(write_run_dir=False, progress="off")
+            .build()
         )
         torch.manual_seed(0)
         model = MLP(5, 3, hidden_dims=(7,), dropout=0.0)
@@ -86,7 +97,7 @@ def test_trainer_with_accumulation_matches_large_batch_training(tmp_path):
         return model
 
     a, b = run(16, 1), run(4, 4)
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
 
 
@@ -132,8 +143,10 @@ def test_training_steps_do_not_read_values_back_from_the_device(monkeypatch, tmp
 
     x, y = torch.randn(400, 4), torch.randint(0, 3, (400,))
     cfg = (
-        TrainingConfigBuilder().with_training(max_steps=40, batch_size=10, log_interval_steps=20, eval_every_epoch=False, device="cpu")
-        .with_tracking(write_run_dir=False, progress="off").build()
+        TrainingConfigBuilder()
+        .with_training(max_steps=40, batch_size=10, log_interval_steps=20, eval_every_epoch=False, device="cpu")
+        .with_tracking(write_run_dir=False, progress="off")
+        .build()
     )
     task = TaskSpec.classification("x", num_classes=3)
     calls = []

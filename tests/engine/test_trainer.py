@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +23,16 @@ def test_train_returns_documented_results_and_learns(make_config, blobs):
     cfg = make_config(epochs=3).build()
     model = MLP(4, 3, hidden_dims=(16,), dropout=0.0)
     results = Trainer(model, None, cfg, CLS3).train(blobs[0], blobs[1])
-    for key in ("best_val_loss", "best_metric", "history", "steps", "epochs", "stopped_early", "run_dir", "samples_per_second"):
+    for key in (
+        "best_val_loss",
+        "best_metric",
+        "history",
+        "steps",
+        "epochs",
+        "stopped_early",
+        "run_dir",
+        "samples_per_second",
+    ):
         assert key in results
     assert results["steps"] == 3 * math.ceil(160 / 16)
     assert results["epochs"] == 3
@@ -57,7 +67,9 @@ def test_eval_interval_and_max_steps(make_config, blobs):
 
 def test_early_stopping_stops_when_metric_does_not_improve(make_config, blobs):
     # A learning rate of ~0 keeps the metric flat, so patience runs out.
-    cfg = make_config(epochs=50, learning_rate=1e-12, early_stopping_patience=2).with_training(monitor="val/loss").build()
+    cfg = (
+        make_config(epochs=50, learning_rate=1e-12, early_stopping_patience=2).with_training(monitor="val/loss").build()
+    )
     results = Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1])
     assert results["stopped_early"] is True
     assert "early stopping" in results["stop_reason"]
@@ -71,7 +83,7 @@ def test_accepts_dataloader_tensors_and_lists(make_config, blobs):
     for train, val in [
         (DataLoader(TensorDataset(xt, yt), batch_size=8), TensorDataset(xv, yv)),
         ((xt, yt), (xv, yv)),
-        ([(x, y) for x, y in zip(xt, yt)], [(x, y) for x, y in zip(xv, yv)]),
+        ([(x, y) for x, y in zip(xt, yt, strict=True)], [(x, y) for x, y in zip(xv, yv, strict=True)]),
         ((xt.numpy(), yt.numpy()), None),
     ]:
         results = Trainer(MLP(4, 3), None, cfg, CLS3).train(train, val)
@@ -120,7 +132,7 @@ def test_nonfinite_steps_are_skipped_counted_logged_and_training_continues(make_
         assert torch.equal(seen[1][key], seen[2][key])
         assert not torch.equal(seen[2][key], seen[3][key])
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    lines = [json.loads(x) for x in open(f"{results['run_dir']}/logs.jsonl")]
+    lines = [json.loads(x) for x in Path(f"{results['run_dir']}/logs.jsonl").read_text().splitlines()]
     counts = [r["train/nonfinite_steps"] for r in lines if r.get("type") == "train"]
     assert counts[0] == 0 and counts[1] == 1 and counts[-1] == 2
 
@@ -135,7 +147,7 @@ def test_deterministic_runs_are_identical(make_config, blobs):
 
     (r1, m1), (r2, m2) = run(), run()
     assert [h["loss"] for h in r1["history"]["train"]] == [h["loss"] for h in r2["history"]["train"]]
-    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert not torch.are_deterministic_algorithms_enabled()  # restored after training
 
@@ -167,7 +179,17 @@ def test_callbacks_receive_events_in_order(make_config, blobs):
 
     cfg = make_config(epochs=1, batch_size=80).with_tracking(write_run_dir=False).build()
     Trainer(MLP(4, 3), None, cfg, CLS3, callbacks=[Recorder()]).train(blobs[0], blobs[1])
-    assert events == ["train_start", "epoch_start0", "before_opt", "step", "before_opt", "step", "eval", "epoch_end0", "train_end"]
+    assert events == [
+        "train_start",
+        "epoch_start0",
+        "before_opt",
+        "step",
+        "before_opt",
+        "step",
+        "eval",
+        "epoch_end0",
+        "train_end",
+    ]
 
 
 def test_unknown_callback_event_is_refused(make_config, blobs):
@@ -198,12 +220,12 @@ def test_run_directory_records_the_run(make_config, blobs):
     assert rerun.tracking.run_name is None  # a re-run as is gets a fresh run directory
     rerun.tracking.run_name = "r1"
     assert rerun == cfg
-    facts = json.load(open(f"{run_dir}/run.json"))
+    facts = json.loads(Path(f"{run_dir}/run.json").read_text())
     assert facts["status"] == "completed" and facts["end_time"] and facts["seed"] == cfg.training.seed
     assert facts["versions"]["torch"] == torch.__version__
     assert len(facts["data"]["train_fingerprint"]) == 64
     assert facts["results"]["steps"] == results["steps"]
-    lines = [json.loads(x) for x in open(f"{run_dir}/logs.jsonl")]
+    lines = [json.loads(x) for x in Path(f"{run_dir}/logs.jsonl").read_text().splitlines()]
     assert lines[0]["type"] == "start" and lines[-1]["type"] == "end"
     assert sum(1 for r in lines if r["type"] == "eval") == 2
     assert all("time" in r for r in lines)
@@ -222,11 +244,11 @@ def test_failed_run_is_marked_failed(make_config, blobs):
     cfg = make_config(max_steps=5).with_tracking(run_name="bad").build()
     with pytest.raises(RuntimeError, match="boom"):
         Trainer(MLP(4, 3), None, cfg, CLS3, callbacks=[Boom()]).train(blobs[0], blobs[1])
-    facts = json.load(open(cfg.tracking.output_dir + "/default/bad/run.json"))
+    facts = json.loads(Path(cfg.tracking.output_dir + "/default/bad/run.json").read_text())
     assert facts["status"] == "failed"
     assert "boom at step 2" in facts["error"] and facts["step"] == 2
     # Every log line written before the failure reached the file (the writer thread drains on error).
-    lines = [json.loads(x) for x in open(cfg.tracking.output_dir + "/default/bad/logs.jsonl")]
+    lines = [json.loads(x) for x in Path(cfg.tracking.output_dir + "/default/bad/logs.jsonl").read_text().splitlines()]
     assert lines[0]["type"] == "start"
     assert lines[-1]["type"] == "end" and lines[-1]["status"] == "failed" and "boom" in lines[-1]["error"]
 
@@ -241,7 +263,12 @@ def test_existing_run_name_is_refused(make_config, blobs):
 
 
 def test_lr_follows_the_configured_schedule(make_config, blobs):
-    cfg = make_config(max_steps=10, log_interval_steps=1).with_scheduler(name="linear", warmup_steps=0, min_lr_ratio=0.0).with_tracking(write_run_dir=False).build()
+    cfg = (
+        make_config(max_steps=10, log_interval_steps=1)
+        .with_scheduler(name="linear", warmup_steps=0, min_lr_ratio=0.0)
+        .with_tracking(write_run_dir=False)
+        .build()
+    )
     results = Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1])
     lrs = [h["lr"] for h in results["history"]["train"]]
     # After step s (1-based) the scheduler has moved to the lr of update s: 1e-2 * (1 - s/9).
@@ -254,14 +281,17 @@ def test_regression_and_language_modeling_builtins(tmp_path):
 
     for dataset, metric in (("diabetes", "val/r2"), ("pystdlib", "val/perplexity")):
         cfg = (
-            TrainingConfigBuilder().with_data(dataset=dataset, max_train_samples=64, max_val_samples=32, max_length=32)
+            TrainingConfigBuilder()
+            .with_data(dataset=dataset, max_train_samples=64, max_val_samples=32, max_length=32)
             .with_model(d_model=32, n_heads=2, max_seq_len=32)
             .with_training(max_steps=4, batch_size=8)
             .with_tracking(output_dir=str(tmp_path), progress="off")
             .build()
         )
         built = build_from_config(cfg)
-        results = Trainer(built.model, built.model_config, cfg, built.task_spec).train(built.splits.train, built.splits.val)
+        results = Trainer(built.model, built.model_config, cfg, built.task_spec).train(
+            built.splits.train, built.splits.val
+        )
         assert metric in results["final_metrics"]
         assert results["best_metric_name"] == "val/loss"
         if dataset == "pystdlib":
@@ -369,9 +399,14 @@ def test_a_one_shot_iterable_does_not_loop_forever(make_config, blobs):
         def __iter__(self):
             if not self.used:
                 self.used = True
-                yield from zip(blobs[0][0][:32], blobs[0][1][:32])
+                yield from zip(blobs[0][0][:32], blobs[0][1][:32], strict=True)
 
-    cfg = make_config(max_steps=100, eval_every_epoch=False).with_data(shuffle=False, check_overlap=False).with_tracking(write_run_dir=False).build()
+    cfg = (
+        make_config(max_steps=100, eval_every_epoch=False)
+        .with_data(shuffle=False, check_overlap=False)
+        .with_tracking(write_run_dir=False)
+        .build()
+    )
     with pytest.raises(DataError, match="no batches in epoch 1"):
         Trainer(MLP(4, 3), None, cfg, CLS3).train(DataLoader(Once(), batch_size=16))
 
@@ -385,7 +420,7 @@ def test_keyboard_interrupt_marks_the_run_interrupted(make_config, blobs):
     cfg = make_config(max_steps=10).with_tracking(run_name="ctrlc").build()
     with pytest.raises(KeyboardInterrupt):
         Trainer(MLP(4, 3), None, cfg, CLS3, callbacks=[CtrlC()]).train(blobs[0], blobs[1])
-    facts = json.load(open(cfg.tracking.output_dir + "/default/ctrlc/run.json"))
+    facts = json.loads(Path(cfg.tracking.output_dir + "/default/ctrlc/run.json").read_text())
     assert facts["status"] == "interrupted" and facts["step"] == 3
 
 
@@ -483,5 +518,7 @@ def test_cuda_fp16_with_grad_scaler_trains_checkpoints_and_resumes(make_config, 
     assert results["precision"] == "fp16" and results["steps"] == 12
     assert results["best_metric"] > 0.5
     cfg.training.max_steps = 18
-    resumed = Trainer(MLP(4, 3, hidden_dims=(16,)), None, cfg, CLS3).train(blobs[0], blobs[1], resume_from=results["run_dir"])
+    resumed = Trainer(MLP(4, 3, hidden_dims=(16,)), None, cfg, CLS3).train(
+        blobs[0], blobs[1], resume_from=results["run_dir"]
+    )
     assert resumed["steps"] == 18

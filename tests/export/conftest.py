@@ -34,4 +34,6 @@ def digits_bundle(digits_run, tmp_path_factory) -> Path:
     from trainengine.export import export_checkpoint
 
     out = tmp_path_factory.mktemp("export_bundle")
-    return export_checkpoint(digits_run, formats=["onnx", "torchscript", "torch_export", "pytorch"], output_dir=out, quantize="dynamic-int8")
+    return export_checkpoint(
+        digits_run, formats=["onnx", "torchscript", "torch_export", "pytorch"], output_dir=out, quantize="dynamic-int8"
+    )

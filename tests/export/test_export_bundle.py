@@ -22,9 +22,24 @@ from trainengine.tasks import TaskSpec
 ort = pytest.importorskip("onnxruntime")
 
 EXPECTED_FILES = {
-    "manifest.json", "model.onnx", "model.int8.onnx", "model.torchscript.pt", "model.pt2", "model.safetensors",
-    "model_config.json", "task_spec.json", "training_config.yaml", "monitoring.json", "reference_profile.json",
-    "examples.json", "inference.py", "server.py", "_hashing.py", "_numeric.py", "requirements.txt", "Dockerfile",
+    "manifest.json",
+    "model.onnx",
+    "model.int8.onnx",
+    "model.torchscript.pt",
+    "model.pt2",
+    "model.safetensors",
+    "model_config.json",
+    "task_spec.json",
+    "training_config.yaml",
+    "monitoring.json",
+    "reference_profile.json",
+    "examples.json",
+    "inference.py",
+    "server.py",
+    "_hashing.py",
+    "_numeric.py",
+    "requirements.txt",
+    "Dockerfile",
     "README.md",
 }
 
@@ -108,7 +123,9 @@ def test_dockerfile_and_requirements(digits_bundle):
     assert user and user[-1] not in ("USER root", "USER 0")
     assert any(line.startswith("HEALTHCHECK") for line in lines) and "/health" in text
     assert "EXPOSE 8080" in lines and lines[-1].startswith("CMD") and '"8080"' in lines[-1]
-    requirements = [r for r in (digits_bundle / "requirements.txt").read_text().splitlines() if r and not r.startswith("#")]
+    requirements = [
+        r for r in (digits_bundle / "requirements.txt").read_text().splitlines() if r and not r.startswith("#")
+    ]
     assert {r.split("==")[0] for r in requirements} >= {"numpy", "onnxruntime", "fastapi", "uvicorn"}
     assert all("==" in r for r in requirements if r.split("==")[0] in ("numpy", "onnxruntime"))
     hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
@@ -127,7 +144,9 @@ def test_readme_states_measured_latency_and_size(digits_bundle):
 
 def test_token_model_gets_dynamic_batch_and_sequence(tmp_path):
     model = build_model("gpt", vocab_size=64, max_seq_len=16, d_model=16, n_heads=2, n_layers=1).eval()
-    bundle = create_export_bundle(model, task_spec=TaskSpec.language_modeling("toy"), formats=["onnx"], output_dir=tmp_path)
+    bundle = create_export_bundle(
+        model, task_spec=TaskSpec.language_modeling("toy"), formats=["onnx"], output_dir=tmp_path
+    )
     manifest = _manifest(bundle)
     assert manifest["input"]["dtype"] == "int64" and manifest["input"]["shape"] == [None, None]
     session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -148,8 +167,13 @@ class _DictOutput(nn.Module):
 
 
 def test_torchscript_falls_back_to_torch_export_and_says_so(tmp_path):
-    bundle = create_export_bundle(_DictOutput(), task_spec=TaskSpec.classification("toy", 3), formats=["torchscript", "pytorch"],
-                                  output_dir=tmp_path, example_input=torch.randn(4, 4))
+    bundle = create_export_bundle(
+        _DictOutput(),
+        task_spec=TaskSpec.classification("toy", 3),
+        formats=["torchscript", "pytorch"],
+        output_dir=tmp_path,
+        example_input=torch.randn(4, 4),
+    )
     entry = _manifest(bundle)["formats"]
     assert entry["torchscript"]["status"] == "replaced" and entry["torchscript"]["replaced_by"] == "torch_export"
     assert "trace" in entry["torchscript"]["reason"] and "script" in entry["torchscript"]["reason"]
@@ -161,7 +185,9 @@ def test_torchscript_falls_back_to_torch_export_and_says_so(tmp_path):
 def test_parity_failure_names_the_format_and_leaves_nothing(tmp_path):
     model = build_model("gpt", vocab_size=64, max_seq_len=16, d_model=16, n_heads=2, n_layers=1)
     with pytest.raises(ExportError, match=r"onnx export does not match the PyTorch model: max abs difference"):
-        create_export_bundle(model, task_spec=TaskSpec.language_modeling("toy"), formats=["onnx"], output_dir=tmp_path, tolerance=1e-15)
+        create_export_bundle(
+            model, task_spec=TaskSpec.language_modeling("toy"), formats=["onnx"], output_dir=tmp_path, tolerance=1e-15
+        )
     assert list(tmp_path.iterdir()) == []  # no partial bundle
 
 
@@ -199,7 +225,9 @@ def test_export_enabled_in_config_exports_when_training_ends(tmp_path):
         TrainingConfigBuilder.quick_prototype()
         .with_training(max_steps=20)
         .with_export(enabled=True, formats=["onnx", "pytorch"], output_dir=str(tmp_path / "exports"))
-        .with_tracking(experiment_name="auto-export", output_dir=str(tmp_path / "runs"), progress="off", experiment_db=False)
+        .with_tracking(
+            experiment_name="auto-export", output_dir=str(tmp_path / "runs"), progress="off", experiment_db=False
+        )
         .build()
     )
     splits = load_builtin("digits", max_train_samples=300, max_val_samples=50)

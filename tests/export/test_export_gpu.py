@@ -31,8 +31,13 @@ def test_compiled_bf16_gpu_model_exports_and_stays_on_gpu(tmp_path):
     trainer.train(splits.train, splits.val)
     trained = trainer.model.eval()  # compiled wrapper on the GPU; eval: no dropout
     assert next(trained.parameters()).device.type == "cuda"
-    bundle = create_export_bundle(trained, task_spec=TaskSpec.classification("digits", 10), formats=["onnx", "torchscript", "pytorch"],
-                                  output_dir=tmp_path / "exports", reference_data=splits.train)
+    bundle = create_export_bundle(
+        trained,
+        task_spec=TaskSpec.classification("digits", 10),
+        formats=["onnx", "torchscript", "pytorch"],
+        output_dir=tmp_path / "exports",
+        reference_data=splits.train,
+    )
     assert verify_bundle(bundle) == []
     assert next(trained.parameters()).device.type == "cuda"  # the trained model was not moved
     manifest = json.loads((bundle / "manifest.json").read_text())

@@ -42,7 +42,7 @@ def test_wrong_input_shape_is_explained() -> None:
 
 def test_invalid_arguments_are_all_reported() -> None:
     with pytest.raises(ConfigError) as info:
-        SmallCNN(in_channels=0, channels=(), dropout=-0.1, norm="layer")  # type: ignore[arg-type]
+        SmallCNN(in_channels=0, channels=(), dropout=-0.1, norm="layer")  # type: ignore[arg-type]  # a wrong type on purpose
     text = str(info.value)
     assert len(info.value.problems) == 4
     assert "in_channels" in text and "channels" in text and "dropout" in text

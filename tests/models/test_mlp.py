@@ -30,11 +30,9 @@ def test_layer_layout_follows_arguments() -> None:
     assert [type(m) for m in MLP(4, 2, hidden_dims=()).net] == [nn.Linear]
 
 
-@pytest.mark.parametrize(
-    "activation,cls", [("gelu", nn.GELU), ("relu", nn.ReLU), ("silu", nn.SiLU), ("tanh", nn.Tanh)]
-)
+@pytest.mark.parametrize("activation,cls", [("gelu", nn.GELU), ("relu", nn.ReLU), ("silu", nn.SiLU), ("tanh", nn.Tanh)])
 def test_activation_choice(activation: str, cls: type[nn.Module]) -> None:
-    model = MLP(4, 2, hidden_dims=(8,), activation=activation)  # type: ignore[arg-type]
+    model = MLP(4, 2, hidden_dims=(8,), activation=activation)  # type: ignore[arg-type]  # a wrong type on purpose
     assert any(isinstance(m, cls) for m in model.net)
 
 
@@ -48,13 +46,13 @@ def test_wrong_feature_count_names_both_numbers() -> None:
 
 def test_invalid_arguments_are_all_reported() -> None:
     with pytest.raises(ConfigError) as info:
-        MLP(0, 2, hidden_dims=(8, -1), dropout=1.0, activation="swish")  # type: ignore[arg-type]
+        MLP(0, 2, hidden_dims=(8, -1), dropout=1.0, activation="swish")  # type: ignore[arg-type]  # a wrong type on purpose
     text = str(info.value)
     assert len(info.value.problems) == 4
     assert "input_dim" in text and "hidden_dims[1]" in text and "dropout" in text
     assert "swish" in text and "gelu, relu, silu, tanh" in text
     with pytest.raises(ConfigError, match="hidden_dims"):
-        MLP(4, 2, hidden_dims=128)  # type: ignore[arg-type]
+        MLP(4, 2, hidden_dims=128)  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 def test_overfits_a_tiny_batch() -> None:

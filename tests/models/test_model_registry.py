@@ -74,7 +74,7 @@ def test_register_custom_model_and_refuse_silent_overwrite() -> None:
     register_model("linear", nn.Identity, overwrite=True)
     assert isinstance(build_model("linear"), nn.Identity)
     with pytest.raises(ConfigError, match="callable"):
-        register_model("bad", 3)  # type: ignore[arg-type]
+        register_model("bad", 3)  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 def test_count_parameters() -> None:
@@ -86,7 +86,7 @@ def test_count_parameters() -> None:
 
 
 def test_count_parameters_counts_a_tied_weight_once() -> None:
-    cfg = dict(vocab_size=50, max_seq_len=8, d_model=16, n_heads=2, n_layers=1)
+    cfg = {"vocab_size": 50, "max_seq_len": 8, "d_model": 16, "n_heads": 2, "n_layers": 1}
     tied, untied = build_model("gpt", **cfg), build_model("gpt", **cfg, tie_weights=False)
     assert count_parameters(untied) - count_parameters(tied) == 50 * 16
     assert count_parameters(tied) == tied.num_parameters()

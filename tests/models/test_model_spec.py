@@ -16,7 +16,11 @@ from trainengine.models import GPT, GPTConfig, build_model, model_spec, rebuild_
     [
         ("mlp", {"input_dim": 6, "output_dim": 3, "hidden_dims": (8, 4)}, torch.randn(2, 6)),
         ("cnn", {"in_channels": 1, "num_classes": 4, "channels": (4,), "image_size": 8}, torch.randn(2, 1, 8, 8)),
-        ("gpt", {"vocab_size": 32, "max_seq_len": 8, "d_model": 16, "n_heads": 2, "n_layers": 1}, torch.randint(0, 32, (2, 5))),
+        (
+            "gpt",
+            {"vocab_size": 32, "max_seq_len": 8, "d_model": 16, "n_heads": 2, "n_layers": 1},
+            torch.randint(0, 32, (2, 5)),
+        ),
     ],
 )
 def test_spec_round_trips_through_json_and_rebuilds_same_function(arch, kwargs, x):

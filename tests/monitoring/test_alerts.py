@@ -31,10 +31,16 @@ def _no_proxy(monkeypatch):
 
 
 def _alert(severity: str = "warning", **kw) -> Alert:
-    fields = dict(
-        message="val/loss spiked", severity=severity, metric="val/loss", value=1.5, threshold=0.2,
-        epoch=3, step=120, kind="val_loss_spike",
-    )
+    fields = {
+        "message": "val/loss spiked",
+        "severity": severity,
+        "metric": "val/loss",
+        "value": 1.5,
+        "threshold": 0.2,
+        "epoch": 3,
+        "step": 120,
+        "kind": "val_loss_spike",
+    }
     fields.update(kw)
     return Alert(**fields)
 
@@ -85,9 +91,12 @@ def test_alert_config_reports_every_problem_at_once() -> None:
     assert "7 problems" in message
     for part in (
         "val_loss_spike_threshold must be a finite number >= 0, got -0.1",
-        "accuracy_drop_threshold", "gradient_norm_threshold", "drift_threshold",
+        "accuracy_drop_threshold",
+        "gradient_norm_threshold",
+        "drift_threshold",
         "patience_epochs must be an integer >= 1, got 0",
-        "critical_factor", "actions[0] must be callable",
+        "critical_factor",
+        "actions[0] must be callable",
     ):
         assert part in message
 
@@ -173,11 +182,9 @@ class _Receiver:
         received = self.received = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
-                received.append(
-                    {"path": self.path, "headers": dict(self.headers), "body": self.rfile.read(length)}
-                )
+                received.append({"path": self.path, "headers": dict(self.headers), "body": self.rfile.read(length)})
                 self.send_response(status)
                 self.end_headers()
                 self.wfile.write(b"ok")

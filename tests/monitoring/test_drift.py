@@ -215,11 +215,19 @@ def test_token_kind_is_detected_without_a_task_spec_and_from_dict_samples() -> N
 
 def test_token_drift_between_different_vocabularies() -> None:
     stream = torch.arange(2000) % 50
-    ref = profile_dataset(load_builtin("pystdlib", max_corpus_bytes=40_000, max_length=32).train, TaskSpec.language_modeling())
+    ref = profile_dataset(
+        load_builtin("pystdlib", max_corpus_bytes=40_000, max_length=32).train, TaskSpec.language_modeling()
+    )
     from trainengine.data import TokenWindowDataset
 
-    other = profile_dataset(TokenWindowDataset.from_stream(stream + 200, 32), TaskSpec.language_modeling(), reference=ref)
-    same = profile_dataset(load_builtin("pystdlib", max_corpus_bytes=40_000, max_length=32).train, TaskSpec.language_modeling(), reference=ref)
+    other = profile_dataset(
+        TokenWindowDataset.from_stream(stream + 200, 32), TaskSpec.language_modeling(), reference=ref
+    )
+    same = profile_dataset(
+        load_builtin("pystdlib", max_corpus_bytes=40_000, max_length=32).train,
+        TaskSpec.language_modeling(),
+        reference=ref,
+    )
     assert compare_profiles(ref, same).overall == 0.0
     report = compare_profiles(ref, other)
     assert report.per_feature["token_ids"] > 0.9 and report.per_feature["sequence_length"] == 0.0

@@ -82,8 +82,14 @@ def test_no_gradients_at_all() -> None:
 
 @pytest.mark.parametrize(
     ("total", "severity", "exploding"),
-    [(0.5, "ok", False), (1.0, "ok", False), (1.5, "warning", False), (10.0, "warning", False),
-     (10.5, "critical", True), (1e6, "critical", True)],
+    [
+        (0.5, "ok", False),
+        (1.0, "ok", False),
+        (1.5, "warning", False),
+        (10.0, "warning", False),
+        (10.5, "critical", True),
+        (1e6, "critical", True),
+    ],
 )
 def test_thresholds_classify(total: float, severity: str, exploding: bool) -> None:
     monitor = GradientMonitor(norm_threshold_warning=1.0, norm_threshold_critical=10.0)
@@ -124,7 +130,7 @@ def test_health_is_frozen() -> None:
     health = GradientMonitor().check_step(_scaled_model(1.0))
     assert isinstance(health, GradientHealth)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        health.total_norm = 0.0  # type: ignore[misc]
+        health.total_norm = 0.0  # type: ignore[misc]  # assigning a frozen field on purpose
 
 
 def test_real_backward_matches_clip_grad_norm() -> None:
@@ -139,7 +145,7 @@ def test_real_backward_matches_clip_grad_norm() -> None:
 
 
 def test_history_summary_and_default_steps() -> None:
-    monitor = GradientMonitor(max_history=2)
+    monitor = GradientMonitor(norm_threshold_warning=1.0, norm_threshold_critical=10.0, max_history=2)
     for total in [0.5, 5.0, 50.0, float("nan")]:
         if math.isnan(total):
             monitor.check_step(_model_with_grads(torch.tensor([total])))
@@ -162,8 +168,12 @@ def test_should_check() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"check_interval": 0}, {"norm_threshold_warning": 5.0, "norm_threshold_critical": 1.0},
-     {"vanishing_threshold": -1.0}, {"norm_threshold_warning": 0.0}],
+    [
+        {"check_interval": 0},
+        {"norm_threshold_warning": 5.0, "norm_threshold_critical": 1.0},
+        {"vanishing_threshold": -1.0},
+        {"norm_threshold_warning": 0.0},
+    ],
 )
 def test_invalid_settings(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
@@ -173,7 +183,7 @@ def test_invalid_settings(kwargs: dict) -> None:
 # ---------------------------------------------------------------- callback use
 def test_callback_checks_every_interval_only() -> None:
     messages: list[str] = []
-    monitor = GradientMonitor(check_interval=3, log_fn=messages.append)
+    monitor = GradientMonitor(check_interval=3, norm_threshold_warning=1.0, log_fn=messages.append)
     trainer = SimpleNamespace(model=_scaled_model(20.0), state=SimpleNamespace(step=0))
     for step in range(10):
         trainer.state.step = step
@@ -188,7 +198,7 @@ def test_callback_checks_every_interval_only() -> None:
 
 def test_callback_message_content() -> None:
     messages: list[str] = []
-    monitor = GradientMonitor(check_interval=1, log_fn=messages.append)
+    monitor = GradientMonitor(check_interval=1, norm_threshold_critical=10.0, log_fn=messages.append)
     model = _model_with_grads(torch.tensor([0.1]), torch.tensor([30.0, 40.0]))
     monitor.on_before_optimizer_step(SimpleNamespace(model=model), 7)
     (message,) = messages
@@ -207,12 +217,10 @@ def test_callback_is_silent_when_healthy() -> None:
 
 
 def test_logger_levels_without_log_fn(caplog: pytest.LogCaptureFixture) -> None:
-    monitor = GradientMonitor(check_interval=1)
+    monitor = GradientMonitor(check_interval=1, norm_threshold_warning=1.0)
     with caplog.at_level(logging.WARNING, logger="trainengine.monitoring"):
         monitor.on_before_optimizer_step(SimpleNamespace(model=_scaled_model(5.0)), 0)
-        monitor.on_before_optimizer_step(
-            SimpleNamespace(model=_model_with_grads(torch.tensor([float("nan")]))), 1
-        )
+        monitor.on_before_optimizer_step(SimpleNamespace(model=_model_with_grads(torch.tensor([float("nan")]))), 1)
     records = [r for r in caplog.records if r.name == "trainengine.monitoring"]
     assert [r.levelno for r in records] == [logging.WARNING, logging.ERROR]
     assert "warning threshold" in records[0].getMessage()

@@ -344,7 +344,9 @@ def test_check_gradient_health_turns_monitor_findings_into_alerts() -> None:
     exploding = monitor.check_step(_model_with_grads(torch.tensor([30.0, 40.0])), step=10)  # norm 50
     (alert,) = engine.check_gradient_health(exploding)
     assert (alert.kind, alert.severity, alert.step, alert.value) == ("gradient_norm", "critical", 10, 50.0)
-    assert engine.check_gradient_health(monitor.check_step(_model_with_grads(torch.tensor([30.0, 40.0])), step=20)) == []
+    assert (
+        engine.check_gradient_health(monitor.check_step(_model_with_grads(torch.tensor([30.0, 40.0])), step=20)) == []
+    )
     bad = monitor.check_step(_model_with_grads(torch.tensor([float("nan"), 1.0])), step=30)
     (alert,) = engine.check_gradient_health(bad, epoch=2)
     assert (alert.kind, alert.severity, alert.step, alert.epoch) == ("nonfinite", "critical", 30, 2)
@@ -371,7 +373,14 @@ def _digits_trainer(make_callbacks, **training):
     from trainengine.models import MLP
 
     splits = load_builtin("digits", max_train_samples=256, max_val_samples=128)
-    training = {"epochs": 2, "batch_size": 32, "learning_rate": 1e-2, "log_interval_steps": 4, "device": "cpu", **training}
+    training = {
+        "epochs": 2,
+        "batch_size": 32,
+        "learning_rate": 1e-2,
+        "log_interval_steps": 4,
+        "device": "cpu",
+        **training,
+    }
     cfg = (
         TrainingConfigBuilder()
         .with_training(**training)
@@ -380,8 +389,14 @@ def _digits_trainer(make_callbacks, **training):
         .build()
     )
     monitor = GradientMonitor(check_interval=1)
-    trainer = Trainer(MLP(64, 10), None, cfg, TaskSpec.classification("digits", 10),
-                      gradient_monitor=monitor, callbacks=make_callbacks())
+    trainer = Trainer(
+        MLP(64, 10),
+        None,
+        cfg,
+        TaskSpec.classification("digits", 10),
+        gradient_monitor=monitor,
+        callbacks=make_callbacks(),
+    )
     return trainer, splits
 
 
@@ -392,7 +407,9 @@ def test_callback_logs_one_record_per_trainer_epoch() -> None:
     trainer.train(splits.train, splits.val)
     assert [r["epoch"] for r in engine.history] == [0, 1]
     for record in engine.history:
-        assert {"train/loss", "val/loss", "val/accuracy", "val/perplexity", "lr", "grad_norm", "epoch_duration"} <= set(record)
+        assert {"train/loss", "val/loss", "val/accuracy", "val/perplexity", "lr", "grad_norm", "epoch_duration"} <= set(
+            record
+        )
         assert record["val/perplexity"] == pytest.approx(math.exp(record["val/loss"]))
     assert engine.history[1]["val/loss"] == trainer.history["val"][-1]["val/loss"]
     assert [s for _, s in rec.calls] == [8, 16]  # 256 samples / 32 per step = 8 steps per epoch

@@ -23,8 +23,11 @@ import types
 import pytest
 
 from trainengine.data import load_builtin
-from trainengine.monitoring import AlertConfig, MetricsEngine
-from trainengine.monitoring import profile_dataset  # was: from utils.training.drift_metrics import profile_dataset
+from trainengine.monitoring import (
+    AlertConfig,
+    MetricsEngine,
+    profile_dataset,  # was: from utils.training.drift_metrics import profile_dataset
+)
 from trainengine.tasks import TaskSpec
 
 
@@ -60,24 +63,25 @@ def test_log_all_relevant_metrics_and_detect_drift(wandb, digits):
 
     engine.log_epoch(
         epoch=5,
-        train_metrics={
-            'loss': 0.42,
-            'accuracy': 0.85,
-            'perplexity': 1.53
-        },
-        val_metrics={
-            'loss': 0.38,
-            'accuracy': 0.87,
-            'perplexity': 1.46
-        },
+        train_metrics={"loss": 0.42, "accuracy": 0.85, "perplexity": 1.53},
+        val_metrics={"loss": 0.38, "accuracy": 0.87, "perplexity": 1.46},
         learning_rate=1e-4,
         gradient_norm=0.5,
-        epoch_duration=120.5
+        epoch_duration=120.5,
     )
     # W&B logs: loss, accuracy, perplexity, LR, gradients, timing
     (logged,) = wandb.logged
-    for key in ("train/loss", "train/accuracy", "train/perplexity", "val/loss", "val/accuracy",
-                "val/perplexity", "lr", "grad_norm", "epoch_duration"):
+    for key in (
+        "train/loss",
+        "train/accuracy",
+        "train/perplexity",
+        "val/loss",
+        "val/accuracy",
+        "val/perplexity",
+        "lr",
+        "grad_norm",
+        "epoch_duration",
+    ):
         assert key in logged
     assert logged["val/perplexity"] == 1.46  # reported perplexity is kept, not re-derived
 
@@ -88,11 +92,7 @@ def test_log_all_relevant_metrics_and_detect_drift(wandb, digits):
     # During validation
     current_profile = profile_dataset(val_dataset, task_spec)
 
-    engine.log_epoch(
-        epoch=6,
-        reference_profile=ref_profile,
-        current_profile=current_profile
-    )
+    engine.log_epoch(epoch=6, reference_profile=ref_profile, current_profile=current_profile)
 
     # Engine detects drift, alerts if JS divergence > threshold
     # Trigger retraining if drift critical
@@ -106,19 +106,19 @@ def test_set_up_alerts_for_anomalies(wandb, caplog):
     engine = MetricsEngine(
         use_wandb=True,
         alert_config=AlertConfig(
-            val_loss_spike_threshold=0.2,      # 20% increase = alert
-            accuracy_drop_threshold=0.05,       # 5% drop = alert
+            val_loss_spike_threshold=0.2,  # 20% increase = alert
+            accuracy_drop_threshold=0.05,  # 5% drop = alert
             gradient_norm_threshold=10.0,
-            patience_epochs=2
-        )
+            patience_epochs=2,
+        ),
     )
 
     for epoch in range(52):  # the seed's `engine.log_epoch(...)`: loss spikes to 10.0 at epoch 50
         exploded = epoch >= 50
         engine.log_epoch(
             epoch=epoch,
-            train_metrics={'loss': 10.0 if exploded else 2.0 / (1 + epoch)},
-            val_metrics={'loss': 10.0 if exploded else 2.1 / (1 + epoch), 'accuracy': 0.1 if exploded else 0.9},
+            train_metrics={"loss": 10.0 if exploded else 2.0 / (1 + epoch)},
+            val_metrics={"loss": 10.0 if exploded else 2.1 / (1 + epoch), "accuracy": 0.1 if exploded else 0.9},
             gradient_norm=80.0 if exploded else 0.5,
         )
 
@@ -129,6 +129,9 @@ def test_set_up_alerts_for_anomalies(wandb, caplog):
                 # Email, Slack, or auto-stop training
 
     raised = {(a.kind, a.epoch, a.severity) for a in engine.get_alerts()}
-    assert raised == {("val_loss_spike", 51, "critical"), ("accuracy_drop", 51, "critical"),
-                      ("gradient_norm", 51, "critical")}
+    assert raised == {
+        ("val_loss_spike", 51, "critical"),
+        ("accuracy_drop", 51, "critical"),
+        ("gradient_norm", 51, "critical"),
+    }
     assert sum(r.getMessage().startswith("Alert: ") for r in caplog.records) == 3

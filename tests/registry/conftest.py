@@ -65,19 +65,26 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def make_bundle(folder: Path, model: torch.nn.Module, spec: dict | None = MLP_SPEC, *, with_manifest: bool = True) -> Path:
+def make_bundle(
+    folder: Path, model: torch.nn.Module, spec: dict | None = MLP_SPEC, *, with_manifest: bool = True
+) -> Path:
     """An export bundle laid out as docs say (pytorch format only); manifest.json written last."""
     from safetensors.torch import save_model
 
     folder.mkdir(parents=True)
     save_model(model, str(folder / "model.safetensors"))
-    (folder / "model_config.json").write_text(json.dumps({"spec": spec, "class": type(model).__name__, "config": None, "num_parameters": 1}))
+    (folder / "model_config.json").write_text(
+        json.dumps({"spec": spec, "class": type(model).__name__, "config": None, "num_parameters": 1})
+    )
     (folder / "task_spec.json").write_text(json.dumps({"task_type": "classification", "num_classes": 3}))
     (folder / "training_config.yaml").write_text("training:\n  learning_rate: 0.01\n")
     files = {p.name: _sha(p) for p in sorted(folder.iterdir())}
     if with_manifest:
         manifest = {
-            "format_version": 1, "name": "model", "task_type": "classification", "model_spec": spec,
+            "format_version": 1,
+            "name": "model",
+            "task_type": "classification",
+            "model_spec": spec,
             "formats": {"pytorch": {"files": ["model.safetensors", "model_config.json"]}},
             "lineage": {"run_id": "run-42", "git_commit": "abc123", "data_fingerprint": "fp-1", "checkpoint": None},
             "files": files,

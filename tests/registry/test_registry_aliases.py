@@ -48,8 +48,15 @@ def test_failing_gates_are_refused_with_every_number(registry, weights_pt):
 
 @pytest.mark.parametrize(
     ("condition", "value", "passes"),
-    [("<= 0.4", 0.4, True), ("< 0.4", 0.4, False), (">= 0.9", 0.9, True), ("> 0.9", 0.9, False), ("== 3", 3.0, True), ("== 3", 3.5, False),
-     (">=-1e-3", -0.001, True)],
+    [
+        ("<= 0.4", 0.4, True),
+        ("< 0.4", 0.4, False),
+        (">= 0.9", 0.9, True),
+        ("> 0.9", 0.9, False),
+        ("== 3", 3.0, True),
+        ("== 3", 3.5, False),
+        (">=-1e-3", -0.001, True),
+    ],
 )
 def test_gate_operators_bound_exactly(tmp_path, weights_pt, condition, value, passes):
     with ModelRegistry(tmp_path / "g.db", gates={"prod": {"score": condition}}) as reg:
@@ -76,13 +83,20 @@ def test_force_overrides_gates_and_is_recorded(registry, weights_pt):
     assert rec.aliases == ("production",)
     (event,) = registry.history("m", "production")
     assert event["forced"] is True and event["reason"] == "hotfix for incident 42" and event["action"] == "promote"
-    assert event["details"]["gate_failures"] == ["val_loss = 0.9 fails the gate <= 0.4", "accuracy = 0.5 fails the gate >= 0.9"]
+    assert event["details"]["gate_failures"] == [
+        "val_loss = 0.9 fails the gate <= 0.4",
+        "accuracy = 0.5 fails the gate >= 0.9",
+    ]
 
 
 @pytest.mark.parametrize(
     ("gates", "path"),
-    [({"production": {"val_loss": "=< 0.4"}}, "gates.production.val_loss"), ({"production": {"acc": ">= inf"}}, "gates.production.acc"),
-     ({"../x": {"acc": ">= 1"}}, "gates.../x"), ({"production": ["acc >= 1"]}, "gates.production")],
+    [
+        ({"production": {"val_loss": "=< 0.4"}}, "gates.production.val_loss"),
+        ({"production": {"acc": ">= inf"}}, "gates.production.acc"),
+        ({"../x": {"acc": ">= 1"}}, "gates.../x"),
+        ({"production": ["acc >= 1"]}, "gates.production"),
+    ],
 )
 def test_malformed_gates_are_refused_at_construction(tmp_path, gates, path):
     with pytest.raises(RegistryValueError, match=path.replace(".", r"\.")):
@@ -100,7 +114,10 @@ def test_promoting_moves_the_alias_and_keeps_one_holder(versions):
     versions.promote_model("m:3.0.0", "staging")
     assert versions.promote_model("m@staging", "production").model_id == "m:3.0.0"
     assert [(e["from_model"], e["to_model"]) for e in versions.history("m", "production")] == [
-        (None, "m:1.0.0"), ("m:1.0.0", "m:2.0.0"), ("m:2.0.0", "m:3.0.0")]
+        (None, "m:1.0.0"),
+        ("m:1.0.0", "m:2.0.0"),
+        ("m:2.0.0", "m:3.0.0"),
+    ]
     # Promoting the current holder again changes nothing and records nothing.
     versions.promote_model("m:3.0.0", "production")
     assert len(versions.history("m", "production")) == 3
@@ -111,11 +128,19 @@ def test_one_holder_per_alias_is_a_database_constraint(versions, sql_db):
     path = sql_db("models.db")  # the database the registry fixture opened
     ((pk2,),) = sql_db.raw(path, "SELECT model_pk FROM registry_models WHERE version = '2.0.0'")
     with pytest.raises(sql_db.integrity_error):
-        sql_db.raw(path, f"INSERT INTO registry_aliases (name, alias, model_pk, updated_at) VALUES ('m', 'production', {int(pk2)}, 0)")
+        sql_db.raw(
+            path,
+            f"INSERT INTO registry_aliases (name, alias, model_pk, updated_at) VALUES ('m', 'production', {int(pk2)}, "
+            "0)",
+        )
     with pytest.raises(sql_db.integrity_error):
-        sql_db.raw(path, "INSERT INTO registry_models (name, version, status, metrics_json, description, artifact_kind, artifact_path, "
-                         "artifact_in_store, artifact_files_json, artifact_sha256, created_at) "
-                         "VALUES ('m', '1.0.0', 'active', '{}', '', 'torch', 'x', true, '[]', 'x', 0)")
+        sql_db.raw(
+            path,
+            "INSERT INTO registry_models (name, version, status, metrics_json, description, artifact_kind, "
+            "artifact_path, "
+            "artifact_in_store, artifact_files_json, artifact_sha256, created_at) "
+            "VALUES ('m', '1.0.0', 'active', '{}', '', 'torch', 'x', true, '[]', 'x', 0)",
+        )
 
 
 def test_aliases_are_per_model_name(versions, weights_pt):
@@ -143,12 +168,18 @@ def test_rollback_is_undo_and_goes_further_back(versions):
     assert versions.rollback("m", "production").model_id == "m:2.0.0"
     assert versions.rollback("m", "production", reason="still bad").model_id == "m:1.0.0"  # back, not forth to 3.0.0
     assert _holder(versions, "production") == "m:1.0.0"
-    with pytest.raises(RegistryError, match="nothing to roll back to: alias 'production' of model 'm' — m:1.0.0 is its first holder"):
+    with pytest.raises(
+        RegistryError, match="nothing to roll back to: alias 'production' of model 'm' — m:1.0.0 is its first holder"
+    ):
         versions.rollback("m", "production")
     events = versions.history("m", "production")
     assert [(e["action"], e["from_model"], e["to_model"]) for e in events] == [
-        ("promote", None, "m:1.0.0"), ("promote", "m:1.0.0", "m:2.0.0"), ("promote", "m:2.0.0", "m:3.0.0"),
-        ("rollback", "m:3.0.0", "m:2.0.0"), ("rollback", "m:2.0.0", "m:1.0.0")]
+        ("promote", None, "m:1.0.0"),
+        ("promote", "m:1.0.0", "m:2.0.0"),
+        ("promote", "m:2.0.0", "m:3.0.0"),
+        ("rollback", "m:3.0.0", "m:2.0.0"),
+        ("rollback", "m:2.0.0", "m:1.0.0"),
+    ]
     assert events[-1]["reason"] == "still bad"
     # A new promotion after rollbacks starts a new branch: rolling it back returns to 1.0.0.
     versions.promote_model("m:4.0.0", "production")
@@ -179,7 +210,9 @@ def test_archiving_the_holder_then_rollback_restores_the_previous_one(versions):
         versions.get_model("m", alias="production")
     archive_events = [e for e in versions.history("m") if e["action"] == "archive"]
     assert sorted(e["alias"] for e in archive_events) == ["production", "staging"]
-    assert all(e["from_model"] == "m:2.0.0" and e["to_model"] is None and e["reason"] == "regression" for e in archive_events)
+    assert all(
+        e["from_model"] == "m:2.0.0" and e["to_model"] is None and e["reason"] == "regression" for e in archive_events
+    )
     assert versions.rollback("m", "production").model_id == "m:1.0.0"
     with pytest.raises(RegistryError, match="nothing to roll back to"):
         versions.rollback("m", "staging")

@@ -25,12 +25,44 @@ def _err_line(capsys) -> str:
 
 
 def test_register_promote_rollback_and_inspect(in_tmp, trained, capsys):
-    assert main(["registry", "register", "digits", "1.0.0", "--checkpoint", str(trained.checkpoint),
-                 "--metric", "val_loss=0.35", "--metric", "accuracy=0.93", "--tag", "baseline"]) == 0
+    assert (
+        main(
+            [
+                "registry",
+                "register",
+                "digits",
+                "1.0.0",
+                "--checkpoint",
+                str(trained.checkpoint),
+                "--metric",
+                "val_loss=0.35",
+                "--metric",
+                "accuracy=0.93",
+                "--tag",
+                "baseline",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("registered digits:1.0.0 (checkpoint, sha256 ") and "models-artifacts" in out
-    assert main(["registry", "register", "digits", "1.1.0", "--checkpoint", str(trained.run_dir), "--task-type", "classification",
-                 "--run-id", "manual-run"]) == 0
+    assert (
+        main(
+            [
+                "registry",
+                "register",
+                "digits",
+                "1.1.0",
+                "--checkpoint",
+                str(trained.run_dir),
+                "--task-type",
+                "classification",
+                "--run-id",
+                "manual-run",
+            ]
+        )
+        == 0
+    )
     assert main(["registry", "promote", "digits:1.0.0", "production"]) == 0
     assert main(["registry", "promote", "digits:1.1.0", "production", "--reason", "newer"]) == 0
     assert "production -> digits:1.1.0 (was digits:1.0.0)" in capsys.readouterr().out
@@ -55,7 +87,10 @@ def test_register_promote_rollback_and_inspect(in_tmp, trained, capsys):
     assert main(["registry", "history", "digits", "--json"]) == 0
     events = json.loads(capsys.readouterr().out)
     assert [(e["action"], e["to_model"]) for e in events] == [
-        ("promote", "digits:1.0.0"), ("promote", "digits:1.1.0"), ("rollback", "digits:1.0.0")]
+        ("promote", "digits:1.0.0"),
+        ("promote", "digits:1.1.0"),
+        ("rollback", "digits:1.0.0"),
+    ]
     assert events[1]["reason"] == "newer"
     assert main(["registry", "history", "digits", "--alias", "production"]) == 0
     assert "rollback" in capsys.readouterr().out
@@ -69,16 +104,51 @@ def test_gates_from_flags_and_config_with_force(in_tmp, weights_pt, capsys):
     )
     assert main(["registry", "--help"]) == 0
     capsys.readouterr()
-    assert main(["registry", "register", "m", "1.0.0", "--checkpoint", str(weights_pt), "--metric", "accuracy=0.8",
-                 "--metric", "val_loss=0.5", "--registry", str(in_tmp / "team.db")]) == 0
+    assert (
+        main(
+            [
+                "registry",
+                "register",
+                "m",
+                "1.0.0",
+                "--checkpoint",
+                str(weights_pt),
+                "--metric",
+                "accuracy=0.8",
+                "--metric",
+                "val_loss=0.5",
+                "--registry",
+                str(in_tmp / "team.db"),
+            ]
+        )
+        == 0
+    )
     assert main(["registry", "promote", "m:1.0.0", "production", "--config", "train.yaml"]) == 2
     assert _err_line(capsys) == (
-        "error: cannot promote m:1.0.0 to 'production': accuracy = 0.8 fails the gate >= 0.9 — improve the model, change "
+        "error: cannot promote m:1.0.0 to 'production': accuracy = 0.8 fails the gate >= 0.9 — improve the model, "
+        "change "
         "the gates of 'production', or pass force=True / --force (recorded in the history)"
     )
-    assert main(["registry", "promote", "m:1.0.0", "staging", "--gate", "val_loss<=0.4"]) == 2  # models.db: no such model
-    assert "no model named 'm'" in _err_line(capsys)
-    assert main(["registry", "promote", "m:1.0.0", "staging", "--gate", "val_loss<=0.4", "--registry", str(in_tmp / "team.db")]) == 2
+    assert (
+        main(["registry", "promote", "m:1.0.0", "staging", "--gate", "val_loss<=0.4"]) == 2
+    )  # the default models.db does not exist: nothing to promote, and it is not created
+    assert "model registry 'models.db' does not exist" in _err_line(capsys)
+    assert not (in_tmp / "models.db").exists()
+    assert (
+        main(
+            [
+                "registry",
+                "promote",
+                "m:1.0.0",
+                "staging",
+                "--gate",
+                "val_loss<=0.4",
+                "--registry",
+                str(in_tmp / "team.db"),
+            ]
+        )
+        == 2
+    )
     assert "val_loss = 0.5 fails the gate <= 0.4" in _err_line(capsys)
     assert main(["registry", "promote", "m:1.0.0", "production", "--config", "train.yaml", "--force"]) == 0
     assert "[forced]" in capsys.readouterr().out
@@ -101,7 +171,10 @@ def test_registry_from_environment(in_tmp, weights_pt, monkeypatch, capsys):
         (["register", "m", "v1", "--checkpoint", "w.pt"], "invalid version 'v1'"),
         (["register", "m", "1.0.0"], "give exactly one of --checkpoint PATH or --bundle PATH"),
         (["register", "m", "1.0.0", "--checkpoint", "w.pt", "--metric", "loss"], "--metric 'loss': write NAME=NUMBER"),
-        (["register", "m", "1.0.0", "--checkpoint", "w.pt", "--metric", "loss=nan"], "metric 'loss' must be a finite number"),
+        (
+            ["register", "m", "1.0.0", "--checkpoint", "w.pt", "--metric", "loss=nan"],
+            "metric 'loss' must be a finite number",
+        ),
         (["register", "m", "1.0.0", "--checkpoint", "missing.pt"], "does not exist"),
         (["promote", "m:1.0.0", "production", "--gate", "loss<<1"], "--gate 'loss<<1'"),
         (["show", "nope:1.0.0"], "no model named 'nope'"),

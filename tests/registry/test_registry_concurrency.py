@@ -6,6 +6,7 @@ database (tests/_postgres.py); the file-system-only ones run on SQLite.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import sys
 
@@ -29,7 +30,7 @@ def _register_and_promote(path: str, root: str | None, weights: str, worker: int
             reg.promote_model(model_id, "production", reason=f"worker {worker}")
             reg.promote_model(model_id, "staging")
         results.put((worker, model_id))
-    except BaseException as exc:  # report instead of dying silently
+    except BaseException as exc:  # noqa: BLE001 - a child process reports any failure instead of dying silently
         results.put((worker, repr(exc)))
 
 
@@ -41,7 +42,7 @@ def _register_same(path: str, root: str | None, weights: str, worker: int, start
         results.put((worker, "ok"))
     except RegistryError as exc:
         results.put((worker, str(exc)))
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - a child process reports any failure instead of dying silently
         results.put((worker, repr(exc)))
 
 
@@ -93,13 +94,15 @@ def test_eight_processes_register_and_promote_without_losing_anything(tmp_path, 
             # from the holder the previous move left (no lost update).
             assert sorted(e["to_model"] for e in events) == [mid for _, mid in expected]
             assert events[0]["from_model"] is None
-            assert all(b["from_model"] == a["to_model"] for a, b in zip(events, events[1:]))
+            assert all(b["from_model"] == a["to_model"] for a, b in itertools.pairwise(events))
             assert reg.get_model("shared", alias=alias).model_id == events[-1]["to_model"]
         for record in reg.list_models("shared"):
             record.verify()
             assert record.metrics == {"worker": float(record.version.split(".")[1])}
     store = tmp_path / "shared" / "models-artifacts" / "shared"
-    assert sorted(p.name for p in store.iterdir()) == sorted(f"1.{w}.0" for w in range(NUM_PROCESSES))  # no temp leftovers
+    assert sorted(p.name for p in store.iterdir()) == sorted(
+        f"1.{w}.0" for w in range(NUM_PROCESSES)
+    )  # no temp leftovers
 
 
 @needs_fork
@@ -158,7 +161,7 @@ def test_a_failed_copy_leaves_nothing_behind(tmp_path, monkeypatch):
         with pytest.raises(RegistryError, match="cannot copy .* No space left on device"):
             reg.register_model("m", "1.0.0", weights)
         assert reg.list_models() == []
-        assert list((tmp_path / "models-artifacts" / "m").iterdir()) == []
+        assert not (tmp_path / "models-artifacts").exists()  # no staging folder, nor the folders made for it
         monkeypatch.undo()
         reg.register_model("m", "1.0.0", weights)  # nothing was half-registered
 
@@ -179,4 +182,4 @@ def test_a_transaction_failing_after_the_copy_is_placed_removes_it(tmp_path, mon
         with pytest.raises(KeyboardInterrupt):
             reg.register_model("m", "1.0.0", weights)
         assert reg.list_models() == []  # rolled back
-        assert list((tmp_path / "models-artifacts" / "m").iterdir()) == []  # and its copy removed
+        assert not (tmp_path / "models-artifacts").exists()  # and its copy removed, with the folders made for it

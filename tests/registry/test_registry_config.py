@@ -19,7 +19,9 @@ def test_defaults_and_explain():
 
 def test_bad_gates_are_config_errors_naming_the_dotted_path():
     with pytest.raises(ConfigError) as info:
-        TrainingConfig(registry={"gates": {"production": {"val_loss": "<< 0.4", "accuracy": ">= 0.9"}, "staging": {"f1": "high"}}})
+        TrainingConfig(
+            registry={"gates": {"production": {"val_loss": "<< 0.4", "accuracy": ">= 0.9"}, "staging": {"f1": "high"}}}
+        )
     problems = info.value.problems
     assert len(problems) == 2
     assert problems[0].startswith("registry.gates.production.val_loss: invalid gate '<< 0.4'")
@@ -28,7 +30,8 @@ def test_bad_gates_are_config_errors_naming_the_dotted_path():
     with pytest.raises(ConfigError) as info:
         cfg.registry.gates = {"production": {"val_loss": "about 0.4"}}
     assert info.value.problems == [
-        "registry.gates.production.val_loss: invalid gate 'about 0.4': write an operator (<=, <, >=, >, ==) and a finite number, "
+        "registry.gates.production.val_loss: invalid gate 'about 0.4': write an operator (<=, <, >=, >, ==) and a "
+        "finite number, "
         "e.g. '<= 0.40' or '>= 0.9'"
     ]
     assert cfg.registry.gates == {}  # a refused assignment changes nothing
@@ -39,18 +42,29 @@ def test_bad_gates_are_config_errors_naming_the_dotted_path():
 
 
 def test_builder_and_file_round_trip(tmp_path):
-    cfg = TrainingConfigBuilder.baseline().with_registry(url=str(tmp_path / "m.db"), gates={"production": {"val_loss": "<= 0.4"}}).build()
+    cfg = (
+        TrainingConfigBuilder.baseline()
+        .with_registry(url=str(tmp_path / "m.db"), gates={"production": {"val_loss": "<= 0.4"}})
+        .build()
+    )
     path = cfg.save(tmp_path / "cfg.yaml")
     loaded = TrainingConfig.load(path)
     assert loaded.registry == cfg.registry and loaded.registry.gates == {"production": {"val_loss": "<= 0.4"}}
 
 
 def test_from_config_applies_url_artifact_root_and_gates(tmp_path, weights_pt):
-    cfg = TrainingConfig(registry={"url": str(tmp_path / "team.db"), "artifact_root": str(tmp_path / "store"),
-                                   "gates": {"production": {"val_loss": "<= 0.4"}}})
+    cfg = TrainingConfig(
+        registry={
+            "url": str(tmp_path / "team.db"),
+            "artifact_root": str(tmp_path / "store"),
+            "gates": {"production": {"val_loss": "<= 0.4"}},
+        }
+    )
     for source in (cfg, cfg.registry, cfg.to_dict(), cfg.to_dict()["registry"]):
         with ModelRegistry.from_config(source) as reg:
-            assert reg.artifact_root == (tmp_path / "store").resolve() and reg.gates == {"production": {"val_loss": "<= 0.4"}}
+            assert reg.artifact_root == (tmp_path / "store").resolve() and reg.gates == {
+                "production": {"val_loss": "<= 0.4"}
+            }
     with ModelRegistry.from_config(cfg) as reg:
         reg.register_model("m", "1.0.0", weights_pt, metrics={"val_loss": 0.5})
         with pytest.raises(PromotionGateError, match="val_loss = 0.5 fails the gate <= 0.4"):

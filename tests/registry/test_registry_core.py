@@ -41,14 +41,17 @@ def _folder_sha(folder: Path, skip: tuple[str, ...] = ()) -> str:
     """The documented folder hash, computed independently: sha256 of sorted 'relpath\\tsha256\\n' lines."""
     lines = sorted(
         f"{p.relative_to(folder).as_posix()}\t{hashlib.sha256(p.read_bytes()).hexdigest()}\n"
-        for p in folder.rglob("*") if p.is_file() and p.name not in skip
+        for p in folder.rglob("*")
+        if p.is_file() and p.name not in skip
     )
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ kinds
 def test_checkpoint_is_copied_with_its_lineage_and_loads_back_equal(registry, trained):
-    mid = registry.register_model("digits-mlp", "1.0.0", trained.checkpoint, metrics={"val_loss": 0.4}, tags=["baseline"])
+    mid = registry.register_model(
+        "digits-mlp", "1.0.0", trained.checkpoint, metrics={"val_loss": 0.4}, tags=["baseline"]
+    )
     assert mid == "digits-mlp:1.0.0"
     rec = registry.get_model("digits-mlp", "1.0.0")
     # Copied into <artifact_root>/<name>/<version>/ (default: models-artifacts next to models.db).
@@ -90,8 +93,12 @@ def test_run_directory_keeps_weights_config_and_facts_not_logs(registry, trained
 
 def test_torch_file_in_all_accepted_layouts(registry, tmp_path, make_mlp, mlp_spec):
     net = make_mlp(3)
-    layouts = {"raw": net.state_dict(), "model_state_dict": {"model_state_dict": net.state_dict(), "epoch": 10},
-               "state_dict": {"state_dict": net.state_dict()}, "model": {"model": net.state_dict(), "step": 7}}
+    layouts = {
+        "raw": net.state_dict(),
+        "model_state_dict": {"model_state_dict": net.state_dict(), "epoch": 10},
+        "state_dict": {"state_dict": net.state_dict()},
+        "model": {"model": net.state_dict(), "step": 7},
+    }
     for i, (label, obj) in enumerate(layouts.items()):
         path = tmp_path / f"{label}.pth"
         torch.save(obj, path)
@@ -105,7 +112,7 @@ def test_torch_file_in_all_accepted_layouts(registry, tmp_path, make_mlp, mlp_sp
 def test_torch_file_with_pickled_objects_is_refused(registry, tmp_path):
     path = tmp_path / "module.pt"
     torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a whole module: needs unpickling arbitrary classes
-    with pytest.raises(RegistryError, match=r"weights_only=True"):
+    with pytest.raises(RegistryError, match=r"refers to 'torch\.nn\.modules\.linear\.Linear'.*only state dicts"):
         registry.register_model("bad", "1.0.0", path)
     torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "nostate.pt")
     with pytest.raises(RegistryError, match="holds no state dict.*'epoch', 'lr'"):
@@ -118,18 +125,29 @@ def test_safetensors_gpt_with_tied_weights_rebuilds_from_gpt_config(registry, tm
 
     cfg = GPTConfig(vocab_size=32, max_seq_len=8, d_model=16, n_heads=2, n_layers=1, tie_weights=True)
     torch.manual_seed(0)
-    gpt = build_model("gpt", **{k: getattr(cfg, k) for k in ("vocab_size", "max_seq_len", "d_model", "n_heads", "n_layers", "tie_weights")}).eval()
+    gpt = build_model(
+        "gpt",
+        **{k: getattr(cfg, k) for k in ("vocab_size", "max_seq_len", "d_model", "n_heads", "n_layers", "tie_weights")},
+    ).eval()
     save_model(gpt, str(tmp_path / "gpt.safetensors"))  # stores the tied embedding/head once
-    registry.register_model("gpt", "0.1.0", tmp_path / "gpt.safetensors", task_type="language_modeling", model_config=cfg)
+    registry.register_model(
+        "gpt", "0.1.0", tmp_path / "gpt.safetensors", task_type="language_modeling", model_config=cfg
+    )
     rec = registry.get_model("gpt")
-    assert rec.artifact_kind == "safetensors" and rec.model_spec["architecture"] == "gpt" and rec.task_type == "language_modeling"
+    assert (
+        rec.artifact_kind == "safetensors"
+        and rec.model_spec["architecture"] == "gpt"
+        and rec.task_type == "language_modeling"
+    )
     loaded = rec.load()
     tokens = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(gpt(tokens), loaded(tokens))  # (B, T, V) logits, through the tied head
 
 
-def test_bundle_hash_is_the_contract_hash_and_lineage_comes_from_the_manifest(registry, tmp_path, make_mlp, bundle_factory):
+def test_bundle_hash_is_the_contract_hash_and_lineage_comes_from_the_manifest(
+    registry, tmp_path, make_mlp, bundle_factory
+):
     net = make_mlp(5)
     bundle = bundle_factory(tmp_path / "exports" / "model_20260101_000000", net)
     (bundle / "__pycache__").mkdir()  # left by running server.py in the bundle: not part of it
@@ -148,7 +166,12 @@ def test_bundle_hash_is_the_contract_hash_and_lineage_comes_from_the_manifest(re
         bundle_sha256 = None
     if bundle_sha256 is not None:
         assert rec.artifact_sha256 == bundle_sha256(rec.artifact_path) == bundle_sha256(bundle)
-    assert (rec.run_id, rec.git_commit, rec.data_fingerprint, rec.task_type) == ("run-42", "abc123", "fp-1", "classification")
+    assert (rec.run_id, rec.git_commit, rec.data_fingerprint, rec.task_type) == (
+        "run-42",
+        "abc123",
+        "fp-1",
+        "classification",
+    )
     assert rec.config == {"training": {"learning_rate": 0.01}}
     assert _same_outputs(rec.load(), net, 6)
 
@@ -179,7 +202,7 @@ def test_bundle_without_manifest_or_with_a_changed_file_is_refused(registry, tmp
     with pytest.raises(RegistryError, match="is an export bundle; register it with bundle_path="):
         registry.register_model("exported", "1.0.0", tampered)
     assert registry.list_models() == []
-    assert [p.name for p in (registry.artifact_root / "exported").iterdir()] == []  # temp copies cleaned up
+    assert not (registry.artifact_root / "exported").exists()  # temp copies and their folders cleaned up
 
 
 def test_checkpoint_with_a_damaged_file_is_refused(registry, trained, tmp_path):
@@ -188,7 +211,7 @@ def test_checkpoint_with_a_damaged_file_is_refused(registry, trained, tmp_path):
     data = bytearray((damaged / "model.safetensors").read_bytes())
     data[-1] ^= 0xFF
     (damaged / "model.safetensors").write_bytes(bytes(data))
-    with pytest.raises(RegistryError, match="model.safetensors: sha256 differs from the manifest"):
+    with pytest.raises(RegistryError, match="model.safetensors: sha256 mismatch"):
         registry.register_model("digits-mlp", "1.0.0", damaged)
     (damaged / "manifest.json").unlink()
     with pytest.raises(RegistryError, match="no manifest.json"):
@@ -273,7 +296,10 @@ def test_artifact_root_default_and_server_urls(tmp_path, weights_pt):
         assert (tmp_path / "store" / "m" / "1.0.0" / "weights.pt").is_file()
     with pytest.raises(RegistryError, match="server database: give artifact_root="):
         ModelRegistry("postgresql://user@db.example.com/registry")
-    with ModelRegistry(":memory:") as reg, pytest.raises(RegistryError, match="in-memory registry has no artifact store"):
+    with (
+        ModelRegistry(":memory:") as reg,
+        pytest.raises(RegistryError, match="in-memory registry has no artifact store"),
+    ):
         reg.register_model("m", "1.0.0", weights_pt)
 
 
@@ -386,15 +412,21 @@ def test_not_found_errors_list_what_exists(registry, weights_pt):
         registry.get_model("m")
     registry.register_model("mnist-mlp", "1.0.0", weights_pt, tags=["fast"])
     registry.register_model("mnist-mlp", "1.2.0", weights_pt)
-    with pytest.raises(ModelNotFoundError, match=r"no model named 'mnist-mpl'.*did you mean 'mnist-mlp'.*registered: mnist-mlp"):
+    with pytest.raises(
+        ModelNotFoundError, match=r"no model named 'mnist-mpl'.*did you mean 'mnist-mlp'.*registered: mnist-mlp"
+    ):
         registry.get_model("mnist-mpl")
-    with pytest.raises(ModelNotFoundError, match="no version '3.0.0' of model 'mnist-mlp' — registered versions: 1.2.0, 1.0.0"):
+    with pytest.raises(
+        ModelNotFoundError, match="no version '3.0.0' of model 'mnist-mlp' — registered versions: 1.2.0, 1.0.0"
+    ):
         registry.get_model("mnist-mlp", "3.0.0")
     with pytest.raises(ModelNotFoundError, match="has no alias 'production'.*holds no alias yet"):
         registry.get_model("mnist-mlp", alias="production")
     with pytest.raises(ModelNotFoundError, match="no alias or tag 'prod'.*tags: fast"):
         registry.get_model(tag="prod")
-    with pytest.raises(ModelNotFoundError, match=r"no model has version '9.9.9' — registered: mnist-mlp \(1.2.0, 1.0.0\)"):
+    with pytest.raises(
+        ModelNotFoundError, match=r"no model has version '9.9.9' — registered: mnist-mlp \(1.2.0, 1.0.0\)"
+    ):
         registry.get_model(version="9.9.9")
     with pytest.raises(KeyError):  # also a KeyError, for dict-like callers
         registry.get_model("nothing")
@@ -422,12 +454,24 @@ def test_record_is_frozen_and_to_dict_is_json(registry, trained):
     rec = registry.get_model("m")
     assert isinstance(rec, ModelRecord)
     with pytest.raises(AttributeError):
-        rec.version = "2.0.0"  # type: ignore[misc]
+        rec.version = "2.0.0"  # type: ignore[misc] - assigning to a frozen field is the point of the test
     data = json.loads(json.dumps(rec.to_dict()))
     assert data["model_id"] == "m:1.0.0" and data["artifact_path"] == str(rec.artifact_path)
     assert data["description"] == "first try" and data["created_at"].endswith("+00:00")
-    assert set(data) >= {"task_type", "metrics", "tags", "aliases", "artifact_kind", "artifact_sha256", "run_id", "git_commit",
-                         "data_fingerprint", "config", "model_spec", "status"}
+    assert set(data) >= {
+        "task_type",
+        "metrics",
+        "tags",
+        "aliases",
+        "artifact_kind",
+        "artifact_sha256",
+        "run_id",
+        "git_commit",
+        "data_fingerprint",
+        "config",
+        "model_spec",
+        "status",
+    }
 
 
 def test_schema_has_the_documented_tables_and_constraints(open_registry, sql_db):
@@ -438,7 +482,13 @@ def test_schema_has_the_documented_tables_and_constraints(open_registry, sql_db)
         assert sql_db.raw(path, "PRAGMA journal_mode") == [("wal",)]
     else:
         tables = {r[0] for r in sql_db.raw(path, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert {"registry_models", "registry_aliases", "registry_alias_history", "registry_model_tags", "registry_schema_version"} <= tables
+    assert {
+        "registry_models",
+        "registry_aliases",
+        "registry_alias_history",
+        "registry_model_tags",
+        "registry_schema_version",
+    } <= tables
     sql_db.raw(path, "UPDATE registry_schema_version SET version = 7")
     with pytest.raises(RegistryError, match="schema version 7, newer than this trainengine supports"):
         open_registry("models.db")

@@ -34,29 +34,34 @@ def seed_dir(tmp_path, monkeypatch):
 
 def test_use_model_registry_for_versioning(seed_dir):
     with ModelRegistry("models.db") as earlier:  # the version an earlier release registered
-        earlier.register_model("transformer-gpt", "0.9.5", "checkpoints/epoch_5.pt", task_type="language_modeling",
-                               metrics={"val_loss": 0.45, "perplexity": 1.57})
+        earlier.register_model(
+            "transformer-gpt",
+            "0.9.5",
+            "checkpoints/epoch_5.pt",
+            task_type="language_modeling",
+            metrics={"val_loss": 0.45, "perplexity": 1.57},
+        )
 
     # --- seed 000, "2. Use Model Registry for Versioning", verbatim -------------------------
-    registry = ModelRegistry('models.db')
+    registry = ModelRegistry("models.db")
 
     model_id = registry.register_model(
-        name='transformer-gpt',
-        version='1.0.0',
-        checkpoint_path='checkpoints/epoch_10.pt',
-        task_type='language_modeling',
-        metrics={'val_loss': 0.38, 'perplexity': 1.46}
+        name="transformer-gpt",
+        version="1.0.0",
+        checkpoint_path="checkpoints/epoch_10.pt",
+        task_type="language_modeling",
+        metrics={"val_loss": 0.38, "perplexity": 1.46},
     )
 
     # Tag for deployment
-    registry.promote_model(model_id, 'production')
-    registry.promote_model(model_id, 'staging')
+    registry.promote_model(model_id, "production")
+    registry.promote_model(model_id, "staging")
 
     # Load production model
-    prod_model = registry.get_model(tag='production')
+    prod_model = registry.get_model(tag="production")
 
     # Rollback if needed
-    old_model = registry.get_model(version='0.9.5')
+    old_model = registry.get_model(version="0.9.5")
     # -----------------------------------------------------------------------------------------
 
     assert model_id == "transformer-gpt:1.0.0"
@@ -84,15 +89,12 @@ def test_use_model_registry_for_shared_models(seed_dir, tmp_path):
 
     # Alice: Register her best model
     registry.register_model(
-        name='transformer-gpt',
-        version='1.0.0',
-        checkpoint_path='./checkpoints/epoch_10.pt',
-        metrics={'val_loss': 0.38}
+        name="transformer-gpt", version="1.0.0", checkpoint_path="./checkpoints/epoch_10.pt", metrics={"val_loss": 0.38}
     )
 
     # Bob: Load Alice's model
     bob_registry = ModelRegistry(shared)
-    model = bob_registry.get_model(name='transformer-gpt', version='1.0.0')
+    model = bob_registry.get_model(name="transformer-gpt", version="1.0.0")
     # -----------------------------------------------------------------------------------------
 
     assert model.model_id == "transformer-gpt:1.0.0" and model.metrics == {"val_loss": 0.38}

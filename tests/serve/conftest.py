@@ -43,7 +43,9 @@ def _export(model: torch.nn.Module, task: TaskSpec, out: Path, name: str, **kwar
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return create_export_bundle(model, task_spec=task, formats=["onnx", "pytorch"], output_dir=out, name=name, **kwargs)
+        return create_export_bundle(
+            model, task_spec=task, formats=["onnx", "pytorch"], output_dir=out, name=name, **kwargs
+        )
 
 
 def _train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, loss_fn: Callable) -> None:
@@ -67,8 +69,14 @@ def digits_bundle(tmp_path_factory: pytest.TempPathFactory) -> BundleInfo:
     model = build_model("mlp", input_dim=64, output_dim=10, hidden_dims=(64,), dropout=0.0)
     _train(model, x, y, 300, torch.nn.functional.cross_entropy)
     task = TaskSpec.classification("digits", 10)
-    path = _export(model, task, tmp_path_factory.mktemp("bundles"), "digits",
-                   reference_data=splits.train, example_input=_val_x(splits.val)[:8])
+    path = _export(
+        model,
+        task,
+        tmp_path_factory.mktemp("bundles"),
+        "digits",
+        reference_data=splits.train,
+        example_input=_val_x(splits.val)[:8],
+    )
     return BundleInfo(path, model, task, splits.train, splits.val)
 
 
@@ -82,8 +90,15 @@ def regression_bundle(tmp_path_factory: pytest.TempPathFactory) -> BundleInfo:
     _train(model, x, y, 100, lambda out, t: torch.nn.functional.mse_loss(out.squeeze(-1), t))
     task = TaskSpec.regression("diabetes")
     scaling = {"mean": splits.info.target_mean, "std": splits.info.target_std}
-    path = _export(model, task, tmp_path_factory.mktemp("bundles"), "diabetes",
-                   reference_data=splits.train, target_scaling=scaling, version="1.2.0")
+    path = _export(
+        model,
+        task,
+        tmp_path_factory.mktemp("bundles"),
+        "diabetes",
+        reference_data=splits.train,
+        target_scaling=scaling,
+        version="1.2.0",
+    )
     return BundleInfo(path, model, task, splits.train, splits.val, scaling)
 
 

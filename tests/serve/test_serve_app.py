@@ -64,7 +64,11 @@ def test_malformed_inputs_are_422_naming_the_field(digits_client, payload, statu
         (b'{"inputs": [[0.0, ', 400, "request body is not valid JSON"),
         (b"", 400, "request body is not valid JSON"),
         (b"\xff\xfe\x00garbage", 400, "request body is not valid JSON"),
-        (b"[" * 200_000 + b"]" * 200_000, 400, "request body is not valid JSON"),  # deeper than the parser's recursion limit
+        (
+            b"[" * 200_000 + b"]" * 200_000,
+            400,
+            "request body is not valid JSON",
+        ),  # deeper than the parser's recursion limit
         (b'{"inputs": [[NaN' + b", 0.0" * 63 + b"]]}", 422, "inputs[0][0]: not finite (nan)"),
         (b'{"inputs": [[1e39' + b", 0.0" * 63 + b"]]}", 422, "inputs[0][0]: 1e+39 is out of range for float32"),
     ],
@@ -141,14 +145,21 @@ def test_metrics_count_requests_batches_and_predictions(digits_bundle, digits_va
     assert _sample(m, "trainengine_serve_requests_total", endpoint="/health", status="200") == 1
     assert _sample(m, "trainengine_serve_requests_total", endpoint="other", status="404") == 1
     assert _sample(m, "trainengine_serve_request_latency_seconds_count", endpoint="/predict") == 4
-    assert _sample(m, "trainengine_serve_batch_size_count") == 3 and _sample(m, "trainengine_serve_batch_size_sum") == 44
+    assert (
+        _sample(m, "trainengine_serve_batch_size_count") == 3 and _sample(m, "trainengine_serve_batch_size_sum") == 44
+    )
     assert _sample(m, "trainengine_serve_batch_size_bucket", le="2.0") == 1
     for c in range(10):
         assert _sample(m, "trainengine_serve_predicted_class_total", class_id=str(c)) == classes.count(c)
     from trainengine.export import bundle_sha256
 
     sha = bundle_sha256(digits_bundle.path)
-    assert _sample(m, "trainengine_serve_model_info", name="digits", version="unversioned", runtime="onnx", artifact_sha256=sha) == 1
+    assert (
+        _sample(
+            m, "trainengine_serve_model_info", name="digits", version="unversioned", runtime="onnx", artifact_sha256=sha
+        )
+        == 1
+    )
     assert _sample(m, "trainengine_serve_drift_threshold") == 0.2
 
 
@@ -159,7 +170,11 @@ def test_regression_and_language_model_endpoints(regression_bundle, gpt_bundle, 
         assert body["version"] == "1.2.0" and all(set(p) == {"value"} for p in body["predictions"])
         m = metrics_of(client.get("/metrics").text)
     values = [p["value"] for p in body["predictions"]]
-    buckets = {float(dict(labels)["le"]): v for (name, labels), v in m.items() if name == "trainengine_serve_prediction_value_bucket"}
+    buckets = {
+        float(dict(labels)["le"]): v
+        for (name, labels), v in m.items()
+        if name == "trainengine_serve_prediction_value_bucket"
+    }
     assert len(buckets) > 10 and buckets[math.inf] == 5 == _sample(m, "trainengine_serve_prediction_value_count")
     assert all(count == sum(v <= le for v in values) for le, count in buckets.items())
     finite = sorted(le for le in buckets if le != math.inf)
@@ -169,7 +184,9 @@ def test_regression_and_language_model_endpoints(regression_bundle, gpt_bundle, 
         assert [set(p) for p in body["predictions"]] == [{"next_token", "next_token_probability", "completion"}] * 2
         bad = client.post("/predict", json={"inputs": ["ok", [1, 999]]})
         assert bad.status_code == 422 and bad.json() == {
-            "detail": "inputs[1][1]: token id 999 is out of range [0, 256)", "field": "inputs[1][1]"}
+            "detail": "inputs[1][1]: token id 999 is out of range [0, 256)",
+            "field": "inputs[1][1]",
+        }
         m = metrics_of(client.get("/metrics").text)
     assert _sample(m, "trainengine_serve_next_token_probability_count") == 2
 
@@ -210,8 +227,12 @@ def test_torch_runtime_agrees_with_onnx(digits_bundle, gpt_bundle, digits_val) -
     from trainengine.serve._torch import TorchPredictor
 
     x = digits_val[0][:16].tolist()
-    with TestClient(create_app(digits_bundle.path)) as onnx_client, \
-            TestClient(create_app(digits_bundle.path, runtime="torch", torch_predictor=TorchPredictor(digits_bundle.path))) as torch_client:
+    with (
+        TestClient(create_app(digits_bundle.path)) as onnx_client,
+        TestClient(
+            create_app(digits_bundle.path, runtime="torch", torch_predictor=TorchPredictor(digits_bundle.path))
+        ) as torch_client,
+    ):
         a = onnx_client.post("/predict", json={"inputs": x}).json()["predictions"]
         b = torch_client.post("/predict", json={"inputs": x}).json()["predictions"]
         assert torch_client.get("/health").json()["runtime"] == "torch"
@@ -246,17 +267,36 @@ def test_inference_runs_off_the_event_loop(digits_bundle) -> None:
 
 
 def test_client_errors_never_get_5xx(digits_bundle) -> None:
-    bodies = [b"null", b"1", b'"x"', b"{}", b'{"inputs": {}}', b'{"inputs": [null]}', b'{"inputs": [[[]]]}',
-              b'{"inputs": [{"a": 1}]}', b'{"inputs": [' + b"[0]," * 5 + b"[0]]}", b'{"inputs": [[1e999' + b",0" * 63 + b"]]}",
-              b'{"inputs": [[' + b"9" * 500 + b"," + b"0," * 62 + b"0]]}", b"\x00", "{\"inputs\": [\"\u00e9\"]}".encode()]
+    bodies = [
+        b"null",
+        b"1",
+        b'"x"',
+        b"{}",
+        b'{"inputs": {}}',
+        b'{"inputs": [null]}',
+        b'{"inputs": [[[]]]}',
+        b'{"inputs": [{"a": 1}]}',
+        b'{"inputs": [' + b"[0]," * 5 + b"[0]]}",
+        b'{"inputs": [[1e999' + b",0" * 63 + b"]]}",
+        b'{"inputs": [[' + b"9" * 500 + b"," + b"0," * 62 + b"0]]}",
+        b"\x00",
+        '{"inputs": ["\u00e9"]}'.encode(),
+    ]
     with TestClient(create_app(digits_bundle.path)) as client:
         statuses = [client.post("/predict", content=b).status_code for b in bodies]
-        statuses += [client.get("/predict").status_code, client.post("/health").status_code, client.get("/x").status_code]
+        statuses += [
+            client.get("/predict").status_code,
+            client.post("/health").status_code,
+            client.get("/x").status_code,
+        ]
     assert all(400 <= s < 500 for s in statuses), statuses
 
 
 def test_create_app_refuses_bad_options(digits_bundle, copy_bundle) -> None:
-    with pytest.raises(ValueError, match=r"unknown runtime 'tensorrt' — available: onnx, torch.*max_batch must be an integer >= 1, got 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown runtime 'tensorrt' — available: onnx, torch.*max_batch must be an integer >= 1, got 0",
+    ):
         create_app(digits_bundle.path, runtime="tensorrt", max_batch=0)
     path = copy_bundle(digits_bundle.path)
     (path / "reference_profile.json").write_text("{}")

@@ -27,7 +27,15 @@ def uvicorn_calls(monkeypatch):
     calls: list[tuple[tuple, dict]] = []
 
     def fake_run(app, **kwargs):
-        calls.append(((app,), dict(kwargs, env={k: v for k, v in os.environ.items() if k.startswith(("TRAINENGINE_SERVE_", "PROMETHEUS"))})))
+        calls.append(
+            (
+                (app,),
+                dict(
+                    kwargs,
+                    env={k: v for k, v in os.environ.items() if k.startswith(("TRAINENGINE_SERVE_", "PROMETHEUS"))},
+                ),
+            )
+        )
         if kwargs.get("factory"):
             from trainengine.serve._app import create_app_from_env
 
@@ -57,13 +65,18 @@ def test_public_bind_without_key_warns(digits_bundle, uvicorn_calls, capsys) -> 
 def test_api_key_from_environment(digits_bundle, uvicorn_calls, capsys, monkeypatch) -> None:
     assert main(["serve", str(digits_bundle.path), "--api-key-env", "SERVE_TEST_KEY"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "error: --api-key-env SERVE_TEST_KEY: the variable is unset or empty; export SERVE_TEST_KEY=<key> first"
+    assert (
+        err.strip()
+        == "error: --api-key-env SERVE_TEST_KEY: the variable is unset or empty; export SERVE_TEST_KEY=<key> first"
+    )
     monkeypatch.setenv("SERVE_TEST_KEY", "abc123")
     assert main(["serve", str(digits_bundle.path), "--api-key-env", "SERVE_TEST_KEY", "--host", "0.0.0.0"]) == 0
     assert "warning" not in capsys.readouterr().err
     with TestClient(uvicorn_calls[0][0][0]) as client:
         assert client.post("/predict", json={"inputs": [[0.0] * 64]}).status_code == 401
-        assert client.post("/predict", json={"inputs": [[0.0] * 64]}, headers={"X-API-Key": "abc123"}).status_code == 200
+        assert (
+            client.post("/predict", json={"inputs": [[0.0] * 64]}, headers={"X-API-Key": "abc123"}).status_code == 200
+        )
 
 
 @pytest.mark.parametrize(
@@ -80,7 +93,9 @@ def test_user_errors_exit_2_with_one_line(digits_bundle, uvicorn_calls, capsys, 
     args = [a.format(bundle=digits_bundle.path, tmp=tmp_path) for a in args]
     assert main(["serve", *args]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert (
+        err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    )
     assert not uvicorn_calls
     assert not (tmp_path / "none.db").exists()  # a missing registry is not created
 
@@ -99,14 +114,26 @@ def test_torch_runtime(digits_bundle, uvicorn_calls) -> None:
         assert client.post("/predict", json={"inputs": [[0.0] * 64]}).status_code == 200
 
 
-def test_workers_use_an_app_factory_and_multiprocess_metrics(digits_bundle, uvicorn_calls, monkeypatch, metrics_of) -> None:
+def test_workers_use_an_app_factory_and_multiprocess_metrics(
+    digits_bundle, uvicorn_calls, monkeypatch, metrics_of
+) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     monkeypatch.setenv("SERVE_TEST_KEY", "k")
-    assert main(["serve", str(digits_bundle.path), "--workers", "3", "--api-key-env", "SERVE_TEST_KEY", "--max-batch", "8"]) == 0
+    assert (
+        main(
+            ["serve", str(digits_bundle.path), "--workers", "3", "--api-key-env", "SERVE_TEST_KEY", "--max-batch", "8"]
+        )
+        == 0
+    )
     (target,), kwargs = uvicorn_calls[0]
-    assert target == "trainengine.serve._app:create_app_from_env" and kwargs["factory"] is True and kwargs["workers"] == 3
+    assert (
+        target == "trainengine.serve._app:create_app_from_env" and kwargs["factory"] is True and kwargs["workers"] == 3
+    )
     env = kwargs["env"]
-    assert env["TRAINENGINE_SERVE_BUNDLE"] == str(digits_bundle.path.resolve()) and env["TRAINENGINE_SERVE_API_KEY_ENV"] == "SERVE_TEST_KEY"
+    assert (
+        env["TRAINENGINE_SERVE_BUNDLE"] == str(digits_bundle.path.resolve())
+        and env["TRAINENGINE_SERVE_API_KEY_ENV"] == "SERVE_TEST_KEY"
+    )
     assert "k" not in env.values()  # the key itself is never copied into another variable
     metrics_dir = env["PROMETHEUS_MULTIPROC_DIR"]
     assert not os.path.exists(metrics_dir)  # the temporary folder is removed when the server stops
@@ -137,8 +164,23 @@ def test_cli_server_with_two_workers_end_to_end(digits_bundle, port, metrics_of)
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trainengine", "serve", str(digits_bundle.path), "--port", str(port), "--workers", "2", "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "trainengine",
+            "serve",
+            str(digits_bundle.path),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:

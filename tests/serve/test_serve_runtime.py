@@ -26,7 +26,10 @@ from trainengine.serve._runtime import (
 DIGITS_MANIFEST = {"input": {"name": "input", "dtype": "float32", "shape": [None, 64]}}
 IMAGE_MANIFEST = {"input": {"name": "input", "dtype": "float32", "shape": [None, 1, 8, 8]}}
 CLASSIFY = {"task_type": "classification", "num_classes": 10}
-LM_MANIFEST = {"input": {"dtype": "int64", "shape": [None, None], "max_sequence_length": 8}, "output": {"shape": [None, None, 256]}}
+LM_MANIFEST = {
+    "input": {"dtype": "int64", "shape": [None, None], "max_sequence_length": 8},
+    "output": {"shape": [None, None, 256]},
+}
 LM = {"task_type": "language_modeling", "num_classes": None}
 
 
@@ -119,7 +122,9 @@ def test_postprocess_classification_is_a_stable_softmax() -> None:
 
 
 def test_postprocess_regression_and_non_finite_outputs() -> None:
-    scaled = postprocess(np.array([[0.5], [-1.0]]), {"task_type": "regression"}, target_scaling={"mean": 150.0, "std": 10.0})
+    scaled = postprocess(
+        np.array([[0.5], [-1.0]]), {"task_type": "regression"}, target_scaling={"mean": 150.0, "std": 10.0}
+    )
     assert scaled == [{"value": 155.0}, {"value": 140.0}]
     assert postprocess(np.array([[1.0, 2.0]]), {"task_type": "regression"}) == [{"values": [1.0, 2.0]}]
     with pytest.raises(InputError, match=r"^inputs\[1\]: the model's output is not finite"):
@@ -137,7 +142,9 @@ def _successor_model(batch: np.ndarray) -> np.ndarray:
 
 def test_postprocess_language_model_greedy_completion_with_mixed_lengths() -> None:
     tokens = preprocess(["abc", "x", [250]], LM_MANIFEST, LM)
-    out = postprocess(_successor_model(_runtime.model_input(tokens)), LM, tokens=tokens, forward=_successor_model, max_seq_len=8)
+    out = postprocess(
+        _successor_model(_runtime.model_input(tokens)), LM, tokens=tokens, forward=_successor_model, max_seq_len=8
+    )
     assert [p["next_token"] for p in out] == [ord("d"), ord("y"), 251]
     assert out[0]["completion"] == "defghijklmnopqrs" and out[1]["completion"] == "yz{|}~\x7f" + "\ufffd" * 9
     expected_p = np.exp(20.0) / (np.exp(20.0) + 255)  # softmax of one +10 among 255 at -10
@@ -159,7 +166,9 @@ def test_tampered_bundle_is_refused(digits_bundle, copy_bundle) -> None:
     path = copy_bundle(digits_bundle.path)
     with (path / "model.onnx").open("ab") as fh:
         fh.write(b"\0")
-    with pytest.raises(BundleError, match=r"failed verification: model\.onnx: content changed \(sha256 .*re-export the bundle"):
+    with pytest.raises(
+        BundleError, match=r"failed verification: model\.onnx: content changed \(sha256 .*re-export the bundle"
+    ):
         OnnxPredictor(path)
     assert load_bundle(path, verify=False).name == "digits"  # verification is what refused it
     (path / "task_spec.json").unlink()
@@ -241,7 +250,7 @@ def test_language_model_completion_equals_greedy_generate(gpt_bundle) -> None:
     predictor = OnnxPredictor(gpt_bundle.path)
     prompts = ["def f(x):", "import o", "a" * 40]  # mixed lengths; the last is longer than the context (32)
     got = predictor.predict(prompts)
-    for prompt, prediction in zip(prompts, got):
+    for prompt, prediction in zip(prompts, got, strict=True):
         ids = torch.tensor([list(prompt.encode())])
         generated = gpt_bundle.model.generate(ids, max_new_tokens=16, temperature=0)[0, ids.shape[1] :].tolist()
         assert prediction["next_token"] == generated[0]
@@ -263,7 +272,9 @@ def test_torch_predictor_agrees_with_onnx(digits_bundle, regression_bundle, gpt_
     prompts = ["hello", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "x"]
     a, b = OnnxPredictor(gpt_bundle.path).predict(prompts), TorchPredictor(gpt_bundle.path).predict(prompts)
     assert [(p["next_token"], p["completion"]) for p in a] == [(p["next_token"], p["completion"]) for p in b]
-    np.testing.assert_allclose([p["next_token_probability"] for p in a], [p["next_token_probability"] for p in b], atol=1e-5)
+    np.testing.assert_allclose(
+        [p["next_token_probability"] for p in a], [p["next_token_probability"] for p in b], atol=1e-5
+    )
 
 
 # ----------------------------------------------------------------------------- drift

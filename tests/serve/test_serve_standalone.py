@@ -40,14 +40,22 @@ def standalone_bundle(digits_bundle, copy_bundle) -> Path:
 
 
 def test_trainengine_is_not_importable_in_the_subprocess_environment(site_packages) -> None:
-    result = subprocess.run([sys.executable, "-S", "-c", "import trainengine"], env=_env(site_packages), capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", "import trainengine"], env=_env(site_packages), capture_output=True, text=True
+    )
     assert result.returncode == 1 and "No module named 'trainengine'" in result.stderr
 
 
-def test_inference_script_predicts_without_trainengine(standalone_bundle, digits_bundle, site_packages, tmp_path) -> None:
+def test_inference_script_predicts_without_trainengine(
+    standalone_bundle, digits_bundle, site_packages, tmp_path
+) -> None:
     result = subprocess.run(
         [sys.executable, "-S", "inference.py", "--input", "examples.json"],
-        cwd=standalone_bundle, env=_env(site_packages), capture_output=True, text=True, timeout=60,
+        cwd=standalone_bundle,
+        env=_env(site_packages),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -65,8 +73,20 @@ def test_inference_script_predicts_without_trainengine(standalone_bundle, digits
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"inputs": [[0.0] * 63]}))
     result = subprocess.run(
-        [sys.executable, "-S", str(standalone_bundle / "inference.py"), "--input", str(bad), "--bundle", str(standalone_bundle)],
-        cwd=tmp_path, env=_env(site_packages), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-S",
+            str(standalone_bundle / "inference.py"),
+            "--input",
+            str(bad),
+            "--bundle",
+            str(standalone_bundle),
+        ],
+        cwd=tmp_path,
+        env=_env(site_packages),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2 and result.stderr.strip() == "error: inputs[0]: expected shape [64], got [63]"
 
@@ -76,9 +96,15 @@ def test_inference_script_refuses_a_tampered_bundle(standalone_bundle, site_pack
         fh.write(b"x")
     result = subprocess.run(
         [sys.executable, "-S", "inference.py", "--input", "examples.json"],
-        cwd=standalone_bundle, env=_env(site_packages), capture_output=True, text=True, timeout=60,
+        cwd=standalone_bundle,
+        env=_env(site_packages),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert result.returncode == 2 and "model.onnx: content changed" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2 and "model.onnx: content changed" in result.stderr and "Traceback" not in result.stderr
+    )
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> dict:
@@ -108,7 +134,11 @@ def _stop(proc: subprocess.Popen) -> None:
 def test_server_script_serves_without_trainengine(standalone_bundle, site_packages, port) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-S", "server.py", "--port", str(port), "--log-level", "warning"],
-        cwd=standalone_bundle, env=_env(site_packages), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=standalone_bundle,
+        env=_env(site_packages),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -130,10 +160,24 @@ def test_server_script_serves_without_trainengine(standalone_bundle, site_packag
 def test_server_script_with_workers_aggregates_metrics(standalone_bundle, site_packages, port, metrics_of) -> None:
     # Log level info: each worker logs "Application startup complete." on stderr when it serves.
     proc = subprocess.Popen(
-        [sys.executable, "-S", "server.py", "--port", str(port), "--workers", "2", "--log-level", "info",
-         "--api-key-env", "BUNDLE_KEY"],
-        cwd=standalone_bundle, env=_env(site_packages, BUNDLE_KEY="k-123"), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-S",
+            "server.py",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "info",
+            "--api-key-env",
+            "BUNDLE_KEY",
+        ],
+        cwd=standalone_bundle,
+        env=_env(site_packages, BUNDLE_KEY="k-123"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     both_up = threading.Event()
 
@@ -152,12 +196,16 @@ def test_server_script_with_workers_aggregates_metrics(standalone_bundle, site_p
         assert both_up.wait(60), "the two workers did not both start within 60 s"
         _wait_healthy(url, proc)
         for _ in range(12):  # new connections: uvicorn's workers share the socket, both get traffic
-            assert httpx.post(url + "/predict", json={"inputs": [[0.0] * 64]}, headers=key, timeout=10).status_code == 200
+            assert (
+                httpx.post(url + "/predict", json={"inputs": [[0.0] * 64]}, headers=key, timeout=10).status_code == 200
+            )
         assert httpx.post(url + "/predict", json={"inputs": [[0.0] * 64]}, timeout=10).status_code == 401
         counts = set()
         for _ in range(4):  # whichever worker answers the scrape, it reports every worker's counts
             m = metrics_of(httpx.get(url + "/metrics", headers=key, timeout=10).text)
-            counts.add(m.get(("trainengine_serve_requests_total", frozenset({("endpoint", "/predict"), ("status", "200")}))))
+            counts.add(
+                m.get(("trainengine_serve_requests_total", frozenset({("endpoint", "/predict"), ("status", "200")})))
+            )
         assert counts == {12.0}
     finally:
         _stop(proc)

@@ -48,9 +48,7 @@ def test_builtin_names() -> None:
     assert isinstance(get_loss_strategy("classification"), ClassificationLoss)
     assert isinstance(get_loss_strategy("language_modeling"), LanguageModelingLoss)
     assert isinstance(get_loss_strategy("regression"), RegressionLoss)
-    assert set(available_loss_strategies()) >= {
-        "classification", "language_modeling", "regression", "vision"
-    }
+    assert set(available_loss_strategies()) >= {"classification", "language_modeling", "regression", "vision"}
 
 
 def test_unknown_strategy_error_lists_available_names() -> None:
@@ -93,12 +91,12 @@ def test_register_custom_strategy(restore_registry: None) -> None:
     register_loss_strategy("half_mse", RegressionLoss, overwrite=True)
     assert type(get_loss_strategy("half_mse")) is RegressionLoss
     with pytest.raises(TaskError, match="must be a subclass of trainengine.tasks.LossStrategy"):
-        register_loss_strategy("bad", object)  # type: ignore[arg-type]
+        register_loss_strategy("bad", object)  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 def test_loss_strategy_is_abstract() -> None:
     with pytest.raises(TypeError):
-        LossStrategy()  # type: ignore[abstract]
+        LossStrategy()  # type: ignore[abstract]  # instantiating the abstract base on purpose
 
 
 # ---------------------------------------------------------------------------- classification
@@ -131,9 +129,7 @@ def test_label_smoothing_changes_loss_like_torch(gen: torch.Generator) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_classification_computes_in_float32_for_half_logits(
-    gen: torch.Generator, dtype: torch.dtype
-) -> None:
+def test_classification_computes_in_float32_for_half_logits(gen: torch.Generator, dtype: torch.dtype) -> None:
     logits = torch.randn(64, 7, generator=gen).to(dtype)
     labels = torch.randint(0, 7, (64,), generator=gen)
     total = ClassificationLoss().loss_sum(logits, labels)
@@ -158,13 +154,15 @@ def test_classification_ignore_index_is_not_counted(gen: torch.Generator) -> Non
         (torch.randn(4, 3), torch.zeros(4, dtype=torch.int32), ["got labels int32 [4]"]),
         (torch.randn(4, 3, 2), torch.zeros(4, dtype=torch.int64), ["logits [B, C]", "got logits float32 [4, 3, 2]"]),
         (torch.zeros(4, 3, dtype=torch.int64), torch.zeros(4, dtype=torch.int64), ["got logits int64 [4, 3]"]),
-        (torch.randn(4, 3), torch.zeros(5, dtype=torch.int64), ["logits float32 [4, 3] and labels int64 [5]", "4 vs 5"]),
+        (
+            torch.randn(4, 3),
+            torch.zeros(5, dtype=torch.int64),
+            ["logits float32 [4, 3] and labels int64 [5]", "4 vs 5"],
+        ),
         (torch.randn(4, 1), torch.zeros(4, dtype=torch.int64), ["C >= 2", "got logits float32 [4, 1]"]),
     ],
 )
-def test_classification_validation_messages(
-    logits: torch.Tensor, labels: torch.Tensor, fragments: list[str]
-) -> None:
+def test_classification_validation_messages(logits: torch.Tensor, labels: torch.Tensor, fragments: list[str]) -> None:
     strategy = ClassificationLoss()
     with pytest.raises(TaskError) as info:
         strategy.validate_inputs(logits, labels)
@@ -286,7 +284,11 @@ def test_lm_bf16_logits_summed_in_float32(gen: torch.Generator) -> None:
         (torch.randn(8, 5), torch.zeros(2, 4, dtype=torch.int64), "got logits float32 [8, 5]"),
         (torch.randn(2, 4, 5), torch.zeros(8, dtype=torch.int64), "got labels int64 [8]"),
         (torch.randn(2, 4, 5), torch.zeros(2, 4, dtype=torch.int32), "got labels int32 [2, 4]"),
-        (torch.randn(2, 4, 5), torch.zeros(2, 3, dtype=torch.int64), "logits float32 [2, 4, 5] and labels int64 [2, 3]"),
+        (
+            torch.randn(2, 4, 5),
+            torch.zeros(2, 3, dtype=torch.int64),
+            "logits float32 [2, 4, 5] and labels int64 [2, 3]",
+        ),
     ],
 )
 def test_lm_validation_messages(logits: torch.Tensor, labels: torch.Tensor, fragment: str) -> None:
@@ -340,9 +342,7 @@ def test_regression_predictions_helper() -> None:
         (torch.zeros(4, dtype=torch.int64), torch.zeros(4), "got predictions int64 [4]"),
     ],
 )
-def test_regression_validation_messages(
-    preds: torch.Tensor, labels: torch.Tensor, fragment: str
-) -> None:
+def test_regression_validation_messages(preds: torch.Tensor, labels: torch.Tensor, fragment: str) -> None:
     with pytest.raises(TaskError) as info:
         RegressionLoss().validate_inputs(preds, labels)
     msg = str(info.value)

@@ -28,10 +28,7 @@ def _feed(metrics: TaskMetrics, batches: list[tuple[torch.Tensor, torch.Tensor]]
 @pytest.mark.parametrize("factory", [TaskSpec.classification, TaskSpec.vision_tiny])
 def test_classification_metrics_match_sklearn(gen: torch.Generator, factory) -> None:
     spec = factory(num_classes=5)
-    batches = [
-        (torch.randn(n, 5, generator=gen), torch.randint(0, 5, (n,), generator=gen))
-        for n in (7, 13, 1, 20)
-    ]
+    batches = [(torch.randn(n, 5, generator=gen), torch.randint(0, 5, (n,), generator=gen)) for n in (7, 13, 1, 20)]
     metrics = spec.create_metrics("cpu")
     _feed(metrics, batches)
     out = metrics.compute()
@@ -180,3 +177,11 @@ def test_bf16_logits_are_accepted(gen: torch.Generator) -> None:
     metrics.update(logits.bfloat16(), labels)
     ref = F.cross_entropy(logits.bfloat16().float(), labels)
     assert metrics.compute()["loss"] == pytest.approx(float(ref), rel=1e-6)
+
+
+def test_accuracy_of_nan_logits_is_nan_not_a_number_to_keep() -> None:
+    # Issue 10 item 8: argmax of NaN logits is class 0, so 1 label in 4 "matched" (0.25).
+    metrics = TaskMetrics("classification")
+    metrics.update(torch.full((4, 3), float("nan")), torch.tensor([0, 1, 2, 1]))
+    values = metrics.compute()
+    assert math.isnan(values["loss"]) and math.isnan(values["accuracy"])

@@ -49,9 +49,7 @@ def test_classification_factory_fields() -> None:
 
 def test_regression_factory_fields() -> None:
     spec = TaskSpec.regression()
-    assert (spec.name, spec.task_type, spec.num_classes, spec.modality) == (
-        "diabetes", "regression", None, "features"
-    )
+    assert (spec.name, spec.task_type, spec.num_classes, spec.modality) == ("diabetes", "regression", None, "features")
     assert spec.metrics == ("loss", "mse", "mae", "r2")
     assert (spec.monitor, spec.monitor_mode) == ("val/loss", "min")
     assert spec.default_dataset == "diabetes"
@@ -61,9 +59,7 @@ def test_regression_factory_fields() -> None:
 
 def test_vision_tiny_factory_fields() -> None:
     spec = TaskSpec.vision_tiny()
-    assert (spec.name, spec.task_type, spec.num_classes, spec.modality) == (
-        "digits", "vision", 10, "image"
-    )
+    assert (spec.name, spec.task_type, spec.num_classes, spec.modality) == ("digits", "vision", 10, "image")
     assert spec.metrics == ("loss", "accuracy")
     assert (spec.monitor, spec.monitor_mode) == ("val/accuracy", "max")
     assert spec.default_dataset == "digits"
@@ -73,21 +69,21 @@ def test_vision_tiny_factory_fields() -> None:
 def test_spec_is_frozen() -> None:
     spec = TaskSpec.regression()
     with pytest.raises(dataclasses.FrozenInstanceError):
-        spec.name = "other"  # type: ignore[misc]
+        spec.name = "other"  # type: ignore[misc]  # assigning a frozen field on purpose
 
 
 @pytest.mark.parametrize("num_classes", [1, 0, -3, 2.0, True])
 def test_classification_rejects_bad_num_classes(num_classes: object) -> None:
     with pytest.raises(TaskError, match=r"num_classes must be an int >= 2.*got"):
-        TaskSpec.classification(name="x", num_classes=num_classes)  # type: ignore[arg-type]
+        TaskSpec.classification(name="x", num_classes=num_classes)  # type: ignore[arg-type]  # a wrong type on purpose
     with pytest.raises(TaskError, match=r"num_classes must be an int >= 2"):
-        TaskSpec.vision_tiny(num_classes=num_classes)  # type: ignore[arg-type]
+        TaskSpec.vision_tiny(num_classes=num_classes)  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 @pytest.mark.parametrize("smoothing", [-0.1, 1.0, 1.5, "0.1"])
 def test_classification_rejects_bad_label_smoothing(smoothing: object) -> None:
     with pytest.raises(TaskError, match=r"label_smoothing must be a float in \[0, 1\)"):
-        TaskSpec.classification(label_smoothing=smoothing)  # type: ignore[arg-type]
+        TaskSpec.classification(label_smoothing=smoothing)  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 @pytest.mark.parametrize("name", ["", "   ", None])
@@ -99,7 +95,7 @@ def test_factories_reject_empty_name(name: object) -> None:
         TaskSpec.vision_tiny,
     ):
         with pytest.raises(TaskError, match="name must be a non-empty string"):
-            factory(name)  # type: ignore[arg-type]
+            factory(name)  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 def test_direct_construction_reports_every_problem_at_once() -> None:
@@ -108,7 +104,7 @@ def test_direct_construction_reports_every_problem_at_once() -> None:
             name="x",
             task_type="regression",
             num_classes=3,
-            modality="audio",  # type: ignore[arg-type]
+            modality="audio",  # type: ignore[arg-type]  # a wrong type on purpose
             label_smoothing=0.2,
             metrics=("loss", "accuracy"),
         )
@@ -121,7 +117,7 @@ def test_direct_construction_reports_every_problem_at_once() -> None:
 
 def test_unknown_task_type_lists_valid_ones() -> None:
     with pytest.raises(TaskError, match="language_modeling, classification, regression, vision"):
-        TaskSpec(name="x", task_type="ranking", num_classes=None, modality="features")  # type: ignore[arg-type]
+        TaskSpec(name="x", task_type="ranking", num_classes=None, modality="features")  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 def test_monitor_must_name_a_reported_metric_with_the_right_mode() -> None:
@@ -167,7 +163,7 @@ def test_from_dict_rejects_unknown_and_missing_keys() -> None:
     with pytest.raises(TaskError, match="missing required field.*modality"):
         TaskSpec.from_dict(data)
     with pytest.raises(TaskError, match="needs a mapping"):
-        TaskSpec.from_dict([("name", "x")])  # type: ignore[arg-type]
+        TaskSpec.from_dict([("name", "x")])  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 def test_from_dict_accepts_int_label_smoothing_and_list_metrics() -> None:
@@ -192,9 +188,7 @@ def test_loss_strategy_property_carries_options() -> None:
     assert isinstance(strategy, ClassificationLoss)
     assert (strategy.label_smoothing, strategy.num_classes) == (0.2, 4)
     logits, labels = torch.randn(6, 4), torch.randint(0, 4, (6,))
-    torch.testing.assert_close(
-        strategy(logits, labels), F.cross_entropy(logits, labels, label_smoothing=0.2)
-    )
+    torch.testing.assert_close(strategy(logits, labels), F.cross_entropy(logits, labels, label_smoothing=0.2))
 
     lm = TaskSpec.language_modeling(ignore_index=7).loss_strategy
     assert isinstance(lm, LanguageModelingLoss) and lm.ignore_index == 7

@@ -16,10 +16,16 @@ def _train(tmp_path, progress: ConsoleProgress, steps: int = 30):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(320, 4, generator=g), torch.randint(0, 3, (320,), generator=g)  # 256 train, 64 val
     cfg = (
-        TrainingConfigBuilder().with_training(max_steps=steps, batch_size=16, log_interval_steps=5, eval_interval_steps=10, eval_every_epoch=False)
-        .with_tracking(output_dir=str(tmp_path), progress="off").build()
+        TrainingConfigBuilder()
+        .with_training(
+            max_steps=steps, batch_size=16, log_interval_steps=5, eval_interval_steps=10, eval_every_epoch=False
+        )
+        .with_tracking(output_dir=str(tmp_path), progress="off")
+        .build()
     )
-    return Trainer(MLP(4, 3), None, cfg, TaskSpec.classification("x", 3), callbacks=[progress]).train((x[:256], y[:256]), (x[256:], y[256:]))
+    return Trainer(MLP(4, 3), None, cfg, TaskSpec.classification("x", 3), callbacks=[progress]).train(
+        (x[:256], y[:256]), (x[256:], y[256:])
+    )
 
 
 def test_plain_lines_when_not_a_terminal(tmp_path):

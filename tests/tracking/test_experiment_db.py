@@ -18,11 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainengine.errors import TrainEngineError
-from trainengine.tracking import ExperimentDB, ExperimentDBError, ExperimentDBValueError, UnknownRunError
 from trainengine import _sql
-from trainengine.tracking import _db
-
+from trainengine.errors import TrainEngineError
+from trainengine.tracking import ExperimentDB, ExperimentDBError, ExperimentDBValueError, UnknownRunError, _db
 
 # Input validation that fails before any SQL runs: one back-end is enough (keeps the PostgreSQL
 # runs within their time budget).
@@ -43,8 +41,14 @@ def test_module_doctests_pass():
 # ------------------------------------------------------------------------------------- log_run / get_run
 def test_log_run_and_get_run_round_trip(db, tmp_path):
     config = {"training": {"learning_rate": 3e-4, "batch_size": 8}, "name": "mlp", "layers": [64, 32]}
-    rid = db.log_run("trial-1", config, notes="hypothesis: smaller lr", tags=["sweep", "mlp", "sweep"],
-                     experiment="lr-search", run_dir=tmp_path / "runs" / "x")
+    rid = db.log_run(
+        "trial-1",
+        config,
+        notes="hypothesis: smaller lr",
+        tags=["sweep", "mlp", "sweep"],
+        experiment="lr-search",
+        run_dir=tmp_path / "runs" / "x",
+    )
     other = db.log_run("trial-2")
     assert isinstance(rid, int) and other > rid
     run = db.get_run(rid)
@@ -57,7 +61,12 @@ def test_log_run_and_get_run_round_trip(db, tmp_path):
     assert abs(datetime.fromisoformat(run["start_time"]).timestamp() - time.time()) < 60
     assert run["metrics"] == {}
     defaults = db.get_run(other)
-    assert defaults["config"] == {} and defaults["tags"] == [] and defaults["notes"] == "" and defaults["experiment"] == "default"
+    assert (
+        defaults["config"] == {}
+        and defaults["tags"] == []
+        and defaults["notes"] == ""
+        and defaults["experiment"] == "default"
+    )
 
 
 def test_config_objects_and_exotic_values_are_serialised(db, tmp_path):
@@ -67,7 +76,9 @@ def test_config_objects_and_exotic_values_are_serialised(db, tmp_path):
 
     rid = db.log_run("r", Cfg())
     assert db.get_run(rid)["config"] == {"lr": 0.1}
-    rid = db.log_run("r", {"path": tmp_path, "np": np.float32(0.5), "t": torch.tensor([1, 2]), "set": {3}, "obj": object()})
+    rid = db.log_run(
+        "r", {"path": tmp_path, "np": np.float32(0.5), "t": torch.tensor([1, 2]), "set": {3}, "obj": object()}
+    )
     cfg = db.get_run(rid)["config"]
     assert cfg["path"] == str(tmp_path) and cfg["np"] == 0.5 and cfg["t"] == [1, 2] and cfg["set"] == [3]
     assert cfg["obj"].startswith("<object object")
@@ -83,7 +94,9 @@ def test_metrics_keep_order_step_epoch_and_slash_names(db):
     assert [p["value"] for p in metrics["train/loss"]] == [2.0, 1.5, 1.25]
     assert [p["step"] for p in metrics["train/loss"]] == [0, 10, 20]
     assert [p["epoch"] for p in metrics["train/loss"]] == [0, 0, 1]
-    assert metrics["val/accuracy"] == [{"value": 0.7, "step": 20, "epoch": 1, "time": metrics["val/accuracy"][0]["time"]}]
+    assert metrics["val/accuracy"] == [
+        {"value": 0.7, "step": 20, "epoch": 1, "time": metrics["val/accuracy"][0]["time"]}
+    ]
     datetime.fromisoformat(metrics["lr"][0]["time"])
     assert db.metric_names(rid) == ["lr", "train/loss", "val/accuracy", "val/loss"]
     assert db.metric_names() == db.metric_names(experiment="default") and db.metric_names(experiment="other") == []
@@ -152,8 +165,11 @@ def test_unknown_status_lists_valid_ones(db):
 
 def test_unknown_run_id_is_named(db):
     rid = db.log_run("r")
-    for call in (lambda: db.get_run(rid + 41), lambda: db.log_metric(rid + 41, "x", 1.0),
-                 lambda: db.update_run_status(rid + 41, "completed")):
+    for call in (
+        lambda: db.get_run(rid + 41),
+        lambda: db.log_metric(rid + 41, "x", 1.0),
+        lambda: db.update_run_status(rid + 41, "completed"),
+    ):
         with pytest.raises(UnknownRunError, match=f"no run with run_id {rid + 41}") as info:
             call()
         assert isinstance(info.value, KeyError) and isinstance(info.value, TrainEngineError)
@@ -181,7 +197,7 @@ def _names(runs):
 
 
 def test_list_runs_newest_first_and_filters(populated):
-    db, ids = populated
+    db, _ = populated
     assert _names(db.list_runs()) == ["sweep_x%", "baseline", "sweep-lr-0.01", "sweep-lr-0.1"]
     assert "metrics" not in db.list_runs()[0]
     assert _names(db.list_runs(experiment="lr")) == ["sweep_x%", "sweep-lr-0.01", "sweep-lr-0.1"]
@@ -213,7 +229,9 @@ def test_list_runs_include_metrics(populated):
 
 def test_list_runs_bad_filters(populated):
     db, _ = populated
-    with pytest.raises(ValueError, match=r"unknown list_runs filter 'statuss' — valid: experiment, status, tag, run_name, config"):
+    with pytest.raises(
+        ValueError, match=r"unknown list_runs filter 'statuss' — valid: experiment, status, tag, run_name, config"
+    ):
         db.list_runs({"statuss": "completed"})
     with pytest.raises(ValueError, match="given twice"):
         db.list_runs({"experiment": "lr"}, experiment="base")
@@ -233,10 +251,19 @@ def test_get_best_run_min_and_max(populated):
     accs = {"a": 0.7, "b": 0.9, "c": 0.6, "d": 0.1}
     for key, losses in curves.items():
         for step, loss in enumerate(losses):
-            db.log_metrics(ids[key], {"val/loss": loss, "val/acc": accs[key] - 0.1 * (len(losses) - 1 - step)}, step=step, epoch=step)
+            db.log_metrics(
+                ids[key],
+                {"val/loss": loss, "val/acc": accs[key] - 0.1 * (len(losses) - 1 - step)},
+                step=step,
+                epoch=step,
+            )
     best = db.get_best_run("val/loss", mode="min")
     assert best["run_name"] == "baseline" and best["best_value"] == 0.3 and best["step"] == 0 and best["epoch"] == 0
-    assert best["config"] == {"training": {"lr": 0.01, "bs": 16}} and best["metric"] == "val/loss" and best["mode"] == "min"
+    assert (
+        best["config"] == {"training": {"lr": 0.01, "bs": 16}}
+        and best["metric"] == "val/loss"
+        and best["mode"] == "min"
+    )
     lr_best = db.get_best_run("val/loss", "min", experiment="lr")
     assert lr_best["run_name"] == "sweep-lr-0.1" and lr_best["best_value"] == 0.4 and lr_best["step"] == 1
     assert db.get_best_run("val/loss", "max")["run_name"] == "sweep_x%"
@@ -265,14 +292,27 @@ def test_compare_runs_best_and_last(db):
     db.log_metric(b, "val/loss", 0.9, step=0)
     db.update_run_status(a, "completed")
     rows = db.compare_runs([b, a])
-    assert [r["run_name"] for r in rows] == ["b", "a"] and rows[1]["status"] == "completed" and rows[1]["config"] == {"lr": 0.1}
+    assert (
+        [r["run_name"] for r in rows] == ["b", "a"]
+        and rows[1]["status"] == "completed"
+        and rows[1]["config"] == {"lr": 0.1}
+    )
     ma = rows[1]["metrics"]
     assert ma["val/loss"] == {"mode": "min", "best": 0.6, "best_step": 1, "last": 0.7, "last_step": 2, "count": 3}
-    assert ma["val/accuracy"]["mode"] == "max" and ma["val/accuracy"]["best"] == 0.8 and ma["val/accuracy"]["last"] == 0.75
+    assert (
+        ma["val/accuracy"]["mode"] == "max" and ma["val/accuracy"]["best"] == 0.8 and ma["val/accuracy"]["last"] == 0.75
+    )
     assert ma["test/r2"]["mode"] == "max" and ma["top1_acc"]["mode"] == "max"
     mb = rows[0]["metrics"]
     assert set(mb) == set(ma)  # every metric any compared run logged
-    assert mb["val/accuracy"] == {"mode": "max", "best": None, "best_step": None, "last": None, "last_step": None, "count": 0}
+    assert mb["val/accuracy"] == {
+        "mode": "max",
+        "best": None,
+        "best_step": None,
+        "last": None,
+        "last_step": None,
+        "count": 0,
+    }
     only = db.compare_runs([a], metrics=["val/loss"], modes={"val/loss": "max"})
     assert list(only[0]["metrics"]) == ["val/loss"] and only[0]["metrics"]["val/loss"]["best"] == 1.0
 
@@ -296,7 +336,10 @@ def test_compare_runs_bad_arguments(db):
         (lambda db, r: db.log_run(""), "run_name must be a non-empty string"),
         (lambda db, r: db.log_run(None), "run_name must be a non-empty string, got NoneType"),
         (lambda db, r: db.log_run("x" * 300), "run_name is 300 characters long; the limit is 255"),
-        (lambda db, r: db.log_run("r", tags="sweep"), r"tags must be a list of strings, got str 'sweep'; e.g. tags=\['baseline'\]"),
+        (
+            lambda db, r: db.log_run("r", tags="sweep"),
+            r"tags must be a list of strings, got str 'sweep'; e.g. tags=\['baseline'\]",
+        ),
         (lambda db, r: db.log_run("r", tags=["ok", 3]), "each tag must be a non-empty string, got int 3"),
         (lambda db, r: db.log_run("r", config=[1, 2]), "config must be a dict"),
         (lambda db, r: db.log_run("r", notes=None), "notes must be a string"),
@@ -306,7 +349,10 @@ def test_compare_runs_bad_arguments(db):
         (lambda db, r: db.log_metric(r, "loss", torch.ones(3)), r"metric 'loss': value must be a number, got Tensor"),
         (lambda db, r: db.log_metric(r, "", 1.0), "metric name must be a non-empty string"),
         (lambda db, r: db.log_metric(r, "loss", 1.0, step=-1), "step must be a non-negative integer or None, got -1"),
-        (lambda db, r: db.log_metric(r, "loss", 1.0, epoch=1.5), "epoch must be a non-negative integer or None, got float 1.5"),
+        (
+            lambda db, r: db.log_metric(r, "loss", 1.0, epoch=1.5),
+            "epoch must be a non-negative integer or None, got float 1.5",
+        ),
         (lambda db, r: db.log_metric(str(r), "loss", 1.0), "run_id must be an integer returned by log_run, got str"),
         (lambda db, r: db.log_metric(True, "loss", 1.0), "run_id must be an integer returned by log_run, got bool"),
         (lambda db, r: db.log_metrics(r, [("loss", 1.0)]), "metrics must be a dict of name -> number, got list"),
@@ -330,12 +376,18 @@ def test_persists_across_reopen(sql_db):
         first.update_run_status(rid, "completed")
     with ExperimentDB(str(path)) as again:
         run = again.get_run(rid)
-        assert (run["run_name"], run["config"], run["notes"], run["tags"], run["status"]) == ("keep-me", {"lr": 0.1}, "n", ["t"], "completed")
+        assert (run["run_name"], run["config"], run["notes"], run["tags"], run["status"]) == (
+            "keep-me",
+            {"lr": 0.1},
+            "n",
+            ["t"],
+            "completed",
+        )
         assert run["metrics"]["val/loss"][0]["value"] == 0.25
         assert again.log_run("next") == rid + 1
     if sql_db.is_sqlite:
         assert sql_db.raw(path, "PRAGMA journal_mode") == [("wal",)]
-    assert sql_db.raw(path, "SELECT version FROM schema_version") == [(1,)]
+    assert sql_db.raw(path, "SELECT version FROM schema_version") == [(2,)]  # version 2: heartbeat columns
     assert sql_db.raw(path, "SELECT count(*) FROM metrics") == [(1,)]
 
 

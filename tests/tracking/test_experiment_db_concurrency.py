@@ -29,11 +29,13 @@ def _worker(path: str, worker: int, start, results) -> None:
                 db.log_metric(run_id, "train/loss", _expected(worker, i), step=i, epoch=i // 50)
             db.update_run_status(run_id, "completed")
         results.put((worker, run_id, None))
-    except BaseException as exc:  # report instead of dying silently
+    except BaseException as exc:  # noqa: BLE001 - a child process reports any failure instead of dying silently
         results.put((worker, None, repr(exc)))
 
 
-@pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+@pytest.mark.skipif(
+    sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork"
+)
 def test_eight_processes_lose_no_metric(sql_db):
     # fork, not spawn: a spawned child re-imports torch (about 3 s of CPU each), and a test module
     # imported with --import-mode=importlib cannot be re-imported by name in a child.
@@ -67,11 +69,13 @@ def _log_from_inherited(db: ExperimentDB, run_id: int, results) -> None:
     try:
         db.log_metrics(run_id, {"child/value": 1.5}, step=1)
         results.put(None)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - a child process reports any failure instead of dying silently
         results.put(repr(exc))
 
 
-@pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+@pytest.mark.skipif(
+    sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork"
+)
 def test_forked_child_can_use_the_parents_instance(sql_db):
     # The child drops the parent's pooled connection (sharing one across fork corrupts SQLite
     # files) and opens its own; the parent keeps working with its connection afterwards.

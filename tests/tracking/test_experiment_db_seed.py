@@ -22,23 +22,27 @@ def test_seed_log_hyperparameter_sweeps(tmp_path, monkeypatch, capsys):
     grid = [(lr, bs) for lr in (1e-2, 10**-3.5, 1e-4, 1e-5) for bs in (8, 16, 32, 4, 24)]  # 20 trials
 
     # --- seed 000, "Log Hyperparameter Sweeps to ExperimentDB" ---
-    db = ExperimentDB('experiments.db')
+    db = ExperimentDB("experiments.db")
 
     for trial in range(20):
-        config = TrainingConfigBuilder.baseline().with_training(learning_rate=grid[trial][0], batch_size=grid[trial][1]).build()
+        config = (
+            TrainingConfigBuilder.baseline()
+            .with_training(learning_rate=grid[trial][0], batch_size=grid[trial][1])
+            .build()
+        )
         run_id = db.log_run(
-            run_name=f'hparam-search-trial-{trial}',
+            run_name=f"hparam-search-trial-{trial}",
             config=config.to_dict(),
-            notes=f'LR={config.learning_rate}, BS={config.batch_size}'
+            notes=f"LR={config.learning_rate}, BS={config.batch_size}",
         )
 
         results = _fake_train(config)
 
-        db.log_metric(run_id, 'val_loss', results['best_val_loss'])
-        db.update_run_status(run_id, 'completed')
+        db.log_metric(run_id, "val_loss", results["best_val_loss"])
+        db.update_run_status(run_id, "completed")
 
     # Analysis
-    best = db.get_best_run('val_loss', mode='min')
+    best = db.get_best_run("val_loss", mode="min")
     print(f"Best: {best['run_name']}, loss={best['best_value']:.4f}")
     print(f"Config: {best['config']}")
     # --- end of seed code ---
@@ -61,25 +65,25 @@ def test_seed_document_experiment_results(tmp_path, monkeypatch):
     losses = [0.52, 0.44, 0.39, 0.36, 0.35]  # what trainer.train would have reported per epoch
 
     # --- seed 000, "Document Experiment Results" ---
-    db = ExperimentDB('experiments.db')
+    db = ExperimentDB("experiments.db")
 
     run_id = db.log_run(
-        run_name='baseline-v2-larger-model',
+        run_name="baseline-v2-larger-model",
         config=config.to_dict(),
         notes="""
         Testing 24-layer model (vs 12-layer baseline).
         Hypothesis: larger model should improve val accuracy.
         Previous best: val_loss=0.38 (12-layer)
         Expected: val_loss=0.35 (24-layer)
-        """
+        """,
     )
 
     # Log results
     for epoch, loss in enumerate(losses):
-        db.log_metric(run_id, 'val_loss', loss, epoch=epoch)
+        db.log_metric(run_id, "val_loss", loss, epoch=epoch)
 
     # Document decision
-    db.update_run_status(run_id, 'completed')
+    db.update_run_status(run_id, "completed")
     # Later: retrieve run and see full context
     # --- end of seed code ---
 

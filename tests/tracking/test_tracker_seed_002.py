@@ -46,24 +46,27 @@ def test_complete_tracking_example():
     ) as tracker:
         tracker.log_model(model, name="shakespeare_gpt2")
         tracker.watch_model(model, log_freq=100)
-        best_val_loss = float('inf')
+        best_val_loss = float("inf")
         for step in range(max_steps):
             train_metrics = train_step(model, batch, optimizer)
             tracker.log_metrics(train_metrics, step=step)
             if step % eval_interval == 0:
                 val_metrics = evaluate(model, val_loader)
                 tracker.log_metrics(val_metrics, step=step)
-                if val_metrics['val/loss'] < best_val_loss:
-                    best_val_loss = val_metrics['val/loss']
-                    torch.save(model.state_dict(), 'best_model.pt')
-                    tracker.save_artifact('best_model.pt', 'best_checkpoint')
+                if val_metrics["val/loss"] < best_val_loss:
+                    best_val_loss = val_metrics["val/loss"]
+                    torch.save(model.state_dict(), "best_model.pt")
+                    tracker.save_artifact("best_model.pt", "best_checkpoint")
             if step % 1000 == 0:
                 sample_text = generate(model, prompt="To be or not to be")
                 tracker.log_text("generated_samples", sample_text, step)
-        tracker.log_metrics({
-            "final/best_val_loss": best_val_loss,
-            "final/total_steps": step,
-        }, step=step)
+        tracker.log_metrics(
+            {
+                "final/best_val_loss": best_val_loss,
+                "final/total_steps": step,
+            },
+            step=step,
+        )
     assert tracker.backend == "wandb"
     assert list((tracker.directory / "wandb").glob("offline-run-*/run-*.wandb"))
 

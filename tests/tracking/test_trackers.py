@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import pytest
 import torch
@@ -18,7 +19,9 @@ def _log_three(tracker):
 
 
 def test_jsonl_backend_reads_back(tmp_path):
-    with ExperimentTracker("proj", "run1", {"lr": 1e-3}, backend="jsonl", log_dir=tmp_path, tags=["t"], notes="n") as tracker:
+    with ExperimentTracker(
+        "proj", "run1", {"lr": 1e-3}, backend="jsonl", log_dir=tmp_path, tags=["t"], notes="n"
+    ) as tracker:
         _log_three(tracker)
         tracker.log_text("sample", "hello", step=2)
         (tmp_path / "w.bin").write_bytes(b"123")
@@ -27,7 +30,9 @@ def test_jsonl_backend_reads_back(tmp_path):
     assert records[0] == {"type": "params", "params": {"lr": 1e-3}, "tags": ["t"], "notes": "n"}
     metrics = [r for r in records if r["type"] == "metrics"]
     assert [m["step"] for m in metrics] == [0, 1, 2]
-    assert metrics[2]["metrics"]["train/loss"] == pytest.approx(1 / 3) and metrics[2]["metrics"]["val/acc"] == pytest.approx(0.7)
+    assert metrics[2]["metrics"]["train/loss"] == pytest.approx(1 / 3) and metrics[2]["metrics"][
+        "val/acc"
+    ] == pytest.approx(0.7)
     assert (tracker.directory / "artifacts" / "weights").read_bytes() == b"123"
     assert records[-1] == {"type": "finish", "status": "completed"}
 
@@ -50,7 +55,9 @@ def test_mlflow_backend_reads_back_with_mlflow_client(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with ExperimentTracker("proj", "run1", {"lr": 1e-3, "model": {"d_model": 8}}, backend="mlflow", log_dir=tmp_path, tags=["base"]) as tracker:
+    with ExperimentTracker(
+        "proj", "run1", {"lr": 1e-3, "model": {"d_model": 8}}, backend="mlflow", log_dir=tmp_path, tags=["base"]
+    ) as tracker:
         _log_three(tracker)
         tracker.log_text("sample", "hello")
     backend = tracker.backends[0]
@@ -70,10 +77,26 @@ def test_wandb_backend_offline_reads_back(tmp_path, monkeypatch):
         _log_three(tracker)
     files = list((tracker.directory / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
-    history, config = [], {}
+    # wandb's service process may still be appending the last records when finish() returns on a
+    # loaded machine: poll the file (with a deadline) until the three history records are there.
+    deadline = time.monotonic() + 30
+    while True:
+        history, config = _read_wandb_file(files[0])
+        if len(history) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [round(h["train/loss"], 4) for h in history] == [1.0, 0.5, 0.3333]
+    assert [h["_step"] for h in history] == [0, 1, 2]
+    assert config["lr"] == 1e-3
+
+
+def _read_wandb_file(path):
+    """(history records, config) of an offline ``.wandb`` file."""
     from wandb.proto import wandb_internal_pb2
 
-    for raw in _wandb_records(files[0]):
+    history: list[dict] = []
+    config: dict = {}
+    for raw in _wandb_records(path):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(raw)
         kind = record.WhichOneof("record_type")
@@ -82,9 +105,7 @@ def test_wandb_backend_offline_reads_back(tmp_path, monkeypatch):
         elif kind in ("config", "run"):  # the initial config travels inside the run record
             updates = record.config.update if kind == "config" else record.run.config.update
             config.update({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in updates})
-    assert [round(h["train/loss"], 4) for h in history] == [1.0, 0.5, 0.3333]
-    assert [h["_step"] for h in history] == [0, 1, 2]
-    assert config["lr"] == 1e-3
+    return history, config
 
 
 def _wandb_records(path):
@@ -121,7 +142,11 @@ def test_auto_picks_installed_and_configured_backends(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     tracker = ExperimentTracker("proj", "auto1", backend="auto", log_dir=tmp_path)
     tracker.finish()
-    assert tracker.backend_names[0] == "jsonl" and "mlflow" not in tracker.backend_names and "wandb" not in tracker.backend_names
+    assert (
+        tracker.backend_names[0] == "jsonl"
+        and "mlflow" not in tracker.backend_names
+        and "wandb" not in tracker.backend_names
+    )
 
 
 def test_unknown_backend_lists_the_available_ones(tmp_path):
@@ -166,9 +191,23 @@ def test_training_logger_seed_002_example(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "step 1 | train/loss=2.0000 | train/learning_rate=0.0001" in out
     logs = read_jsonl(logger.log_file)
-    assert [r["event"] for r in logs] == ["start", "system_info", "hyperparams", "metrics", "metrics", "metrics", "metrics", "checkpoint", "error", "end"]
+    assert [r["event"] for r in logs] == [
+        "start",
+        "system_info",
+        "hyperparams",
+        "metrics",
+        "metrics",
+        "metrics",
+        "metrics",
+        "checkpoint",
+        "error",
+        "end",
+    ]
     train_losses = [log["metrics"]["train/loss"] for log in logs if "train/loss" in log.get("metrics", {})]
     assert train_losses == [3.0, 2.0, 1.0]
     assert logs[6]["metrics"] == {"val/loss": None}  # NaN stays visible as null, never a crash
     assert "RuntimeError: boom" in logs[8]["data"]["traceback"]
-    assert all(set(r) == {"timestamp", "level", "event", "message", "experiment", "step", "epoch", "metrics", "data"} for r in logs)
+    assert all(
+        set(r) == {"timestamp", "level", "event", "message", "experiment", "step", "epoch", "metrics", "data"}
+        for r in logs
+    )

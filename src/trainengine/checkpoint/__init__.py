@@ -46,14 +46,16 @@ Example:
     >>> model = torch.nn.Linear(4, 2)
     >>> opt = torch.optim.AdamW(model.parameters())
     >>> manager = CheckpointManager(tempfile.mkdtemp(), keep_last_n=2)
-    >>> path = manager.save(step=100, epoch=1, model=model, state={"optimizer": opt.state_dict()},
-    ...                     metrics={"val/loss": 0.25})
+    >>> path = manager.save(
+    ...     step=100, epoch=1, model=model, state={"optimizer": opt.state_dict()}, metrics={"val/loss": 0.25}
+    ... )
     >>> path.name, manager.verify(path)
     ('ckpt-000000100', [])
     >>> manager.load_checkpoint(path, model, optimizer=opt).step
     100
 """
 
+from trainengine.checkpoint._async import AsyncSave
 from trainengine.checkpoint._flatten import flatten_state, unflatten_state
 from trainengine.checkpoint._format import (
     FORMAT_VERSION,
@@ -62,9 +64,9 @@ from trainengine.checkpoint._format import (
     checkpoint_name,
     read_checkpoint,
     read_metadata,
+    sniff_safetensors,
     verify_checkpoint,
 )
-from trainengine.checkpoint._async import AsyncSave
 from trainengine.checkpoint._keys import canonical_keys, load_model_state, load_weights_file, save_weights_file
 from trainengine.checkpoint._load import apply_checkpoint, load_checkpoint
 from trainengine.checkpoint._manager import EMERGENCY_TAG, CheckpointInfo, CheckpointManager
@@ -82,6 +84,7 @@ __all__ = [
     "unflatten_state",
     "checkpoint_name",
     "verify_checkpoint",
+    "sniff_safetensors",
     "read_checkpoint",
     "read_metadata",
     "load_checkpoint",

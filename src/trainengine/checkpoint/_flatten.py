@@ -125,7 +125,9 @@ class _Flattener:
             return {"bytes": self._add(name, data)}
         if isinstance(value, (dict, list, tuple)):
             if id(value) in active:
-                raise CheckpointError(f"{where}: the state refers to itself (a reference cycle); checkpoints hold trees of values only")
+                raise CheckpointError(
+                    f"{where}: the state refers to itself (a reference cycle); checkpoints hold trees of values only"
+                )
             active.add(id(value))
             try:
                 return self._encode_container(value, where, name, active)
@@ -134,19 +136,26 @@ class _Flattener:
         raise CheckpointError(f"{where}: cannot store a {type(value).__name__} ({_SUPPORTED})")
 
     def _encode_container(self, value: Any, where: str, name: str, active: set[int]) -> Any:
-        join = (lambda part: f"{name}.{part}" if name else part)  # noqa: E731
+        def join(part: object) -> str:
+            return f"{name}.{part}" if name else str(part)
+
         if isinstance(value, dict):
             if all(isinstance(k, str) for k in value):
                 return {"dict": {k: self.encode(v, f"{where}.{k}", join(k), active) for k, v in value.items()}}
             items = []
             for k, v in value.items():
-                if not isinstance(k, _KEY_TYPES) or isinstance(k, tuple) and not _plain_tuple(k):
+                if not isinstance(k, _KEY_TYPES) or (isinstance(k, tuple) and not _plain_tuple(k)):
                     raise CheckpointError(
                         f"{where}: cannot store a dict key of type {type(k).__name__} ({k!r}); "
                         "keys must be str, int, float, bool, None or tuples of those"
                     )
                 label = f"[{k!r}]"
-                items.append([self.encode(k, f"{where}{label}", "", active), self.encode(v, f"{where}{label}", f"{name}{label}", active)])
+                items.append(
+                    [
+                        self.encode(k, f"{where}{label}", "", active),
+                        self.encode(v, f"{where}{label}", f"{name}{label}", active),
+                    ]
+                )
             return {"items": items}
         encoded = [self.encode(v, f"{where}[{i}]", f"{name}[{i}]", active) for i, v in enumerate(value)]
         return {"tuple": encoded} if isinstance(value, tuple) else encoded
@@ -158,8 +167,17 @@ def _plain_tuple(key: tuple[Any, ...]) -> bool:
 
 # Dtypes safetensors can hold (complex128 and some exotic ones it cannot).
 _STORABLE = {
-    torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
-    torch.int8, torch.uint8, torch.bool, torch.complex64,
+    torch.float64,
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+    torch.complex64,
     *(getattr(torch, n) for n in ("uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2") if hasattr(torch, n)),
 }
 
@@ -168,9 +186,14 @@ def _check_tensor(t: torch.Tensor, where: str) -> torch.Tensor:
     if t.layout != torch.strided:
         raise CheckpointError(f"{where}: cannot store a {t.layout} tensor; convert it with .to_dense() first")
     if t.device.type == "meta":
-        raise CheckpointError(f"{where}: the tensor is on the meta device (it has no data); materialise it before saving")
+        raise CheckpointError(
+            f"{where}: the tensor is on the meta device (it has no data); materialise it before saving"
+        )
     if t.dtype not in _STORABLE:
-        raise CheckpointError(f"{where}: cannot store a tensor of dtype {t.dtype}; safetensors holds {', '.join(sorted(str(d).removeprefix('torch.') for d in _STORABLE))}")
+        raise CheckpointError(
+            f"{where}: cannot store a tensor of dtype {t.dtype}; safetensors holds "
+            f"{', '.join(sorted(str(d).removeprefix('torch.') for d in _STORABLE))}"
+        )
     return t.detach()
 
 
@@ -182,7 +205,9 @@ def _array_to_tensor(arr: np.ndarray, where: str) -> torch.Tensor:
         # Not np.ascontiguousarray: it turns 0-d arrays into 1-d ones.
         t = torch.from_numpy(arr if arr.flags.c_contiguous else arr.copy(order="C"))
     except TypeError:
-        raise CheckpointError(f"{where}: cannot store a numpy array of dtype {arr.dtype} ({_SUPPORTED}; arrays of numbers or bools)") from None
+        raise CheckpointError(
+            f"{where}: cannot store a numpy array of dtype {arr.dtype} ({_SUPPORTED}; arrays of numbers or bools)"
+        ) from None
     return _check_tensor(t, where)
 
 

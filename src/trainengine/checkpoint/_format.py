@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,18 @@ class LoadedCheckpoint:
 # ----------------------------------------------------------------------------- verifying
 
 
-def verify_checkpoint(path: str | os.PathLike[str]) -> list[str]:
-    """Check a checkpoint folder against its manifest.
+def verify_checkpoint(path: str | os.PathLike[str], *, hashes: Mapping[str, str] | None = None) -> list[str]:
+    """Check a checkpoint folder against its manifest, and each file's format.
+
+    This one check serves ``trainengine checkpoints verify``, resuming, and registering a
+    checkpoint in the model registry: sizes and SHA-256 against ``manifest.json``, no missing or
+    unlisted files, JSON files that parse, and ``.safetensors`` files that are safetensors (a
+    pickle planted under that name with a re-hashed manifest is still refused).
 
     Args:
         path: The ``ckpt-*`` folder.
+        hashes: ``{file name: sha256}`` already computed from these very bytes (e.g. while copying
+            them); those files are not read again. Files not in it are hashed here.
 
     Returns:
         Problems, one line each, file name first; ``[]`` means the checkpoint is intact.
@@ -130,17 +138,22 @@ def verify_checkpoint(path: str | os.PathLike[str]) -> list[str]:
         return [f"{MANIFEST_FILE}: malformed (no 'files' table)"]
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        return [f"{MANIFEST_FILE}: unsupported format_version {version!r} (this trainengine reads {FORMAT_VERSION}); use the trainengine version that wrote it"]
+        return [
+            f"{MANIFEST_FILE}: unsupported format_version {version!r} (this trainengine reads {FORMAT_VERSION}); "
+            "use the trainengine version that wrote it"
+        ]
     listed: dict[str, Any] = manifest["files"]
-    problems = [f"{name}: not listed in {MANIFEST_FILE}" for name in (STATE_FILE, STATE_JSON, META_FILE) if name not in listed]
+    problems = [
+        f"{name}: not listed in {MANIFEST_FILE}" for name in (STATE_FILE, STATE_JSON, META_FILE) if name not in listed
+    ]
     present = {p.name for p in path.iterdir()} - {MANIFEST_FILE}
     problems += [f"{name}: unexpected file, not listed in {MANIFEST_FILE}" for name in sorted(present - set(listed))]
     for name, entry in listed.items():
-        problems += _verify_file(path, name, entry)
+        problems += _verify_file(path, name, entry, (hashes or {}).get(name))
     return problems
 
 
-def _verify_file(folder: Path, name: str, entry: Any) -> list[str]:
+def _verify_file(folder: Path, name: str, entry: Any, known_sha256: str | None = None) -> list[str]:
     if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith(".") or not isinstance(entry, dict):
         return [f"{MANIFEST_FILE}: malformed entry {name!r}"]
     file = folder / name
@@ -151,9 +164,12 @@ def _verify_file(folder: Path, name: str, entry: Any) -> list[str]:
     if size != entry.get("size"):
         problems.append(f"{name}: {size} bytes, the manifest says {entry.get('size')} (truncated or overwritten)")
     else:
-        _, digest = hash_file(file)
+        digest = known_sha256 if known_sha256 is not None else hash_file(file)[1]
         if digest != entry.get("sha256"):
-            problems.append(f"{name}: sha256 mismatch (manifest {str(entry.get('sha256'))[:12]}…, file {digest[:12]}…) — the file was modified or damaged")
+            problems.append(
+                f"{name}: sha256 mismatch (manifest {str(entry.get('sha256'))[:12]}…, file {digest[:12]}…) "
+                "— the file was modified or damaged"
+            )
     if name.endswith(".safetensors"):
         reason = sniff_safetensors(file)
         if reason:
@@ -188,17 +204,46 @@ def sniff_safetensors(path: Path) -> str | None:
                     except ValueError:
                         header = None
                     if isinstance(header, dict):
-                        return None
+                        problem = _header_problem(header, size - 8 - n)
+                        if problem is None:
+                            return None
+                        return f"not a valid safetensors file ({problem}); it was truncated or damaged"
                     kind = "its header is not JSON"
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
     return f"not a safetensors file ({kind}); {PICKLE_REFUSED}"
 
 
+def _header_problem(header: dict[str, Any], data_size: int) -> str | None:
+    """Why a parsed safetensors header does not describe the ``data_size`` bytes after it, or None.
+
+    safetensors itself requires the tensors to tile the data exactly: the largest end offset is
+    the data's size. Checking it here finds a truncated or padded file from its header alone.
+    """
+    end = 0
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            return f"tensor {str(key)[:80]!r} has no valid data_offsets"
+        end = max(end, offsets[1])
+    if end != data_size:
+        return f"its header describes {end} bytes of tensor data, the file holds {data_size}"
+    return None
+
+
 # ----------------------------------------------------------------------------- reading
 
 
-def read_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", verify: bool = True) -> LoadedCheckpoint:
+def read_checkpoint(
+    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", verify: bool = True
+) -> LoadedCheckpoint:
     """Read a checkpoint folder: safetensors and JSON only, never pickle.
 
     Args:
@@ -220,13 +265,17 @@ def read_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
             lines = "\n".join(f"  - {p}" for p in problems)
             raise CheckpointError(
                 f"checkpoint {path} is corrupt or incomplete:\n{lines}\n"
-                "resume from an older checkpoint (CheckpointManager.get_latest_valid_checkpoint() finds the newest intact one)"
+                "resume from an older checkpoint "
+                "(CheckpointManager.get_latest_valid_checkpoint() finds the newest intact one)"
             )
     state_doc = _read_json(path / STATE_JSON)
     meta_doc = _read_json(path / META_FILE)
     for name, doc in ((STATE_JSON, state_doc), (META_FILE, meta_doc)):
         if doc.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{path / name}: unsupported format_version {doc.get('format_version')!r} (this trainengine reads {FORMAT_VERSION})")
+            raise CheckpointError(
+                f"{path / name}: unsupported format_version {doc.get('format_version')!r} "
+                f"(this trainengine reads {FORMAT_VERSION})"
+            )
     model_info = state_doc.get("model") or {}
     model_state: dict[str, torch.Tensor] = {}
     if model_info.get("file"):
@@ -234,7 +283,9 @@ def read_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
         model_state = _load_tensors(path / MODEL_FILE, device)
         for alias, target in (model_info.get("aliases") or {}).items():
             if target not in model_state:
-                raise CheckpointError(f"{path / STATE_JSON}: tied weight '{alias}' points at '{target}', which {MODEL_FILE} does not hold")
+                raise CheckpointError(
+                    f"{path / STATE_JSON}: tied weight '{alias}' points at '{target}', which {MODEL_FILE} does not hold"
+                )
             model_state[alias] = model_state[target]
     # Clone state tensors out of the file mapping: an optimizer keeps them for the rest of the
     # run, and a mapping would pin the file's disk space after the checkpoint is pruned.
@@ -257,8 +308,13 @@ def metadata_from_doc(doc: dict[str, Any], path: Path) -> CheckpointMetadata:
         extra = dict(doc.get("meta") or {})
         extra["library_versions"] = doc.get("library_versions") or {}
         return CheckpointMetadata(
-            step=int(doc["step"]), epoch=int(doc["epoch"]), metrics=metrics, timestamp=str(doc.get("timestamp", "")),
-            tags=[str(t) for t in doc.get("tags") or []], path=path, extra=extra,
+            step=int(doc["step"]),
+            epoch=int(doc["epoch"]),
+            metrics=metrics,
+            timestamp=str(doc.get("timestamp", "")),
+            tags=[str(t) for t in doc.get("tags") or []],
+            path=path,
+            extra=extra,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path / META_FILE}: malformed metadata ({exc!r})") from exc

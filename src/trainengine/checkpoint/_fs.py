@@ -19,12 +19,11 @@ from trainengine._hashing import hash_file
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; cleanup then trusts that one process writes
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # the module is absent there; callers check for None
 
 __all__ = ["fsync_dir", "fsync_and_hash", "hash_file", "write_bytes_durably", "remove_tree", "writer_lock"]
 
 LOCK_FILE = ".writer.lock"
-
 
 
 def fsync_dir(path: Path) -> None:

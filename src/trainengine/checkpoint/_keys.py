@@ -47,13 +47,16 @@ def canonical_keys(keys: Iterable[str]) -> dict[str, str]:
     originals = list(keys)
     names = [".".join(part for part in k.split(".") if part != _COMPILED) for k in originals]
     while names and all(n.startswith(_DDP) for n in names):
-        names = [n[len(_DDP):] for n in names]
-    mapping = dict(zip(originals, names))
+        names = [n[len(_DDP) :] for n in names]
+    mapping = dict(zip(originals, names, strict=True))
     if len(set(names)) != len(names):
         seen: dict[str, str] = {}
         for orig, name in mapping.items():
             if name in seen:
-                raise CheckpointError(f"state-dict keys '{seen[name]}' and '{orig}' both become '{name}' once wrapper prefixes are removed; rename one of the submodules")
+                raise CheckpointError(
+                    f"state-dict keys '{seen[name]}' and '{orig}' both become '{name}' once wrapper prefixes "
+                    "are removed; rename one of the submodules"
+                )
             seen[name] = orig
     return mapping
 
@@ -76,10 +79,15 @@ def model_tensors(model: nn.Module | Mapping[str, torch.Tensor]) -> tuple[dict[s
     for orig, value in state.items():
         name = mapping[orig]
         if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"model state '{orig}' is a {type(value).__name__}, not a tensor; put non-tensor module state into save(state=...) instead")
+            raise CheckpointError(
+                f"model state '{orig}' is a {type(value).__name__}, not a tensor; "
+                "put non-tensor module state into save(state=...) instead"
+            )
         t = value.detach()
         if t.device.type == "meta":
-            raise CheckpointError(f"model weight '{orig}' is on the meta device (it has no data); materialise the model before saving")
+            raise CheckpointError(
+                f"model weight '{orig}' is on the meta device (it has no data); materialise the model before saving"
+            )
         if t.numel():
             # The same storage, offset, shape, strides and dtype: the same tensor under two names.
             sig = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)

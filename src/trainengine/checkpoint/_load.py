@@ -66,7 +66,10 @@ def apply_checkpoint(
     """Put an already read checkpoint into the given objects; entries it lacks are skipped."""
     if model is not None:
         if not loaded.model_state and strict:
-            raise CheckpointError(f"checkpoint {loaded.meta.path} holds no model weights (it was saved with model=None); pass strict=False to skip them")
+            raise CheckpointError(
+                f"checkpoint {loaded.meta.path} holds no model weights (it was saved with model=None); "
+                "pass strict=False to skip them"
+            )
         if loaded.model_state:
             load_model_state(model, loaded.model_state, strict=strict)
     where = str(loaded.meta.path)

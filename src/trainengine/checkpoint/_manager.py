@@ -1,4 +1,9 @@
-"""CheckpointManager: when to save, atomic saves (sync or async), best-k / last-n pruning, discovery."""
+"""CheckpointManager: when to save, atomic saves (sync or async), best-k / last-n pruning, discovery.
+
+Why one module of this length: the CheckpointManager is one public class of the seed API (save /
+save_async / pruning / discovery / list / verify / read / load_checkpoint); the format itself lives
+in _format/_write/_load.
+"""
 
 from __future__ import annotations
 
@@ -102,6 +107,9 @@ class CheckpointManager:
         save_interval_steps: :meth:`should_save` is true every N optimizer steps.
         monitor: Metric that ranks checkpoints; ``"val_loss"`` and ``"val/loss"`` mean the same.
         mode: ``"min"`` when lower is better, ``"max"`` when higher is better.
+        read_only: Only list, verify and read (``trainengine checkpoints list|verify``): the
+            folder must exist, and nothing in it is created, cleaned up or rewritten (no
+            ``index.json``, no lock file); saving and pruning are refused.
 
     Raises:
         ConfigError: An argument is out of range.
@@ -128,14 +136,19 @@ class CheckpointManager:
         save_interval_steps: int | None = None,
         monitor: str = "val_loss",
         mode: Literal["min", "max"] = "min",
+        *,
+        read_only: bool = False,
     ) -> None:
         problems = []
         for name, value, low in (("keep_best_k", keep_best_k, 0), ("keep_last_n", keep_last_n, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 problems.append(f"{name}: must be an int >= {low}, got {value!r}")
-        for name, value in (("save_interval_epochs", save_interval_epochs), ("save_interval_steps", save_interval_steps)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                problems.append(f"{name}: must be None or an int >= 1, got {value!r}")
+        for name, interval in (
+            ("save_interval_epochs", save_interval_epochs),
+            ("save_interval_steps", save_interval_steps),
+        ):
+            if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int) or interval < 1):
+                problems.append(f"{name}: must be None or an int >= 1, got {interval!r}")
         if mode not in ("min", "max"):
             problems.append(f"mode: must be 'min' or 'max', got {mode!r}")
         if not isinstance(monitor, str) or not monitor:
@@ -153,10 +166,17 @@ class CheckpointManager:
         self._pending: AsyncSave | None = None
         self._thread: threading.Thread | None = None
         self._buffers: dict[str, dict[str, torch.Tensor]] = {"model": {}, "state": {}}
+        self.read_only = read_only
+        if read_only:
+            if not self.checkpoint_dir.is_dir():
+                raise CheckpointError(f"checkpoint folder {self.checkpoint_dir} does not exist (or is not a folder)")
+            return
         try:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CheckpointError(f"cannot create checkpoint folder {self.checkpoint_dir}: {exc.strerror or exc}") from exc
+            raise CheckpointError(
+                f"cannot create checkpoint folder {self.checkpoint_dir}: {exc.strerror or exc}"
+            ) from exc
         try:
             self._clean_leftovers()
         except OSError as exc:  # e.g. a read-only folder opened only to read checkpoints
@@ -175,7 +195,9 @@ class CheckpointManager:
         """
         if step is not None and self.save_interval_steps and step > 0 and step % self.save_interval_steps == 0:
             return True
-        return bool(epoch_end is not None and self.save_interval_epochs and (epoch_end + 1) % self.save_interval_epochs == 0)
+        return bool(
+            epoch_end is not None and self.save_interval_epochs and (epoch_end + 1) % self.save_interval_epochs == 0
+        )
 
     def save(
         self,
@@ -211,8 +233,11 @@ class CheckpointManager:
                 earlier checkpoints are intact. Also raised for an earlier asynchronous save
                 whose failure nobody has seen yet.
         """
+        self._refuse_if_read_only("save a checkpoint")
         self._finish_pending()
-        payload = prepare(step=step, epoch=epoch, model=model, state=_named(state, model), metrics=metrics, meta=meta, tags=tags)
+        payload = prepare(
+            step=step, epoch=epoch, model=model, state=_named(state, model), metrics=metrics, meta=meta, tags=tags
+        )
         if payload.model is not None:
             payload.model = materialize(payload.model)
         payload.state = materialize(payload.state)
@@ -243,10 +268,13 @@ class CheckpointManager:
             CheckpointError: The state cannot be stored, or the previous asynchronous save
                 failed and nobody called its ``wait()``.
         """
+        self._refuse_if_read_only("save a checkpoint")
         t0 = time.perf_counter()
         self._finish_pending()
         t1 = time.perf_counter()
-        payload = prepare(step=step, epoch=epoch, model=model, state=_named(state, model), metrics=metrics, meta=meta, tags=tags)
+        payload = prepare(
+            step=step, epoch=epoch, model=model, state=_named(state, model), metrics=metrics, meta=meta, tags=tags
+        )
         if payload.model is not None:
             payload.model = stage(payload.model, self._buffers["model"])
         payload.state = stage(payload.state, self._buffers["state"])
@@ -259,7 +287,11 @@ class CheckpointManager:
             try:
                 self._write(payload)
             except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
-                handle._error = exc if isinstance(exc, CheckpointError) else CheckpointError(f"asynchronous save of step {step} failed: {exc!r}")
+                handle._error = (
+                    exc
+                    if isinstance(exc, CheckpointError)
+                    else CheckpointError(f"asynchronous save of step {step} failed: {exc!r}")
+                )
                 if not isinstance(exc, CheckpointError):
                     handle._error.__cause__ = exc
             finally:
@@ -313,7 +345,15 @@ class CheckpointManager:
         self._pending = None
         if handle._error is not None and not handle._observed:
             handle._observed = True
-            raise CheckpointError(f"the previous asynchronous save (step {handle.step}) failed: {handle._error}") from handle._error
+            raise CheckpointError(
+                f"the previous asynchronous save (step {handle.step}) failed: {handle._error}"
+            ) from handle._error
+
+    def _refuse_if_read_only(self, what: str) -> None:
+        if self.read_only:
+            raise CheckpointError(
+                f"cannot {what} in {self.checkpoint_dir}: this CheckpointManager was opened with read_only=True"
+            )
 
     def _write(self, payload: Payload) -> Path:
         with writer_lock(self.checkpoint_dir, blocking=True):
@@ -333,6 +373,7 @@ class CheckpointManager:
         Folders without a readable manifest are left alone: they are damaged, not ours to
         judge, and :meth:`verify` reports them.
         """
+        self._refuse_if_read_only("prune checkpoints")
         with self._lock:
             infos = self.list_checkpoints(include_invalid=True)
             keep = self._keep(infos)
@@ -357,7 +398,7 @@ class CheckpointManager:
         complete = [i for i in infos if i.complete]
         keep: set[str] = set()
         if self.keep_last_n:
-            keep |= {i.name for i in complete[-self.keep_last_n:]}
+            keep |= {i.name for i in complete[-self.keep_last_n :]}
         if complete:
             keep.add(complete[-1].name)  # the newest, whatever keep_last_n says
         ranked = self._ranked(complete)
@@ -369,10 +410,10 @@ class CheckpointManager:
         return keep
 
     def _ranked(self, infos: list[CheckpointInfo]) -> list[CheckpointInfo]:
-        scored = [i for i in infos if i.metric is not None]
+        scored = [(i.metric, i) for i in infos if i.metric is not None]
         sign = 1.0 if self.mode == "min" else -1.0
         # On a tie the earlier checkpoint ranks first: it reached the value first.
-        return sorted(scored, key=lambda i: (sign * i.metric, i.step))  # type: ignore[operator]
+        return [i for _, i in sorted(scored, key=lambda s: (sign * s[0], s[1].step))]
 
     # ------------------------------------------------------------------ discovery
 
@@ -444,8 +485,16 @@ class CheckpointManager:
         except (OSError, ValueError, KeyError, TypeError):
             epoch, tags, timestamp, metrics, readable = None, [], None, {}, False
         return CheckpointInfo(
-            path=path, name=path.name, step=step, epoch=epoch, metrics=metrics, metric=self._monitored(metrics),
-            size_bytes=size, tags=tags, complete=readable and (path / MANIFEST_FILE).is_file(), timestamp=timestamp,
+            path=path,
+            name=path.name,
+            step=step,
+            epoch=epoch,
+            metrics=metrics,
+            metric=self._monitored(metrics),
+            size_bytes=size,
+            tags=tags,
+            complete=readable and (path / MANIFEST_FILE).is_file(),
+            timestamp=timestamp,
         )
 
     def _monitored(self, metrics: Mapping[str, float]) -> float | None:
@@ -461,7 +510,9 @@ class CheckpointManager:
             if alone:
                 self._clean_leftovers_locked()
             else:
-                logger.info("a checkpoint write is in progress in %s: leaving its temporary folder alone", self.checkpoint_dir)
+                logger.info(
+                    "a checkpoint write is in progress in %s: leaving its temporary folder alone", self.checkpoint_dir
+                )
 
     def _clean_leftovers_locked(self) -> None:
         for p in list(self.checkpoint_dir.iterdir()):
@@ -469,7 +520,7 @@ class CheckpointManager:
             if name.startswith(REPLACED_PREFIX):
                 # A re-save of the same step moved the old checkpoint aside and crashed before
                 # the new one took its name: put the old one back.
-                original = self.checkpoint_dir / name[len(REPLACED_PREFIX):].rsplit("-", 1)[0]
+                original = self.checkpoint_dir / name[len(REPLACED_PREFIX) :].rsplit("-", 1)[0]
                 if not original.exists() and (p / MANIFEST_FILE).is_file():
                     os.replace(p, original)
                     logger.warning("restored checkpoint %s after an interrupted re-save", original)
@@ -486,15 +537,28 @@ class CheckpointManager:
     def _index_entries(self, infos: list[CheckpointInfo]) -> list[dict[str, Any]]:
         return [
             {
-                "name": i.name, "step": i.step, "epoch": i.epoch, "metric": i.metric, "metrics": {k: _json_float(v) for k, v in i.metrics.items()},
-                "tags": i.tags, "size_bytes": i.size_bytes, "complete": i.complete, "is_best": i.is_best, "is_latest": i.is_latest,
+                "name": i.name,
+                "step": i.step,
+                "epoch": i.epoch,
+                "metric": i.metric,
+                "metrics": {k: _json_float(v) for k, v in i.metrics.items()},
+                "tags": i.tags,
+                "size_bytes": i.size_bytes,
+                "complete": i.complete,
+                "is_best": i.is_best,
+                "is_latest": i.is_latest,
             }
             for i in infos
         ]
 
     def _write_index(self) -> None:
         infos = self.list_checkpoints(include_invalid=True)
-        doc = {"format_version": 1, "monitor": self.monitor, "mode": self.mode, "checkpoints": self._index_entries(infos)}
+        doc = {
+            "format_version": 1,
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "checkpoints": self._index_entries(infos),
+        }
         try:
             atomic_write_text(self.checkpoint_dir / INDEX_FILE, json.dumps(doc, indent=2, allow_nan=False) + "\n")
         except OSError as exc:  # a cache: the folders stay the truth
@@ -505,10 +569,14 @@ class CheckpointManager:
         if only_if_stale:
             try:
                 doc = json.loads((self.checkpoint_dir / INDEX_FILE).read_bytes())
-                cached = [(e["name"], e["step"], e["size_bytes"], e["complete"], e["epoch"]) for e in doc["checkpoints"]]
+                cached = [
+                    (e["name"], e["step"], e["size_bytes"], e["complete"], e["epoch"]) for e in doc["checkpoints"]
+                ]
             except (OSError, ValueError, KeyError, TypeError):
                 cached = None
-            disk = [(i.name, i.step, i.size_bytes, i.complete, i.epoch) for i in self.list_checkpoints(include_invalid=True)]
+            disk = [
+                (i.name, i.step, i.size_bytes, i.complete, i.epoch) for i in self.list_checkpoints(include_invalid=True)
+            ]
             if cached == disk:
                 return
             if cached is not None or disk:
@@ -531,7 +599,9 @@ class CheckpointManager:
         is not safetensors (e.g. a planted pickle)."""
         return verify_checkpoint(self._resolve(path))
 
-    def read(self, path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", verify: bool = True) -> LoadedCheckpoint:
+    def read(
+        self, path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", verify: bool = True
+    ) -> LoadedCheckpoint:
         """Verify and read a checkpoint (safetensors and JSON only; pickles are refused).
 
         Raises:
@@ -561,7 +631,9 @@ class CheckpointManager:
             CheckpointError: Corrupt checkpoint, an optimizer over other parameters, a
                 scheduler of another kind, or weights that do not fit the model.
         """
-        return load_checkpoint(self._resolve(path), model, optimizer, scheduler, scaler, strict=strict, map_location=map_location)
+        return load_checkpoint(
+            self._resolve(path), model, optimizer, scheduler, scaler, strict=strict, map_location=map_location
+        )
 
 
 def _named(state: Mapping[str, Any] | None, model: Any) -> Mapping[str, Any] | None:
@@ -569,7 +641,9 @@ def _named(state: Mapping[str, Any] | None, model: Any) -> Mapping[str, Any] | N
     if state is None or not isinstance(state, Mapping) or not isinstance(state.get("optimizer"), torch.optim.Optimizer):
         return state
     if not isinstance(model, nn.Module):
-        raise CheckpointError("state['optimizer'] is an optimizer object: pass model= (the module) too, or save optimizer.state_dict()")
+        raise CheckpointError(
+            "state['optimizer'] is an optimizer object: pass model= (the module) too, or save optimizer.state_dict()"
+        )
     return {**state, "optimizer": named_optimizer_state(state["optimizer"], model)}
 
 

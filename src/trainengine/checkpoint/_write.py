@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,9 @@ def stage(tensors: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) ->
     return out
 
 
-def write_checkpoint(checkpoint_dir: Path, payload: Payload, *, publish_lock: AbstractContextManager[Any] | None = None) -> Path:
+def write_checkpoint(
+    checkpoint_dir: Path, payload: Payload, *, publish_lock: AbstractContextManager[Any] | None = None
+) -> Path:
     """Write ``payload`` as ``<checkpoint_dir>/ckpt-<step>`` atomically; return the folder.
 
     The files go to a hidden ``.tmp-ckpt-*`` folder first (each fsynced, ``manifest.json``
@@ -209,7 +211,19 @@ def _write_failure(final: Path, exc: BaseException) -> str:
         reason = exc.strerror or str(exc)
     else:
         text = str(exc)
-        reason = next((r for r in ("No space left on device", "Permission denied", "Read-only file system", "Disk quota exceeded") if r in text), text)
+        reason = next(
+            (
+                r
+                for r in (
+                    "No space left on device",
+                    "Permission denied",
+                    "Read-only file system",
+                    "Disk quota exceeded",
+                )
+                if r in text
+            ),
+            text,
+        )
     return (
         f"cannot write checkpoint {final}: {reason} — previous checkpoints are intact "
         f"(free disk space or fix permissions in {final.parent}, or set checkpointing.checkpoint_dir to another folder)"
@@ -228,7 +242,7 @@ def _meta_doc(payload: Payload) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "step": payload.step,
         "epoch": payload.epoch,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "tags": payload.tags,
         "metrics": {k: _json_float(v) for k, v in payload.metrics.items()},
         "library_versions": _library_versions(),
@@ -256,4 +270,6 @@ def _jsonable(value: Any) -> Any:
 
 def _dumps(doc: Any, indent: int | None = None) -> bytes:
     separators = None if indent else (",", ":")
-    return (json.dumps(doc, indent=indent, separators=separators, allow_nan=False, ensure_ascii=False) + "\n").encode("utf-8")
+    return (json.dumps(doc, indent=indent, separators=separators, allow_nan=False, ensure_ascii=False) + "\n").encode(
+        "utf-8"
+    )

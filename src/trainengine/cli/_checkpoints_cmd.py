@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, cast
 
 import typer
 from rich.console import Console
@@ -26,7 +27,9 @@ def _checkpoint_dir(run_dir: Path) -> Path:
         custom = TrainingConfig.load(config).checkpointing.checkpoint_dir
         if custom and Path(custom).is_dir():
             return Path(custom)
-    raise CheckpointError(f"no checkpoints in {run_dir} — pass a run directory (runs/<experiment>/<run_id>) or a checkpoints folder")
+    raise CheckpointError(
+        f"no checkpoints in {run_dir} — pass a run directory (runs/<experiment>/<run_id>) or a checkpoints folder"
+    )
 
 
 def _manager(run_dir: Path):
@@ -52,10 +55,14 @@ def _manager(run_dir: Path):
                 mode = METRIC_MODES.get(monitor.split("/", 1)[1], mode) if t.monitor_mode == "auto" else t.monitor_mode
     except (OSError, ValueError):
         pass  # not a run directory: rank by validation loss
-    return CheckpointManager(_checkpoint_dir(run_dir), monitor=monitor, mode=mode)
+    # Listing and verifying only read: no index.json, lock file or clean-up of leftovers.
+    # mode comes from run.json / the config: CheckpointManager checks it and names a bad value.
+    return CheckpointManager(
+        _checkpoint_dir(run_dir), monitor=monitor, mode=cast(Literal["min", "max"], mode), read_only=True
+    )
 
 
-def _size(num: int) -> str:
+def _size(num: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if num < 1024 or unit == "GB":
             return f"{num:.0f} {unit}" if unit == "B" else f"{num:.1f} {unit}"
@@ -71,7 +78,9 @@ def list_command(run_dir: Path = typer.Argument(..., help="Run directory or chec
     for col in ("name", "step", "epoch", manager.monitor, "size", "flags"):
         table.add_column(col)
     for info in manager.list_checkpoints():
-        flags = ", ".join(f for f, on in (("best", info.is_best), ("latest", info.is_latest), *((t, True) for t in info.tags)) if on)
+        flags = ", ".join(
+            f for f, on in (("best", info.is_best), ("latest", info.is_latest), *((t, True) for t in info.tags)) if on
+        )
         metric = f"{info.metric:.6g}" if info.metric is not None else "-"
         table.add_row(info.name, str(info.step), str(info.epoch), metric, _size(info.size_bytes), flags)
     Console(soft_wrap=True).print(table)

@@ -28,12 +28,12 @@ def resolve_config(
         ConfigError: any problem in any layer, all listed at once.
     """
     # Imported here, not at the top: `trainengine --help` must not pay for pydantic and the config.
-    from trainengine.config import TrainingConfig, apply_overrides, get_preset, read_config_file
-    from trainengine.config._config import merge_layer, route_flat_keys
+    from trainengine.config import TrainingConfig, apply_overrides, get_preset
+    from trainengine.config._config import merge_layer, read_config_layer
 
     data: dict[str, Any] = get_preset(preset) if preset else {}
     if config_file is not None:
-        data = merge_layer(data, route_flat_keys(read_config_file(config_file)))
+        data = merge_layer(data, read_config_layer(config_file))  # its errors name the file
     data = apply_overrides(data, list(overrides or []))
     given = {dotted: value for dotted, value in (flags or {}).items() if value is not None}
     for dotted, value in given.items():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -18,10 +17,12 @@ config_app = typer.Typer(help="Show, validate and list configurations.", no_args
 
 @config_app.command("show")
 def show(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config file to resolve."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Preset to start from."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override section.key=value (repeatable)."),
-    explain: bool = typer.Option(False, "--explain", help="List every field with type, default, bounds and description."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Config file to resolve."),
+    preset: str | None = typer.Option(None, "--preset", "-p", help="Preset to start from."),
+    set_: list[str] | None = typer.Option(None, "--set", "-s", help="Override section.key=value (repeatable)."),
+    explain: bool = typer.Option(
+        False, "--explain", help="List every field with type, default, bounds and description."
+    ),
     fmt: str = typer.Option("yaml", "--format", help="yaml or json."),
 ) -> None:
     """Print the resolved config (defaults < preset < file < --set), or explain every field."""
@@ -58,8 +59,8 @@ def show(
 @config_app.command("validate")
 def validate(
     config: Path = typer.Argument(..., help="Config file to check."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", "-s"),
+    preset: str | None = typer.Option(None, "--preset", "-p"),
+    set_: list[str] | None = typer.Option(None, "--set", "-s"),
 ) -> None:
     """Check a config file; exit 2 listing every problem, 0 when valid."""
     resolve_config(config, preset, set_)

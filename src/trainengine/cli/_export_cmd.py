@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 
@@ -14,20 +14,38 @@ __all__ = ["export_command"]
 
 
 def export_command(
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A ckpt-* folder, a checkpoints folder or a run directory."),
-    model: Optional[str] = typer.Option(None, "--model", help="A registry version: NAME@ALIAS, NAME:VERSION or NAME (latest)."),
-    formats: str = typer.Option("onnx,torchscript,pytorch", "--formats", help="Comma-separated: onnx, torchscript, torch_export, pytorch."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="A ckpt-* folder, a checkpoints folder or a run directory."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="A registry version: NAME@ALIAS, NAME:VERSION or NAME (latest)."
+    ),
+    formats: str = typer.Option(
+        "onnx,torchscript,pytorch", "--formats", help="Comma-separated: onnx, torchscript, torch_export, pytorch."
+    ),
     output_dir: Path = typer.Option(Path("exports"), "--output-dir", help="Parent folder of the bundle."),
-    quantize: Optional[str] = typer.Option(None, "--quantize", help="dynamic-int8: add an int8 ONNX model, with its size and metric change."),
-    name: Optional[str] = typer.Option(None, "--name", help="Bundle name (default: the experiment or registered model name)."),
-    registry: str = typer.Option("models.db", "--registry", "-r", envvar="TRAINENGINE_REGISTRY", help="Registry file or SQLAlchemy URL (for --model)."),
-    tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="Largest allowed difference from PyTorch, relative to the output scale."),
+    quantize: str | None = typer.Option(
+        None, "--quantize", help="dynamic-int8: add an int8 ONNX model, with its size and metric change."
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="Bundle name (default: the experiment or registered model name)."
+    ),
+    registry: str = typer.Option(
+        "models.db",
+        "--registry",
+        "-r",
+        envvar="TRAINENGINE_REGISTRY",
+        help="Registry file or SQLAlchemy URL (for --model).",
+    ),
+    tolerance: float = typer.Option(
+        1e-4, "--tolerance", min=0.0, help="Largest allowed difference from PyTorch, relative to the output scale."
+    ),
 ) -> None:
     """Export a trained model as a bundle: formats verified against PyTorch, inference script, Dockerfile."""
     if (checkpoint is None) == (model is None):
         raise ExportError("give exactly one of --checkpoint PATH or --model NAME@ALIAS")
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
-    options = {"formats": fmts, "output_dir": output_dir, "quantize": quantize, "tolerance": tolerance}
+    options: dict[str, Any] = {"formats": fmts, "output_dir": output_dir, "quantize": quantize, "tolerance": tolerance}
     if name:
         options["name"] = name
     if checkpoint is not None:
@@ -39,16 +57,24 @@ def export_command(
         from trainengine.registry import ModelRegistry
 
         if "://" not in registry and not Path(registry).is_file():
-            raise ExportError(f"no model registry at {registry} (no such file); pass --registry PATH_OR_URL or set TRAINENGINE_REGISTRY")
+            raise ExportError(
+                f"no model registry at {registry} (no such file); "
+                "pass --registry PATH_OR_URL or set TRAINENGINE_REGISTRY"
+            )
         with ModelRegistry(registry) as reg:
             record = reg.resolve(model)
         bundle = export_registered(record, **options)
     manifest = json.loads((bundle / "manifest.json").read_text())
     for fmt, entry in manifest["formats"].items():
         diff = entry.get("max_abs_diff")
-        detail = f"max |diff| vs PyTorch {diff:.2e}" if diff is not None else entry.get("reason", "weights + model_config.json")
+        detail = (
+            f"max |diff| vs PyTorch {diff:.2e}"
+            if diff is not None
+            else entry.get("reason", "weights + model_config.json")
+        )
         typer.echo(f"  {fmt:<13} {detail}")
     if manifest.get("quantization"):
         q = manifest["quantization"]
-        typer.echo(f"  int8          {q['size_bytes'] / q['fp32_size_bytes']:.2f}x the fp32 size; metric change {json.dumps(q['metric_delta'])}")
+        ratio = q["size_bytes"] / q["fp32_size_bytes"]
+        typer.echo(f"  int8          {ratio:.2f}x the fp32 size; metric change {json.dumps(q['metric_delta'])}")
     typer.echo(f"bundle: {bundle}")

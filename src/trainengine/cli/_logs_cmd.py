@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -15,8 +14,17 @@ from trainengine.errors import TrainEngineError
 
 def logs_command(
     run_dir: Path = typer.Argument(..., help="Run directory (runs/<experiment>/<run_id>)."),
-    filter_: Optional[list[str]] = typer.Option(None, "--filter", "-f", help="Metric(s) to show, e.g. train/loss (repeatable); a trailing / matches a namespace (val/)."),
-    event: Optional[str] = typer.Option(None, "--type", help="Only records of this type: train, eval, start, end, resume, interrupt, rollback, nonfinite."),
+    filter_: list[str] | None = typer.Option(
+        None,
+        "--filter",
+        "-f",
+        help="Metric(s) to show, e.g. train/loss (repeatable); a trailing / matches a namespace (val/).",
+    ),
+    event: str | None = typer.Option(
+        None,
+        "--type",
+        help="Only records of this type: train, eval, start, end, resume, interrupt, rollback, nonfinite.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the matching records as JSON lines."),
 ) -> None:
     """Show a run's logged records, or one column per filtered metric."""
@@ -29,6 +37,7 @@ def logs_command(
     if event:
         records = [r for r in records if r.get("type") == event]
     if filter_:
+
         def wanted(key: str) -> bool:
             return any(key == f or (f.endswith("/") and key.startswith(f)) for f in filter_)
 
@@ -38,7 +47,11 @@ def logs_command(
         columns = []
     if as_json:
         for r in records:
-            typer.echo(json.dumps({k: v for k, v in r.items() if not columns or k in ("step", "epoch", "type") or k in columns}))
+            typer.echo(
+                json.dumps(
+                    {k: v for k, v in r.items() if not columns or k in ("step", "epoch", "type") or k in columns}
+                )
+            )
         return
     table = Table(title=str(path))
     base = ["step", "epoch", "type"]

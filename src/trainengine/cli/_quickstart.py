@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from trainengine.cli._train import run_training
@@ -29,7 +27,7 @@ def quickstart_config(output_dir: str = "runs", epochs: int = 20, seed: int = 0)
 def quickstart_command(
     output_dir: str = typer.Option("runs", "--output-dir", help="Root of run directories."),
     epochs: int = typer.Option(20, "--epochs", min=1, help="Epochs over the digits."),
-    seed: Optional[int] = typer.Option(0, "--seed", help="Seed."),
+    seed: int | None = typer.Option(0, "--seed", help="Seed."),
 ) -> None:
     """Train an MLP on the bundled digits data set: progress bar, summary table, run directory."""
     results = run_training(quickstart_config(output_dir, epochs, seed or 0))

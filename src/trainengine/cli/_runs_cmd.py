@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -38,7 +38,25 @@ def _resolve(run: str, output_dir: Path) -> Path:
     matches = [r for r in _find_runs(output_dir, None) if r.name == run]
     if len(matches) == 1:
         return matches[0]
-    raise TrainEngineError(f"no run '{run}' under {output_dir} — give a run directory or <experiment>/<run_id> (see trainengine runs list)")
+    raise TrainEngineError(
+        f"no run '{run}' under {output_dir} — give a run directory or <experiment>/<run_id> (see trainengine runs list)"
+    )
+
+
+_STALE_HELP = (
+    "Seconds without a heartbeat after which a running run is shown as stale "
+    "(default: max(3 x the run's heartbeat interval, 60))."
+)
+
+
+def _status(facts: dict[str, Any], stale_after: float | None) -> str:
+    """The recorded status, or ``stale`` for a "running" run whose process stopped its heartbeat."""
+    from trainengine._liveness import liveness  # stdlib only: runs list stays light
+
+    status = liveness(
+        facts.get("status"), facts.get("heartbeat_time"), facts.get("heartbeat_interval_s"), stale_after=stale_after
+    )
+    return status or "?"
 
 
 def _fmt(value: Any) -> str:
@@ -51,10 +69,14 @@ def _fmt(value: Any) -> str:
 
 @runs_app.command("list")
 def list_runs(
-    experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help="Only this experiment."),
+    experiment: str | None = typer.Option(None, "--experiment", "-e", help="Only this experiment."),
     output_dir: Path = typer.Option(Path("runs"), "--output-dir", help="Root of run directories."),
+    stale_after: float | None = typer.Option(None, "--stale-after", min=0.0, help=_STALE_HELP),
 ) -> None:
-    """Every run, newest first: status, best metric, steps, start time."""
+    """Every run, newest first: status, best metric, steps, start time.
+
+    A run still marked running whose heartbeat stopped (its process was killed) shows as stale.
+    """
     table = Table(title=f"runs in {output_dir}")
     for col in ("run", "status", "best metric", "steps", "started"):
         table.add_column(col)
@@ -62,7 +84,13 @@ def list_runs(
         facts = _facts(run_dir)
         res = facts.get("results") or {}
         best = f"{res.get('best_metric_name')} {_fmt(res.get('best_metric'))}" if res.get("best_metric_name") else "-"
-        table.add_row(f"{run_dir.parent.name}/{run_dir.name}", facts.get("status", "?"), best, _fmt(res.get("steps")), (facts.get("start_time") or "")[:19])
+        table.add_row(
+            f"{run_dir.parent.name}/{run_dir.name}",
+            _status(facts, stale_after),
+            best,
+            _fmt(res.get("steps")),
+            (facts.get("start_time") or "")[:19],
+        )
     Console(soft_wrap=True).print(table)
 
 
@@ -70,6 +98,7 @@ def list_runs(
 def show_run(
     run: str = typer.Argument(..., help="Run directory or <experiment>/<run_id>."),
     output_dir: Path = typer.Option(Path("runs"), "--output-dir"),
+    stale_after: float | None = typer.Option(None, "--stale-after", min=0.0, help=_STALE_HELP),
 ) -> None:
     """One run: facts, results and the last evaluation."""
     run_dir = _resolve(run, output_dir)
@@ -77,10 +106,11 @@ def show_run(
     table = Table(title=str(run_dir), show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
-    for key in ("run_id", "experiment", "status", "start_time", "end_time", "seed"):
-        table.add_row(key, _fmt(facts.get(key)))
+    for key in ("run_id", "experiment", "status", "start_time", "end_time", "heartbeat_time", "seed"):
+        table.add_row(key, _status(facts, stale_after) if key == "status" else _fmt(facts.get(key)))
     table.add_row("git", _fmt((facts.get("git") or {}).get("commit")))
-    table.add_row("model", f"{(facts.get('model') or {}).get('class')} ({_fmt((facts.get('model') or {}).get('num_parameters'))} parameters)")
+    model = facts.get("model") or {}
+    table.add_row("model", f"{model.get('class')} ({_fmt(model.get('num_parameters'))} parameters)")
     for key, value in (facts.get("results") or {}).items():
         if not isinstance(value, (dict, list)):
             table.add_row(f"results.{key}", _fmt(value))
@@ -92,20 +122,29 @@ def show_run(
 @runs_app.command("compare")
 def compare_runs(
     runs: list[str] = typer.Argument(..., help="Two or more runs."),
-    metric: Optional[list[str]] = typer.Option(None, "--metric", "-m", help="Metrics to compare (default: val/loss and the monitored metric)."),
+    metric: list[str] | None = typer.Option(
+        None, "--metric", "-m", help="Metrics to compare (default: val/loss and the monitored metric)."
+    ),
     output_dir: Path = typer.Option(Path("runs"), "--output-dir"),
 ) -> None:
     """Runs side by side: best and last value of each metric, plus the settings that differ."""
     from trainengine.tracking import read_jsonl  # imports torch: only for the commands that read logs
+
     dirs = [_resolve(r, output_dir) for r in runs]
-    names = metric or sorted({"val/loss", *[(_facts(d).get("results") or {}).get("best_metric_name") or "val/loss" for d in dirs]})
+    names = metric or sorted(
+        {"val/loss", *[(_facts(d).get("results") or {}).get("best_metric_name") or "val/loss" for d in dirs]}
+    )
     table = Table(title="compare")
     table.add_column("run")
     for name in names:
         table.add_column(f"{name} best")
         table.add_column(f"{name} last")
     for d in dirs:
-        evals = [r for r in read_jsonl(d / "logs.jsonl") if r.get("type") in ("eval", "train")] if (d / "logs.jsonl").is_file() else []
+        evals = (
+            [r for r in read_jsonl(d / "logs.jsonl") if r.get("type") in ("eval", "train")]
+            if (d / "logs.jsonl").is_file()
+            else []
+        )
         row = [f"{d.parent.name}/{d.name}"]
         for name in names:
             values = [r[name] for r in evals if isinstance(r.get(name), (int, float))]
@@ -118,8 +157,12 @@ def compare_runs(
         from trainengine.config import TrainingConfig
         from trainengine.tracking._tracker import flatten_params
 
-        configs.append(flatten_params(TrainingConfig.load(d / "config.yaml").to_dict()) if (d / "config.yaml").is_file() else {})
-    differing = sorted(k for k in set().union(*configs) if len({json.dumps(c.get(k), default=str) for c in configs}) > 1)
+        configs.append(
+            flatten_params(TrainingConfig.load(d / "config.yaml").to_dict()) if (d / "config.yaml").is_file() else {}
+        )
+    differing = sorted(
+        k for k in set().union(*configs) if len({json.dumps(c.get(k), default=str) for c in configs}) > 1
+    )
     if differing:
         diff = Table(title="settings that differ")
         diff.add_column("field")
@@ -137,12 +180,19 @@ def plot_runs(
     runs: list[str] = typer.Argument(..., help="One or more runs."),
     metric: str = typer.Option("train/loss", "--metric", "-m", help="Metric to plot against the step."),
     output: Path = typer.Option(Path("curves.png"), "--output", "-o", help="PNG (or PDF/SVG) file to write."),
-    smoothing: float = typer.Option(0.6, "--smoothing", min=0.0, max=0.99, help="Exponential smoothing of the bold curve (the raw one is drawn faint)."),
+    smoothing: float = typer.Option(
+        0.6,
+        "--smoothing",
+        min=0.0,
+        max=0.99,
+        help="Exponential smoothing of the bold curve (the raw one is drawn faint).",
+    ),
     output_dir: Path = typer.Option(Path("runs"), "--output-dir"),
 ) -> None:
     """One curve per run (smoothed, with the raw values faint) written to an image file."""
-    from trainengine.tracking import read_jsonl  # imports torch: only for the commands that read logs
     import matplotlib
+
+    from trainengine.tracking import read_jsonl  # imports torch: only for the commands that read logs
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -151,10 +201,12 @@ def plot_runs(
     plotted = 0
     for run in runs:
         d = _resolve(run, output_dir)
-        points = [(r["step"], r[metric]) for r in read_jsonl(d / "logs.jsonl") if isinstance(r.get(metric), (int, float))]
+        points = [
+            (r["step"], r[metric]) for r in read_jsonl(d / "logs.jsonl") if isinstance(r.get(metric), (int, float))
+        ]
         if not points:
             continue
-        steps, values = zip(*points)
+        steps, values = zip(*points, strict=True)
         smooth, acc = [], values[0]
         for v in values:
             acc = smoothing * acc + (1 - smoothing) * v
@@ -163,7 +215,9 @@ def plot_runs(
         ax.plot(steps, values, color=line.get_color(), alpha=0.25)
         plotted += 1
     if not plotted:
-        raise TrainEngineError(f"none of the runs logged '{metric}' — see trainengine logs RUN_DIR for the metric names")
+        raise TrainEngineError(
+            f"none of the runs logged '{metric}' — see trainengine logs RUN_DIR for the metric names"
+        )
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
@@ -178,7 +232,9 @@ def plot_runs(
 @runs_app.command("report")
 def report_run(
     run: str = typer.Argument(..., help="Run directory or <experiment>/<run_id>."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file to write (default: <run_dir>/report.html)."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="HTML file to write (default: <run_dir>/report.html)."
+    ),
     output_dir: Path = typer.Option(Path("runs"), "--output-dir"),
 ) -> None:
     """A static HTML page: facts, results, curves, evaluations, alerts, checkpoints and config."""

@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -56,8 +55,9 @@ def resolve_bundle(target: str, registry: str | None = None) -> Path:
     if record.artifact_kind in ("checkpoint", "run"):
         return _exported_bundle(record)
     raise TrainEngineError(
-        f"{target} resolves to {record.model_id}, a {record.artifact_kind} artifact (bare weights, no task spec), not an "
-        f"export bundle; export it with create_export_bundle and register the bundle as a new version, then serve that"
+        f"{target} resolves to {record.model_id}, a {record.artifact_kind} artifact (bare weights, no task spec), "
+        "not an export bundle; export it with create_export_bundle and register the bundle as a new version, "
+        "then serve that"
     )
 
 
@@ -75,7 +75,9 @@ def _exported_bundle(record) -> Path:
     cached = root / key
     if (cached / "manifest.json").is_file() and not verify_bundle(cached):
         return cached
-    logger.warning("%s is a %s artifact: exporting it to %s before serving", record.model_id, record.artifact_kind, cached)
+    logger.warning(
+        "%s is a %s artifact: exporting it to %s before serving", record.model_id, record.artifact_kind, cached
+    )
     bundle = export_registered(record, formats=["onnx", "pytorch"], output_dir=root / ".staging")
     if cached.exists():
         shutil.rmtree(cached)
@@ -84,16 +86,57 @@ def _exported_bundle(record) -> Path:
 
 
 def serve_command(
-    target: str = typer.Argument(..., metavar="BUNDLE_DIR|NAME@ALIAS", help="Export bundle folder, or NAME@ALIAS / NAME:VERSION in the model registry."),
+    target: str = typer.Argument(
+        ...,
+        metavar="BUNDLE_DIR|NAME@ALIAS",
+        help="Export bundle folder, or NAME@ALIAS / NAME:VERSION in the model registry.",
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default serves this machine only."),
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="TCP port."),
-    runtime: str = typer.Option("onnx", "--runtime", help="onnx (onnxruntime, model.onnx) or torch (model.safetensors in PyTorch)."),
-    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", metavar="VAR", help="Environment variable holding the API key; then every endpoint but /health needs X-API-Key or Authorization: Bearer."),
+    runtime: str = typer.Option(
+        "onnx", "--runtime", help="onnx (onnxruntime, model.onnx) or torch (model.safetensors in PyTorch)."
+    ),
+    api_key_env: str | None = typer.Option(
+        None,
+        "--api-key-env",
+        metavar="VAR",
+        help="Environment variable holding the API key; then every endpoint but /health needs X-API-Key or "
+        "Authorization: Bearer.",
+    ),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes; /metrics aggregates them."),
-    registry: Optional[str] = typer.Option(None, "--registry", "-r", metavar="URL", envvar="TRAINENGINE_REGISTRY", help="Model registry (SQLite file or SQLAlchemy URL) to resolve NAME@ALIAS in; default models.db."),
-    model_file: Optional[str] = typer.Option(None, "--model", help="ONNX file of the bundle (default model.onnx; e.g. model.int8.onnx)."),
+    registry: str | None = typer.Option(
+        None,
+        "--registry",
+        "-r",
+        metavar="URL",
+        envvar="TRAINENGINE_REGISTRY",
+        help="Model registry (SQLite file or SQLAlchemy URL) to resolve NAME@ALIAS in; default models.db.",
+    ),
+    model_file: str | None = typer.Option(
+        None, "--model", help="ONNX file of the bundle (default model.onnx; e.g. model.int8.onnx)."
+    ),
     max_body_bytes: int = typer.Option(1_048_576, "--max-body-bytes", min=1, help="Larger request bodies get a 413."),
     max_batch: int = typer.Option(1024, "--max-batch", min=1, help="More examples per request get a 422."),
+    max_request_tokens: int | None = typer.Option(
+        None,
+        "--max-request-tokens",
+        min=1,
+        help="Language models: more tokens per request get a 413 (default: the bundle's monitoring.json, else 65536).",
+    ),
+    max_batch_tokens: int | None = typer.Option(
+        None,
+        "--max-batch-tokens",
+        min=1,
+        help="Language models: tokens per model call; the request runs in chunks of this size "
+        "(default: the bundle's monitoring.json, else 8192 or one full context).",
+    ),
+    request_timeout: float | None = typer.Option(
+        None,
+        "--request-timeout",
+        min=0.001,
+        help="Seconds of compute per request before a 503 with Retry-After "
+        "(default: the bundle's monitoring.json, else 30).",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Serve a bundle: POST /predict, GET /health, GET /metrics (Prometheus)."""
@@ -102,7 +145,9 @@ def serve_command(
     if runtime not in _RUNTIMES:
         raise TrainEngineError(f"unknown runtime {runtime!r} — available: {', '.join(_RUNTIMES)}")
     if api_key_env is not None and not os.environ.get(api_key_env):
-        raise TrainEngineError(f"--api-key-env {api_key_env}: the variable is unset or empty; export {api_key_env}=<key> first")
+        raise TrainEngineError(
+            f"--api-key-env {api_key_env}: the variable is unset or empty; export {api_key_env}=<key> first"
+        )
     if model_file is not None and runtime != "onnx":
         raise TrainEngineError("--model picks an ONNX file; it applies to --runtime onnx only")
     bundle = resolve_bundle(target, registry)
@@ -115,9 +160,20 @@ def serve_command(
 
             torch_predictor = TorchPredictor(bundle)
         serve(
-            bundle, host=host, port=port, runtime=runtime, api_key_env=api_key_env, workers=workers,
-            model_file=model_file, max_body_bytes=max_body_bytes, max_batch=max_batch, log_level=log_level,
+            bundle,
+            host=host,
+            port=port,
+            runtime=runtime,
+            api_key_env=api_key_env,
+            workers=workers,
+            model_file=model_file,
+            max_body_bytes=max_body_bytes,
+            max_batch=max_batch,
+            log_level=log_level,
             torch_predictor=torch_predictor,
+            max_request_tokens=max_request_tokens,
+            max_batch_tokens=max_batch_tokens,
+            request_timeout_s=request_timeout,
         )
     except BundleError as exc:
         raise TrainEngineError(str(exc)) from exc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -28,26 +28,39 @@ def run_training(config: Any, resume_from: str | Path | None = None) -> dict[str
 
 
 def train_command(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML or JSON config file."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Preset under the file: quick_prototype, baseline, production, low_memory."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a field: section.key=value (repeatable)."),
-    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", "--lr", help="training.learning_rate"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="training.batch_size"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="training.epochs"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="training.max_steps"),
-    experiment_name: Optional[str] = typer.Option(None, "--experiment-name", help="tracking.experiment_name"),
-    run_name: Optional[str] = typer.Option(None, "--run-name", help="tracking.run_name"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="training.seed"),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="data.dataset (digits, diabetes, pystdlib)"),
-    device: Optional[str] = typer.Option(None, "--device", help="training.device (auto, cpu, cuda, cuda:N)"),
-    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="tracking.output_dir"),
-    resume: Optional[str] = typer.Option(None, "--resume", help="auto (newest valid checkpoint of this run/experiment) or a checkpoint / run directory."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML or JSON config file."),
+    preset: str | None = typer.Option(
+        None, "--preset", "-p", help="Preset under the file: quick_prototype, baseline, production, low_memory."
+    ),
+    set_: list[str] | None = typer.Option(
+        None, "--set", "-s", help="Override a field: section.key=value (repeatable)."
+    ),
+    learning_rate: float | None = typer.Option(None, "--learning-rate", "--lr", help="training.learning_rate"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="training.batch_size"),
+    epochs: int | None = typer.Option(None, "--epochs", help="training.epochs"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="training.max_steps"),
+    experiment_name: str | None = typer.Option(None, "--experiment-name", help="tracking.experiment_name"),
+    run_name: str | None = typer.Option(None, "--run-name", help="tracking.run_name"),
+    seed: int | None = typer.Option(None, "--seed", help="training.seed"),
+    dataset: str | None = typer.Option(None, "--dataset", help="data.dataset (digits, diabetes, pystdlib)"),
+    device: str | None = typer.Option(None, "--device", help="training.device (auto, cpu, cuda, cuda:N)"),
+    output_dir: str | None = typer.Option(None, "--output-dir", help="tracking.output_dir"),
+    resume: str | None = typer.Option(
+        None, "--resume", help="auto (newest valid checkpoint of this run/experiment) or a checkpoint / run directory."
+    ),
 ) -> None:
     """Train a model. Precedence: flags > --set > file > preset > defaults."""
     flags = {
-        "training.learning_rate": learning_rate, "training.batch_size": batch_size, "training.epochs": epochs,
-        "training.max_steps": max_steps, "training.seed": seed, "training.device": device, "data.dataset": dataset,
-        "tracking.experiment_name": experiment_name, "tracking.run_name": run_name, "tracking.output_dir": output_dir,
+        "training.learning_rate": learning_rate,
+        "training.batch_size": batch_size,
+        "training.epochs": epochs,
+        "training.max_steps": max_steps,
+        "training.seed": seed,
+        "training.device": device,
+        "data.dataset": dataset,
+        "tracking.experiment_name": experiment_name,
+        "tracking.run_name": run_name,
+        "tracking.output_dir": output_dir,
     }
     cfg = resolve_config(config, preset, set_, flags)
     results = run_training(cfg, resume_from=resume)

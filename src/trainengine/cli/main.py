@@ -13,16 +13,16 @@ import typer
 try:  # typer >= 0.20 vendors click; older releases use the click package
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - depends on the installed typer
-    from click import ClickException
+    from click import ClickException  # type: ignore[assignment]  # same class, typed by another package
 
-from trainengine.cli._common import STATE
 from trainengine.cli._checkpoints_cmd import checkpoints_app, resume_command
+from trainengine.cli._common import STATE
 from trainengine.cli._config_cmd import config_app
 from trainengine.cli._export_cmd import export_command
 from trainengine.cli._logs_cmd import logs_command
-from trainengine.cli._runs_cmd import runs_app
-from trainengine.cli._registry_cmd import registry_app
 from trainengine.cli._quickstart import quickstart_command
+from trainengine.cli._registry_cmd import registry_app
+from trainengine.cli._runs_cmd import runs_app
 from trainengine.cli._serve_cmd import serve_command
 from trainengine.cli._train import train_command
 from trainengine.errors import TrainEngineError

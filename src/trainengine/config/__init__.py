@@ -1,7 +1,7 @@
 """Validated configuration: typed sections, presets, a fluent builder, file io and overrides."""
 
 from trainengine.config._builder import PRESETS, TrainingConfigBuilder, get_preset
-from trainengine.config._config import TrainingConfig, deep_merge, read_config_file
+from trainengine.config._config import TrainingConfig, deep_merge, read_config_file, read_config_layer
 from trainengine.config._overrides import apply_overrides, parse_override
 from trainengine.config._sections import (
     SECTION_TYPES,
@@ -18,6 +18,7 @@ from trainengine.config._sections import (
     TrackingSection,
     TrainingSection,
 )
+from trainengine.config._yaml import ConfigYAMLError, load_yaml
 
 __all__ = [
     "TrainingConfig",
@@ -28,6 +29,9 @@ __all__ = [
     "parse_override",
     "deep_merge",
     "read_config_file",
+    "read_config_layer",
+    "load_yaml",
+    "ConfigYAMLError",
     "SECTION_TYPES",
     "TrainingSection",
     "OptimizerSection",

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from trainengine.config._config import TrainingConfig, deep_merge, merge_layer, read_config_file, route_flat_keys
+from trainengine.config._config import TrainingConfig, deep_merge, merge_layer, read_config_layer, route_flat_keys
 from trainengine.config._errors import unknown_field_message
 from trainengine.config._sections import SECTION_TYPES
 from trainengine.errors import ConfigError
@@ -112,9 +113,7 @@ class TrainingConfigBuilder:
     """Build a :class:`TrainingConfig` from a preset with fluent overrides.
 
     Example:
-        >>> cfg = (TrainingConfigBuilder.baseline()
-        ...        .with_training(learning_rate=1e-4, batch_size=8, epochs=20)
-        ...        .build())
+        >>> cfg = TrainingConfigBuilder.baseline().with_training(learning_rate=1e-4, batch_size=8, epochs=20).build()
         >>> cfg.epochs, cfg.checkpointing.enabled
         (20, True)
     """
@@ -154,7 +153,7 @@ class TrainingConfigBuilder:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> TrainingConfigBuilder:
-        return cls(route_flat_keys(read_config_file(path)))
+        return cls(read_config_layer(path))
 
     # -- fluent setters --------------------------------------------------------------------
     def with_section(self, section: str, **fields: Any) -> TrainingConfigBuilder:

@@ -12,7 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from trainengine import registries
 from trainengine._io import atomic_write_text
-from trainengine.config._errors import all_field_paths, describe_bounds, to_config_error, unknown_field_message
+from trainengine.config._errors import (
+    all_field_paths,
+    clip_problem,
+    describe_bounds,
+    short_repr,
+    to_config_error,
+    unknown_field_message,
+)
 from trainengine.config._sections import (
     SECTION_TYPES,
     CheckpointingSection,
@@ -28,9 +35,10 @@ from trainengine.config._sections import (
     TrackingSection,
     TrainingSection,
 )
+from trainengine.config._yaml import MAX_DEPTH, ConfigYAMLError, load_yaml
 from trainengine.errors import ConfigError
 
-__all__ = ["TrainingConfig", "FLAT_FIELDS", "route_flat_keys", "deep_merge", "merge_layer"]
+__all__ = ["TrainingConfig", "FLAT_FIELDS", "route_flat_keys", "deep_merge", "merge_layer", "read_config_layer"]
 
 
 def _flat_index() -> dict[str, list[str]]:
@@ -83,13 +91,25 @@ def _route(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             continue
         sections = FLAT_FIELDS.get(key)
         if sections is None:
-            problems.append(unknown_field_message(key, all_field_paths(TrainingConfig)))
+            problems.append(_unknown_key_message(key))
         elif len(sections) > 1:
             options = " or ".join(f"{s}.{key}" for s in sections)
             problems.append(f"ambiguous field {key} — it exists in several sections; say {options}")
         else:
             nested.setdefault(sections[0], {})[key] = value
     return nested, problems
+
+
+def _unknown_key_message(key: Any) -> str:
+    """An unknown top-level key: the closest section (``trainin`` -> ``training``) or field."""
+    import difflib
+
+    text = short_repr(key) if not isinstance(key, str) or len(key) > 100 else key
+    if isinstance(key, str):
+        close = difflib.get_close_matches(key, [*SECTION_TYPES, "plugins"], n=1, cutoff=0.75)
+        if close:
+            return f"unknown section {text} — did you mean {close[0]}?"
+    return unknown_field_message(text, all_field_paths(TrainingConfig))
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -151,8 +171,16 @@ class TrainingConfig(BaseModel):
     distributed: DistributedSection = Field(default_factory=DistributedSection, description="Distributed training.")
     export: ExportSection = Field(default_factory=ExportSection, description="Export after training.")
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection, description="Health and speed probes.")
-    registry: RegistrySection = Field(default_factory=RegistrySection, description="Model registry and promotion gates.")
-    plugins: list[str] = Field(default_factory=list, description="Modules imported before the config's names are checked, so models, schedules, trackers, export formats ... they register can be named here (also in a fresh process: resume, export, a job worker).")
+    registry: RegistrySection = Field(
+        default_factory=RegistrySection, description="Model registry and promotion gates."
+    )
+    plugins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Modules imported before the config's names are checked, so models, schedules, trackers, export formats "
+            "... they register can be named here (also in a fresh process: resume, export, a job worker)."
+        ),
+    )
 
     def __init__(self, **data: Any) -> None:
         # Plugins first: the modules they name register the schedules, models, trackers ... that
@@ -167,7 +195,7 @@ class TrainingConfig(BaseModel):
         except ValidationError as exc:
             problems = problems + to_config_error(exc, type(self)).problems
         if problems:
-            raise ConfigError(problems)
+            raise ConfigError([clip_problem(p) for p in problems])
 
     @model_validator(mode="before")
     @classmethod
@@ -196,8 +224,10 @@ class TrainingConfig(BaseModel):
             return getattr(getattr(self, sections[0]), name)
         if sections and not name.startswith("_"):
             options = " or ".join(f"config.{s}.{name}" for s in sections)
-            raise AttributeError(f"'{type(self).__name__}' has no flat attribute '{name}' — it exists in several sections; use {options}")
-        return super().__getattr__(name)  # type: ignore[misc]
+            raise AttributeError(
+                f"'{type(self).__name__}' has no flat attribute '{name}' — it exists in several sections; use {options}"
+            )
+        return super().__getattr__(name)  # type: ignore[misc]  # pydantic defines __getattr__ only when type checking is off
 
     def __setattr__(self, name: str, value: Any) -> None:
         sections = FLAT_FIELDS.get(name)
@@ -227,35 +257,49 @@ class TrainingConfig(BaseModel):
         problems: list[str] = []
         if s.warmup_steps > 0 and s.warmup_ratio > 0:
             problems.append(
-                f"scheduler.warmup_steps ({s.warmup_steps}) and scheduler.warmup_ratio ({s.warmup_ratio}) are both set — set only one"
+                f"scheduler.warmup_steps ({s.warmup_steps}) and scheduler.warmup_ratio ({s.warmup_ratio}) are both "
+                "set — set only one"
             )
         if t.max_steps is not None and s.warmup_steps >= t.max_steps:
             problems.append(
-                f"scheduler.warmup_steps ({s.warmup_steps}) must be smaller than training.max_steps ({t.max_steps}): warmup longer than training"
+                f"scheduler.warmup_steps ({s.warmup_steps}) must be smaller than training.max_steps ({t.max_steps}): "
+                "warmup longer than training"
             )
         if s.name in ("one_cycle", "cyclic") and (s.warmup_steps or s.warmup_ratio):
-            problems.append(f"scheduler.name {s.name} ramps the learning rate up by itself — set scheduler.warmup_steps and warmup_ratio to 0")
+            problems.append(
+                f"scheduler.name {s.name} ramps the learning rate up by itself — set scheduler.warmup_steps and "
+                "warmup_ratio to 0"
+            )
         if s.name == "reduce_on_plateau" and t.eval_interval_steps is None and not t.eval_every_epoch:
-            problems.append("scheduler.name reduce_on_plateau needs evaluations — set training.eval_every_epoch or training.eval_interval_steps")
+            problems.append(
+                "scheduler.name reduce_on_plateau needs evaluations — set training.eval_every_epoch or "
+                "training.eval_interval_steps"
+            )
         if t.early_stopping_patience is not None and t.eval_interval_steps is None and not t.eval_every_epoch:
-            problems.append("training.early_stopping_patience needs evaluations — set training.eval_every_epoch or training.eval_interval_steps")
+            problems.append(
+                "training.early_stopping_patience needs evaluations — set training.eval_every_epoch or "
+                "training.eval_interval_steps"
+            )
         if t.precision == "fp16" and t.device == "cpu":
             problems.append("training.precision fp16 is not supported on the CPU — use bf16 or fp32")
         if m.d_model % m.n_heads != 0:
             problems.append(f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
         if any(h < 1 for h in m.hidden_dims):
-            problems.append(f"model.hidden_dims must all be >= 1 (got {m.hidden_dims})")
+            problems.append(f"model.hidden_dims must all be >= 1 (got {short_repr(m.hidden_dims)})")
         if not m.cnn_channels or any(ch < 1 for ch in m.cnn_channels):
-            problems.append(f"model.cnn_channels must be a non-empty list of widths >= 1 (got {m.cnn_channels})")
+            problems.append(
+                f"model.cnn_channels must be a non-empty list of widths >= 1 (got {short_repr(m.cnn_channels)})"
+            )
         if m.architecture in ("gpt", "auto") and d.dataset == "pystdlib" and d.max_length > m.max_seq_len:
             problems.append(
-                f"data.max_length ({d.max_length}) is longer than model.max_seq_len ({m.max_seq_len}) — raise model.max_seq_len or lower data.max_length"
+                f"data.max_length ({d.max_length}) is longer than model.max_seq_len ({m.max_seq_len}) — raise "
+                "model.max_seq_len or lower data.max_length"
             )
         if c.enabled and c.save_every_n_epochs is None and c.save_every_n_steps is None:
             problems.append("checkpointing.enabled needs save_every_n_epochs or save_every_n_steps")
         return problems
 
-    def validate(self) -> TrainingConfig:  # type: ignore[override]
+    def validate(self) -> TrainingConfig:  # type: ignore[override]  # the seed API's validate(), not pydantic's deprecated classmethod
         """Re-check every field and every cross-field rule; return self when all is well.
 
         Raises:
@@ -276,6 +320,10 @@ class TrainingConfig(BaseModel):
         """Build from a nested (or flat) dict, validating everything."""
         if not isinstance(data, dict):
             raise ConfigError(f"a configuration must be a mapping of sections (got {type(data).__name__})")
+        if not all(isinstance(key, str) for key in data):
+            # A YAML key like `1:` cannot be a keyword argument; report it like any unknown key.
+            problems = _route(data)[1]
+            raise ConfigError([p for p in problems if not p.startswith("ambiguous")] or problems)
         return cls(**data)
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
@@ -330,7 +378,15 @@ class TrainingConfig(BaseModel):
                     }
                 )
         info = cls.model_fields["plugins"]
-        rows.append({"path": "plugins", "type": _type_name(info.annotation), "default": "[]", "bounds": "", "description": info.description or ""})
+        rows.append(
+            {
+                "path": "plugins",
+                "type": _type_name(info.annotation),
+                "default": "[]",
+                "bounds": "",
+                "description": info.description or "",
+            }
+        )
         return rows
 
 
@@ -368,7 +424,9 @@ def _type_name(annotation: Any) -> str:
 
 
 def _yaml_scalar(value: Any) -> str:
-    return "null" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    return (
+        "null" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    )
 
 
 def dump_config_text(data: dict[str, Any], path: Path) -> str:
@@ -384,24 +442,97 @@ def dump_config_text(data: dict[str, Any], path: Path) -> str:
 
 
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Parse a JSON/YAML config file into a dict, with clear errors."""
+    """Parse a JSON/YAML config file into a dict, with clear errors.
+
+    The file must be UTF-8 (a byte-order mark is allowed). YAML is read with
+    :class:`~trainengine.config._yaml.ConfigLoader`: safe types only, no duplicate keys, aliases
+    bounded by ``MAX_ALIAS_NODES``, at most ``MAX_DEPTH`` levels; JSON refuses duplicate keys and
+    the same depth.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not UTF-8, not JSON/YAML, or refused as above;
+            the message names the file (and the line or byte offset where there is one).
+    """
     import json
 
     p = Path(path)
     if p.suffix.lower() not in (".json", ".yaml", ".yml"):
         raise ConfigError(f"cannot read a config from '{p}' — use a .json, .yaml or .yml file")
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
     try:
-        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the config.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(_not_utf8_message(p, raw, exc)) from None
+    try:
+        data = _parse_json(text) if p.suffix.lower() == ".json" else load_yaml(text)
+    except ConfigYAMLError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{p} is not valid {p.suffix.lstrip('.').upper()}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:
+        # A number Python will not read (an integer of more than 4,300 digits), in YAML or JSON.
+        raise ConfigError(f"{p}: a value cannot be read: {str(exc).split(';')[0]}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p} must contain a mapping of sections at the top level (got {type(data).__name__})")
+    return data
+
+
+def read_config_layer(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """:func:`read_config_file` with flat keys routed to their sections (a file layer of the CLI / builder).
+
+    Raises:
+        ConfigError: as :func:`read_config_file`; an unknown or ambiguous key names the file too.
+    """
+    nested, problems = _route(read_config_file(path))
+    if problems:
+        raise ConfigError(problems, prefix=f"invalid configuration in {path}")
+    return nested
+
+
+def _not_utf8_message(path: Path, raw: bytes, exc: UnicodeDecodeError) -> str:
+    """``f.yaml is not UTF-8 text: byte 0xe9 at offset 27 (line 3, column 7) ...``"""
+    offset = exc.start
+    line = raw.count(b"\n", 0, offset) + 1
+    column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+    return (
+        f"{path} is not UTF-8 text: byte 0x{raw[offset]:02x} at offset {offset} (line {line}, column {column}) "
+        "cannot be decoded — save the file as UTF-8"
+    )
+
+
+def _parse_json(text: str) -> Any:
+    """``json.loads`` that refuses duplicate keys and nesting deeper than MAX_DEPTH."""
+    import json
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                raise ConfigYAMLError(f"duplicate key {short_repr(key)} in one object — keep one")
+            out[key] = value
+        return out
+
+    data = json.loads(text, object_pairs_hook=pairs)
+    # JSON has no aliases, but the same depth limit as YAML keeps the later checks from recursing.
+    level, frontier = 0, [data]
+    while frontier:
+        level += 1
+        if level > MAX_DEPTH:
+            raise ConfigYAMLError(f"nested more than {MAX_DEPTH} levels deep")
+        frontier = [
+            v
+            for item in frontier
+            if isinstance(item, (dict, list))
+            for v in (item.values() if isinstance(item, dict) else item)
+        ]
     return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -10,7 +11,61 @@ from pydantic.fields import FieldInfo
 
 from trainengine.errors import ConfigError
 
-__all__ = ["all_field_paths", "describe_bounds", "suggest", "unknown_field_message", "to_config_error"]
+__all__ = [
+    "all_field_paths",
+    "describe_bounds",
+    "suggest",
+    "unknown_field_message",
+    "to_config_error",
+    "short_repr",
+    "clip_problem",
+    "MAX_ECHO_CHARS",
+]
+
+#: Longest echo of a user's value in an error message; longer ones are cut with "… (N chars)".
+MAX_ECHO_CHARS = 200
+# Longest problem line: a safety net for messages that echo text this module did not shorten.
+_MAX_PROBLEM_CHARS = 1000
+
+# Bounded repr: reprlib stops at these sizes, so a huge value is never turned into a huge string.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 12, 12, 12, 12
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = MAX_ECHO_CHARS, MAX_ECHO_CHARS, MAX_ECHO_CHARS
+
+
+def short_repr(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, saying how long the value was.
+
+    Never builds the full repr of a huge value: strings are sliced first and containers go
+    through a bounded ``reprlib``.
+
+    Example:
+        >>> short_repr("x" * 500, limit=10)
+        "'xxxxxxxxxx'… (500 chars)"
+        >>> short_repr(list(range(1000)), limit=30)
+        '[0, 1, 2, 3, 4, 5, 6, 7, 8, 9… (1000 items)'
+    """
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}… ({len(value)} chars)"
+    if isinstance(value, int) and value.bit_length() > 3 * limit:
+        # Python refuses to print ints of more than 4,300 digits; about 0.30103 digits per bit.
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # a huge int inside a container
+        text = f"<{type(value).__name__}>"
+    sized = isinstance(value, (list, tuple, dict, set, frozenset))
+    size = f" ({len(value)} items)" if sized and len(value) > _REPR.maxlist else ""
+    if len(text) <= limit:
+        return text + size
+    return f"{text[: limit - 1]}…{size or (f' ({len(value)} items)' if sized else '')}"
+
+
+def clip_problem(problem: str) -> str:
+    """A problem line cut to 1,000 characters (no error message may echo megabytes back)."""
+    if len(problem) <= _MAX_PROBLEM_CHARS:
+        return problem
+    return f"{problem[: _MAX_PROBLEM_CHARS - 1]}… ({len(problem)} chars)"
 
 
 def all_field_paths(model: type[BaseModel]) -> list[str]:
@@ -108,7 +163,9 @@ def _field_info(root: type[BaseModel], loc: tuple[Any, ...]) -> FieldInfo | None
     return info
 
 
-def to_config_error(exc: ValidationError, root: type[BaseModel], *, prefix: str = "invalid configuration") -> ConfigError:
+def to_config_error(
+    exc: ValidationError, root: type[BaseModel], *, prefix: str = "invalid configuration"
+) -> ConfigError:
     """Convert every pydantic error into one line with its dotted path and the allowed range."""
     candidates = all_field_paths(root)
     problems = []
@@ -133,6 +190,6 @@ def to_config_error(exc: ValidationError, root: type[BaseModel], *, prefix: str 
         bounds = describe_bounds(info) if info is not None else ""
         allowed = f"; allowed: {bounds}" if bounds else ""
         got = err.get("input")
-        got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
+        got_text = f" (got {short_repr(got)})" if not isinstance(got, dict) else ""
         problems.append(f"{path}: {err['msg']}{got_text}{allowed}")
-    return ConfigError(problems, prefix=prefix)
+    return ConfigError([clip_problem(p) for p in problems], prefix=prefix)

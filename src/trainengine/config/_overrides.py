@@ -8,8 +8,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from trainengine.config._config import FLAT_FIELDS, TrainingConfig, merge_layer
-from trainengine.config._errors import all_field_paths, unknown_field_message
+from trainengine.config._errors import all_field_paths, clip_problem, short_repr, unknown_field_message
 from trainengine.config._sections import SECTION_TYPES
+from trainengine.config._yaml import load_yaml
 from trainengine.errors import ConfigError
 
 __all__ = ["parse_override", "apply_overrides"]
@@ -35,8 +36,11 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     else:
         sections = FLAT_FIELDS.get(path)
         if not sections or len(sections) != 1:
-            raise ConfigError(unknown_field_message(path, all_field_paths(TrainingConfig)) if not sections
-                              else f"ambiguous field {path} — say " + " or ".join(f"{s}.{path}" for s in sections))
+            raise ConfigError(
+                unknown_field_message(path, all_field_paths(TrainingConfig))
+                if not sections
+                else f"ambiguous field {path} — say " + " or ".join(f"{s}.{path}" for s in sections)
+            )
         section, key = sections[0], path
     if section not in SECTION_TYPES or key not in SECTION_TYPES[section].model_fields:
         raise ConfigError(unknown_field_message(f"{section}.{key}", all_field_paths(TrainingConfig)))
@@ -52,11 +56,14 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         return section, key, stripped
     try:
         # YAML 1.1 reads "5e-4" as a string (it wants "5.0e-4"); try a float first.
-        value: Any = float(raw) if _looks_like_float(raw) else yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
+        # The config files' strict loader: no duplicate keys, bounded aliases and depth.
+        value: Any = float(raw) if _looks_like_float(raw) else load_yaml(raw)
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
         # PyYAML's message spans several lines with a caret drawing; keep its one-line reason.
         reason = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        raise ConfigError(f"override {path}: value {raw!r} is not valid YAML ({reason})") from None
+        raise ConfigError(
+            clip_problem(f"override {path}: value {short_repr(raw)} is not valid YAML ({reason})")
+        ) from None
     return section, key, value
 
 
@@ -96,12 +103,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         ConfigError: listing every bad override at once.
     """
     layer: dict[str, dict[str, Any]] = {}
-    problems = []
+    problems: list[str] = []
     for text in overrides:
         try:
             section, key, value = parse_override(text)
         except ConfigError as exc:
-            problems.extend(exc.problems)
+            problems.extend(clip_problem(p) for p in exc.problems)
             continue
         layer.setdefault(section, {})[key] = value
     if problems:

@@ -8,13 +8,17 @@ tracker back-ends, export formats, data set) are checked against the registries 
 :mod:`trainengine.registries` instead: registering one more makes it valid here, and an unknown
 name lists the registered ones with the closest suggestion. Such a field says which registry it
 uses in ``json_schema_extra={"registry": ...}`` so ``explain()`` can list the choices.
+
+Why one module of this length: one pydantic class per config section, each field with type, default,
+bounds and description; the field descriptions are the documentation (config show --explain).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from trainengine import registries
 
@@ -50,12 +54,49 @@ class Section(BaseModel):
         section = next((k for k, v in SECTION_TYPES.items() if v is type(self)), type(self).__name__)
         if name not in type(self).model_fields and not name.startswith("_"):
             # Same message as construction: a typo is named, with the closest field.
-            raise ConfigError(unknown_field_message(f"{section}.{name}", [f"{section}.{n}" for n in type(self).model_fields]))
+            raise ConfigError(
+                unknown_field_message(f"{section}.{name}", [f"{section}.{n}" for n in type(self).model_fields])
+            )
         try:
             super().__setattr__(name, value)
         except ValidationError as exc:
             err = to_config_error(exc, type(self))
             raise type(err)([_full_path(section, p) for p in err.problems]) from None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads True as 1 and False as 0, so `--set training.epochs=true` or
+        # `learning_rate: yes` became a number. Only booleans are refused: "3" and 3 stay accepted
+        # for an int field, 3 for a float field.
+        if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value)):
+            kind = _number_kind(cls.model_fields[info.field_name or ""].annotation)
+            if kind is not None:
+                raise ValueError(f"must be {kind}, not a boolean (got {value!r}) — write the number itself")
+        return value
+
+
+def _number_kind(annotation: Any) -> str | None:
+    """'a whole number' / 'a number' / 'a list of whole numbers' for int / float / list[int] fields (None allowed)."""
+    args = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    args = tuple(a for a in args if a is not type(None))
+    if len(args) != 1:
+        return None
+    (arg,) = args
+    if get_origin(arg) is list and get_args(arg) in ((int,), (float,)):
+        return "a list of whole numbers" if get_args(arg) == (int,) else "a list of numbers"
+    return {int: "a whole number", float: "a number"}.get(arg)
+
+
+# Switches whose capability is not built yet. Nothing reads them, so accepting them would let a
+# user believe LoRA or DDP ran; each is refused until the issue that builds it removes its line here.
+_NOT_BUILT_LORA = (
+    "LoRA training is not built yet (planned with LoRA fine-tuning / reward models); remove it or set false"
+)
+_NOT_BUILT_DISTRIBUTED = (
+    "distributed training is not built yet (planned: DDP / FSDP2 under torchrun) — nothing starts processes "
+    "or wraps the model; remove it or set {default}"
+)
 
 
 def _registered(registry: registries.Registry, value: Any, *, also: tuple[str, ...] = ()) -> Any:
@@ -88,45 +129,126 @@ def _full_path(section: str, problem: str) -> str:
 class TrainingSection(Section):
     """How long and how to train: batch, learning rate, precision, evaluation, stopping."""
 
-    epochs: int = Field(3, ge=1, le=1_000_000, description="Passes over the training data (ignored when max_steps is set).")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps; overrides epochs when set.")
+    epochs: int = Field(
+        3, ge=1, le=1_000_000, description="Passes over the training data (ignored when max_steps is set)."
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps; overrides epochs when set."
+    )
     batch_size: int = Field(32, ge=1, le=1_000_000, description="Samples per micro-batch (per device).")
-    eval_batch_size: int | None = Field(None, ge=1, description="Samples per evaluation batch; defaults to 2 x batch_size.")
+    eval_batch_size: int | None = Field(
+        None, ge=1, description="Samples per evaluation batch; defaults to 2 x batch_size."
+    )
     learning_rate: float = Field(1e-3, gt=0.0, le=10.0, description="Peak learning rate reached after warmup.")
-    gradient_accumulation_steps: int = Field(1, ge=1, le=4096, description="Micro-batches accumulated per optimizer step (effective batch = batch_size x this).")
-    max_grad_norm: float | None = Field(1.0, gt=0.0, description="Clip the global gradient norm to this value; null disables clipping.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Autocast precision: auto = bf16 on GPUs that support it, else fp32; fp16 uses a GradScaler and needs CUDA.")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="Device to train on: auto, cpu, cuda, cuda:N or mps.")
+    gradient_accumulation_steps: int = Field(
+        1,
+        ge=1,
+        le=4096,
+        description="Micro-batches accumulated per optimizer step (effective batch = batch_size x this).",
+    )
+    max_grad_norm: float | None = Field(
+        1.0, gt=0.0, description="Clip the global gradient norm to this value; null disables clipping."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description=(
+            "Autocast precision: auto = bf16 on GPUs that support it, else fp32; fp16 uses a GradScaler and needs CUDA."
+        ),
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+        description="Device to train on: auto, cpu, cuda, cuda:N or mps.",
+    )
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for python, numpy, torch and the data order.")
-    deterministic: bool = Field(False, description="Bit-exact runs: deterministic algorithms and seeded data order (about 5-10% slower).")
+    deterministic: bool = Field(
+        False, description="Bit-exact runs: deterministic algorithms and seeded data order (about 5-10% slower)."
+    )
     compile: bool = Field(False, description="Compile the model with torch.compile before training.")
-    eval_interval_steps: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps; null = only at epoch ends.")
+    eval_interval_steps: int | None = Field(
+        None, ge=1, description="Evaluate every N optimizer steps; null = only at epoch ends."
+    )
     eval_every_epoch: bool = Field(True, description="Evaluate at the end of every epoch.")
-    eval_at_start: bool = Field(False, description="Evaluate once before the first step (a step-0 baseline in the history).")
-    log_interval_steps: int = Field(10, ge=1, description="Read the loss back from the device and log it every N optimizer steps.")
-    monitor: str | None = Field(None, description="Metric used for the best model and early stopping (e.g. val/loss); null = the task's default.")
-    monitor_mode: Literal["auto", "min", "max"] = Field("auto", description="Whether the monitored metric should go down (min) or up (max); auto = the task's default.")
-    early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many evaluations without improvement; null disables early stopping.")
-    early_stopping_min_delta: float = Field(0.0, ge=0.0, description="Smallest change of the monitored metric that counts as an improvement.")
+    eval_at_start: bool = Field(
+        False, description="Evaluate once before the first step (a step-0 baseline in the history)."
+    )
+    log_interval_steps: int = Field(
+        10, ge=1, description="Read the loss back from the device and log it every N optimizer steps."
+    )
+    monitor: str | None = Field(
+        None,
+        description="Metric used for the best model and early stopping (e.g. val/loss); null = the task's default.",
+    )
+    monitor_mode: Literal["auto", "min", "max"] = Field(
+        "auto", description="Whether the monitored metric should go down (min) or up (max); auto = the task's default."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without improvement; null disables early stopping."
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0.0, description="Smallest change of the monitored metric that counts as an improvement."
+    )
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing for classification losses.")
-    nonfinite_policy: Literal["skip", "halt", "rollback"] = Field("skip", description="On a non-finite loss or gradient: skip the step and go on; halt = emergency checkpoint, then stop; rollback = reload the last good checkpoint with a lower learning rate.")
-    rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="rollback: multiply the learning rate by this after each rollback.")
-    max_rollbacks: int = Field(3, ge=1, le=1000, description="rollback: give up (stop with an error) after this many rollbacks.")
-    oom_policy: Literal["raise", "skip", "split"] = Field("raise", description="On out-of-memory in a step: raise; skip the batch; or split = retry as smaller micro-batches (same effective batch and gradients).")
-    oom_max_splits: int = Field(3, ge=1, le=16, description="split: halve the micro-batches at most this many times before giving up.")
+    nonfinite_policy: Literal["skip", "halt", "rollback"] = Field(
+        "skip",
+        description=(
+            "On a non-finite loss or gradient: skip the step and go on; halt = emergency checkpoint, then stop; "
+            "rollback = reload the last good checkpoint with a lower learning rate."
+        ),
+    )
+    rollback_lr_factor: float = Field(
+        0.5, gt=0.0, lt=1.0, description="rollback: multiply the learning rate by this after each rollback."
+    )
+    max_rollbacks: int = Field(
+        3, ge=1, le=1000, description="rollback: give up (stop with an error) after this many rollbacks."
+    )
+    oom_policy: Literal["raise", "skip", "split"] = Field(
+        "raise",
+        description=(
+            "On out-of-memory in a step: raise; skip the batch; or split = retry as smaller micro-batches (same "
+            "effective batch and gradients)."
+        ),
+    )
+    oom_max_splits: int = Field(
+        3, ge=1, le=16, description="split: halve the micro-batches at most this many times before giving up."
+    )
+    max_nonfinite_fraction: float | None = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "skip: stop with an error when this fraction of an epoch's optimizer steps (or more) were "
+            "skipped as non-finite; 1.0 = when no step succeeded; null = never."
+        ),
+    )
 
 
 class OptimizerSection(Section):
     """The optimizer and its hyper-parameters."""
 
-    name: str = Field("adamw", description="Optimizer: adamw, adam, sgd or one added with trainengine.registries.register_optimizer.", json_schema_extra={"registry": "OPTIMIZERS"})
-    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="Weight decay on weight matrices only; never on biases, norms, embeddings or other 1-D parameters.")
+    name: str = Field(
+        "adamw",
+        description="Optimizer: adamw, adam, sgd or one added with trainengine.registries.register_optimizer.",
+        json_schema_extra={"registry": "OPTIMIZERS"},
+    )
+    weight_decay: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="Weight decay on weight matrices only; never on biases, norms, embeddings or other 1-D parameters.",
+    )
     beta1: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta1 (first-moment decay).")
     beta2: float = Field(0.999, ge=0.0, lt=1.0, description="Adam beta2 (second-moment decay).")
     eps: float = Field(1e-8, gt=0.0, le=1.0, description="Adam epsilon.")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
     nesterov: bool = Field(False, description="Use Nesterov momentum with SGD.")
-    fused: Literal["auto", "on", "off"] = Field("auto", description="Fused Adam/AdamW/SGD kernels: auto = on for CPU and CUDA parameters (they also skip non-finite steps on the device).")
+    fused: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Fused Adam/AdamW/SGD kernels: auto = on for CPU and CUDA parameters (they also skip non-finite steps on "
+            "the device)."
+        ),
+    )
 
     @field_validator("name")
     @classmethod
@@ -137,20 +259,50 @@ class OptimizerSection(Section):
 class SchedulerSection(Section):
     """The learning-rate schedule, stepped once per optimizer step."""
 
-    name: str = Field("cosine", description="Schedule after warmup: a built-in one or one added with trainengine.registries.register_schedule.", json_schema_extra={"registry": "SCHEDULES"})
-    warmup_steps: int = Field(0, ge=0, description="Linear warmup length in optimizer steps (set this or warmup_ratio).")
-    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Linear warmup as a fraction of total optimizer steps (set this or warmup_steps).")
-    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine, linear; the floor for reduce_on_plateau).")
+    name: str = Field(
+        "cosine",
+        description="Schedule after warmup: a built-in one or one added with trainengine.registries.register_schedule.",
+        json_schema_extra={"registry": "SCHEDULES"},
+    )
+    warmup_steps: int = Field(
+        0, ge=0, description="Linear warmup length in optimizer steps (set this or warmup_ratio)."
+    )
+    warmup_ratio: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Linear warmup as a fraction of total optimizer steps (set this or warmup_steps).",
+    )
+    min_lr_ratio: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Final learning rate as a fraction of the peak (cosine, linear; the floor for reduce_on_plateau).",
+    )
     cycle_steps: int = Field(2000, ge=1, description="Cyclic: optimizer steps from the low to the high learning rate.")
-    cyclic_base_lr_ratio: float = Field(0.1, gt=0.0, le=1.0, description="Cyclic: low learning rate as a fraction of the peak.")
-    cyclic_mode: Literal["triangular", "triangular2", "exp_range"] = Field("triangular", description="Cyclic: shape of the cycle.")
+    cyclic_base_lr_ratio: float = Field(
+        0.1, gt=0.0, le=1.0, description="Cyclic: low learning rate as a fraction of the peak."
+    )
+    cyclic_mode: Literal["triangular", "triangular2", "exp_range"] = Field(
+        "triangular", description="Cyclic: shape of the cycle."
+    )
     cyclic_gamma: float = Field(1.0, gt=0.0, le=1.0, description="Cyclic exp_range: amplitude multiplier per step.")
-    one_cycle_pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="One-cycle: fraction of steps spent increasing the learning rate.")
+    one_cycle_pct_start: float = Field(
+        0.3, gt=0.0, lt=1.0, description="One-cycle: fraction of steps spent increasing the learning rate."
+    )
     one_cycle_div_factor: float = Field(25.0, gt=1.0, description="One-cycle: initial lr = peak / div_factor.")
-    one_cycle_final_div_factor: float = Field(1e4, gt=1.0, description="One-cycle: final lr = initial lr / final_div_factor.")
-    plateau_factor: float = Field(0.1, gt=0.0, lt=1.0, description="Reduce-on-plateau: multiply the lr by this on a plateau.")
-    plateau_patience: int = Field(3, ge=0, description="Reduce-on-plateau: evaluations without improvement before reducing.")
-    plateau_threshold: float = Field(1e-4, ge=0.0, description="Reduce-on-plateau: relative change that counts as an improvement.")
+    one_cycle_final_div_factor: float = Field(
+        1e4, gt=1.0, description="One-cycle: final lr = initial lr / final_div_factor."
+    )
+    plateau_factor: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Reduce-on-plateau: multiply the lr by this on a plateau."
+    )
+    plateau_patience: int = Field(
+        3, ge=0, description="Reduce-on-plateau: evaluations without improvement before reducing."
+    )
+    plateau_threshold: float = Field(
+        1e-4, ge=0.0, description="Reduce-on-plateau: relative change that counts as an improvement."
+    )
     plateau_cooldown: int = Field(0, ge=0, description="Reduce-on-plateau: evaluations to wait after a reduction.")
 
     @field_validator("name")
@@ -164,30 +316,77 @@ class CheckpointingSection(Section):
 
     enabled: bool = Field(False, description="Write checkpoints during training.")
     checkpoint_dir: str | None = Field(None, description="Folder for checkpoints; null = <run_dir>/checkpoints.")
-    save_every_n_epochs: int | None = Field(1, ge=1, description="Save a checkpoint every N epochs; null disables epoch saves.")
-    save_every_n_steps: int | None = Field(None, ge=1, description="Save a checkpoint every N optimizer steps; null disables step saves.")
+    save_every_n_epochs: int | None = Field(
+        1, ge=1, description="Save a checkpoint every N epochs; null disables epoch saves."
+    )
+    save_every_n_steps: int | None = Field(
+        None, ge=1, description="Save a checkpoint every N optimizer steps; null disables step saves."
+    )
     keep_best_k: int = Field(3, ge=0, le=1000, description="Keep the K best checkpoints by the monitored metric.")
     keep_last_n: int = Field(5, ge=1, le=1000, description="Keep the N newest checkpoints regardless of metric.")
-    save_final_weights: bool = Field(True, description="Write the final model weights (safetensors) into the run directory.")
-    async_save: bool = Field(False, description="Copy the state to CPU memory on the training thread and write it from a background thread.")
-    save_on_interrupt: bool = Field(True, description="Write an emergency checkpoint on SIGINT/SIGTERM (Ctrl+C) before stopping.")
-    on_save_error: Literal["stop", "continue"] = Field("stop", description="When a checkpoint cannot be written (disk full, permissions): stop with the error, or log it and continue.")
+    save_final_weights: bool = Field(
+        True, description="Write the final model weights (safetensors) into the run directory."
+    )
+    async_save: bool = Field(
+        False, description="Copy the state to CPU memory on the training thread and write it from a background thread."
+    )
+    save_on_interrupt: bool = Field(
+        True, description="Write an emergency checkpoint on SIGINT/SIGTERM (Ctrl+C) before stopping."
+    )
+    on_save_error: Literal["stop", "continue"] = Field(
+        "stop",
+        description=(
+            "When a checkpoint cannot be written (disk full, permissions): stop with the error, or log it and continue."
+        ),
+    )
 
 
 class TrackingSection(Section):
     """Run naming and where the run directory goes."""
 
-    experiment_name: str = Field("default", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Experiment folder under output_dir (letters, digits, . _ -).")
-    run_name: str | None = Field(None, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run id; null = a timestamped id.")
-    output_dir: str = Field("runs", min_length=1, description="Root folder of run directories: <output_dir>/<experiment>/<run_id>/.")
+    experiment_name: str = Field(
+        "default",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Experiment folder under output_dir (letters, digits, . _ -).",
+    )
+    run_name: str | None = Field(
+        None, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run id; null = a timestamped id."
+    )
+    output_dir: str = Field(
+        "runs", min_length=1, description="Root folder of run directories: <output_dir>/<experiment>/<run_id>/."
+    )
     tags: list[str] = Field(default_factory=list, description="Free-form tags recorded in run.json.")
     notes: str = Field("", description="Free-form notes recorded in run.json.")
-    progress: Literal["auto", "bar", "plain", "off"] = Field("auto", description="Console progress: a live bar on a terminal, plain periodic lines otherwise.")
-    write_run_dir: bool = Field(True, description="Write config.yaml, run.json, logs.jsonl and weights into a run directory.")
-    backends: list[str] = Field(default_factory=list, description="Extra tracker back-ends fed from the run's logs (tensorboard, mlflow, wandb, jsonl, or one added with trainengine.registries.register_tracker); they write inside the run directory.", json_schema_extra={"registry": "TRACKERS"})
-    project: str = Field("trainengine", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Project name for MLflow / W&B.")
+    progress: Literal["auto", "bar", "plain", "off"] = Field(
+        "auto", description="Console progress: a live bar on a terminal, plain periodic lines otherwise."
+    )
+    write_run_dir: bool = Field(
+        True, description="Write config.yaml, run.json, logs.jsonl and weights into a run directory."
+    )
+    backends: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Extra tracker back-ends fed from the run's logs (tensorboard, mlflow, wandb, jsonl, or one added with "
+            "trainengine.registries.register_tracker); they write inside the run directory."
+        ),
+        json_schema_extra={"registry": "TRACKERS"},
+    )
+    project: str = Field(
+        "trainengine",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Project name for MLflow / W&B.",
+    )
     experiment_db: bool = Field(True, description="Record the run and its logged metrics in the experiment database.")
-    db_url: str | None = Field(None, description="Experiment database: a SQLAlchemy URL or a file path; null = <output_dir>/experiments.db (SQLite).")
+    db_url: str | None = Field(
+        None,
+        description=(
+            "Experiment database: a SQLAlchemy URL or a file path; null = <output_dir>/experiments.db (SQLite)."
+        ),
+    )
 
     @field_validator("backends")
     @classmethod
@@ -198,18 +397,40 @@ class TrackingSection(Section):
 class DataSection(Section):
     """Which data to train on and how it is batched."""
 
-    dataset: str | None = Field(None, description="Data set (built in: digits, diabetes, pystdlib; more with trainengine.data.register_dataset); null when data is passed to Trainer.train().", json_schema_extra={"registry": "DATASETS"})
-    task: str = Field("auto", description="Task to train: auto = the data set's natural task (vision = the digits as 8x8 images for the CNN); more with trainengine.registries.register_task.", json_schema_extra={"registry": "TASKS", "also": ["auto"]})
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of a built-in data set held out for validation.")
+    dataset: str | None = Field(
+        None,
+        description=(
+            "Data set (built in: digits, diabetes, pystdlib; more with trainengine.data.register_dataset); null when "
+            "data is passed to Trainer.train()."
+        ),
+        json_schema_extra={"registry": "DATASETS"},
+    )
+    task: str = Field(
+        "auto",
+        description=(
+            "Task to train: auto = the data set's natural task (vision = the digits as 8x8 images for the CNN); more "
+            "with trainengine.registries.register_task."
+        ),
+        json_schema_extra={"registry": "TASKS", "also": ["auto"]},
+    )
+    val_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Fraction of a built-in data set held out for validation."
+    )
     max_length: int = Field(128, ge=2, le=1_000_000, description="Sequence length in tokens for language modeling.")
     max_train_samples: int | None = Field(None, ge=1, description="Use at most this many training samples; null = all.")
     max_val_samples: int | None = Field(None, ge=1, description="Use at most this many validation samples; null = all.")
-    max_corpus_bytes: int = Field(2_000_000, ge=1024, description="pystdlib: bytes of Python source read into the corpus.")
+    max_corpus_bytes: int = Field(
+        2_000_000, ge=1024, description="pystdlib: bytes of Python source read into the corpus."
+    )
     num_workers: int = Field(0, ge=0, le=256, description="DataLoader worker processes.")
-    pin_memory: Literal["auto", "on", "off"] = Field("auto", description="Pin host memory for faster copies: auto = on when training on CUDA.")
+    pin_memory: Literal["auto", "on", "off"] = Field(
+        "auto", description="Pin host memory for faster copies: auto = on when training on CUDA."
+    )
     shuffle: bool = Field(True, description="Shuffle the training data every epoch (seeded).")
     drop_last: bool = Field(False, description="Drop the last incomplete training batch.")
-    check_overlap: bool = Field(True, description="Warn when validation samples also appear in the training data (leakage).")
+    check_overlap: bool = Field(
+        True, description="Warn when validation samples also appear in the training data (leakage)."
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -229,12 +450,27 @@ class DataSection(Section):
 class ModelSection(Section):
     """The built-in model to create (ignored when you pass your own model)."""
 
-    architecture: str = Field("auto", description="Model: auto = the task's default (mlp, cnn for vision, gpt for language modeling), or a name added with trainengine.models.register_model.", json_schema_extra={"registry": "MODELS", "also": ["auto"]})
-    options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of a registered (not built-in) model's builder; data sizes it names (input_dim, input_shape, num_outputs, output_dim, num_classes, vocab_size) are filled in.")
+    architecture: str = Field(
+        "auto",
+        description=(
+            "Model: auto = the task's default (mlp, cnn for vision, gpt for language modeling), or a name added with "
+            "trainengine.models.register_model."
+        ),
+        json_schema_extra={"registry": "MODELS", "also": ["auto"]},
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Keyword arguments of a registered (not built-in) model's builder; data sizes it names (input_dim, "
+            "input_shape, num_outputs, output_dim, num_classes, vocab_size) are filled in."
+        ),
+    )
     hidden_dims: list[int] = Field(default_factory=lambda: [128, 128], description="MLP hidden layer widths.")
     activation: Literal["gelu", "relu", "silu", "tanh"] = Field("gelu", description="MLP activation.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout probability.")
-    cnn_channels: list[int] = Field(default_factory=lambda: [32, 64], description="CNN channel widths, one conv block each.")
+    cnn_channels: list[int] = Field(
+        default_factory=lambda: [32, 64], description="CNN channel widths, one conv block each."
+    )
     vocab_size: int = Field(256, ge=2, description="GPT vocabulary size (256 for byte-level text).")
     max_seq_len: int = Field(128, ge=2, description="GPT context length (longest sequence it accepts).")
     d_model: int = Field(128, ge=8, description="GPT embedding width.")
@@ -251,31 +487,84 @@ class ModelSection(Section):
 
 
 class LoraSection(Section):
-    """LoRA adapters for fine-tuning (applied when enabled; arrives with LoRA fine-tuning)."""
+    """LoRA adapters for fine-tuning (not built yet: ``enabled: true`` is refused until it arrives)."""
 
-    enabled: bool = Field(False, description="Train LoRA adapters instead of all weights.")
+    enabled: bool = Field(
+        False, description="Train LoRA adapters instead of all weights (not built yet: true is refused)."
+    )
     lora_r: int = Field(16, ge=1, le=4096, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
-    target_modules: list[str] = Field(default_factory=list, description="Module names to adapt; empty = the backbone's attention projections.")
+    target_modules: list[str] = Field(
+        default_factory=list, description="Module names to adapt; empty = the backbone's attention projections."
+    )
+
+    @field_validator("enabled")
+    @classmethod
+    def _lora_not_built(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(_NOT_BUILT_LORA)
+        return value
 
 
 class DistributedSection(Section):
-    """Multi-process training under torchrun (arrives with distributed training)."""
+    """Multi-process training under torchrun (not built yet: only the defaults are accepted)."""
 
-    strategy: Literal["auto", "none", "ddp", "fsdp2"] = Field("auto", description="auto = ddp when launched by torchrun with several processes, else none.")
-    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="Process-group backend: auto = nccl on CUDA, gloo on CPU.")
-    nproc_per_node: int = Field(1, ge=1, le=1024, description="Processes per node when trainengine launches torchrun itself.")
-    find_unused_parameters: bool = Field(False, description="DDP: allow parameters that get no gradient in a step.")
+    strategy: Literal["auto", "none", "ddp", "fsdp2"] = Field(
+        "auto",
+        description="ddp / fsdp2: several processes (not built yet: refused); auto and none train in one process.",
+    )
+    backend: Literal["auto", "nccl", "gloo"] = Field(
+        "auto", description="Process-group backend: nccl or gloo (not built yet: only auto is accepted)."
+    )
+    nproc_per_node: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Processes per node when trainengine launches torchrun itself (not built yet: only 1 is accepted).",
+    )
+    find_unused_parameters: bool = Field(
+        False, description="DDP: allow parameters that get no gradient in a step (not built yet: true is refused)."
+    )
+
+    @field_validator("strategy", "backend", "nproc_per_node", "find_unused_parameters")
+    @classmethod
+    def _distributed_not_built(cls, value: Any, info: ValidationInfo) -> Any:
+        allowed = {"strategy": ("auto", "none"), "backend": ("auto",), "nproc_per_node": (1,)}
+        ok = allowed.get(info.field_name or "", (False,))
+        if value not in ok or isinstance(value, bool) != isinstance(ok[0], bool):
+            raise ValueError(
+                f"got {value!r}, but " + _NOT_BUILT_DISTRIBUTED.format(default=" or ".join(map(str, ok)).lower())
+            )
+        return value
 
 
 class ExportSection(Section):
     """Export a verified bundle when training ends (see docs/export.md)."""
 
-    enabled: bool = Field(False, description="Create an export bundle (<output_dir>/<experiment>_<time>/) when training ends; its folder is results['export_dir'].")
-    formats: list[str] = Field(default_factory=lambda: ["pytorch"], description="Formats in the bundle: pytorch, onnx, torchscript, torch_export, or one added with trainengine.registries.register_export_format.", json_schema_extra={"registry": "EXPORT_FORMATS"})
+    enabled: bool = Field(
+        False,
+        description=(
+            "Create an export bundle (<output_dir>/<experiment>_<time>/) when training ends; its folder is "
+            "results['export_dir']."
+        ),
+    )
+    formats: list[str] = Field(
+        default_factory=lambda: ["pytorch"],
+        description=(
+            "Formats in the bundle: pytorch, onnx, torchscript, torch_export, or one added with "
+            "trainengine.registries.register_export_format."
+        ),
+        json_schema_extra={"registry": "EXPORT_FORMATS"},
+    )
     output_dir: str = Field("exports", min_length=1, description="Folder that receives export bundles.")
-    verify: bool = Field(True, description="Fail the export when a format differs from the PyTorch outputs by more than 1e-4 (relative); false = record the differences only.")
+    verify: bool = Field(
+        True,
+        description=(
+            "Fail the export when a format differs from the PyTorch outputs by more than 1e-4 (relative); false = "
+            "record the differences only."
+        ),
+    )
 
     @field_validator("formats")
     @classmethod
@@ -286,20 +575,62 @@ class ExportSection(Section):
 class MonitoringSection(Section):
     """Health and speed probes."""
 
-    gradient_monitor: bool = Field(False, description="Check gradient norms every gradient_check_interval steps and warn on vanishing/exploding gradients.")
+    gradient_monitor: bool = Field(
+        False,
+        description=(
+            "Check gradient norms every gradient_check_interval steps and warn on vanishing/exploding gradients."
+        ),
+    )
     gradient_check_interval: int = Field(10, ge=1, description="Optimizer steps between gradient checks.")
-    grad_norm_warning: float = Field(1.0, gt=0.0, description="Gradient norm above which a warning is logged.")
-    grad_norm_critical: float = Field(10.0, gt=0.0, description="Gradient norm above which a critical alert is logged.")
-    peak_flops: float | None = Field(None, gt=0.0, description="Peak FLOP/s of one device for MFU; null = looked up for known GPUs.")
-    profile_data: bool = Field(True, description="Save a profile of the training data (histograms, labels, lengths) as data_profile.json in the run directory, for later drift checks.")
+    grad_norm_warning: float | None = Field(
+        None,
+        gt=0.0,
+        description="Gradient norm above which a warning is logged; null = a spike of 5x the run's recent median norm.",
+    )
+    grad_norm_critical: float | None = Field(
+        None,
+        gt=0.0,
+        description=(
+            "Gradient norm above which a critical alert is logged; null = a spike of 20x the run's recent median norm."
+        ),
+    )
+    peak_flops: float | None = Field(
+        None, gt=0.0, description="Peak FLOP/s of one device for MFU; null = looked up for known GPUs."
+    )
+    profile_data: bool = Field(
+        True,
+        description=(
+            "Save a profile of the training data (histograms, labels, lengths) as data_profile.json in the run "
+            "directory, for later drift checks."
+        ),
+    )
 
 
 class RegistrySection(Section):
     """The model registry that ModelRegistry.from_config(config) opens, and its promotion gates."""
 
-    url: str = Field("models.db", min_length=1, description="Model registry database: a SQLite file path or a SQLAlchemy URL (postgresql://user@host/db) for a shared server.")
-    artifact_root: str | None = Field(None, description="Folder for copies of registered artifacts; null = <stem>-artifacts/ next to a SQLite file (models.db -> models-artifacts/); required for a server URL.")
-    gates: dict[str, dict[str, str]] = Field(default_factory=dict, description="Promotion gates per alias, e.g. {production: {val_loss: '<= 0.40', accuracy: '>= 0.9'}}; operators <=, <, >=, >, ==; a failing promotion is refused unless forced.")
+    url: str = Field(
+        "models.db",
+        min_length=1,
+        description=(
+            "Model registry database: a SQLite file path or a SQLAlchemy URL (postgresql://user@host/db) for a "
+            "shared server."
+        ),
+    )
+    artifact_root: str | None = Field(
+        None,
+        description=(
+            "Folder for copies of registered artifacts; null = <stem>-artifacts/ next to a SQLite file (models.db -> "
+            "models-artifacts/); required for a server URL."
+        ),
+    )
+    gates: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description=(
+            "Promotion gates per alias, e.g. {production: {val_loss: '<= 0.40', accuracy: '>= 0.9'}}; operators <=, "
+            "<, >=, >, ==; a failing promotion is refused unless forced."
+        ),
+    )
 
     @field_validator("gates")
     @classmethod

@@ -18,7 +18,7 @@ from trainengine.data._datasets import (
     TokenWindowDataset,
     collate_batch,
 )
-from trainengine.data._fingerprint import combine_fingerprints, fingerprint_dataset
+from trainengine.data._fingerprint import combine_fingerprints, count_nonfinite, fingerprint_dataset
 from trainengine.data._loader import build_dataloader, seed_worker
 from trainengine.data._overlap import check_overlap
 from trainengine.data._registry import DatasetFactory, list_datasets, load_builtin, register_dataset
@@ -39,6 +39,7 @@ __all__ = [
     "collate_batch",
     "fingerprint_dataset",
     "combine_fingerprints",
+    "count_nonfinite",
     "check_overlap",
     "InMemoryDataset",
     "TokenWindowDataset",

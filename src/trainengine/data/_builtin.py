@@ -52,9 +52,7 @@ def _digits(
     y = bunch.target.astype(np.int64)  # (1797,)
     try:
         # Stratified: every class keeps its share in both splits (all 10 appear in val).
-        tr, va = train_test_split(
-            np.arange(len(y)), test_size=val_fraction, stratify=y, random_state=seed
-        )
+        tr, va = train_test_split(np.arange(len(y)), test_size=val_fraction, stratify=y, random_state=seed)
     except ValueError as exc:
         raise _split_error("digits", exc) from exc
     tr, va = tr[:max_train_samples], va[:max_val_samples]

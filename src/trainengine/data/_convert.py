@@ -31,9 +31,21 @@ def _as_tensor(value: Any, *, what: str) -> Tensor:
     if isinstance(value, Tensor):
         return value
     if isinstance(value, np.ndarray):
-        if value.dtype == object:
-            raise DataError(f"{what} is a numpy array of dtype object; convert it to numbers first")
-        t = torch.as_tensor(value)
+        if value.dtype.kind in "OUSMmV":  # object, str, bytes, datetime, timedelta, void: no tensor dtype
+            example = f", e.g. {str(value.flat[0])!r} at index 0" if value.size else ""
+            hint = (
+                "; for class names use np.unique(y, return_inverse=True)[1] as integer labels"
+                if value.dtype.kind in "OUS"
+                else ""
+            )
+            raise DataError(
+                f"{what} is a numpy array of dtype {value.dtype}{example}; expected numbers "
+                f"(integers or floats) — convert it first{hint}"
+            )
+        try:
+            t = torch.as_tensor(value)
+        except (TypeError, RuntimeError) as exc:
+            raise DataError(f"{what}: numpy dtype {value.dtype} cannot become a tensor ({exc})") from exc
         return t.float() if t.dtype == torch.float64 else t
     if isinstance(value, (bool, int, float, np.generic)):
         return _as_tensor(np.asarray(value), what=what)
@@ -42,9 +54,7 @@ def _as_tensor(value: Any, *, what: str) -> Tensor:
             return _as_tensor(np.asarray(value), what=what)
         except (ValueError, TypeError) as exc:
             raise DataError(f"{what} is a ragged or non-numeric {type(value).__name__}: {exc}") from exc
-    raise DataError(
-        f"{what} is a {type(value).__name__}; expected a tensor, numpy array or number"
-    )
+    raise DataError(f"{what} is a {type(value).__name__}; expected a tensor, numpy array or number")
 
 
 def _stack_or_none(values: list[Tensor]) -> Tensor | None:
@@ -69,8 +79,9 @@ def _from_sample_list(items: list[Any], name: str) -> Dataset:
                 )
             rows.append({k: _as_tensor(item[k], what=f"{name}[{i}][{k!r}]") for k in keys})
         cols = {k: _stack_or_none([r[k] for r in rows]) for k in keys}
-        if all(c is not None for c in cols.values()):
-            return InMemoryDataset(cols)  # type: ignore[arg-type]
+        stacked = {k: c for k, c in cols.items() if c is not None}
+        if len(stacked) == len(cols):
+            return InMemoryDataset(stacked)
         return ListDataset(rows)
     if isinstance(first, tuple):
         width = len(first)
@@ -84,8 +95,9 @@ def _from_sample_list(items: list[Any], name: str) -> Dataset:
                 )
             rows_t.append(tuple(_as_tensor(v, what=f"{name}[{i}][{j}]") for j, v in enumerate(item)))
         cols_t = [_stack_or_none([r[j] for r in rows_t]) for j in range(width)]
-        if all(c is not None for c in cols_t):
-            return InMemoryDataset(cols_t)  # type: ignore[arg-type]
+        stacked_t = [c for c in cols_t if c is not None]
+        if len(stacked_t) == len(cols_t):
+            return InMemoryDataset(stacked_t)
         return ListDataset(rows_t)
     raise DataError(
         f"{name}: a list of samples must hold (x, y) tuples or dicts; sample 0 is a "
@@ -97,8 +109,7 @@ def _from_pair(x: Any, y: Any, name: str) -> Dataset:
     xt, yt = _as_tensor(x, what=f"{name} X"), _as_tensor(y, what=f"{name} y")
     if xt.dim() == 0 or yt.dim() == 0:
         raise DataError(
-            f"{name}: X and y need a first (sample) dimension; got shapes {tuple(xt.shape)} and "
-            f"{tuple(yt.shape)}"
+            f"{name}: X and y need a first (sample) dimension; got shapes {tuple(xt.shape)} and {tuple(yt.shape)}"
         )
     if xt.shape[0] != yt.shape[0]:
         raise DataError(

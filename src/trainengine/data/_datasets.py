@@ -48,7 +48,7 @@ class PreCollatedBatch(Sequence):
         (3, 1)
     """
 
-    __slots__ = ("collated", "_samples")
+    __slots__ = ("_samples", "collated")
 
     def __init__(self, collated: list[Tensor] | dict[str, Tensor]) -> None:
         self.collated = collated
@@ -61,10 +61,11 @@ class PreCollatedBatch(Sequence):
             c = self.collated
             if isinstance(c, dict):
                 keys = list(c)
-                rows = zip(*(c[k].unbind(0) for k in keys))
-                self._samples = [dict(zip(keys, r)) for r in rows]
+                # Every column holds the same B rows, as default_collate returns them.
+                rows = zip(*(c[k].unbind(0) for k in keys), strict=True)
+                self._samples = [dict(zip(keys, r, strict=True)) for r in rows]
             else:
-                self._samples = list(zip(*(t.unbind(0) for t in c)))
+                self._samples = list(zip(*(t.unbind(0) for t in c), strict=True))
         return self._samples
 
     def __len__(self) -> int:
@@ -72,7 +73,7 @@ class PreCollatedBatch(Sequence):
         first = next(iter(c.values())) if isinstance(c, dict) else c[0]
         return int(first.shape[0])
 
-    def __getitem__(self, j: Any) -> Any:  # type: ignore[override]
+    def __getitem__(self, j: Any) -> Any:
         return self._materialize()[j]
 
     def __iter__(self) -> Iterator[Any]:
@@ -99,7 +100,52 @@ def collate_batch(batch: Any) -> Any:
         c = batch.collated
         # Fresh containers: the DataLoader may pin/move them; never hand out our internals.
         return dict(c) if isinstance(c, dict) else list(c)
-    return default_collate(batch)
+    try:
+        return default_collate(batch)
+    except RuntimeError as exc:
+        problem = _ragged_problem(batch)
+        if problem is None:
+            raise
+        raise DataError(problem) from exc
+
+
+def _shapes(sample: Any) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes of one sample by position/key: ``{"[0]": (4,), "[1]": ()}``."""
+    if isinstance(sample, Tensor):
+        return {"": tuple(sample.shape)}
+    if isinstance(sample, Mapping):
+        return {f"[{k!r}]{p}": s for k, v in sample.items() for p, s in _shapes(v).items()}
+    if isinstance(sample, (tuple, list)):
+        return {f"[{i}]{p}": s for i, v in enumerate(sample) for p, s in _shapes(v).items()}
+    return {}
+
+
+def _ragged_problem(batch: Sequence[Any]) -> str | None:
+    """Why ``default_collate`` could not stack a batch: the first sample whose shapes differ, or None."""
+    if not batch:
+        return None
+    indices = getattr(batch, "indices", None)  # dataset indices, when ListDataset fetched the batch
+
+    def name(j: int) -> str:
+        return f"sample {indices[j]}" if indices is not None else f"sample {j} of the batch"
+
+    first = _shapes(batch[0])
+    for j in range(1, len(batch)):
+        for part, shape in _shapes(batch[j]).items():
+            if part in first and first[part] != shape:
+                where = f"element {part}" if part else "the tensor"
+                return (
+                    f"{name(j)} has {where} of shape {shape} but {name(0)} has {first[part]}: a batch stacks "
+                    "its samples, so they need one shape — pad or cut them to one length, or pass a "
+                    "DataLoader with a collate_fn that pads"
+                )
+    return None
+
+
+class _FetchedSamples(list):
+    """A list of samples that remembers their dataset indices (for :func:`collate_batch`'s errors)."""
+
+    indices: list[int]
 
 
 def _index_tensor(indices: Sequence[int] | Tensor) -> Tensor:
@@ -143,14 +189,12 @@ class InMemoryDataset(Dataset):
                 raise DataError(f"InMemoryDataset column {i} is a {type(t).__name__}, not a tensor")
             if t.dim() == 0:
                 raise DataError(
-                    f"InMemoryDataset column {i} is a 0-dim tensor; each column needs a first "
-                    "(sample) dimension"
+                    f"InMemoryDataset column {i} is a 0-dim tensor; each column needs a first (sample) dimension"
                 )
         lengths = [int(t.shape[0]) for t in tensors]
         if len(set(lengths)) != 1:
             raise DataError(
-                f"InMemoryDataset columns must have the same number of samples (first dimension); "
-                f"got {lengths}"
+                f"InMemoryDataset columns must have the same number of samples (first dimension); got {lengths}"
             )
         self._len = lengths[0]
 
@@ -216,9 +260,7 @@ class TokenWindowDataset(Dataset):
         self.stream: Tensor | None = None
 
     @classmethod
-    def from_stream(
-        cls, tokens: Tensor, seq_len: int, *, max_windows: int | None = None
-    ) -> TokenWindowDataset:
+    def from_stream(cls, tokens: Tensor, seq_len: int, *, max_windows: int | None = None) -> TokenWindowDataset:
         """Cut a flat token stream into non-overlapping windows of ``seq_len + 1`` tokens.
 
         Window ``i`` is ``tokens[i*T : i*T + T + 1]``: stride ``T``, so consecutive windows share
@@ -286,6 +328,12 @@ class ListDataset(Dataset):
 
     def __getitem__(self, index: int) -> Any:
         return self.items[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        # Same samples as B __getitem__ calls; the indices let a collate error name the sample.
+        batch = _FetchedSamples(self.items[i] for i in indices)
+        batch.indices = list(indices)
+        return batch
 
     def __repr__(self) -> str:
         return f"ListDataset(n={len(self.items)})"

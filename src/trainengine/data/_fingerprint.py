@@ -19,7 +19,8 @@ the int64 items it serves, at the price of not matching a generic dataset of the
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Sized
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from trainengine.data._datasets import InMemoryDataset, TokenWindowDataset
 from trainengine.errors import DataError
 
-__all__ = ["fingerprint_dataset", "combine_fingerprints"]
+__all__ = ["fingerprint_dataset", "combine_fingerprints", "count_nonfinite"]
 
 _MAGIC = b"trainengine.fingerprint.v1|"
 # Rows hashed per numpy chunk in the column-wise path: bounds the temporary copy.
@@ -104,14 +105,14 @@ def _hash_in_memory(ds: InMemoryDataset, n: int, h: Any) -> None:
         head = f"L{len(cols)}|".encode()
         prefixes = [b""] * len(cols)
     # Constant per-sample bytes: item header, then per column its key (dicts) and tensor header.
-    const = [head] + [p + _tensor_header(c.dtype, tuple(c.shape[1:])) for p, c in zip(prefixes, cols)]
+    const = [head] + [p + _tensor_header(c.dtype, tuple(c.shape[1:])) for p, c in zip(prefixes, cols, strict=True)]
     row_bytes = sum(c[:1].numel() * c.element_size() for c in cols) + sum(map(len, const))
     step = max(1, _CHUNK_BYTES // max(1, row_bytes))
     for s in range(0, n, step):
         e = min(n, s + step)
         m = e - s
         parts = [np.broadcast_to(np.frombuffer(const[0], np.uint8), (m, len(const[0])))]
-        for c, cb in zip(cols, const[1:]):
+        for c, cb in zip(cols, const[1:], strict=True):
             parts.append(np.broadcast_to(np.frombuffer(cb, np.uint8), (m, len(cb))))
             parts.append(_tensor_raw(c[s:e]).reshape(m, -1))  # (m, bytes per sample)
         h.update(np.concatenate(parts, axis=1).tobytes())
@@ -162,7 +163,7 @@ def fingerprint_dataset(dataset: Any, *, max_items: int | None = None) -> str:
     if isinstance(ds, IterableDataset):
         if max_items is None:
             try:
-                len(ds)  # type: ignore[arg-type]
+                len(cast(Sized, ds))  # a TypeError says it has no __len__
             except TypeError:
                 raise DataError(
                     "cannot fingerprint an IterableDataset without __len__ completely; pass "
@@ -178,7 +179,7 @@ def fingerprint_dataset(dataset: Any, *, max_items: int | None = None) -> str:
             _encode(item, h)
         return h.hexdigest()
 
-    n = len(ds)  # type: ignore[arg-type]
+    n = len(cast(Sized, ds))  # map-style data sets have __len__ (Dataset does not declare it)
     if max_items is not None:
         n = min(n, max_items)
     h.update(f"{n}|".encode())
@@ -200,3 +201,73 @@ def combine_fingerprints(train: str, val: str) -> str:
         True
     """
     return hashlib.sha256(f"trainengine.splits.v1|train|{train}|val|{val}".encode()).hexdigest()
+
+
+def _tensor_columns(dataset: Any) -> list[Tensor] | None:
+    """The column tensors of an in-memory dataset (ours or ``TensorDataset``), else None."""
+    if isinstance(dataset, InMemoryDataset):
+        cols = dataset.columns
+        return list(cols.values()) if isinstance(cols, dict) else list(cols)
+    tensors = getattr(dataset, "tensors", None)
+    if isinstance(tensors, tuple) and tensors and all(isinstance(t, Tensor) for t in tensors):
+        return list(tensors)
+    return None
+
+
+def _leaves(obj: Any) -> list[Tensor]:
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _leaves(v)]
+    if isinstance(obj, (tuple, list)):
+        return [t for v in obj for t in _leaves(v)]
+    return []
+
+
+def count_nonfinite(dataset: Any, *, max_items: int = 10_000) -> tuple[int, int | None, int]:
+    """NaN/Inf values in the floating-point tensors of a dataset's first ``max_items`` samples.
+
+    In-memory data (:class:`InMemoryDataset`, ``TensorDataset``) is checked with one vectorised
+    pass per column; other map-style datasets sample by sample (at most 1,000 of them). Meant for
+    diagnosis (why did every step come out non-finite?), not for a hot path.
+
+    Returns:
+        ``(number of non-finite values, index of the first sample holding one or None, samples checked)``;
+        ``(0, None, 0)`` for a dataset that cannot be indexed (a stream is never consumed).
+
+    Example:
+        >>> import torch
+        >>> x = torch.zeros(5, 3)
+        >>> x[2, 1] = float("nan")
+        >>> count_nonfinite(InMemoryDataset((x, torch.arange(5))))
+        (1, 2, 5)
+    """
+    if dataset is None or isinstance(dataset, IterableDataset):
+        return 0, None, 0
+    columns = _tensor_columns(dataset)
+    if columns is not None:
+        n = min(int(columns[0].shape[0]), max_items)
+        count, first = 0, None
+        for col in columns:
+            if not (col.is_floating_point() or col.is_complex()):
+                continue
+            bad = ~torch.isfinite(col[:n].detach()).reshape(n, -1)  # (n, values per sample)
+            per_row = bad.sum(dim=1)
+            count += int(per_row.sum())
+            rows = per_row.nonzero()
+            if rows.numel():
+                first = int(rows[0]) if first is None else min(first, int(rows[0]))
+        return count, first, n
+    try:
+        n = min(len(dataset), max_items, 1_000)
+    except TypeError:
+        return 0, None, 0
+    count, first = 0, None
+    for i in range(n):
+        for t in _leaves(dataset[i]):
+            if t.is_floating_point() or t.is_complex():
+                num_bad = int((~torch.isfinite(t)).sum())
+                if num_bad and first is None:
+                    first = i
+                count += num_bad
+    return count, first, n

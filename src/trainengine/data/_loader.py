@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sized
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -109,14 +109,13 @@ def build_dataloader(
     _check_int("seed", seed, -(2**63))
     dataset = to_dataset(data)
 
-    if isinstance(dataset, IterableDataset):
-        if shuffle:
-            raise DataError(
-                "shuffle=True is not possible for an IterableDataset (it has no indices to "
-                "permute); shuffle inside the iterable or pass a map-style dataset"
-            )
+    if isinstance(dataset, IterableDataset) and shuffle:
+        raise DataError(
+            "shuffle=True is not possible for an IterableDataset (it has no indices to "
+            "permute); shuffle inside the iterable or pass a map-style dataset"
+        )
     try:
-        n = len(dataset)  # type: ignore[arg-type]
+        n = len(cast(Sized, dataset))  # Dataset does not declare __len__; TypeError when it lacks one
     except TypeError:
         n = None  # an iterable of unknown length: nothing to check up front
     if n == 0:

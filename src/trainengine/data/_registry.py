@@ -52,7 +52,7 @@ def register_dataset(name: str, factory: DatasetFactory, *, overwrite: bool = Fa
         >>> register_dataset("digits", lambda **kw: None)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        trainengine.errors.DataError: dataset 'digits' is already registered (...); ... pass overwrite=True to replace it
+        trainengine.errors.DataError: dataset 'digits' is already registered (...); ... overwrite=True to replace it
     """
     register(name, factory, overwrite=overwrite)
 

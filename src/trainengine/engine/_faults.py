@@ -13,7 +13,10 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainengine.errors import TrainEngineError
+import torch
+
+from trainengine.data import count_nonfinite
+from trainengine.errors import DataError, TrainEngineError
 
 if TYPE_CHECKING:
     from trainengine.engine._trainer import Trainer
@@ -84,6 +87,16 @@ class SignalGuard:
             signal.signal(signum, handler)
 
 
+def _pending_skips(window: Any) -> int:
+    """Skipped steps in the logging window not yet read back (one transfer for device flags)."""
+    flags = [flag for _, flag in getattr(window, "pending", [])]
+    if not flags:
+        return 0
+    on_host = sum(f for f in flags if isinstance(f, float))
+    on_device = [f.float() for f in flags if isinstance(f, torch.Tensor)]
+    return int(on_host + (torch.stack(on_device).sum().item() if on_device else 0))
+
+
 class RolledBack(Exception):
     """Internal: a rollback moved the data position; the epoch loop restarts from it."""
 
@@ -96,18 +109,79 @@ class FaultHandler:
         max_rollbacks: give up after this many rollbacks.
         rollback_lr_factor: the learning rate is multiplied by this after each rollback.
         save_on_interrupt: write an emergency checkpoint on SIGINT/SIGTERM.
+        max_nonfinite_fraction: ``skip``: stop when this fraction of an epoch's optimizer steps
+            (or more) were skipped as non-finite (1.0 = when none succeeded; None = never).
 
     Example:
         >>> FaultHandler("skip", max_rollbacks=3, rollback_lr_factor=0.5, save_on_interrupt=True).rollbacks
         0
     """
 
-    def __init__(self, policy: str, *, max_rollbacks: int, rollback_lr_factor: float, save_on_interrupt: bool) -> None:
+    def __init__(
+        self,
+        policy: str,
+        *,
+        max_rollbacks: int,
+        rollback_lr_factor: float,
+        save_on_interrupt: bool,
+        max_nonfinite_fraction: float | None = 1.0,
+    ) -> None:
         self.policy = policy
         self.max_rollbacks = max_rollbacks
         self.rollback_lr_factor = rollback_lr_factor
         self.save_on_interrupt = save_on_interrupt
+        self.max_nonfinite_fraction = max_nonfinite_fraction
         self.rollbacks = 0
+        # (optimizer step, skipped steps so far) where the current epoch started.
+        self._epoch_mark = (0, 0)
+
+    def start(self, trainer: Trainer) -> None:
+        """The loop starts (or resumes): the epoch's skip count starts here."""
+        self._epoch_mark = (trainer.state.step, trainer.state.num_nonfinite_steps)
+
+    def check_epoch(self, trainer: Trainer) -> None:
+        """At an epoch end (and the run's end): stop when too many of its steps were skipped.
+
+        Under ``nonfinite_policy: skip`` a step with a non-finite loss or gradient is dropped and
+        the run goes on; when every step of an epoch is dropped (or the configured fraction),
+        the model learned nothing and whatever it reports is computed from NaN. The skip flags
+        are read back here, once per epoch (the loop reads them nowhere else between logs).
+
+        Raises:
+            DataError: too many skipped steps and the training data holds NaN/Inf values.
+            TrainEngineError: too many skipped steps, the data looks finite.
+        """
+        if self.policy != "skip" or self.max_nonfinite_fraction is None:
+            return
+        st = trainer.state
+        skipped_total = st.num_nonfinite_steps + _pending_skips(trainer.log_window)
+        start_step, start_skipped = self._epoch_mark
+        self._epoch_mark = (st.step, skipped_total)
+        steps, skipped = st.step - start_step, skipped_total - start_skipped
+        if steps <= 0 or skipped < self.max_nonfinite_fraction * steps:
+            return
+        trainer.flush_log()  # the skipped steps' warning and log record, before the error
+        what = (
+            f"no optimizer step succeeded in epoch {st.epoch}: all {steps} were skipped"
+            if skipped == steps
+            else f"{skipped} of the {steps} optimizer steps of epoch {st.epoch} ({skipped / steps:.0%}) were skipped"
+        )
+        limit = f"training.max_nonfinite_fraction {self.max_nonfinite_fraction:g}"
+        head = f"{what} because the loss or a gradient was not finite ({limit}); stopping"
+        dataset = getattr(trainer.train_loader, "dataset", None)
+        bad, first, checked = count_nonfinite(dataset)
+        fingerprint = trainer.info.get("train_fingerprint")
+        data = f"the training data (fingerprint {fingerprint[:12]})" if fingerprint else "the training data"
+        if bad:
+            raise DataError(
+                f"{head}. Likely cause: {data} holds {bad} NaN/Inf value(s) in its first {checked} samples "
+                f"(the first in sample {first}) — clean or impute them before training"
+            )
+        checked_note = f" ({checked} samples checked)" if checked else ""
+        raise TrainEngineError(
+            f"{head}. {data[0].upper()}{data[1:]} holds no NaN/Inf{checked_note}, so the model diverged: "
+            "lower training.learning_rate, set training.max_grad_norm, or use precision bf16/fp32 instead of fp16"
+        )
 
     def oom_skipped(self, trainer: Trainer, num_batches: int) -> None:
         """``oom_policy: skip`` dropped a window: count it and move the data position past it."""

@@ -26,6 +26,7 @@ __all__ = ["Runtime", "resolve_device", "resolve_precision", "seed_everything", 
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
+
 def resolve_device(spec: str) -> torch.device:
     """``auto`` -> cuda if available, else mps, else cpu; otherwise the named device.
 
@@ -41,9 +42,13 @@ def resolve_device(spec: str) -> torch.device:
     device = torch.device(spec)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"training.device is {spec!r} but this machine has no CUDA device — use device auto or cpu")
+            raise ConfigError(
+                f"training.device is {spec!r} but this machine has no CUDA device — use device auto or cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"training.device {spec!r} does not exist: {torch.cuda.device_count()} CUDA device(s) here")
+            raise ConfigError(
+                f"training.device {spec!r} does not exist: {torch.cuda.device_count()} CUDA device(s) here"
+            )
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("training.device is 'mps' but MPS is not available here — use device auto or cpu")
     return device
@@ -150,7 +155,7 @@ class Runtime:
             return type(batch)(*moved) if hasattr(batch, "_fields") else tuple(moved)  # namedtuples too
         if isinstance(batch, list):
             return [self.to_device(v) for v in batch]
-        if isinstance(batch, dict) or isinstance(batch, Mapping):
+        if isinstance(batch, (dict, Mapping)):  # dict first: its check is fast, the ABC's is not
             return {k: self.to_device(v) for k, v in batch.items()}
         return batch
 

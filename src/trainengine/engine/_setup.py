@@ -6,9 +6,10 @@ import math
 from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any
 
+from torch import Tensor
 from torch.utils.data import IterableDataset
 
-from trainengine.data import build_dataloader, check_overlap, fingerprint_dataset
+from trainengine.data import InMemoryDataset, build_dataloader, check_overlap, fingerprint_dataset
 from trainengine.engine._step import split_batch
 from trainengine.errors import ConfigError, DataError, TrainEngineError
 from trainengine.tasks import TaskSpec
@@ -22,6 +23,7 @@ __all__ = [
     "build_loaders",
     "plan_total_steps",
     "record_data_facts",
+    "check_label_values",
     "model_config_dict",
     "results_of",
 ]
@@ -111,6 +113,50 @@ def record_data_facts(train_loader: Any, val_loader: Any, task_spec: TaskSpec, *
         _, labels = split_batch(train_ds[0])
         info["seq_len"] = int(labels.shape[-1])
     return info
+
+
+def _label_column(ds: Any) -> Tensor | None:
+    """The whole label tensor of in-memory data (``(X, y)`` columns or a ``labels`` column), else None."""
+    if isinstance(ds, InMemoryDataset):
+        cols = ds.columns
+        label = cols.get("labels") if isinstance(cols, dict) else (cols[1] if len(cols) == 2 else None)
+        return label if isinstance(label, Tensor) else None
+    tensors = getattr(ds, "tensors", None)  # torch.utils.data.TensorDataset
+    if isinstance(tensors, tuple) and len(tensors) == 2 and isinstance(tensors[1], Tensor):
+        return tensors[1]
+    return None
+
+
+def check_label_values(train_loader: Any, val_loader: Any, task_spec: TaskSpec, strategy: Any) -> set[str]:
+    """Check every label of in-memory data against the task once, before the first step.
+
+    One vectorised pass per split (one host sync each); data that is not in memory is checked
+    on its first batches instead (``StepRunner`` and ``Trainer.evaluate``).
+
+    Returns:
+        The splits checked whole (``{"train", "val"}`` or part): their first batches need no check.
+
+    Raises:
+        DataError: a label outside ``[0, num_classes)``, naming the sample and the value.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> spec = TaskSpec.classification("c", 3)
+        >>> loader = DataLoader(TensorDataset(torch.zeros(3, 2), torch.tensor([0, 1, 3])))
+        >>> try:
+        ...     check_label_values(loader, None, spec, spec.loss_strategy)
+        ... except ValueError as exc:
+        ...     print(str(exc)[:37])
+        train data: sample 2 has label 3, but
+    """
+    checked: set[str] = set()
+    for split, loader in (("train", train_loader), ("val", val_loader)):
+        labels = _label_column(getattr(loader, "dataset", None))
+        if labels is not None:
+            strategy.check_label_values(labels, num_classes=task_spec.num_classes, what=f"{split} data")
+            checked.add(split)
+    return checked
 
 
 def results_of(trainer: Trainer, *, train_time: float, wall_time: float) -> dict[str, Any]:

@@ -67,7 +67,9 @@ def extract_logits(output: Any) -> torch.Tensor:
         return output["logits"]
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise DataError(f"the model returned {type(output).__name__}; return a tensor of logits, or an object/dict with 'logits'")
+    raise DataError(
+        f"the model returned {type(output).__name__}; return a tensor of logits, or an object/dict with 'logits'"
+    )
 
 
 def _batch_size(batch: Any) -> int:
@@ -97,7 +99,9 @@ class StepOutput:
 
     __slots__ = ("found_inf", "loss", "num_samples", "num_tokens")
 
-    def __init__(self, loss: torch.Tensor | float, found_inf: torch.Tensor | float, num_samples: int, num_tokens: int) -> None:
+    def __init__(
+        self, loss: torch.Tensor | float, found_inf: torch.Tensor | float, num_samples: int, num_tokens: int
+    ) -> None:
         self.loss = loss  # mean loss per target over the window (a float on the CPU)
         self.found_inf = found_inf  # 1.0 when the step was skipped as non-finite, else 0.0
         self.num_samples = num_samples
@@ -139,6 +143,7 @@ class StepRunner:
         # On the CPU reading a value is no device sync: check non-finite steps on the host.
         self.check_on_host = runtime.device.type == "cpu"
         self._validated = False
+        self.check_labels = True  # the Trainer turns it off when setup checked every label
         self.oom_policy = oom_policy
         self.oom_max_splits = oom_max_splits
         self.num_oom_splits = 0
@@ -161,12 +166,17 @@ class StepRunner:
                 sizes = {_batch_size(b) for b in attempt}
                 if self.oom_policy == "raise" or splits == self.oom_max_splits or max(sizes) <= 1:
                     raise torch.OutOfMemoryError(
-                        f"{exc}\nout of memory in a training step (micro-batch size {max(sizes)}): lower training.batch_size "
-                        "and raise training.gradient_accumulation_steps, or set training.oom_policy to split or skip"
+                        f"{exc}\nout of memory in a training step (micro-batch size {max(sizes)}): "
+                        "lower training.batch_size and raise training.gradient_accumulation_steps, "
+                        "or set training.oom_policy to split or skip"
                     ) from None
                 attempt = [half for b in attempt for half in _split_batch_in_two(b)]
                 self.num_oom_splits += 1
-                logger.warning("out of memory: retrying the step as %d micro-batches of <= %d (oom_policy split)", len(attempt), max(_batch_size(b) for b in attempt))
+                logger.warning(
+                    "out of memory: retrying the step as %d micro-batches of <= %d (oom_policy split)",
+                    len(attempt),
+                    max(_batch_size(b) for b in attempt),
+                )
         return None  # unreachable: the loop returns or raises
 
     def _free_after_oom(self) -> None:
@@ -219,6 +229,8 @@ class StepRunner:
             # Shapes and dtypes are host metadata: checking them costs no sync, but it is
             # Python work, so it happens on the first batch only.
             self.loss.validate_inputs(logits, labels)
+            if self.check_labels:  # label values need one read-back: the first batch only
+                self.loss.check_label_values(labels, num_classes=logits.shape[-1], what="first training batch")
             self._validated = True
 
     def unscale(self) -> None:
@@ -264,7 +276,7 @@ class StepRunner:
             # faster per step where CPU and GPU time are balanced, 3-5% when GPU-bound, within noise
             # when launch-bound (H200, torch 2.11; benchmarks/found_inf_skip.py). If torch changes
             # it, tests/engine/test_found_inf.py fails.
-            self.optimizer.found_inf = flag  # type: ignore[attr-defined]
+            self.optimizer.found_inf = flag  # type: ignore[attr-defined]  # torch-internal attribute, see above
             self.optimizer.step()
         elif not bool(flag):  # a non-fused optimizer off the CPU: one read per step is the price
             self.optimizer.step()

@@ -36,6 +36,7 @@ from trainengine.engine._runtime import Runtime, peak_flops_for, restore_determi
 from trainengine.engine._setup import (
     build_loaders,
     canonical_metric,
+    check_label_values,
     model_config_dict,
     plan_total_steps,
     record_data_facts,
@@ -138,6 +139,7 @@ class Trainer:
             max_rollbacks=t.max_rollbacks,
             rollback_lr_factor=t.rollback_lr_factor,
             save_on_interrupt=self.config.checkpointing.save_on_interrupt,
+            max_nonfinite_fraction=t.max_nonfinite_fraction,
         )
         self.gradient_monitor = gradient_monitor
         self._callback_objects: list[TrainerCallback] = (
@@ -179,6 +181,7 @@ class Trainer:
         self.resume_rng: dict[str, Any] | None = None  # RNG states restored when the loop starts
         self._eval_time = 0.0
         self._train_time = 0.0
+        self._check_val_labels = True  # False once setup checked every val label
 
     # ------------------------------------------------------------------ public API
     def add_callbacks(self, callbacks: list[TrainerCallback], *, first: bool = False) -> None:
@@ -257,6 +260,7 @@ class Trainer:
         self.info.update(
             record_data_facts(self.train_loader, self.val_loader, self.task_spec, check=cfg.data.check_overlap)
         )
+        labels_checked = check_label_values(self.train_loader, self.val_loader, self.task_spec, self.loss_strategy)
         try:
             self.batches_per_epoch = len(self.train_loader)
         except TypeError:
@@ -282,6 +286,8 @@ class Trainer:
             oom_policy=t.oom_policy,
             oom_max_splits=t.oom_max_splits,
         )
+        self.step_runner.check_labels = "train" not in labels_checked  # else the first batch checks them
+        self._check_val_labels = "val" not in labels_checked
         if self._halt_or_rollback:
             # halt/rollback act at the bad step itself, so its flag is read every step (opt-in cost).
             self.step_runner.check_on_host = True
@@ -304,6 +310,7 @@ class Trainer:
         self._eval_time = 0.0
         loop_start = time.perf_counter()
         self.log_window.reset(st.step)
+        self.faults.start(self)
         # Set once: evaluate() restores the mode it found, so no per-step module walk is needed.
         self.model.train()
         try:
@@ -318,6 +325,7 @@ class Trainer:
                 stop = self._run_epoch()
             if self.pending_signal is not None:
                 self.faults.interrupted(self)  # emergency checkpoint, then TrainingInterrupted
+            self.faults.check_epoch(self)  # the last (partial) epoch: did any step succeed?
             if not self.history["val"] or self.history["val"][-1]["step"] != st.step:
                 self.evaluate()  # the final model is always evaluated once
             self.flush_log()
@@ -415,6 +423,7 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         st, t = self.state, self.config.training
+        self.faults.check_epoch(self)  # stops a run whose steps were all skipped as non-finite
         if t.eval_every_epoch and not (self.history["val"] and self.history["val"][-1]["step"] == st.step):
             self.evaluate()
         finished = st.epoch
@@ -472,13 +481,15 @@ class Trainer:
         rt = self._runtime()
         metrics_acc = self.task_spec.create_metrics(rt.device)
         strategy = self.loss_strategy
-        for batch in loader:
+        for i, batch in enumerate(loader):
             if self.pending_signal is not None and data is None:
                 self.model.train(was_training)
                 return {}  # interrupted: stop evaluating, the loop saves and stops
             inputs, labels = split_batch(rt.to_device(batch))
             with rt.autocast():
                 logits = extract_logits(call_model(self.forward_model, inputs))
+            if i == 0 and (data is not None or self._check_val_labels):  # label values: first batch, one sync
+                strategy.check_label_values(labels, num_classes=logits.shape[-1], what="val batch 0")
             metrics_acc.update(logits, labels, strategy.loss_sum(logits, labels), strategy.num_targets(labels))
         self.model.train(was_training)
         metrics = {f"val/{k}": float(v) for k, v in metrics_acc.compute().items()}
@@ -498,7 +509,8 @@ class Trainer:
         better = st.best_metric is None or (
             value < st.best_metric - delta if self.monitor_mode == "min" else value > st.best_metric + delta
         )
-        if better and math.isfinite(value):
+        # A metric computed from non-finite outputs (NaN loss: accuracy of NaN logits) is never a best.
+        if better and math.isfinite(value) and math.isfinite(metrics.get("val/loss", 0.0)):
             st.best_metric, st.best_step, st.evals_since_improvement = value, st.step, 0
         else:
             st.evals_since_improvement += 1

@@ -62,6 +62,10 @@ Example:
     ...     sched.step()
     >>> [round(x, 4) for x in lrs]
     [0.5, 1.0, 0.75, 0.25, 0.0]
+
+Why one module of this length: six built-in schedules, their builder table and the one
+LRScheduleHandle the loop drives; each schedule is ~40 lines and they share the warmup arithmetic,
+so they stay together.
 """
 
 from __future__ import annotations

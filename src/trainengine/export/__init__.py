@@ -11,9 +11,12 @@ Example:
     >>> import tempfile
     >>> from trainengine.models import build_model
     >>> from trainengine.tasks import TaskSpec
-    >>> bundle = create_export_bundle(build_model("mlp", input_dim=4, output_dim=2, hidden_dims=(8,)),
-    ...                               task_spec=TaskSpec.classification("toy", 2), formats=["pytorch"],
-    ...                               output_dir=tempfile.mkdtemp())
+    >>> bundle = create_export_bundle(
+    ...     build_model("mlp", input_dim=4, output_dim=2, hidden_dims=(8,)),
+    ...     task_spec=TaskSpec.classification("toy", 2),
+    ...     formats=["pytorch"],
+    ...     output_dir=tempfile.mkdtemp(),
+    ... )
     >>> verify_bundle(bundle)
     []
 """

@@ -3,6 +3,7 @@ needed to run, serve, monitor and roll it back."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -12,7 +13,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +129,9 @@ def create_export_bundle(
         >>> from trainengine.models import build_model
         >>> from trainengine.tasks import TaskSpec
         >>> model = build_model("mlp", input_dim=4, output_dim=3, hidden_dims=(8,))
-        >>> out = create_export_bundle(model, task_spec=TaskSpec.classification("toy", 3),
-        ...                            formats=["pytorch"], output_dir=tempfile.mkdtemp())
+        >>> out = create_export_bundle(
+        ...     model, task_spec=TaskSpec.classification("toy", 3), formats=["pytorch"], output_dir=tempfile.mkdtemp()
+        ... )
         >>> sorted(p.name for p in out.iterdir())[:3]
         ['Dockerfile', 'README.md', 'examples.json']
     """
@@ -160,16 +162,38 @@ def create_export_bundle(
     try:
         parity = ParityInputs(work, example, token_inputs, max_seq_len)
     except Exception as exc:
-        raise ExportError(f"the model cannot run on the example input of shape {list(example.shape)} ({exc}); pass example_input= with a batch it accepts") from exc
+        raise ExportError(
+            f"the model cannot run on the example input of shape {list(example.shape)} ({exc}); "
+            "pass example_input= with a batch it accepts"
+        ) from exc
 
     out_root = Path(output_dir)
     out_root.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc)
+    stamp = datetime.now(UTC)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out_root))
     try:
-        manifest = _build(work, spec, config, spec_task, training_config, fmts, tmp, parity, quantize, monitoring,
-                          name, reference_data, reference_profile, eval_data, tolerance, lineage, version,
-                          target_scaling, max_seq_len, stamp)
+        manifest = _build(
+            work,
+            spec,
+            config,
+            spec_task,
+            training_config,
+            fmts,
+            tmp,
+            parity,
+            quantize,
+            monitoring,
+            name,
+            reference_data,
+            reference_profile,
+            eval_data,
+            tolerance,
+            lineage,
+            version,
+            target_scaling,
+            max_seq_len,
+            stamp,
+        )
         final = _free_name(out_root, f"{name}_{stamp.strftime('%Y%m%d_%H%M%S')}")
         manifest["folder"] = final.name
         (tmp / "README.md").write_text(readme(manifest, monitoring))
@@ -188,7 +212,10 @@ def create_export_bundle(
 
 def _task(task_spec: Any) -> TaskSpec:
     if task_spec is None:
-        raise ExportError("task_spec is required: the bundle's inference code needs the task (e.g. TaskSpec.classification('digits', 10))")
+        raise ExportError(
+            "task_spec is required: the bundle's inference code needs the task "
+            "(e.g. TaskSpec.classification('digits', 10))"
+        )
     if isinstance(task_spec, TaskSpec):
         return task_spec
     if isinstance(task_spec, Mapping):
@@ -222,19 +249,25 @@ def _first_inputs(data: Any, n: int) -> torch.Tensor:
     for i in range(min(n, len(data))):
         sample = data[i]
         if isinstance(sample, Mapping):
-            sample = next(sample[k] for k in ("input_ids", "x", "inputs", "input", "features", "pixel_values") if k in sample)
+            sample = next(
+                sample[k] for k in ("input_ids", "x", "inputs", "input", "features", "pixel_values") if k in sample
+            )
         elif isinstance(sample, (tuple, list)):
             sample = sample[0]
         rows.append(torch.as_tensor(sample))
     return torch.stack(rows)
 
 
-def _example_batch(example_input: Any, reference_data: Any, spec: Mapping[str, Any] | None, task: TaskSpec, max_seq_len: int | None) -> torch.Tensor:
+def _example_batch(
+    example_input: Any, reference_data: Any, spec: Mapping[str, Any] | None, task: TaskSpec, max_seq_len: int | None
+) -> torch.Tensor:
     """The example batch: given, from the reference data, or synthesised from the model spec."""
     token = task.modality == "tokens"
     if example_input is not None:
         try:
-            x = torch.as_tensor(np.asarray(example_input) if not isinstance(example_input, torch.Tensor) else example_input)
+            x = torch.as_tensor(
+                np.asarray(example_input) if not isinstance(example_input, torch.Tensor) else example_input
+            )
         except (TypeError, ValueError) as exc:
             raise ExportError(f"example_input must be a tensor, array or nested list of numbers: {exc}") from None
     elif reference_data is not None and len(reference_data) > 0:
@@ -265,7 +298,9 @@ def _synthetic(spec: Mapping[str, Any] | None, token: bool, max_seq_len: int | N
     if arch == "cnn":
         size = int(kwargs.get("image_size", 8))
         return torch.randn(4, int(kwargs.get("in_channels", 1)), size, size, generator=gen)
-    raise ExportError("cannot guess an input for this model: pass example_input= (a batch it accepts) or reference_data=")
+    raise ExportError(
+        "cannot guess an input for this model: pass example_input= (a batch it accepts) or reference_data="
+    )
 
 
 def _free_name(root: Path, base: str) -> Path:
@@ -278,13 +313,39 @@ def _free_name(root: Path, base: str) -> Path:
 # ----------------------------------------------------------------------------- building
 
 
-def _build(model: nn.Module, spec: Any, config: Any, task: TaskSpec, training_config: Any, fmts: list[str], folder: Path,
-           parity: ParityInputs, quantize: str | None, monitoring: dict[str, Any], name: str, reference_data: Any,
-           reference_profile: Any, eval_data: Any, tolerance: float, lineage: Mapping[str, Any] | None,
-           version: str | None, target_scaling: Mapping[str, float] | None, max_seq_len: int | None, stamp: datetime) -> dict[str, Any]:
+def _build(
+    model: nn.Module,
+    spec: Any,
+    config: Any,
+    task: TaskSpec,
+    training_config: Any,
+    fmts: list[str],
+    folder: Path,
+    parity: ParityInputs,
+    quantize: str | None,
+    monitoring: dict[str, Any],
+    name: str,
+    reference_data: Any,
+    reference_profile: Any,
+    eval_data: Any,
+    tolerance: float,
+    lineage: Mapping[str, Any] | None,
+    version: str | None,
+    target_scaling: Mapping[str, float] | None,
+    max_seq_len: int | None,
+    stamp: datetime,
+) -> dict[str, Any]:
     # Each format is an entry of trainengine.registries.EXPORT_FORMATS (built-ins and registered ones).
-    ctx = ExportContext(model=model, parity=parity, folder=folder, tolerance=tolerance, max_seq_len=max_seq_len,
-                        spec=spec, config_dict=_config_dict(config), formats=list(fmts))
+    ctx = ExportContext(
+        model=model,
+        parity=parity,
+        folder=folder,
+        tolerance=tolerance,
+        max_seq_len=max_seq_len,
+        spec=spec,
+        config_dict=_config_dict(config),
+        formats=list(fmts),
+    )
     for fmt in fmts:
         write_format(fmt, ctx)
     formats = ctx.entries
@@ -296,9 +357,16 @@ def _build(model: nn.Module, spec: Any, config: Any, task: TaskSpec, training_co
         "name": name,
         "created_at": stamp.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "task_type": task.task_type,
-        "input": {"name": INPUT_NAME, "dtype": "int64" if parity.token_inputs else "float32",
-                  "shape": [None, None, *example.shape[2:]] if parity.token_inputs else [None, *example.shape[1:]]},
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None, None, *out_shape[2:]] if parity.token_inputs else [None, *out_shape[1:]]},
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "int64" if parity.token_inputs else "float32",
+            "shape": [None, None, *example.shape[2:]] if parity.token_inputs else [None, *example.shape[1:]],
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "dtype": "float32",
+            "shape": [None, None, *out_shape[2:]] if parity.token_inputs else [None, *out_shape[1:]],
+        },
         "formats": formats,
         "quantization": None,
         "model_spec": spec,
@@ -327,7 +395,10 @@ def _build(model: nn.Module, spec: Any, config: Any, task: TaskSpec, training_co
         from trainengine.export._quantize import quantize_dynamic_int8
 
         manifest["quantization"] = quantize_dynamic_int8(folder, formats["onnx"], task, eval_data, parity, manifest)
-    examples = {"inputs": example.tolist(), "predictions": _predictions(parity.expected[0], example, model, task, manifest)}
+    examples = {
+        "inputs": example.tolist(),
+        "predictions": _predictions(parity.expected[0], example, model, task, manifest),
+    }
     (folder / "examples.json").write_text(json.dumps(examples) + "\n")
     manifest["latency_ms"] = _latency(folder, formats, model, example[:1], parity.token_inputs)
     manifest["size_bytes"] = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.name.startswith("model")}
@@ -345,7 +416,9 @@ def _config_dict(config: Any) -> dict[str, Any] | None:
         return config.model_dump(mode="json")
     if isinstance(config, Mapping):
         return json.loads(json.dumps(dict(config), default=str))
-    raise ExportError(f"cannot serialise config of type {type(config).__name__}: pass a dataclass, pydantic model or dict")
+    raise ExportError(
+        f"cannot serialise config of type {type(config).__name__}: pass a dataclass, pydantic model or dict"
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -355,14 +428,14 @@ def _versions() -> dict[str, str]:
 
     versions = library_versions()
     for package in ("onnx", "onnxruntime", "onnxscript", "safetensors"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     return versions
 
 
-def _reference_profile(reference_profile: Any, reference_data: Any, task: TaskSpec, example: torch.Tensor) -> tuple[dict[str, Any], str]:
+def _reference_profile(
+    reference_profile: Any, reference_data: Any, task: TaskSpec, example: torch.Tensor
+) -> tuple[dict[str, Any], str]:
     from trainengine.probes import DatasetProfile, profile_dataset
 
     if reference_profile is not None:
@@ -374,11 +447,15 @@ def _reference_profile(reference_profile: Any, reference_data: Any, task: TaskSp
         return DatasetProfile.load(path).to_dict(), str(path)
     if reference_data is not None:
         return profile_dataset(reference_data, task).to_dict(), "reference_data"
-    logger.warning("no reference_data given: the drift reference is a profile of the %d example inputs only", len(example))
+    logger.warning(
+        "no reference_data given: the drift reference is a profile of the %d example inputs only", len(example)
+    )
     return profile_dataset([(row,) for row in example], task).to_dict(), "example_input"
 
 
-def _predictions(outputs: np.ndarray, example: torch.Tensor, model: nn.Module, task: TaskSpec, manifest: Mapping[str, Any]) -> list[Any]:
+def _predictions(
+    outputs: np.ndarray, example: torch.Tensor, model: nn.Module, task: TaskSpec, manifest: Mapping[str, Any]
+) -> list[Any]:
     """Expected predictions for examples.json, made by the same post-processing the server uses."""
     _runtime = standalone_runtime()  # serve/_runtime.py read as a file: export does not import serve
 
@@ -387,13 +464,20 @@ def _predictions(outputs: np.ndarray, example: torch.Tensor, model: nn.Module, t
             return model(torch.as_tensor(batch)).detach().float().numpy()
 
     tokens = example.numpy() if task.modality == "tokens" else None
-    predictions = _runtime.postprocess(outputs.astype(np.float32), task.to_dict(), tokens=tokens, forward=forward,
-                                       max_seq_len=manifest["input"].get("max_sequence_length"),
-                                       target_scaling=manifest.get("target_scaling"))
+    predictions = _runtime.postprocess(
+        outputs.astype(np.float32),
+        task.to_dict(),
+        tokens=tokens,
+        forward=forward,
+        max_seq_len=manifest["input"].get("max_sequence_length"),
+        target_scaling=manifest.get("target_scaling"),
+    )
     return predictions
 
 
-def _latency(folder: Path, formats: Mapping[str, Any], model: nn.Module, one: torch.Tensor, token_inputs: bool) -> dict[str, dict[str, float]]:
+def _latency(
+    folder: Path, formats: Mapping[str, Any], model: nn.Module, one: torch.Tensor, token_inputs: bool
+) -> dict[str, dict[str, float]]:
     """p50/p95 ms of single-example calls: ONNX Runtime (one thread) and eager PyTorch."""
     results: dict[str, dict[str, float]] = {}
 

@@ -81,7 +81,7 @@ def _indexable(dataset: Any) -> Any:
     try:
         len(dataset)
         dataset[0]
-    except Exception:  # IterableDataset, None, ...
+    except Exception:  # noqa: BLE001 - any failure (IterableDataset, None, a custom error) means "cannot sample"
         return None
     return dataset
 

@@ -35,7 +35,12 @@ __all__ = [
     "readme",
 ]
 
-DEFAULT_MONITORING: dict[str, Any] = {"latency_threshold_ms": 100.0, "error_rate_threshold": 0.01, "drift_threshold": 0.2, "drift_window": 2000}
+DEFAULT_MONITORING: dict[str, Any] = {
+    "latency_threshold_ms": 100.0,
+    "error_rate_threshold": 0.01,
+    "drift_threshold": 0.2,
+    "drift_window": 2000,
+}
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # The bundle's own code: file in the bundle -> the package source it is a verbatim copy of.
 # inference.py imports its two siblings (stdlib / numpy only), never trainengine; server.py
@@ -60,7 +65,8 @@ def bundle_sha256(folder: str | os.PathLike[str]) -> str:
 
     Example:
         >>> import tempfile
-        >>> d = Path(tempfile.mkdtemp()); _ = (d / "a.txt").write_text("x")
+        >>> d = Path(tempfile.mkdtemp())
+        ... _ = (d / "a.txt").write_text("x")
         >>> len(bundle_sha256(d))
         64
     """
@@ -103,7 +109,9 @@ def monitoring_settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
     if config is None:
         return settings
     if not isinstance(config, Mapping):
-        raise ExportError(f"monitoring_config must be a dict such as {{'latency_threshold_ms': 100}}, got {type(config).__name__}")
+        raise ExportError(
+            f"monitoring_config must be a dict such as {{'latency_threshold_ms': 100}}, got {type(config).__name__}"
+        )
     settings.update(config)
     for key in ("latency_threshold_ms", "error_rate_threshold", "drift_threshold", "drift_window"):
         value = settings[key]
@@ -171,7 +179,8 @@ def readme(manifest: Mapping[str, Any], monitoring: Mapping[str, Any]) -> str:
     for fmt, entry in manifest["formats"].items():
         files = ", ".join(entry.get("files") or [entry.get("file", "")])
         diff = entry.get("max_abs_diff")
-        rows.append(f"| {fmt} | {files} | {'-' if diff is None else f'{diff:.2e}'} | {entry.get('note', entry.get('method', ''))} |")
+        shown_diff = "-" if diff is None else f"{diff:.2e}"
+        rows.append(f"| {fmt} | {files} | {shown_diff} | {entry.get('note', entry.get('method', ''))} |")
     sizes = "\n".join(f"| {f} | {_fmt_bytes(n)} |" for f, n in manifest.get("size_bytes", {}).items())
     lat = manifest.get("latency_ms", {})
     lat_rows = "\n".join(f"| {k} | {v['p50']:.3f} | {v['p95']:.3f} |" for k, v in lat.items())
@@ -187,9 +196,9 @@ def readme(manifest: Mapping[str, Any], monitoring: Mapping[str, Any]) -> str:
     return f"""\
 # {name}
 
-Exported by trainengine {manifest['versions'].get('trainengine', '')} on {manifest['created_at']}.
-Task: **{manifest['task_type']}**. Lineage: run `{lineage.get('run_id')}`, git commit `{lineage.get('git_commit')}`,
-data fingerprint `{lineage.get('data_fingerprint')}`.
+Exported by trainengine {manifest["versions"].get("trainengine", "")} on {manifest["created_at"]}.
+Task: **{manifest["task_type"]}**. Lineage: run `{lineage.get("run_id")}`, git commit `{lineage.get("git_commit")}`,
+data fingerprint `{lineage.get("data_fingerprint")}`.
 
 ## Quick start
 ```bash
@@ -208,7 +217,7 @@ trainengine serve {folder}
 
 ## Inputs and outputs
 `POST /predict` takes `{{"inputs": [example, ...]}}`; one example has shape `{shape[1:]}` and dtype
-`{inp['dtype']}` (the values the model saw in training, after the data set's scaling; see
+`{inp["dtype"]}` (the values the model saw in training, after the data set's scaling; see
 `examples.json`). The answer is `{{"predictions": [...], "model": ..., "version": ...}}`.
 
 ## Formats (verified against the PyTorch model at export time)
@@ -230,8 +239,8 @@ trainengine serve {folder}
 `GET /metrics` (Prometheus): request count by status, latency histogram, batch sizes, prediction
 distribution, and `drift_score` — the Jensen–Shannon divergence of recent inputs against
 `reference_profile.json` (the training data). Thresholds from `monitoring.json`:
-latency p95 > {monitoring['latency_threshold_ms']} ms, error rate > {monitoring['error_rate_threshold']},
-drift > {monitoring['drift_threshold']} (retrain recommended). `GET /health` returns the model
+latency p95 > {monitoring["latency_threshold_ms"]} ms, error rate > {monitoring["error_rate_threshold"]},
+drift > {monitoring["drift_threshold"]} (retrain recommended). `GET /health` returns the model
 name, version and artifact hash.
 
 ## Rollback

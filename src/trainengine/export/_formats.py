@@ -26,7 +26,17 @@ from torch import nn
 from trainengine.errors import ExportError, MissingExtraError
 from trainengine.registries import EXPORT_FORMATS
 
-__all__ = ["FORMATS", "ExportContext", "write_format", "ParityInputs", "export_onnx", "export_torchscript", "export_torch_export", "export_pytorch", "max_abs_diff"]
+__all__ = [
+    "FORMATS",
+    "ExportContext",
+    "write_format",
+    "ParityInputs",
+    "export_onnx",
+    "export_torchscript",
+    "export_torch_export",
+    "export_pytorch",
+    "max_abs_diff",
+]
 
 #: The built-in formats; every registered one is in :data:`trainengine.registries.EXPORT_FORMATS`.
 FORMATS = ("onnx", "torchscript", "torch_export", "pytorch")
@@ -71,14 +81,19 @@ def _as_numpy(output: Any) -> np.ndarray:
     if hasattr(output, "logits"):
         output = output.logits
     if not isinstance(output, torch.Tensor):
-        raise ExportError(f"the model returned {type(output).__name__}; export needs a tensor (or a tuple/dict whose first entry is one)")
+        raise ExportError(
+            f"the model returned {type(output).__name__}; "
+            "export needs a tensor (or a tuple/dict whose first entry is one)"
+        )
     return output.detach().to(torch.float64).cpu().numpy()
 
 
 def max_abs_diff(expected: list[np.ndarray], actual: list[np.ndarray]) -> float:
-    """Largest absolute difference over all batches (inf when shapes differ)."""
+    """Largest absolute difference over all batches (inf when shapes or batch counts differ)."""
+    if len(expected) != len(actual):
+        return float("inf")
     worst = 0.0
-    for e, a in zip(expected, actual):
+    for e, a in zip(expected, actual, strict=True):
         a = np.asarray(a, dtype=np.float64)
         if a.shape != e.shape:
             return float("inf")
@@ -119,30 +134,43 @@ def _quiet() -> Any:
             warnings.simplefilter("ignore")
             yield
     finally:
-        for lg, level in zip(noisy, levels):
+        for lg, level in zip(noisy, levels, strict=True):
             lg.setLevel(level)
 
 
-def export_onnx(model: nn.Module, parity: ParityInputs, folder: Path, tolerance: float, max_seq_len: int | None, opset: int = 18) -> dict[str, Any]:
+def export_onnx(
+    model: nn.Module, parity: ParityInputs, folder: Path, tolerance: float, max_seq_len: int | None, opset: int = 18
+) -> dict[str, Any]:
     """``model.onnx`` with a dynamic batch axis (and sequence axis for tokens), checked with ONNX Runtime."""
     try:
-        import onnx  # noqa: F401  (the exporter needs it)
+        import onnx  # noqa: F401 - imported only to fail early: the exporter needs it
         import onnxruntime as ort
-        import onnxscript  # noqa: F401
+        import onnxscript  # noqa: F401 - imported only to fail early: the dynamo exporter needs it
     except ImportError as exc:
-        raise MissingExtraError("export", f"ONNX export needs {exc.name}") from None
+        raise MissingExtraError(exc.name or "onnx", "export", "ONNX export") from None
     example = parity.batches[0]
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     path = folder / "model.onnx"
     try:
         with _quiet():
             torch.onnx.export(
-                model, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=_dynamic_shapes(example, parity.token_inputs, max_seq_len), dynamo=True,
-                opset_version=opset, external_data=size > _ONNX_INLINE_LIMIT, verbose=False,
+                model,
+                (example,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=_dynamic_shapes(example, parity.token_inputs, max_seq_len),
+                dynamo=True,
+                opset_version=opset,
+                external_data=size > _ONNX_INLINE_LIMIT,
+                verbose=False,
             )
     except Exception as exc:  # the exporter raises many types; name the format and the cause
-        raise ExportError(f"onnx export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} — drop 'onnx' from formats or make the model traceable by torch.export") from exc
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        raise ExportError(
+            f"onnx export failed: {type(exc).__name__}: {first_line} — "
+            "drop 'onnx' from formats or make the model traceable by torch.export"
+        ) from exc
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     dtype = np.int64 if parity.token_inputs else np.float32
     actual = [session.run([OUTPUT_NAME], {INPUT_NAME: b.numpy().astype(dtype)})[0] for b in parity.batches]
@@ -163,49 +191,77 @@ def export_torchscript(model: nn.Module, parity: ParityInputs, folder: Path, tol
     for method in ("trace", "script"):
         try:
             with _quiet():
-                module = torch.jit.trace(model, (parity.batches[0],), check_trace=False) if method == "trace" else torch.jit.script(model)
+                module = (
+                    torch.jit.trace(model, (parity.batches[0],), check_trace=False)
+                    if method == "trace"
+                    else torch.jit.script(model)
+                )
                 with torch.no_grad():
                     actual = [_as_numpy(module(b)) for b in parity.batches]
             diff = _check_parity("torchscript", parity, actual, tolerance)
-        except Exception as exc:  # tracing/scripting fail in many ways; try the next method
+        except Exception as exc:  # noqa: BLE001 - tracing/scripting fail in many ways; try the next method
             problems.append(f"{method}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             continue
         with _quiet():
             torch.jit.save(module, str(path))
-        return {"file": path.name, "method": method, "max_abs_diff": diff, "tolerance": tolerance,
-                "note": "TorchScript is deprecated in PyTorch; prefer model.onnx or torch.export (.pt2)"}
+        return {
+            "file": path.name,
+            "method": method,
+            "max_abs_diff": diff,
+            "tolerance": tolerance,
+            "note": "TorchScript is deprecated in PyTorch; prefer model.onnx or torch.export (.pt2)",
+        }
     raise ExportError("torchscript export failed — " + "; ".join(problems))
 
 
-def export_torch_export(model: nn.Module, parity: ParityInputs, folder: Path, tolerance: float, max_seq_len: int | None) -> dict[str, Any]:
+def export_torch_export(
+    model: nn.Module, parity: ParityInputs, folder: Path, tolerance: float, max_seq_len: int | None
+) -> dict[str, Any]:
     """``model.pt2`` from ``torch.export`` (the successor of TorchScript), dynamic batch axis."""
     path = folder / "model.pt2"
     example = parity.batches[0]
     try:
         with _quiet():
-            program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes(example, parity.token_inputs, max_seq_len))
+            program = torch.export.export(
+                model, (example,), dynamic_shapes=_dynamic_shapes(example, parity.token_inputs, max_seq_len)
+            )
             module = program.module()
             with torch.no_grad():
                 actual = [_as_numpy(module(b)) for b in parity.batches]
     except Exception as exc:
-        raise ExportError(f"torch_export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise ExportError(
+            f"torch_export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
     diff = _check_parity("torch_export", parity, actual, tolerance)
     with _quiet():
         torch.export.save(program, str(path))
-    return {"file": path.name, "max_abs_diff": diff, "tolerance": tolerance, "load": "torch.export.load('model.pt2').module()"}
+    return {
+        "file": path.name,
+        "max_abs_diff": diff,
+        "tolerance": tolerance,
+        "load": "torch.export.load('model.pt2').module()",
+    }
 
 
-def export_pytorch(model: nn.Module, folder: Path, spec: dict[str, Any] | None, config_dict: dict[str, Any] | None, num_parameters: int) -> dict[str, Any]:
+def export_pytorch(
+    model: nn.Module, folder: Path, spec: dict[str, Any] | None, config_dict: dict[str, Any] | None, num_parameters: int
+) -> dict[str, Any]:
     """``model.safetensors`` (canonical keys, tied tensors once) and ``model_config.json``."""
     from trainengine.checkpoint import save_weights_file  # canonical keys, tied tensors once
 
     save_weights_file(model, folder / "model.safetensors")
     (folder / "model_config.json").write_text(
-        json.dumps({"spec": spec, "class": type(model).__name__, "config": config_dict, "num_parameters": num_parameters}, indent=2) + "\n"
+        json.dumps(
+            {"spec": spec, "class": type(model).__name__, "config": config_dict, "num_parameters": num_parameters},
+            indent=2,
+        )
+        + "\n"
     )
     entry: dict[str, Any] = {"files": ["model.safetensors", "model_config.json"], "rebuildable": spec is not None}
     if spec is None:
-        entry["note"] = "no model spec: load the weights into your own module with trainengine.checkpoint.load_model_state"
+        entry["note"] = (
+            "no model spec: load the weights into your own module with trainengine.checkpoint.load_model_state"
+        )
     return entry
 
 
@@ -253,7 +309,7 @@ def torchscript_format(ctx: ExportContext) -> dict[str, Any]:
     """The ``torchscript`` entry: TorchScript, or ``torch.export`` when TorchScript cannot."""
     try:
         return export_torchscript(ctx.model, ctx.parity, ctx.folder, ctx.tolerance)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any TorchScript failure falls back to torch.export, logged
         logger.warning("%s; writing torch.export (model.pt2) instead", exc)
         entry = {"status": "replaced", "replaced_by": "torch_export", "reason": str(exc)}
         ctx.entries["torchscript"] = entry  # first, so the manifest lists it before its stand-in
@@ -284,5 +340,8 @@ def write_format(name: str, ctx: ExportContext) -> None:
     exporter = EXPORT_FORMATS.get(name)
     entry = exporter(ctx)
     if not isinstance(entry, dict):
-        raise ExportError(f"export format {name!r} returned {type(entry).__name__}; an exporter must return its manifest entry as a dict")
+        raise ExportError(
+            f"export format {name!r} returned {type(entry).__name__}; "
+            "an exporter must return its manifest entry as a dict"
+        )
     ctx.entries[name] = entry

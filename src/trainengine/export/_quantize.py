@@ -19,7 +19,14 @@ _MAX_EVAL = 2000
 logger = logging.getLogger(__name__)
 
 
-def quantize_dynamic_int8(folder: Path, onnx_entry: Mapping[str, Any], task: TaskSpec, eval_data: Any, parity: ParityInputs, manifest: Mapping[str, Any]) -> dict[str, Any]:
+def quantize_dynamic_int8(
+    folder: Path,
+    onnx_entry: Mapping[str, Any],
+    task: TaskSpec,
+    eval_data: Any,
+    parity: ParityInputs,
+    manifest: Mapping[str, Any],
+) -> dict[str, Any]:
     """Write ``model.int8.onnx`` (int8 weights, activations quantized on the fly) and measure it.
 
     The metric delta is measured on ``eval_data`` when given (accuracy for classification, MSE
@@ -50,7 +57,9 @@ def quantize_dynamic_int8(folder: Path, onnx_entry: Mapping[str, Any], task: Tas
         root.disabled = was_disabled
         stripped.unlink(missing_ok=True)
 
-    sessions = {k: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for k, p in (("fp32", fp32), ("int8", int8))}
+    sessions = {
+        k: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for k, p in (("fp32", fp32), ("int8", int8))
+    }
     dtype = np.int64 if parity.token_inputs else np.float32
     x = parity.batches[0].numpy().astype(dtype)
     out = {k: s.run(None, {INPUT_NAME: x})[0] for k, s in sessions.items()}
@@ -88,7 +97,7 @@ def _evaluate(session: Any, data: Any, task: TaskSpec, dtype: Any, manifest: Map
         ys.append(np.asarray(y))
     preds = []
     for start in range(0, n, 256):
-        batch = np.stack(xs[start:start + 256]).astype(dtype)
+        batch = np.stack(xs[start : start + 256]).astype(dtype)
         preds.append(session.run(None, {INPUT_NAME: batch})[0])
     logits = np.concatenate(preds).astype(np.float64)
     labels = np.stack(ys)

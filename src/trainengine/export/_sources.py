@@ -76,8 +76,10 @@ def export_checkpoint(
 
     ckpt, run_dir = _resolve_source(Path(path))
     run = _read_json(run_dir / "run.json") if run_dir else {}
+    # Without a checkpoint the source is a run directory's final weights.
+    final_weights = run_dir / "model.safetensors" if ckpt is None and run_dir is not None else None
     if ckpt is not None:
-        loaded = CheckpointManager(ckpt.parent).read(ckpt)
+        loaded = CheckpointManager(ckpt.parent, read_only=True).read(ckpt)
         meta = loaded.meta.extra
         spec, config_dict, task_dict = meta.get("model_spec"), meta.get("config"), meta.get("task")
         git_commit = (meta.get("git") or {}).get("commit")
@@ -87,7 +89,10 @@ def export_checkpoint(
         config_dict = _read_yaml(run_dir / "config.yaml") if run_dir else None
         git_commit = (run.get("git") or {}).get("commit")
     if not spec:
-        raise ExportError(f"{path} stores no model spec, so the model cannot be rebuilt; load it yourself and call create_export_bundle(model, ...)")
+        raise ExportError(
+            f"{path} stores no model spec, so the model cannot be rebuilt; "
+            "load it yourself and call create_export_bundle(model, ...)"
+        )
     if not task_dict:
         raise ExportError(f"{path} stores no task; call create_export_bundle(model, task_spec=...) yourself")
     # The config first: its plugins: list registers what the spec may name (a user model).
@@ -95,8 +100,8 @@ def export_checkpoint(
     model = rebuild_model(spec)
     if loaded is not None:
         load_model_state(model, loaded.model_state)
-    else:
-        load_weights_file(model, run_dir / "model.safetensors")  # type: ignore[operator]
+    elif final_weights is not None:
+        load_weights_file(model, final_weights)
     task = TaskSpec.from_dict(task_dict)
 
     reference_data = eval_data = example = scaling = None
@@ -119,13 +124,31 @@ def export_checkpoint(
         "run_id": run.get("run_id"),
         "git_commit": git_commit,
         "data_fingerprint": (run.get("data") or {}).get("train_fingerprint"),
-        "checkpoint": str(ckpt) if ckpt else str(run_dir / "model.safetensors"),  # type: ignore[operator]
+        "checkpoint": str(ckpt or final_weights),
     }
-    bundle_name = name or run.get("experiment") or (training_config.tracking.experiment_name if training_config else None) or "model"
+    bundle_name = (
+        name
+        or run.get("experiment")
+        or (training_config.tracking.experiment_name if training_config else None)
+        or "model"
+    )
     return create_export_bundle(
-        model, spec, task, training_config, formats=formats, output_dir=output_dir, example_input=example,
-        quantize=quantize, monitoring_config=monitoring_config, name=bundle_name, reference_data=None if profile else reference_data,
-        reference_profile=profile, eval_data=eval_data, tolerance=tolerance, lineage=lineage, version=version,
+        model,
+        spec,
+        task,
+        training_config,
+        formats=formats,
+        output_dir=output_dir,
+        example_input=example,
+        quantize=quantize,
+        monitoring_config=monitoring_config,
+        name=bundle_name,
+        reference_data=None if profile else reference_data,
+        reference_profile=profile,
+        eval_data=eval_data,
+        tolerance=tolerance,
+        lineage=lineage,
+        version=version,
         target_scaling=scaling,
     )
 
@@ -133,8 +156,10 @@ def export_checkpoint(
 def _read_yaml(path: Path) -> dict[str, Any] | None:
     import yaml
 
+    from trainengine.config import load_yaml
+
     try:
-        return yaml.safe_load(path.read_text())
+        return load_yaml(path.read_text())
     except (OSError, yaml.YAMLError):
         return None
 

@@ -58,9 +58,7 @@ class SmallCNN(nn.Module):
         check_positive_int(problems, "num_classes", num_classes)
         check_positive_int(problems, "image_size", image_size)
         if isinstance(channels, (int, str)) or not isinstance(channels, Sequence) or not channels:
-            problems.append(
-                f"channels: must be a non-empty sequence like (32, 64), got {channels!r}"
-            )
+            problems.append(f"channels: must be a non-empty sequence like (32, 64), got {channels!r}")
             channels = ()
         for i, c in enumerate(channels):
             check_positive_int(problems, f"channels[{i}]", c)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -66,9 +66,7 @@ class GPTConfig:
         return self.d_ff if self.d_ff is not None else 4 * self.d_model
 
     @classmethod
-    def gpt2_small(
-        cls, vocab_size: int = 50304, max_seq_len: int = 1024, **overrides: Any
-    ) -> GPTConfig:
+    def gpt2_small(cls, vocab_size: int = 50304, max_seq_len: int = 1024, **overrides: Any) -> GPTConfig:
         """GPT-2 small (124M): 12 layers, 12 heads, width 768, biases, tied head.
 
         ``vocab_size`` defaults to 50304 (50257 padded to a multiple of 64, faster matmuls).
@@ -83,10 +81,17 @@ class GPTConfig:
             >>> GPTConfig.gpt2_small().n_layers
             12
         """
-        fields = dict(
-            vocab_size=vocab_size, max_seq_len=max_seq_len, d_model=768, n_heads=12, n_layers=12,
-            d_ff=None, dropout=0.0, bias=True, tie_weights=True,
-        )
+        fields: dict[str, Any] = {
+            "vocab_size": vocab_size,
+            "max_seq_len": max_seq_len,
+            "d_model": 768,
+            "n_heads": 12,
+            "n_layers": 12,
+            "d_ff": None,
+            "dropout": 0.0,
+            "bias": True,
+            "tie_weights": True,
+        }
         fields.update(overrides)
         return cls(**fields)
 
@@ -177,20 +182,21 @@ class GPT(nn.Module):
                 prefix="invalid GPT arguments",
             )
         self.config = config
+        wte = nn.Embedding(config.vocab_size, config.d_model)
         self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.d_model),
-                wpe=nn.Embedding(config.max_seq_len, config.d_model),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layers)]),
-                ln_f=nn.LayerNorm(config.d_model, bias=config.bias),
-            )
+            {
+                "wte": wte,
+                "wpe": nn.Embedding(config.max_seq_len, config.d_model),
+                "drop": nn.Dropout(config.dropout),
+                "h": nn.ModuleList([Block(config) for _ in range(config.n_layers)]),
+                "ln_f": nn.LayerNorm(config.d_model, bias=config.bias),
+            }
         )
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_weights:
             # One Parameter under two names: parameters() yields it once, the state_dict has
             # both keys pointing at the same storage.
-            self.transformer.wte.weight = self.lm_head.weight
+            wte.weight = self.lm_head.weight
 
         self.apply(self._init_weights)
         # GPT-2: scale the init of the projections that write into the residual stream
@@ -220,20 +226,22 @@ class GPT(nn.Module):
                 f"GPT expects token ids of shape [B, T], got shape {tuple(input_ids.shape)}; "
                 f"add a batch dimension with input_ids.unsqueeze(0)"
             )
-        B, T = input_ids.shape
-        if T > self.config.max_seq_len:
+        T = input_ids.shape[1]
+        if self.config.max_seq_len < T:
             raise DataError(
                 f"sequence length {T} exceeds the model's max_seq_len {self.config.max_seq_len}; "
                 f"truncate or chunk the input to at most {self.config.max_seq_len} tokens, "
                 f"or build the model with max_seq_len >= {T}"
             )
+        # Indexing (not attribute access) so the parts type as Modules rather than Tensor | Module.
+        parts = self.transformer
         pos = torch.arange(T, device=input_ids.device)  # (T,)
-        tok_emb = self.transformer.wte(input_ids)  # (B, T, C)
-        pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over the batch
-        x = self.transformer.drop(tok_emb + pos_emb)
-        for block in self.transformer.h:
+        tok_emb = parts["wte"](input_ids)  # (B, T, C)
+        pos_emb = parts["wpe"](pos)  # (T, C), broadcast over the batch
+        x = parts["drop"](tok_emb + pos_emb)
+        for block in cast(nn.ModuleList, parts["h"]):
             x = block(x)
-        x = self.transformer.ln_f(x)
+        x = parts["ln_f"](x)
         return self.lm_head(x)  # (B, T, V)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
@@ -254,14 +262,12 @@ class GPT(nn.Module):
         """
         n = count_parameters(self)
         if exclude_embeddings:
-            n -= self.transformer.wpe.weight.numel()
+            n -= cast(nn.Embedding, self.transformer["wpe"]).weight.numel()
             if not self.config.tie_weights:
-                n -= self.transformer.wte.weight.numel()
+                n -= cast(nn.Embedding, self.transformer["wte"]).weight.numel()
         return n
 
-    def num_flops_per_token(
-        self, seq_len: int | None = None, include_attention: bool = True
-    ) -> int:
+    def num_flops_per_token(self, seq_len: int | None = None, include_attention: bool = True) -> int:
         """Training FLOPs (forward + backward) per token, for MFU.
 
         Formula (Kaplan et al. 2020; PaLM appendix B)::

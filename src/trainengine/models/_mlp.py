@@ -60,9 +60,7 @@ class MLP(nn.Module):
         check_positive_int(problems, "input_dim", input_dim)
         check_positive_int(problems, "output_dim", output_dim)
         if isinstance(hidden_dims, (int, str)) or not isinstance(hidden_dims, Sequence):
-            problems.append(
-                f"hidden_dims: must be a sequence of widths like (128, 128), got {hidden_dims!r}"
-            )
+            problems.append(f"hidden_dims: must be a sequence of widths like (128, 128), got {hidden_dims!r}")
             hidden_dims = ()
         for i, width in enumerate(hidden_dims):
             check_positive_int(problems, f"hidden_dims[{i}]", width)

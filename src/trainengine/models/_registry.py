@@ -19,6 +19,7 @@ __all__ = ["ModelBuilder", "register_model", "list_models", "build_model", "buil
 
 ModelBuilder = Callable[..., nn.Module]
 
+
 def register_model(name: str, builder: ModelBuilder, *, overwrite: bool = False) -> None:
     """Make ``builder`` available to :func:`build_model` and ``model.architecture: <name>``.
 
@@ -44,9 +45,7 @@ def register_model(name: str, builder: ModelBuilder, *, overwrite: bool = False)
         Linear(in_features=3, out_features=1, bias=True)
     """
     if not isinstance(name, str) or not name:
-        raise ConfigError(
-            f"model name must be a non-empty string, got {name!r}", prefix="cannot register model"
-        )
+        raise ConfigError(f"model name must be a non-empty string, got {name!r}", prefix="cannot register model")
     if not callable(builder):
         raise ConfigError(
             f"builder for model {name!r} must be callable, got {type(builder).__name__}",
@@ -140,10 +139,11 @@ def build_model_for_data(
         "num_classes": num_outputs,
         "vocab_size": vocab_size,
     }
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(builder).parameters
     except (TypeError, ValueError):
-        params = {}  # type: ignore[assignment]
+        params = {}
     kwargs = dict(options)
     for name, value in derived.items():
         if name in params and name not in kwargs and value is not None:
@@ -176,10 +176,7 @@ def _build_gpt(**fields: Any) -> GPT:
     unknown = sorted(set(fields) - set(known))
     if unknown:
         raise ConfigError(
-            [
-                f"model 'gpt': unknown argument {name!r}; GPTConfig fields: {', '.join(known)}"
-                for name in unknown
-            ],
+            [f"model 'gpt': unknown argument {name!r}; GPTConfig fields: {', '.join(known)}" for name in unknown],
             prefix="cannot build model",
         )
     return GPT(GPTConfig(**fields))
@@ -201,7 +198,11 @@ def rebuild_model(spec: Mapping[str, Any]) -> nn.Module:
         >>> type(m).__name__
         'MLP'
     """
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("architecture"), str) or not isinstance(spec.get("kwargs", {}), Mapping):
+    if (
+        not isinstance(spec, Mapping)
+        or not isinstance(spec.get("architecture"), str)
+        or not isinstance(spec.get("kwargs", {}), Mapping)
+    ):
         raise ConfigError(
             f"model spec must be {{'architecture': <name>, 'kwargs': {{...}}}}, got {spec!r}",
             prefix="cannot rebuild model",

@@ -41,7 +41,11 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     """The user's module inside ``torch.compile`` (``_orig_mod``) and DDP/FSDP (``module``) wrappers."""
     seen = 0
     while seen < 8:
-        inner = getattr(model, "_orig_mod", None) or (getattr(model, "module", None) if type(model).__name__ in {"DistributedDataParallel", "DataParallel", "FullyShardedDataParallel"} else None)
+        inner = getattr(model, "_orig_mod", None) or (
+            getattr(model, "module", None)
+            if type(model).__name__ in {"DistributedDataParallel", "DataParallel", "FullyShardedDataParallel"}
+            else None
+        )
         if not isinstance(inner, nn.Module):
             return model
         model, seen = inner, seen + 1
@@ -72,5 +76,8 @@ def model_spec(model: nn.Module, model_config: Any = None) -> dict[str, Any] | N
     if isinstance(model_config, GPTConfig):
         return {"architecture": "gpt", "kwargs": _jsonable(dataclasses.asdict(model_config))}
     if isinstance(model_config, Mapping) and isinstance(model_config.get("architecture"), str):
-        return {"architecture": model_config["architecture"], "kwargs": _jsonable(dict(model_config.get("kwargs") or {}))}
+        return {
+            "architecture": model_config["architecture"],
+            "kwargs": _jsonable(dict(model_config.get("kwargs") or {})),
+        }
     return None

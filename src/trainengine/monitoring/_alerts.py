@@ -349,9 +349,7 @@ class WebhookAlert:
             # HTTPError (4xx/5xx) is a URLError; socket timeouts are OSErrors.
             self.num_failed += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
-            logger.error(
-                "webhook alert to %s failed (%s); the alert was: %s", self.url, self.last_error, alert.message
-            )
+            logger.error("webhook alert to %s failed (%s); the alert was: %s", self.url, self.last_error, alert.message)
             return
         self.num_sent += 1
 

@@ -9,6 +9,9 @@ the W&B tracker, attached to the active run), and evaluates the :class:`~trainen
 rules. New alerts go to the configured actions (log, callback, stop training, webhook).
 
 :class:`MetricsEngineCallback` plugs an engine into :class:`trainengine.Trainer` as a callback.
+
+Why one module of this length: MetricsEngine is one seed-000 class (records, derived metrics, alert
+rules, history, back-ends) plus the callback that feeds it from the Trainer.
 """
 
 from __future__ import annotations
@@ -28,8 +31,7 @@ __all__ = ["MetricsBackend", "MetricsEngine", "MetricsEngineCallback"]
 logger = logging.getLogger("trainengine.alerts")
 
 _FIX_DIVERGED = (
-    "lower the learning rate, enable gradient clipping (training.max_grad_norm), "
-    "or check the data for NaN/Inf"
+    "lower the learning rate, enable gradient clipping (training.max_grad_norm), or check the data for NaN/Inf"
 )
 
 
@@ -52,8 +54,7 @@ def _to_float(name: str, value: Any) -> float:
         # Epoch/log-interval path: one read-back per metric is fine here (not per step).
         return float(value.item())
     raise DataError(
-        f"metric {name!r} must be a number or a one-element tensor/array, got "
-        f"{type(value).__name__} {value!r:.80}"
+        f"metric {name!r} must be a number or a one-element tensor/array, got {type(value).__name__} {value!r:.80}"
     )
 
 
@@ -126,9 +127,7 @@ class MetricsEngine:
         backends = list(backends or [])
         for i, backend in enumerate(backends):
             if not callable(getattr(backend, "log_metrics", None)):
-                problems.append(
-                    f"backends[{i}] ({type(backend).__name__}) has no log_metrics(metrics, step) method"
-                )
+                problems.append(f"backends[{i}] ({type(backend).__name__}) has no log_metrics(metrics, step) method")
         if not isinstance(max_step_history, int) or max_step_history < 1:
             problems.append(f"max_step_history must be an integer >= 1, got {max_step_history!r}")
         if problems:
@@ -201,9 +200,7 @@ class MetricsEngine:
             _check_index("step", step)
         if (reference_profile is None) != (current_profile is None):
             given = "reference_profile" if reference_profile is not None else "current_profile"
-            raise DataError(
-                f"drift needs both reference_profile and current_profile; only {given} was given"
-            )
+            raise DataError(f"drift needs both reference_profile and current_profile; only {given} was given")
         record: dict[str, float] = {"epoch": epoch}
         for split, metrics in (("train", train_metrics), ("val", val_metrics)):
             for name, value in (metrics or {}).items():
@@ -282,7 +279,9 @@ class MetricsEngine:
         Returns:
             The alerts raised by this check.
         """
-        missing = [a for a in ("step", "total_norm", "has_exploding_gradients", "num_nonfinite") if not hasattr(health, a)]
+        missing = [
+            a for a in ("step", "total_norm", "has_exploding_gradients", "num_nonfinite") if not hasattr(health, a)
+        ]
         if missing:
             raise DataError(
                 f"check_gradient_health needs a GradientHealth (from GradientMonitor.check_step); "
@@ -359,8 +358,7 @@ class MetricsEngine:
                 prefix="invalid get_alerts argument",
             )
         return [
-            a for a in self._alerts
-            if (severity is None or a.severity == severity) and (kind is None or a.kind == kind)
+            a for a in self._alerts if (severity is None or a.severity == severity) and (kind is None or a.kind == kind)
         ]
 
     def clear_alerts(self) -> None:
@@ -398,7 +396,9 @@ class MetricsEngine:
                 if n == 1 or n % 100 == 0:
                     logger.exception(
                         "metrics back-end %s failed to log step %s (failure %d; training continues)",
-                        type(backend).__name__, step, n,
+                        type(backend).__name__,
+                        step,
+                        n,
                     )
 
     def _streak(self, key: str, condition: bool, required: int) -> bool:
@@ -608,9 +608,7 @@ class MetricsEngineCallback:
                 prefix="invalid callback",
             )
         if (reference_profile is None) != (current_profile is None):
-            raise ConfigError(
-                "pass both reference_profile and current_profile, or neither", prefix="invalid callback"
-            )
+            raise ConfigError("pass both reference_profile and current_profile, or neither", prefix="invalid callback")
         self.engine = engine
         self.reference_profile = reference_profile
         self.current_profile = current_profile

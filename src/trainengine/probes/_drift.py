@@ -27,6 +27,10 @@ The current data is compared on the REFERENCE bin edges. Profile it with
 ``profile_dataset(current, task_spec, reference=ref_profile)`` to bin it exactly on those
 edges; a profile made with its own edges is re-binned onto the reference edges assuming a
 uniform density inside each of its bins (a close approximation).
+
+Why one module of this length: profile_dataset, DatasetProfile and compare_profiles share one
+profile schema (feature, label and token histograms) that serving reads back; the arithmetic itself
+is in trainengine._numeric.
 """
 
 from __future__ import annotations

@@ -19,10 +19,16 @@ Example:
     >>> net = build_model("mlp", input_dim=4, output_dim=2, hidden_dims=(8,))
     >>> torch.save(net.state_dict(), f"{folder}/weights.pt")
     >>> registry = ModelRegistry(f"{folder}/models.db", gates={"production": {"val_loss": "<= 0.40"}})
-    >>> v1 = registry.register_model("tiny", "1.0.0", f"{folder}/weights.pt", metrics={"val_loss": 0.38},
-    ...                               model_config={"architecture": "mlp", "kwargs": {"input_dim": 4, "output_dim": 2, "hidden_dims": [8]}})
+    >>> v1 = registry.register_model(
+    ...     "tiny",
+    ...     "1.0.0",
+    ...     f"{folder}/weights.pt",
+    ...     metrics={"val_loss": 0.38},
+    ...     model_config={"architecture": "mlp", "kwargs": {"input_dim": 4, "output_dim": 2, "hidden_dims": [8]}},
+    ... )
     >>> v2 = registry.register_model("tiny", "1.1.0", f"{folder}/weights.pt", metrics={"val_loss": 0.35})
-    >>> _ = registry.promote_model(v1, "production"); _ = registry.promote_model(v2, "production")
+    >>> _ = registry.promote_model(v1, "production")
+    >>> _ = registry.promote_model(v2, "production")
     >>> registry.rollback("tiny", "production").model_id
     'tiny:1.0.0'
     >>> model = registry.resolve("tiny@production").load()  # hash checked, rebuilt from its spec, eval mode
@@ -34,7 +40,7 @@ Example:
 from trainengine.registry._artifacts import ArtifactStore
 from trainengine.registry._errors import ModelNotFoundError, PromotionGateError, RegistryError, RegistryValueError
 from trainengine.registry._record import ModelRecord
-from trainengine.registry._refs import parse_model_ref
+from trainengine.registry._refs import check_name, check_version, parse_model_ref
 from trainengine.registry._registry import ModelRegistry
 
 __all__ = [
@@ -46,4 +52,6 @@ __all__ = [
     "RegistryError",
     "RegistryValueError",
     "parse_model_ref",
+    "check_name",
+    "check_version",
 ]

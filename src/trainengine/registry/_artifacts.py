@@ -14,6 +14,10 @@ Kinds of artifact:
 The artifact's SHA-256 is that of the file's bytes, or for a folder the SHA-256 of the sorted lines
 ``"<relpath>\\t<sha256>\\n"`` of its files (a bundle's ``manifest.json`` left out, as in
 ``trainengine.export.bundle_sha256``).
+
+Why one module of this length: every artifact kind the registry accepts (checkpoint, run directory,
+bundle, weights file) is recognised, read and placed by the ArtifactStore here; splitting by kind
+would spread one contract (what is copied, hashed and verified) over four files.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import re
 import shutil
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,15 +100,18 @@ def inspect_source(checkpoint_path: Any, bundle_path: Any) -> ArtifactSource:
         if suffix in TORCH_SUFFIXES:
             return ArtifactSource("torch", path.resolve(), [])
         raise RegistryError(
-            f"cannot register {str(path)!r}: unknown file type {path.suffix or '(no suffix)'!r}; accepted: a .safetensors "
-            f"file, a {'/'.join(TORCH_SUFFIXES)} state dict, a checkpoint folder (ckpt-*), a run directory, or bundle_path= for an export bundle"
+            f"cannot register {str(path)!r}: unknown file type {path.suffix or '(no suffix)'!r}; "
+            f"accepted: a .safetensors file, a {'/'.join(TORCH_SUFFIXES)} state dict, a checkpoint folder (ckpt-*), "
+            "a run directory, or bundle_path= for an export bundle"
         )
     if (path / "meta.json").is_file() and (path / "state.json").is_file():
         return _inspect_checkpoint(path)
     if (path / "run.json").is_file():
         return _inspect_run(path)
     if (path / "manifest.json").is_file() and (path / "model_config.json").is_file():
-        raise RegistryError(f"{str(path)!r} is an export bundle; register it with bundle_path= instead of checkpoint_path=")
+        raise RegistryError(
+            f"{str(path)!r} is an export bundle; register it with bundle_path= instead of checkpoint_path="
+        )
     inner = sorted(p.name for p in path.glob("ckpt-*") if p.is_dir())
     if inner:
         raise RegistryError(
@@ -137,8 +147,10 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 def _read_yaml(path: Path) -> dict[str, Any] | None:
     import yaml
 
+    from trainengine.config import load_yaml
+
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return None
     return doc if isinstance(doc, dict) else None
@@ -149,9 +161,14 @@ def _inspect_checkpoint(path: Path) -> ArtifactSource:
     from trainengine.errors import CheckpointError
 
     if not (path / "manifest.json").is_file():
-        raise RegistryError(f"checkpoint {str(path)!r} has no manifest.json: its write never finished or it was damaged; register a complete checkpoint")
+        raise RegistryError(
+            f"checkpoint {str(path)!r} has no manifest.json: its write never finished or it was damaged; register a "
+            "complete checkpoint"
+        )
     if not (path / "model.safetensors").is_file():
-        raise RegistryError(f"checkpoint {str(path)!r} holds no model weights (model.safetensors); it was saved without a model")
+        raise RegistryError(
+            f"checkpoint {str(path)!r} holds no model weights (model.safetensors); it was saved without a model"
+        )
     try:
         meta = read_metadata(path)
     except CheckpointError as exc:
@@ -161,7 +178,9 @@ def _inspect_checkpoint(path: Path) -> ArtifactSource:
     files = manifest.get("files")
     listed: dict[str, Any] = files if isinstance(files, dict) else {}
     source = ArtifactSource(
-        "checkpoint", path.resolve(), sorted(p.name for p in path.iterdir() if p.is_file()),
+        "checkpoint",
+        path.resolve(),
+        sorted(p.name for p in path.iterdir() if p.is_file()),
         git_commit=(extra.get("git") or {}).get("commit") or extra.get("git_commit"),
         config=extra.get("config") if isinstance(extra.get("config"), dict) else None,
         task_type=(extra.get("task") or {}).get("task_type"),
@@ -199,7 +218,9 @@ def _inspect_run(path: Path) -> ArtifactSource:
     facts = _read_json(path / "run.json", "run.json")
     results = facts.get("results") or {}
     return ArtifactSource(
-        "run", path.resolve(), [f for f in _RUN_FILES if (path / f).is_file()],
+        "run",
+        path.resolve(),
+        [f for f in _RUN_FILES if (path / f).is_file()],
         run_id=facts.get("run_id"),
         git_commit=(facts.get("git") or {}).get("commit"),
         data_fingerprint=(facts.get("data") or {}).get("train_fingerprint"),
@@ -212,27 +233,39 @@ def _inspect_run(path: Path) -> ArtifactSource:
 
 def _inspect_bundle(path: Path) -> ArtifactSource:
     if not path.is_dir():
-        raise RegistryError(f"bundle_path {str(path)!r} is not a folder; give an export bundle folder (trainengine export writes one)")
+        raise RegistryError(
+            f"bundle_path {str(path)!r} is not a folder; give an export bundle folder (trainengine export writes one)"
+        )
     if not (path / "manifest.json").is_file():
         raise RegistryError(
-            f"bundle {str(path)!r} has no manifest.json: the export is incomplete (the manifest is written last); export it again"
+            f"bundle {str(path)!r} has no manifest.json: the export is incomplete (the manifest is written last); "
+            "export it again"
         )
     manifest = _read_json(path / "manifest.json", "bundle manifest")
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
-        raise RegistryError(f"bundle manifest {str(path / 'manifest.json')!r} has no 'files' table; export the bundle again")
+        raise RegistryError(
+            f"bundle manifest {str(path / 'manifest.json')!r} has no 'files' table; export the bundle again"
+        )
     for rel in files:
         parts = Path(rel).parts
         if not isinstance(rel, str) or Path(rel).is_absolute() or ".." in parts or rel == "manifest.json":
             raise RegistryError(f"bundle manifest lists an invalid file name {rel!r}")
     missing = [rel for rel in files if not (path / rel).is_file()]
     if missing:
-        raise RegistryError(f"bundle {str(path)!r} is incomplete: its manifest lists {', '.join(missing)}, which do not exist; export it again")
-    model_config = _read_json(path / "model_config.json", "model_config.json") if (path / "model_config.json").is_file() else {}
+        raise RegistryError(
+            f"bundle {str(path)!r} is incomplete: its manifest lists {', '.join(missing)}, which do not exist; export "
+            "it again"
+        )
+    model_config = (
+        _read_json(path / "model_config.json", "model_config.json") if (path / "model_config.json").is_file() else {}
+    )
     lineage = manifest.get("lineage") or {}
     config = _read_yaml(path / "training_config.yaml") if (path / "training_config.yaml").is_file() else None
     return ArtifactSource(
-        "bundle", path.resolve(), sorted(files) + ["manifest.json"],
+        "bundle",
+        path.resolve(),
+        [*sorted(files), "manifest.json"],
         run_id=lineage.get("run_id"),
         git_commit=lineage.get("git_commit"),
         data_fingerprint=lineage.get("data_fingerprint"),
@@ -261,20 +294,43 @@ def artifact_sha256(kind: str, hashes: Mapping[str, str], *, single_file: bool) 
 
 
 def verify_source(source: ArtifactSource, hashes: Mapping[str, str], path: Path) -> None:
-    """Check the copied (or in-place) files against the source's own manifest, and load-test weights files.
+    """Check the copied (or in-place) files the way ``trainengine checkpoints verify`` does.
+
+    * a checkpoint: :func:`trainengine.checkpoint.verify_checkpoint` itself (its manifest's sizes
+      and hashes, missing or unlisted files, and each file's format: a pickle planted as
+      ``model.safetensors`` with a re-hashed manifest is refused);
+    * a run directory or a bundle: the bundle's files against its manifest, and every
+      ``.safetensors`` file with the same format check (``sniff_safetensors``);
+    * a ``.safetensors`` / ``.pt`` file: loaded (``.pt`` with ``weights_only=True`` only).
+
+    Args:
+        source: What is registered.
+        hashes: ``{relpath: sha256}`` of the bytes at ``path`` (computed while copying them).
+        path: The staged copy (or the source itself for ``copy_artifact=False``).
 
     Raises:
-        RegistryError: a file differs from its manifest, is missing, or a weights file is unreadable.
+        RegistryError: the first line names the source and says it cannot be registered; then
+            each problem.
     """
-    bad = [rel for rel, sha in source.expected.items() if rel in hashes and hashes[rel] != sha]
-    missing = [rel for rel in source.expected if rel not in hashes]
-    if bad or missing:
-        what = "bundle" if source.kind == "bundle" else "checkpoint"
-        details = [f"{rel}: sha256 differs from the manifest (modified or damaged)" for rel in bad]
-        details += [f"{rel}: listed in the manifest but missing" for rel in missing]
-        raise RegistryError(f"{what} {str(source.path)!r} failed verification: {'; '.join(details)}; it cannot be registered")
+    from trainengine.checkpoint import sniff_safetensors, verify_checkpoint
+
+    problems: list[str] = []
+    if source.kind == "checkpoint":
+        problems = verify_checkpoint(path, hashes=hashes)
+    elif source.kind in ("run", "bundle"):
+        bad = [rel for rel, sha in source.expected.items() if rel in hashes and hashes[rel] != sha]
+        problems = [f"{rel}: sha256 differs from the manifest (modified or damaged)" for rel in bad]
+        problems += [f"{rel}: listed in the manifest but missing" for rel in source.expected if rel not in hashes]
+        for rel in sorted(hashes):
+            reason = sniff_safetensors(path / rel) if rel.endswith(".safetensors") else None
+            if reason:
+                problems.append(f"{rel}: {reason}")
+    if problems:
+        raise RegistryError(
+            f"{source.kind} {str(source.path)!r} failed verification and cannot be registered: {'; '.join(problems)}"
+        )
     if source.kind in ("safetensors", "torch"):
-        read_state_dict(source.kind, path)
+        read_state_dict(source.kind, path, label=source.path)
 
 
 # ------------------------------------------------------------------------------- the store
@@ -305,10 +361,13 @@ class Placement:
     staging: Path | None = None
     final: Path | None = None
     _placed_inode: int | None = None
+    created: list[Path] = field(default_factory=list)  # folders made for the staging copy, innermost first
 
     def _ours(self) -> bool:
         return (
-            self.final is not None and self._placed_inode is not None and self.final.exists()
+            self.final is not None
+            and self._placed_inode is not None
+            and self.final.exists()
             and self.final.stat().st_ino == self._placed_inode
         )
 
@@ -328,16 +387,22 @@ class Placement:
         self._placed_inode = self.final.stat().st_ino
 
     def abort(self) -> None:
-        """The row was rolled back: remove the copy if it is ours (same inode), or if the move itself was interrupted."""
+        """The row was rolled back: remove the copy if it is ours (same inode), or if the move was interrupted."""
         if self.final is None or self.staging is None:
             return
         if self._ours() or (self._placed_inode is None and self.final.exists() and not self.staging.exists()):
             remove_path(self.final)
 
     def cleanup(self) -> None:
-        """Remove the staging folder (always safe: after a commit it no longer exists)."""
+        """Remove the staging folder (always safe: after a commit it no longer exists), and the
+        folders made for it that are empty now: a refused registration leaves nothing behind."""
         if self.staging is not None:
             remove_path(self.staging)
+        for folder in self.created:
+            try:
+                folder.rmdir()  # only when empty: a committed version or another registration keeps it
+            except OSError:
+                break
 
 
 class ArtifactStore:
@@ -353,10 +418,12 @@ class ArtifactStore:
 
     Example:
         >>> import tempfile, torch
-        >>> folder = Path(tempfile.mkdtemp()); torch.save({"w": torch.ones(2)}, folder / "w.pt")
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> torch.save({"w": torch.ones(2)}, folder / "w.pt")
         >>> store = ArtifactStore(folder / "store")
         >>> placed = store.put(inspect_source(folder / "w.pt", None), "m", "1.0.0")
-        >>> placed.commit(); placed.cleanup()
+        >>> placed.commit()
+        >>> placed.cleanup()
         >>> store.get(placed.stored_path, in_store=True).relative_to(folder).as_posix()
         'store/m/1.0.0/w.pt'
         >>> store.verify(store.get(placed.stored_path, in_store=True), "torch", [], placed.sha256, "m:1.0.0")
@@ -384,22 +451,37 @@ class ArtifactStore:
             except OSError as exc:
                 raise RegistryError(f"cannot read {str(source.path)!r}: {exc}") from exc
             verify_source(source, hashes, source.path)
-            return Placement(source, hashes, artifact_sha256(source.kind, hashes, single_file=single), str(source.path), False)
+            return Placement(
+                source, hashes, artifact_sha256(source.kind, hashes, single_file=single), str(source.path), False
+            )
         if self.root is None:
-            raise RegistryError("an in-memory registry has no artifact store: give artifact_root= or register with copy_artifact=False")
+            raise RegistryError(
+                "an in-memory registry has no artifact store: give artifact_root= or register with copy_artifact=False"
+            )
         final = self.root / name / version
         staging = self.root / name / f".tmp-{version}-{uuid.uuid4().hex[:12]}"
         stored = f"{name}/{version}" + (f"/{source.path.name}" if single else "")  # relative to the root
         placement = Placement(source, {}, "", stored, True, staging=staging, final=final)
+        placement.created = [d for d in (final.parent, self.root) if not d.exists()]
         try:
             try:
-                staging.mkdir(parents=True)
+                for attempt in range(3):
+                    try:
+                        staging.mkdir(parents=True)
+                        break
+                    except FileNotFoundError:
+                        # A refused registration of the same name removed the (empty) name
+                        # folder between our mkdir of it and of the staging folder: again.
+                        if attempt == 2:
+                            raise
                 for rel in files:
                     dest = staging / rel
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     placement.hashes[rel] = copy_and_hash(src_root / rel, dest)
             except OSError as exc:
-                raise RegistryError(f"cannot copy {str(source.path)!r} into the artifact store {str(staging.parent)!r}: {exc}") from exc
+                raise RegistryError(
+                    f"cannot copy {str(source.path)!r} into the artifact store {str(staging.parent)!r}: {exc}"
+                ) from exc
             verify_source(source, placement.hashes, staging / source.path.name if single else staging)
         except BaseException:
             placement.cleanup()
@@ -436,12 +518,15 @@ class ArtifactStore:
         else:
             absent = [rel for rel in files if not (path / rel).is_file()]
             if absent:
-                raise RegistryError(f"artifact changed since registration: {model_id} is missing {', '.join(absent)} in {str(path)!r}")
+                raise RegistryError(
+                    f"artifact changed since registration: {model_id} is missing {', '.join(absent)} in {str(path)!r}"
+                )
             actual = artifact_sha256(kind, hash_files(path, list(files)), single_file=False)
         if actual != sha256:
             raise RegistryError(
                 f"artifact changed since registration: {model_id} at {str(path)!r} has sha256 {actual[:12]}…, "
-                f"registered {sha256[:12]}…; it was modified or damaged — register the intended weights as a new version"
+                f"registered {sha256[:12]}…; it was modified or damaged — register the intended weights as a new "
+                "version"
             )
 
     def delete(self, name: str, version: str) -> None:
@@ -458,36 +543,59 @@ def remove_path(path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- loading
-def read_state_dict(kind: str, path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+def read_state_dict(kind: str, path: Path, map_location: Any = "cpu", *, label: Any = None) -> dict[str, Any]:
     """The weights of an artifact as ``{key: tensor}``, read without unpickling anything.
 
+    Args:
+        kind: The artifact kind (:data:`ArtifactKind`).
+        path: The artifact (a folder holding ``model.safetensors``, or the weights file).
+        map_location: Device to read the tensors to.
+        label: The path to name in messages (e.g. the source of a staged copy); default ``path``.
+
     Raises:
-        RegistryError: the file is unreadable, is a pickle needing more than tensors, or holds no state dict.
+        RegistryError: the file is unreadable, is a pickle needing more than tensors, or holds no
+            state dict. The message is ours alone: torch's own warnings and its advice to load
+            with ``weights_only=False`` (running the file's code) are not passed on.
     """
     import torch
+
+    from trainengine.checkpoint import sniff_safetensors
 
     device = map_location if isinstance(map_location, str) else str(map_location)
     if kind in ("checkpoint", "run", "bundle", "safetensors"):
         file = path if kind == "safetensors" else path / "model.safetensors"
+        shown = str(label if label is not None and kind == "safetensors" else file)
         if not file.is_file():
-            hint = " (the bundle was exported without the 'pytorch' format; use its ONNX file instead)" if kind == "bundle" else ""
-            raise RegistryError(f"{str(file)!r} is missing{hint}")
+            hint = (
+                " (the bundle was exported without the 'pytorch' format; use its ONNX file instead)"
+                if kind == "bundle"
+                else ""
+            )
+            raise RegistryError(f"{shown!r} is missing{hint}")
         import safetensors.torch
 
+        reason = sniff_safetensors(file)
+        if reason:
+            raise RegistryError(f"{shown!r} is {reason}")
         try:
             return dict(safetensors.torch.load_file(str(file), device=device))
         except Exception as exc:  # safetensors raises its own error types; it never unpickles
-            raise RegistryError(f"{str(file)!r} is not a readable safetensors file ({exc})") from exc
+            raise RegistryError(f"{shown!r} is not a readable safetensors file ({exc})") from exc
+    shown = str(label if label is not None else path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # UnpicklingError for objects beyond tensors and containers
-        raise RegistryError(
-            f"cannot read {str(path)!r} with torch.load(weights_only=True): {str(exc).splitlines()[0]}; only state "
-            "dicts of tensors are accepted (save with torch.save(model.state_dict(), path) or use safetensors)"
-        ) from exc
+        # torch warns (e.g. "Detected pickle protocol 4") before refusing: our message says it all.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # UnpicklingError for objects beyond tensors, others for non-pickles
+        raise RegistryError(f"cannot read {shown!r}: {_torch_load_reason(exc)}; {_PT_ONLY}") from exc
 
     def is_state(value: Any) -> bool:
-        return isinstance(value, Mapping) and bool(value) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+        return (
+            isinstance(value, Mapping)
+            and bool(value)
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+        )
 
     if is_state(obj):
         return dict(obj)
@@ -497,9 +605,28 @@ def read_state_dict(kind: str, path: Path, map_location: Any = "cpu") -> dict[st
                 return dict(obj[key])
     found = ", ".join(map(repr, list(obj)[:8])) if isinstance(obj, Mapping) else type(obj).__name__
     raise RegistryError(
-        f"{str(path)!r} holds no state dict: expected a dict of tensors, or a dict with one of "
+        f"{shown!r} holds no state dict: expected a dict of tensors, or a dict with one of "
         f"{', '.join(_STATE_KEYS)}; found {found}"
     )
+
+
+_PT_ONLY = (
+    "only state dicts of tensors are accepted, because unpickling anything else can run arbitrary code "
+    "(save with torch.save(model.state_dict(), path) or use safetensors)"
+)
+
+
+def _torch_load_reason(exc: BaseException) -> str:
+    """One line on why ``torch.load(weights_only=True)`` refused a file, without torch's advice to
+    retry with ``weights_only=False`` (which would run the file's code)."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it is a pickle that refers to {found.group(1)!r}, which is not a tensor or a container of tensors"
+    if "Weights only load failed" in text or isinstance(exc, pickle.UnpicklingError):
+        return "it is not a torch.save file of tensors (a pickle of other objects, or not a pickle at all)"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"torch.load(weights_only=True) failed: {first[:200]}"
 
 
 def load_weights(model: Any, state: Mapping[str, Any]) -> None:

@@ -84,7 +84,9 @@ class ModelRecord:
         Raises:
             RegistryError: the artifact is missing or its content changed since registration.
         """
-        ArtifactStore.verify(self.artifact_path, self.artifact_kind, self.artifact_files, self.artifact_sha256, self.model_id)
+        ArtifactStore.verify(
+            self.artifact_path, self.artifact_kind, self.artifact_files, self.artifact_sha256, self.model_id
+        )
 
     def load(self, model: Any = None, map_location: Any = "cpu") -> Any:
         """Rebuild the model and load the registered weights, in eval mode.
@@ -113,7 +115,9 @@ class ModelRecord:
             >>> torch.save(net.state_dict(), f"{folder}/weights.pt")
             >>> with ModelRegistry(f"{folder}/models.db") as registry:
             ...     mid = registry.register_model("tiny", "1.0.0", f"{folder}/weights.pt")
-            ...     loaded = registry.get_model("tiny").load(model=build_model("mlp", input_dim=4, output_dim=2, hidden_dims=(8,)))
+            ...     loaded = registry.get_model("tiny").load(
+            ...         model=build_model("mlp", input_dim=4, output_dim=2, hidden_dims=(8,))
+            ...     )
             >>> torch.equal(loaded(torch.ones(1, 4)), net.eval()(torch.ones(1, 4)))
             True
         """
@@ -121,8 +125,9 @@ class ModelRecord:
         if model is None:
             if not self.model_spec:
                 raise RegistryError(
-                    f"{self.model_id} has no model spec (it was registered from a {self.artifact_kind} artifact without one), "
-                    "so its architecture is unknown: pass model= (a module of the right architecture) to load(), "
+                    f"{self.model_id} has no model spec (it was registered from a {self.artifact_kind} artifact "
+                    "without one), so its architecture is unknown: "
+                    "pass model= (a module of the right architecture) to load(), "
                     "or register with model_config={'architecture': ..., 'kwargs': {...}}"
                 )
             from trainengine.models import rebuild_model

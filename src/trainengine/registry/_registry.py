@@ -1,4 +1,9 @@
-"""``ModelRegistry``: versioned models with lineage, aliases, promotion gates and rollback."""
+"""``ModelRegistry``: versioned models with lineage, aliases, promotion gates and rollback.
+
+Why one module of this length: ModelRegistry is one public class (register / promote / gates /
+rollback / archive / resolve / list / history) over one schema; the SQL plumbing is SqlStore's,
+artifacts are the ArtifactStore's.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,13 @@ from sqlalchemy import delete, func, insert, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from trainengine._sql import SqlStore, init_versioned_schema, inserted_id, resolve_database
+from trainengine._sql import (
+    SqlStore,
+    check_versioned_schema,
+    init_versioned_schema,
+    inserted_id,
+    resolve_database,
+)
 from trainengine.errors import RegistryError
 from trainengine.registry import _schema as S
 from trainengine.registry._artifacts import ArtifactStore, inspect_source
@@ -52,6 +63,9 @@ class ModelRegistry(SqlStore):
             every bound (operators ``<=``, ``<``, ``>=``, ``>``, ``==``) unless forced.
         busy_timeout_s: How long one SQLite write waits for another process's lock before retrying.
         max_retries: Retries of a write that still found the database locked.
+        read_only: Open an existing registry for reading only (``list``, ``show``, ``history``):
+            nothing is created — a missing SQLite file or a database without the registry's
+            tables raises :class:`RegistryError` — and every write is refused.
 
     Attributes:
         store: The :class:`~trainengine.registry._artifacts.ArtifactStore` under ``artifact_root``
@@ -85,13 +99,21 @@ class ModelRegistry(SqlStore):
         gates: Mapping[str, Mapping[str, str]] | None = None,
         busy_timeout_s: float = 30.0,
         max_retries: int = 10,
+        read_only: bool = False,
     ) -> None:
         try:
             self._gates: dict[str, list[Gate]] = parse_gates(gates)
         except ValueError as exc:
             raise RegistryValueError(str(exc)) from None
         self.gates: dict[str, dict[str, str]] = {a: dict(c) for a, c in (gates or {}).items()}
-        database = resolve_database(path_or_url, kind=self._kind, example="models.db", error=RegistryError, value_error=RegistryValueError)
+        database = resolve_database(
+            path_or_url,
+            kind=self._kind,
+            example="models.db",
+            error=RegistryError,
+            value_error=RegistryValueError,
+            create=not read_only,
+        )
         self._label = database.label
         if artifact_root is not None:
             self.artifact_root: Path | None = Path(artifact_root).expanduser().resolve()
@@ -106,7 +128,7 @@ class ModelRegistry(SqlStore):
         else:
             self.artifact_root = None  # in memory: only copy_artifact=False registrations
         self.store = ArtifactStore(self.artifact_root)
-        self._connect(database, busy_timeout_s=busy_timeout_s, max_retries=max_retries)
+        self._connect(database, busy_timeout_s=busy_timeout_s, max_retries=max_retries, read_only=read_only)
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> ModelRegistry:
@@ -120,7 +142,9 @@ class ModelRegistry(SqlStore):
         Example:
             >>> import tempfile
             >>> from trainengine.config import TrainingConfig
-            >>> cfg = TrainingConfig(registry={"url": f"{tempfile.mkdtemp()}/models.db", "gates": {"production": {"accuracy": ">= 0.9"}}})
+            >>> cfg = TrainingConfig(
+            ...     registry={"url": f"{tempfile.mkdtemp()}/models.db", "gates": {"production": {"accuracy": ">= 0.9"}}}
+            ... )
             >>> ModelRegistry.from_config(cfg).gates
             {'production': {'accuracy': '>= 0.9'}}
         """
@@ -135,19 +159,36 @@ class ModelRegistry(SqlStore):
             section = RegistrySection(**section)
         for attr in ("url", "artifact_root", "gates"):
             if not hasattr(section, attr):
-                raise RegistryValueError(f"from_config needs a TrainingConfig or its registry section, got {type(config).__name__}")
+                raise RegistryValueError(
+                    f"from_config needs a TrainingConfig or its registry section, got {type(config).__name__}"
+                )
         kwargs: dict[str, Any] = {"artifact_root": section.artifact_root, "gates": section.gates}
         kwargs.update(overrides)
         return cls(section.url, **kwargs)
 
     # -- database plumbing (shared with ExperimentDB through SqlStore) ------------------------------
     def _init_schema(self, conn: Connection) -> None:
-        init_versioned_schema(conn, S.metadata, S.schema_version, S.SCHEMA_VERSION, kind=self._kind, error=RegistryError)
+        init_versioned_schema(
+            conn, S.metadata, S.schema_version, S.SCHEMA_VERSION, kind=self._kind, error=RegistryError
+        )
+
+    def _check_schema(self, conn: Connection) -> None:
+        check_versioned_schema(
+            conn,
+            S.metadata,
+            S.schema_version,
+            S.SCHEMA_VERSION,
+            kind=self._kind,
+            label=self._label,
+            error=RegistryError,
+        )
 
     def _retry_if(self, exc: DBAPIError, what: str) -> bool:
         # Besides a fresh schema created by several processes at once: on a server database two
         # writers racing for a new alias row; the loser retries and sees the winner's row.
-        return super()._retry_if(exc, what) or (isinstance(exc, IntegrityError) and "registry_aliases" in str(exc).lower())
+        return super()._retry_if(exc, what) or (
+            isinstance(exc, IntegrityError) and "registry_aliases" in str(exc).lower()
+        )
 
     def _failure(self, exc: DBAPIError, still_locked: bool, what: str, conflict: str | None) -> Exception:
         # Only a race for one (name, version) row gets the conflict message (a server database).
@@ -157,34 +198,58 @@ class ModelRegistry(SqlStore):
 
     # -- rows -> records -----------------------------------------------------------------------------
     def _artifact_path(self, row: Any) -> Path:
-        return self.store.get(row.artifact_path, in_store=bool(row.artifact_in_store), model_id=f"{row.name}:{row.version}")
+        return self.store.get(
+            row.artifact_path, in_store=bool(row.artifact_in_store), model_id=f"{row.name}:{row.version}"
+        )
 
     def _records(self, conn: Connection, rows: Sequence[Any]) -> list[ModelRecord]:
         pks = [r.model_pk for r in rows]
         tag_map: dict[int, list[str]] = {pk: [] for pk in pks}
         alias_map: dict[int, list[str]] = {pk: [] for pk in pks}
         if pks:
-            for t in conn.execute(select(S.tags.c.model_pk, S.tags.c.tag).where(S.tags.c.model_pk.in_(pks)).order_by(S.tags.c.model_pk, S.tags.c.position)):
+            for t in conn.execute(
+                select(S.tags.c.model_pk, S.tags.c.tag)
+                .where(S.tags.c.model_pk.in_(pks))
+                .order_by(S.tags.c.model_pk, S.tags.c.position)
+            ):
                 tag_map[t.model_pk].append(t.tag)
-            for a in conn.execute(select(S.aliases.c.model_pk, S.aliases.c.alias).where(S.aliases.c.model_pk.in_(pks)).order_by(S.aliases.c.alias)):
+            for a in conn.execute(
+                select(S.aliases.c.model_pk, S.aliases.c.alias)
+                .where(S.aliases.c.model_pk.in_(pks))
+                .order_by(S.aliases.c.alias)
+            ):
                 alias_map[a.model_pk].append(a.alias)
         return [
             ModelRecord(
-                model_id=model_id_of(r.name, r.version), name=r.name, version=r.version, task_type=r.task_type,
-                metrics=json.loads(r.metrics_json), tags=tuple(tag_map[r.model_pk]), aliases=tuple(alias_map[r.model_pk]),
-                artifact_path=self._artifact_path(r), artifact_kind=r.artifact_kind, artifact_sha256=r.artifact_sha256,
-                artifact_files=tuple(json.loads(r.artifact_files_json)), source_path=r.source_path, run_id=r.run_id,
-                git_commit=r.git_commit, data_fingerprint=r.data_fingerprint,
+                model_id=model_id_of(r.name, r.version),
+                name=r.name,
+                version=r.version,
+                task_type=r.task_type,
+                metrics=json.loads(r.metrics_json),
+                tags=tuple(tag_map[r.model_pk]),
+                aliases=tuple(alias_map[r.model_pk]),
+                artifact_path=self._artifact_path(r),
+                artifact_kind=r.artifact_kind,
+                artifact_sha256=r.artifact_sha256,
+                artifact_files=tuple(json.loads(r.artifact_files_json)),
+                source_path=r.source_path,
+                run_id=r.run_id,
+                git_commit=r.git_commit,
+                data_fingerprint=r.data_fingerprint,
                 config=json.loads(r.config_json) if r.config_json else None,
                 model_spec=json.loads(r.model_spec_json) if r.model_spec_json else None,
-                status=r.status, created_at=iso_time(r.created_at), description=r.description,
+                status=r.status,
+                created_at=iso_time(r.created_at),
+                description=r.description,
             )
             for r in rows
         ]
 
     @staticmethod
     def _rows_of(conn: Connection, name: str) -> list[Any]:
-        return sorted(conn.execute(select(S.models).where(S.models.c.name == name)).all(), key=lambda r: version_key(r.version))
+        return sorted(
+            conn.execute(select(S.models).where(S.models.c.name == name)).all(), key=lambda r: version_key(r.version)
+        )
 
     @staticmethod
     def _names(conn: Connection) -> list[str]:
@@ -195,7 +260,9 @@ class ModelRegistry(SqlStore):
         if not rows:
             names = self._names(conn)
             listing = f"registered: {', '.join(names)}" if names else "the registry is empty"
-            raise ModelNotFoundError(f"no model named {name!r} in registry {self._label!r}{did_you_mean(name, names)} — {listing}")
+            raise ModelNotFoundError(
+                f"no model named {name!r} in registry {self._label!r}{did_you_mean(name, names)} — {listing}"
+            )
         return rows
 
     def _find_row(self, conn: Connection, name: str, version: str | None, alias: str | None) -> Any:
@@ -204,19 +271,29 @@ class ModelRegistry(SqlStore):
             match = [r for r in rows if r.version == version]
             if not match:
                 raise ModelNotFoundError(
-                    f"no version {version!r} of model {name!r} — registered versions: {', '.join(r.version for r in reversed(rows))}"
+                    f"no version {version!r} of model {name!r} — registered versions: "
+                    f"{', '.join(r.version for r in reversed(rows))}"
                 )
             return match[0]
         if alias is not None:
-            pk = conn.execute(select(S.aliases.c.model_pk).where(S.aliases.c.name == name, S.aliases.c.alias == alias)).scalar()
+            pk = conn.execute(
+                select(S.aliases.c.model_pk).where(S.aliases.c.name == name, S.aliases.c.alias == alias)
+            ).scalar()
             if pk is None:
                 held = sorted(conn.execute(select(S.aliases.c.alias).where(S.aliases.c.name == name)).scalars())
-                listing = f"its aliases: {', '.join(held)}" if held else "it holds no alias yet (promote_model sets one)"
-                raise ModelNotFoundError(f"model {name!r} has no alias {alias!r}{did_you_mean(alias, held)} — {listing}")
+                listing = (
+                    f"its aliases: {', '.join(held)}" if held else "it holds no alias yet (promote_model sets one)"
+                )
+                raise ModelNotFoundError(
+                    f"model {name!r} has no alias {alias!r}{did_you_mean(alias, held)} — {listing}"
+                )
             return next(r for r in rows if r.model_pk == pk)
         active = [r for r in rows if r.status == _ACTIVE]
         if not active:
-            raise ModelNotFoundError(f"every version of model {name!r} is archived ({', '.join(r.version for r in rows)}); ask for one by version")
+            raise ModelNotFoundError(
+                f"every version of model {name!r} is archived ({', '.join(r.version for r in rows)}); ask for one by "
+                "version"
+            )
         return active[-1]
 
     def _target(self, model: Any) -> tuple[str, str | None, str | None]:
@@ -225,7 +302,9 @@ class ModelRegistry(SqlStore):
             return model.name, model.version, None
         name, version, alias = parse_model_ref(model)
         if version is None and alias is None:
-            raise RegistryValueError(f"{model!r} names no version: give 'name:version' (as register_model returns) or 'name@alias'")
+            raise RegistryValueError(
+                f"{model!r} names no version: give 'name:version' (as register_model returns) or 'name@alias'"
+            )
         return name, version, alias
 
     # -- registering ---------------------------------------------------------------------------------
@@ -278,7 +357,9 @@ class ModelRegistry(SqlStore):
         tag_list = check_tags(tags)
         if not isinstance(description, str):
             raise RegistryValueError(f"description must be a string, got {type(description).__name__}")
-        if run_id is not None and (not isinstance(run_id, (str, int)) or isinstance(run_id, bool) or not str(run_id).strip()):
+        if run_id is not None and (
+            not isinstance(run_id, (str, int)) or isinstance(run_id, bool) or not str(run_id).strip()
+        ):
             raise RegistryValueError(f"run_id must be a non-empty string, got {run_id!r}")
         spec = spec_from_model_config(model_config)
         if self._engine is None:
@@ -289,40 +370,61 @@ class ModelRegistry(SqlStore):
         if source.kind == "bundle" and not copy_artifact:
             listed = set(source.files)
             extra = sorted(
-                rel for p in source.path.rglob("*")
-                if p.is_file() and "__pycache__" not in p.parts and (rel := p.relative_to(source.path).as_posix()) not in listed
+                rel
+                for p in source.path.rglob("*")
+                if p.is_file()
+                and "__pycache__" not in p.parts
+                and (rel := p.relative_to(source.path).as_posix()) not in listed
             )
             if extra:
                 raise RegistryError(
-                    f"bundle {str(source.path)!r} holds files its manifest does not list ({', '.join(extra[:5])}); remove them, "
-                    "or register with copy_artifact=True (only the listed files are copied)"
+                    f"bundle {str(source.path)!r} holds files its manifest does not list ({', '.join(extra[:5])}); "
+                    "remove them, or register with copy_artifact=True (only the listed files are copied)"
                 )
 
         placement = self.store.put(source, name, version, copy=copy_artifact)
         try:
             row = {
-                "name": name, "version": version, "status": _ACTIVE, "task_type": task_type or check_source_task(source.task_type),
+                "name": name,
+                "version": version,
+                "status": _ACTIVE,
+                "task_type": task_type or check_source_task(source.task_type),
                 "metrics_json": json.dumps(given_metrics if given_metrics is not None else source.metrics),
-                "description": description, "artifact_kind": source.kind, "artifact_path": placement.stored_path,
-                "artifact_in_store": placement.in_store, "artifact_files_json": json.dumps(sorted(source.files)),
+                "description": description,
+                "artifact_kind": source.kind,
+                "artifact_path": placement.stored_path,
+                "artifact_in_store": placement.in_store,
+                "artifact_files_json": json.dumps(sorted(source.files)),
                 "artifact_sha256": placement.sha256,
-                "source_path": str(source.path), "run_id": str(run_id) if run_id is not None else source.run_id,
-                "git_commit": source.git_commit, "data_fingerprint": source.data_fingerprint, "config_json": dumps_json(source.config),
-                "model_spec_json": dumps_json(spec or source.model_spec), "created_at": time.time(),
+                "source_path": str(source.path),
+                "run_id": str(run_id) if run_id is not None else source.run_id,
+                "git_commit": source.git_commit,
+                "data_fingerprint": source.data_fingerprint,
+                "config_json": dumps_json(source.config),
+                "model_spec_json": dumps_json(spec or source.model_spec),
+                "created_at": time.time(),
             }
 
             def insert_row(conn: Connection) -> None:
                 self._refuse_existing(conn, name, version)
                 pk = inserted_id(conn.execute(insert(S.models).values(**row)))
                 if tag_list:
-                    conn.execute(insert(S.tags), [{"model_pk": pk, "tag": t, "position": i} for i, t in enumerate(tag_list)])
+                    conn.execute(
+                        insert(S.tags), [{"model_pk": pk, "tag": t, "position": i} for i, t in enumerate(tag_list)]
+                    )
                 # Move the copy into place while holding the write lock and owning the (name, version)
                 # row: whatever sits at the final path now is a leftover of a crashed registration.
                 # (A retried transaction finds its copy already there.)
                 placement.commit()
 
             try:
-                self._write(insert_row, what="register a model in", conflict=f"{model_id} is already registered; versions are never overwritten — register a new version")
+                self._write(
+                    insert_row,
+                    what="register a model in",
+                    conflict=(
+                        f"{model_id} is already registered; versions are never overwritten — register a new version"
+                    ),
+                )
             except BaseException:
                 placement.abort()  # the row was rolled back: nothing may point at our copy
                 raise
@@ -337,12 +439,16 @@ class ModelRegistry(SqlStore):
             select(S.models.c.name).where(func.lower(S.models.c.name) == name.lower(), S.models.c.name != name).limit(1)
         ).scalar()
         if clash is not None:
-            raise RegistryValueError(f"model name {name!r} differs from the registered {clash!r} only in case; use {clash!r} or another name")
-        row = conn.execute(select(S.models.c.created_at).where(S.models.c.name == name, S.models.c.version == version)).first()
+            raise RegistryValueError(
+                f"model name {name!r} differs from the registered {clash!r} only in case; use {clash!r} or another name"
+            )
+        row = conn.execute(
+            select(S.models.c.created_at).where(S.models.c.name == name, S.models.c.version == version)
+        ).first()
         if row is not None:
             raise RegistryError(
-                f"{model_id_of(name, version)} is already registered (at {iso_time(row.created_at)}); versions are never "
-                "overwritten — register a new version, e.g. a higher patch number"
+                f"{model_id_of(name, version)} is already registered (at {iso_time(row.created_at)}); "
+                "versions are never overwritten — register a new version, e.g. a higher patch number"
             )
 
     # -- aliases ---------------------------------------------------------------------------------------
@@ -351,7 +457,9 @@ class ModelRegistry(SqlStore):
 
         Example:
             >>> reg = ModelRegistry(":memory:", gates={"production": {"val_loss": "<= 0.4"}})
-            >>> import tempfile, torch; f = f"{tempfile.mkdtemp()}/w.pt"; torch.save({"w": torch.ones(1)}, f)
+            >>> import tempfile, torch
+            >>> f = f"{tempfile.mkdtemp()}/w.pt"
+            >>> torch.save({"w": torch.ones(1)}, f)
             >>> mid = reg.register_model("m", "1.0.0", f, metrics={"val_loss": 0.5}, copy_artifact=False)
             >>> reg.check_gates(mid, "production")
             ['val_loss = 0.5 fails the gate <= 0.4']
@@ -360,7 +468,9 @@ class ModelRegistry(SqlStore):
         record = self.get_model(name, version, alias=via)
         return evaluate_gates(self._gates.get(check_name(alias, "alias"), []), record.metrics)
 
-    def promote_model(self, model_id: str | ModelRecord, alias: str, *, force: bool = False, reason: str | None = None) -> ModelRecord:
+    def promote_model(
+        self, model_id: str | ModelRecord, alias: str, *, force: bool = False, reason: str | None = None
+    ) -> ModelRecord:
         """Give ``alias`` to a version (moving it from its previous holder); recorded in the history.
 
         Args:
@@ -387,7 +497,9 @@ class ModelRegistry(SqlStore):
             row = self._find_row(conn, name, version, via)
             target = model_id_of(row.name, row.version)
             if row.status != _ACTIVE:
-                raise RegistryError(f"cannot promote {target} to {alias!r}: it is archived; register a new version instead")
+                raise RegistryError(
+                    f"cannot promote {target} to {alias!r}: it is archived; register a new version instead"
+                )
             failures = evaluate_gates(gates, json.loads(row.metrics_json))
             if failures and not force:
                 raise PromotionGateError(
@@ -396,14 +508,27 @@ class ModelRegistry(SqlStore):
                     failures,
                 )
             current = conn.execute(
-                select(S.aliases.c.model_pk).where(S.aliases.c.name == name, S.aliases.c.alias == alias).with_for_update()
+                select(S.aliases.c.model_pk)
+                .where(S.aliases.c.name == name, S.aliases.c.alias == alias)
+                .with_for_update()
             ).scalar()
             if current != row.model_pk:
-                previous = None if current is None else conn.execute(select(S.models.c.version).where(S.models.c.model_pk == current)).scalar()
+                previous = (
+                    None
+                    if current is None
+                    else conn.execute(select(S.models.c.version).where(S.models.c.model_pk == current)).scalar()
+                )
                 self._move_alias(conn, name, alias, row.model_pk, exists=current is not None)
                 self._log(
-                    conn, name, alias, "promote", None if previous is None else model_id_of(name, previous), target,
-                    forced=force, reason=reason, details={"gate_failures": failures} if failures else None,
+                    conn,
+                    name,
+                    alias,
+                    "promote",
+                    None if previous is None else model_id_of(name, previous),
+                    target,
+                    forced=force,
+                    reason=reason,
+                    details={"gate_failures": failures} if failures else None,
                 )
             return self._records(conn, [row])[0]
 
@@ -426,11 +551,15 @@ class ModelRegistry(SqlStore):
             rows = self._require_name(conn, name)
             by_id = {model_id_of(r.name, r.version): r for r in rows}
             events = conn.execute(
-                select(S.history).where(S.history.c.name == name, S.history.c.alias == alias).order_by(S.history.c.event_id)
+                select(S.history)
+                .where(S.history.c.name == name, S.history.c.alias == alias)
+                .order_by(S.history.c.event_id)
             ).all()
             stack = S.replay_alias(events)
             current_pk = conn.execute(
-                select(S.aliases.c.model_pk).where(S.aliases.c.name == name, S.aliases.c.alias == alias).with_for_update()
+                select(S.aliases.c.model_pk)
+                .where(S.aliases.c.name == name, S.aliases.c.alias == alias)
+                .with_for_update()
             ).scalar()
             current = next((mid for mid, r in by_id.items() if r.model_pk == current_pk), None)
             if stack and stack[-1] == current:
@@ -439,7 +568,10 @@ class ModelRegistry(SqlStore):
                 stack.pop()
             if not stack:
                 what = f"{current} is its first holder" if current else "it has no earlier holder"
-                raise RegistryError(f"nothing to roll back to: alias {alias!r} of model {name!r} — {what} (history({name!r}, {alias!r}) shows its moves)")
+                raise RegistryError(
+                    f"nothing to roll back to: alias {alias!r} of model {name!r} — {what} (history({name!r}, "
+                    f"{alias!r}) shows its moves)"
+                )
             target = by_id[stack[-1]]
             self._move_alias(conn, name, alias, target.model_pk, exists=current_pk is not None)
             self._log(conn, name, alias, "rollback", current, stack[-1], forced=False, reason=reason)
@@ -462,7 +594,9 @@ class ModelRegistry(SqlStore):
             conn.execute(delete(S.aliases).where(S.aliases.c.model_pk == row.model_pk))
             for alias in held or [None]:
                 self._log(conn, name, alias, "archive", target, None, forced=False, reason=reason)
-            return self._records(conn, conn.execute(select(S.models).where(S.models.c.model_pk == row.model_pk)).all())[0]
+            return self._records(conn, conn.execute(select(S.models).where(S.models.c.model_pk == row.model_pk)).all())[
+                0
+            ]
 
         return self._write(retire, what="archive in")
 
@@ -476,16 +610,35 @@ class ModelRegistry(SqlStore):
 
     @staticmethod
     def _log(
-        conn: Connection, name: str, alias: str | None, action: str, from_model: str | None, to_model: str | None,
-        *, forced: bool, reason: str | None, details: dict[str, Any] | None = None,
+        conn: Connection,
+        name: str,
+        alias: str | None,
+        action: str,
+        from_model: str | None,
+        to_model: str | None,
+        *,
+        forced: bool,
+        reason: str | None,
+        details: dict[str, Any] | None = None,
     ) -> None:
-        conn.execute(insert(S.history).values(
-            name=name, alias=alias, action=action, from_model=from_model, to_model=to_model, forced=bool(forced),
-            reason=reason, details_json=dumps_json(details), time=time.time(),
-        ))
+        conn.execute(
+            insert(S.history).values(
+                name=name,
+                alias=alias,
+                action=action,
+                from_model=from_model,
+                to_model=to_model,
+                forced=bool(forced),
+                reason=reason,
+                details_json=dumps_json(details),
+                time=time.time(),
+            )
+        )
 
     # -- reading ---------------------------------------------------------------------------------------
-    def get_model(self, name: str | None = None, version: str | None = None, tag: str | None = None, alias: str | None = None) -> ModelRecord:
+    def get_model(
+        self, name: str | None = None, version: str | None = None, tag: str | None = None, alias: str | None = None
+    ) -> ModelRecord:
         """Find one registered version.
 
         * ``name`` + ``version``: that version (archived ones too).
@@ -503,7 +656,9 @@ class ModelRegistry(SqlStore):
             RegistryValueError: the query is ambiguous or malformed.
         """
         if name is None and version is None and tag is None and alias is None:
-            raise RegistryValueError("get_model needs name=, version=, tag= or alias= (list_models() shows what is registered)")
+            raise RegistryValueError(
+                "get_model needs name=, version=, tag= or alias= (list_models() shows what is registered)"
+            )
         if version is not None and (tag is not None or alias is not None):
             raise RegistryValueError("give version= or tag=/alias=, not both: a version names one model already")
         if tag is not None and alias is not None and tag != alias:
@@ -520,15 +675,27 @@ class ModelRegistry(SqlStore):
                 rows = conn.execute(select(S.models).where(S.models.c.version == version)).all()
                 return self._records(conn, [self._one(conn, rows, f"version {version!r}", "version")])[0]
             assert label is not None  # both label-free queries returned above
-            holders = select(S.models).join(S.aliases, S.aliases.c.model_pk == S.models.c.model_pk).where(S.aliases.c.alias == label)
+            holders = (
+                select(S.models)
+                .join(S.aliases, S.aliases.c.model_pk == S.models.c.model_pk)
+                .where(S.aliases.c.alias == label)
+            )
             if name is not None:
                 holders = holders.where(S.models.c.name == name)
             rows = conn.execute(holders).all()
             if rows or tag is None:
                 if not rows:
-                    return self._records(conn, [self._find_row(conn, name, None, label)])[0] if name else self._none_with(conn, label, "alias")
+                    return (
+                        self._records(conn, [self._find_row(conn, name, None, label)])[0]
+                        if name
+                        else self._none_with(conn, label, "alias")
+                    )
                 return self._records(conn, [self._one(conn, rows, f"alias {label!r}", "alias")])[0]
-            tagged = select(S.models).join(S.tags, S.tags.c.model_pk == S.models.c.model_pk).where(S.tags.c.tag == label, S.models.c.status == _ACTIVE)
+            tagged = (
+                select(S.models)
+                .join(S.tags, S.tags.c.model_pk == S.models.c.model_pk)
+                .where(S.tags.c.tag == label, S.models.c.status == _ACTIVE)
+            )
             if name is not None:
                 tagged = tagged.where(S.models.c.name == name)
             rows = conn.execute(tagged).all()
@@ -538,7 +705,10 @@ class ModelRegistry(SqlStore):
                 return self._none_with(conn, label, "tag", name)
             names = sorted({r.name for r in rows})
             if len(names) > 1:
-                raise RegistryValueError(f"tag {label!r} is carried by several models ({', '.join(names)}); say which: get_model(name=..., tag={label!r})")
+                raise RegistryValueError(
+                    f"tag {label!r} is carried by several models ({', '.join(names)}); say which: get_model(name=..., "
+                    f"tag={label!r})"
+                )
             return self._records(conn, [max(rows, key=lambda r: version_key(r.version))])[0]
 
         return self._read(find)
@@ -548,18 +718,36 @@ class ModelRegistry(SqlStore):
             return rows[0]
         if not rows:
             names = self._names(conn)
-            listing = ", ".join(f"{n} ({', '.join(r.version for r in reversed(self._rows_of(conn, n)))})" for n in names) or "nothing"
+            listing = (
+                ", ".join(f"{n} ({', '.join(r.version for r in reversed(self._rows_of(conn, n)))})" for n in names)
+                or "nothing"
+            )
             raise ModelNotFoundError(f"no model has {what} — registered: {listing}")
         names = sorted(r.name for r in rows)
-        raise RegistryValueError(f"{what} belongs to several models ({', '.join(names)}); say which: get_model(name=..., {kw}=...)")
+        raise RegistryValueError(
+            f"{what} belongs to several models ({', '.join(names)}); say which: get_model(name=..., {kw}=...)"
+        )
 
     def _none_with(self, conn: Connection, label: str, kind: str, name: str | None = None) -> ModelRecord:
         scope = S.models.c.name == name if name is not None else true()
-        held = sorted(set(conn.execute(select(S.aliases.c.alias).join(S.models, S.models.c.model_pk == S.aliases.c.model_pk).where(scope)).scalars()))
-        tag_names = sorted(set(conn.execute(select(S.tags.c.tag).join(S.models, S.models.c.model_pk == S.tags.c.model_pk).where(scope)).scalars()))
+        held = sorted(
+            set(
+                conn.execute(
+                    select(S.aliases.c.alias).join(S.models, S.models.c.model_pk == S.aliases.c.model_pk).where(scope)
+                ).scalars()
+            )
+        )
+        tag_names = sorted(
+            set(
+                conn.execute(
+                    select(S.tags.c.tag).join(S.models, S.models.c.model_pk == S.tags.c.model_pk).where(scope)
+                ).scalars()
+            )
+        )
         where = f" of model {name!r}" if name else ""
         raise ModelNotFoundError(
-            f"no {'alias or tag' if kind == 'tag' else 'alias'} {label!r}{where}{did_you_mean(label, held + tag_names)} — "
+            f"no {'alias or tag' if kind == 'tag' else 'alias'} "
+            f"{label!r}{where}{did_you_mean(label, held + tag_names)} — "
             f"aliases: {', '.join(held) or 'none'}; tags: {', '.join(tag_names) or 'none'}"
         )
 
@@ -567,9 +755,12 @@ class ModelRegistry(SqlStore):
         """The record a reference names: ``"name:version"``, ``"name@alias"`` or ``"name"`` (newest active).
 
         Example:
-            >>> import tempfile, torch; f = f"{tempfile.mkdtemp()}/w.pt"; torch.save({"w": torch.ones(1)}, f)
+            >>> import tempfile, torch
+            >>> f = f"{tempfile.mkdtemp()}/w.pt"
+            >>> torch.save({"w": torch.ones(1)}, f)
             >>> reg = ModelRegistry(":memory:")
-            >>> _ = reg.register_model("m", "1.9.0", f, copy_artifact=False); _ = reg.register_model("m", "1.10.0", f, copy_artifact=False)
+            >>> _ = reg.register_model("m", "1.9.0", f, copy_artifact=False)
+            >>> _ = reg.register_model("m", "1.10.0", f, copy_artifact=False)
             >>> reg.resolve("m").version, reg.resolve("m:1.9.0").version
             ('1.10.0', '1.9.0')
         """
@@ -613,13 +804,18 @@ class ModelRegistry(SqlStore):
                 q = q.where(S.history.c.alias == alias)
             return [
                 {
-                    "event_id": e.event_id, "name": e.name, "alias": e.alias, "action": e.action, "from_model": e.from_model,
-                    "to_model": e.to_model, "forced": bool(e.forced), "reason": e.reason,
-                    "details": json.loads(e.details_json) if e.details_json else None, "time": iso_time(e.time),
+                    "event_id": e.event_id,
+                    "name": e.name,
+                    "alias": e.alias,
+                    "action": e.action,
+                    "from_model": e.from_model,
+                    "to_model": e.to_model,
+                    "forced": bool(e.forced),
+                    "reason": e.reason,
+                    "details": json.loads(e.details_json) if e.details_json else None,
+                    "time": iso_time(e.time),
                 }
                 for e in conn.execute(q.order_by(S.history.c.event_id))
             ]
 
         return self._read(fetch)
-
-

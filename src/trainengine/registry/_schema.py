@@ -103,10 +103,14 @@ def replay_alias(events: Iterable[Any]) -> list[str]:
 
     Example:
         >>> from types import SimpleNamespace as E
-        >>> replay_alias([E(action="promote", from_model=None, to_model="m:1.0.0"),
-        ...               E(action="promote", from_model="m:1.0.0", to_model="m:2.0.0"),
-        ...               E(action="promote", from_model="m:2.0.0", to_model="m:3.0.0"),
-        ...               E(action="rollback", from_model="m:3.0.0", to_model="m:2.0.0")])
+        >>> replay_alias(
+        ...     [
+        ...         E(action="promote", from_model=None, to_model="m:1.0.0"),
+        ...         E(action="promote", from_model="m:1.0.0", to_model="m:2.0.0"),
+        ...         E(action="promote", from_model="m:2.0.0", to_model="m:3.0.0"),
+        ...         E(action="rollback", from_model="m:3.0.0", to_model="m:2.0.0"),
+        ...     ]
+        ... )
         ['m:1.0.0', 'm:2.0.0']
     """
     stack: list[str] = []

@@ -7,7 +7,7 @@ import difflib
 import json
 import math
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
 
@@ -15,13 +15,19 @@ from trainengine.registry._errors import RegistryValueError
 from trainengine.registry._refs import check_name
 
 __all__ = [
-    "iso_time", "dumps_json", "check_metrics", "check_tags", "check_task_type", "check_source_task",
-    "spec_from_model_config", "did_you_mean",
+    "iso_time",
+    "dumps_json",
+    "check_metrics",
+    "check_tags",
+    "check_task_type",
+    "check_source_task",
+    "spec_from_model_config",
+    "did_you_mean",
 ]
 
 
 def iso_time(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
 
 
 def _json_default(obj: Any) -> Any:
@@ -43,7 +49,9 @@ def check_metrics(metrics: Any) -> dict[str, float] | None:
     if metrics is None:
         return None
     if not isinstance(metrics, Mapping):
-        raise RegistryValueError(f"metrics must be a dict of name -> number, e.g. {{'val_loss': 0.38}}; got {type(metrics).__name__}")
+        raise RegistryValueError(
+            f"metrics must be a dict of name -> number, e.g. {{'val_loss': 0.38}}; got {type(metrics).__name__}"
+        )
     out = {}
     for name, value in metrics.items():
         if not isinstance(name, str) or not name.strip():
@@ -55,7 +63,9 @@ def check_metrics(metrics: Any) -> dict[str, float] | None:
             except (TypeError, ValueError, RuntimeError):
                 number = None
         if number is None or not math.isfinite(number):
-            raise RegistryValueError(f"metric {name!r} must be a finite number, got {value!r}; registered metrics feed promotion gates")
+            raise RegistryValueError(
+                f"metric {name!r} must be a finite number, got {value!r}; registered metrics feed promotion gates"
+            )
         out[name] = number
     return out
 
@@ -88,10 +98,18 @@ def spec_from_model_config(model_config: Any) -> dict[str, Any] | None:
 
     if isinstance(model_config, GPTConfig):
         return {"architecture": "gpt", "kwargs": json.loads(json.dumps(dataclasses.asdict(model_config)))}
-    if isinstance(model_config, Mapping) and isinstance(model_config.get("architecture"), str) and isinstance(model_config.get("kwargs", {}), Mapping):
-        return {"architecture": model_config["architecture"], "kwargs": json.loads(json.dumps(dict(model_config.get("kwargs") or {}), default=_json_default))}
+    if (
+        isinstance(model_config, Mapping)
+        and isinstance(model_config.get("architecture"), str)
+        and isinstance(model_config.get("kwargs", {}), Mapping)
+    ):
+        return {
+            "architecture": model_config["architecture"],
+            "kwargs": json.loads(json.dumps(dict(model_config.get("kwargs") or {}), default=_json_default)),
+        }
     raise RegistryValueError(
-        f"model_config must be a GPTConfig or a model spec {{'architecture': <registered name>, 'kwargs': {{...}}}}; got {model_config!r}"
+        f"model_config must be a GPTConfig or a model spec {{'architecture': <registered name>, 'kwargs': {{...}}}}; "
+        f"got {model_config!r}"
     )
 
 

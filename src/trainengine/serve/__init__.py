@@ -7,10 +7,10 @@ copied into every bundle as ``inference.py`` and the app as ``server.py``, so a 
 itself without trainengine installed.
 
 Example:
-    >>> from fastapi.testclient import TestClient                               # doctest: +SKIP
+    >>> from fastapi.testclient import TestClient  # doctest: +SKIP
     >>> from trainengine.serve import create_app
-    >>> client = TestClient(create_app("exports/digits_20261122_054000"))       # doctest: +SKIP
-    >>> client.post("/predict", json={"inputs": [[0.0] * 64]}).json()           # doctest: +SKIP
+    >>> client = TestClient(create_app("exports/digits_20261122_054000"))  # doctest: +SKIP
+    >>> client.post("/predict", json={"inputs": [[0.0] * 64]}).json()  # doctest: +SKIP
     {'predictions': [{'class': 1, 'probabilities': [...]}], 'model': 'digits', 'version': 'unversioned'}
 """
 
@@ -55,15 +55,16 @@ def create_app(bundle_dir: str | os.PathLike[str], **options: Any) -> Any:
 
     Options: ``runtime`` ("onnx" | "torch"), ``api_key``, ``max_body_bytes``, ``max_batch``,
     ``torch_predictor``, ``model_file``, ``drift_window``, ``drift_interval_s``,
-    ``drift_min_examples``.
+    ``drift_min_examples``, ``max_request_tokens``, ``max_batch_tokens``, ``request_timeout_s``.
 
     Raises:
         MissingExtraError: fastapi / prometheus_client are not installed (``pip install trainengine[serve]``).
     """
     try:
+        import fastapi  # noqa: F401 - imported to report a missing extra clearly
+        import prometheus_client  # noqa: F401 - imported to report a missing extra clearly
+
         from trainengine.serve._app import create_app as _create_app
-        import fastapi  # noqa: F401
-        import prometheus_client  # noqa: F401
     except ImportError as exc:
         raise _fastapi_missing(exc) from exc
     return _create_app(bundle_dir, **options)
@@ -89,15 +90,24 @@ def serve(
         api_key_env: Name of the environment variable holding the API key (none: no key).
         workers: uvicorn worker processes; metrics are aggregated across them.
         **options: ``model_file``, ``max_body_bytes``, ``max_batch``, ``log_level``,
-            ``torch_predictor``.
+            ``torch_predictor``, ``max_request_tokens``, ``max_batch_tokens``, ``request_timeout_s``.
 
     Example:
-        >>> serve("exports/digits_20261122_054000", port=8080)   # doctest: +SKIP
+        >>> serve("exports/digits_20261122_054000", port=8080)  # doctest: +SKIP
     """
     try:
+        import fastapi  # noqa: F401 - imported to report a missing extra clearly
+        import uvicorn  # noqa: F401 - imported to report a missing extra clearly
+
         from trainengine.serve._app import run_server
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
     except ImportError as exc:
         raise _fastapi_missing(exc) from exc
-    run_server(bundle_dir, host=host, port=port, runtime=runtime, api_key_env=api_key_env, workers=workers, **options)  # type: ignore[arg-type]
+    run_server(
+        bundle_dir,
+        host=host,
+        port=port,
+        runtime=runtime,  # type: ignore[arg-type]  # run_server checks it
+        api_key_env=api_key_env,
+        workers=workers,
+        **options,
+    )

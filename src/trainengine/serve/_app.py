@@ -12,7 +12,11 @@ Endpoints:
 * ``POST /predict`` — body ``{"inputs": [example, ...]}``; answers ``{"predictions": [...],
   "model": name, "version": version}``. A wrong shape or type is a 422 whose ``detail`` names
   the field (``inputs[3]: expected shape [64], got [63]``); a body over ``max_body_bytes`` is a
-  413 (checked on Content-Length and on the bytes actually read); bad JSON is a 400.
+  413 (checked on Content-Length and on the bytes actually read); bad JSON is a 400. Language
+  models: more than ``max_request_tokens`` tokens is a 413; the model runs on chunks of at most
+  ``max_batch_tokens`` tokens, and a request still computing after ``request_timeout_s`` is
+  abandoned with a 503 (``Retry-After``). A client that disconnects (mid-upload or while its
+  request computes) stops the work and is counted with status 499, not as a server error.
 * ``GET /health`` — name, version, the bundle's content hash, uptime, runtime; never needs a key.
 * ``GET /metrics`` — Prometheus text: requests by endpoint and status, latency and batch-size
   histograms, the prediction distribution, and the drift score of the last ``drift_window``
@@ -21,16 +25,22 @@ Endpoints:
 With an API key, every endpoint but ``/health`` needs ``X-API-Key: <key>`` or
 ``Authorization: Bearer <key>`` (401 otherwise). Parsing, validation and inference run in a
 thread pool, never on the event loop.
+
+Why one module of this length: this file is copied verbatim into every bundle as server.py, so it
+must stand alone: the app, its limits, metrics and CLI entry cannot be split into package modules.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request),
 # which are imported inside create_app so that importing this module does not need fastapi.
 import argparse
 import asyncio
+import ctypes
+import gc
 import hmac
 import ipaddress
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -48,6 +58,7 @@ if __package__:  # trainengine.serve._app
         BundleError,
         DriftWindow,
         InputError,
+        LimitError,
         OnnxPredictor,
         Predictor,
         load_bundle,
@@ -55,13 +66,23 @@ if __package__:  # trainengine.serve._app
 else:  # a bundle's server.py: the sibling inference.py is the runtime it was exported with
     sys.dont_write_bytecode = True  # no __pycache__ inside the bundle's folder
     try:
-        from inference import Bundle, BundleError, DriftWindow, InputError, OnnxPredictor, Predictor, load_bundle
-    except ImportError:  # server.py copied alone: fall back to an installed trainengine
-        from trainengine.serve._runtime import (  # type: ignore[no-redef]
+        from inference import (  # type: ignore[no-redef]  # mypy sees both runtimes; one is imported
             Bundle,
             BundleError,
             DriftWindow,
             InputError,
+            LimitError,
+            OnnxPredictor,
+            Predictor,
+            load_bundle,
+        )
+    except ImportError:  # server.py copied alone: fall back to an installed trainengine
+        from trainengine.serve._runtime import (
+            Bundle,
+            BundleError,
+            DriftWindow,
+            InputError,
+            LimitError,
             OnnxPredictor,
             Predictor,
             load_bundle,
@@ -77,8 +98,18 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 _VALUE_BUCKETS = (-1000.0, -100.0, -10.0, -3.0, -1.0, -0.3, -0.1, 0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1000.0)
 _PROB_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 _MAX_CLASS_LABELS = 1000  # classes pre-registered as label values (bounded label cardinality)
+# Work limits of a language-model request (create_app's arguments, else monitoring.json, else these).
+DEFAULT_MAX_REQUEST_TOKENS = 65_536
+DEFAULT_MAX_BATCH_TOKENS = 8_192  # raised to fit one full-context example of the model
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
+CLIENT_CLOSED = 499  # nginx's "client closed request": counted apart from the 5xx server errors
+_RELEASE_AFTER_BYTES = 256 * 1024  # bodies at least this large hand freed memory back to the OS
 
 log = logging.getLogger("trainengine.serve")
+
+
+class _Abandoned(Exception):
+    """Raised in the worker thread between model calls: the deadline passed or the client left."""
 
 
 class _ClientError(Exception):
@@ -96,9 +127,7 @@ class _Metrics:
     """The server's Prometheus metrics, on a registry of its own (apps in one process never clash)."""
 
     def __init__(self, bundle: Bundle, runtime: str, max_batch: int, drift_threshold: float | None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        from prometheus_client import values
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
         # Multiprocess mode (uvicorn workers): prometheus_client picked file-backed values at import
         # because PROMETHEUS_MULTIPROC_DIR was set; only then do the files hold this app's numbers.
@@ -107,15 +136,26 @@ class _Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "trainengine_serve_requests", "HTTP requests by endpoint and status code.", ["endpoint", "status"], registry=r
+            "trainengine_serve_requests",
+            "HTTP requests by endpoint and status code.",
+            ["endpoint", "status"],
+            registry=r,
         )
         self.latency = Histogram(
-            "trainengine_serve_request_latency_seconds", "Request latency (seconds) by endpoint.", ["endpoint"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "trainengine_serve_request_latency_seconds",
+            "Request latency (seconds) by endpoint.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
-        batch_buckets = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if b < max_batch] + [max_batch]
+        batch_buckets = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if b < max_batch] + [
+            max_batch
+        ]
         self.batch_size = Histogram(
-            "trainengine_serve_batch_size", "Examples per successful /predict request.", buckets=batch_buckets, registry=r
+            "trainengine_serve_batch_size",
+            "Examples per successful /predict request.",
+            buckets=batch_buckets,
+            registry=r,
         )
         self.task_type = bundle.task_type
         self.classes = None
@@ -133,38 +173,53 @@ class _Metrics:
             label_hist = (bundle.reference_profile or {}).get("label_histogram") or {}
             scaling = bundle.manifest.get("target_scaling") or {"mean": 0.0, "std": 1.0}
             # The profile holds the targets as trained (standardised); predictions are served un-scaled.
-            edges = sorted({float(e) * float(scaling["std"]) + float(scaling["mean"]) for e in label_hist.get("edges") or []})
+            edges = sorted(
+                {float(e) * float(scaling["std"]) + float(scaling["mean"]) for e in label_hist.get("edges") or []}
+            )
             self.values = Histogram(
                 "trainengine_serve_prediction_value",
                 "Predicted values (buckets: the training targets' histogram edges when known).",
-                buckets=edges if len(edges) >= 2 else _VALUE_BUCKETS, registry=r,
+                buckets=edges if len(edges) >= 2 else _VALUE_BUCKETS,
+                registry=r,
             )
         else:
             self.next_token_probability = Histogram(
-                "trainengine_serve_next_token_probability", "Probability of the predicted next token.",
-                buckets=_PROB_BUCKETS, registry=r,
+                "trainengine_serve_next_token_probability",
+                "Probability of the predicted next token.",
+                buckets=_PROB_BUCKETS,
+                registry=r,
             )
         # Workers each see part of the traffic: the scraped drift is the largest live worker's.
         self.drift_score = Gauge(
             "trainengine_serve_drift_score",
             "Jensen-Shannon divergence (base 2, mean over features) of the recent inputs against the "
             "bundle's reference profile; NaN until the window holds enough examples.",
-            registry=r, multiprocess_mode="livemax",
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.drift_score.set(float("nan"))
         self.drift_examples = Gauge(
-            "trainengine_serve_drift_window_examples", "Examples in the drift window.", registry=r,
+            "trainengine_serve_drift_window_examples",
+            "Examples in the drift window.",
+            registry=r,
             multiprocess_mode="livesum",
         )
         if drift_threshold is not None:
             Gauge(
-                "trainengine_serve_drift_threshold", "Drift score above which the inputs count as drifted (monitoring.json).",
-                registry=r, multiprocess_mode="livemax",
+                "trainengine_serve_drift_threshold",
+                "Drift score above which the inputs count as drifted (monitoring.json).",
+                registry=r,
+                multiprocess_mode="livemax",
             ).set(drift_threshold)
         Gauge(
-            "trainengine_serve_model_info", "The served model (value 1).", ["name", "version", "runtime", "artifact_sha256"],
-            registry=r, multiprocess_mode="livemax",
-        ).labels(name=bundle.name, version=bundle.version, runtime=runtime, artifact_sha256=bundle.content_sha256).set(1)
+            "trainengine_serve_model_info",
+            "The served model (value 1).",
+            ["name", "version", "runtime", "artifact_sha256"],
+            registry=r,
+            multiprocess_mode="livemax",
+        ).labels(name=bundle.name, version=bundle.version, runtime=runtime, artifact_sha256=bundle.content_sha256).set(
+            1
+        )
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status)).inc()
@@ -238,7 +293,7 @@ class _Drift:
             self.metrics.drift_examples.set(n)
             self.metrics.drift_score.set(float("nan") if score is None else score)
             self._seen, self._last = version, time.monotonic()
-        except Exception:  # noqa: BLE001 - a broken drift computation must not take the server down
+        except Exception:
             log.exception("drift computation failed")
             self._last = time.monotonic()
         finally:
@@ -253,13 +308,17 @@ def _header(scope: Mapping[str, Any], name: bytes) -> bytes | None:
     return None
 
 
-async def _send_json(send: Callable[..., Any], status: int, payload: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+async def _send_json(
+    send: Callable[..., Any], status: int, payload: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     body = json.dumps(payload).encode("utf-8")
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -299,8 +358,12 @@ class _Observe:
             if self.api_key is not None and path != "/health" and not self._authorized(scope, self.api_key):
                 status = 401
                 await _send_json(
-                    send, 401,
-                    {"detail": "missing or wrong API key; send the header 'X-API-Key: <key>' or 'Authorization: Bearer <key>'"},
+                    send,
+                    401,
+                    {
+                        "detail": "missing or wrong API key; send the header 'X-API-Key: <key>' or "
+                        "'Authorization: Bearer <key>'"
+                    },
                     [(b"www-authenticate", b"Bearer")],
                 )
                 return
@@ -318,7 +381,9 @@ async def _read_body(request: Any, limit: int) -> bytes:
         except ValueError:
             raise _ClientError(400, f"Content-Length {declared!r} is not an integer") from None
         if size > limit:
-            raise _ClientError(413, f"request body of {size} bytes exceeds the limit of {limit} bytes; send fewer examples per request")
+            raise _ClientError(
+                413, f"request body of {size} bytes exceeds the limit of {limit} bytes; send fewer examples per request"
+            )
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
@@ -326,6 +391,48 @@ async def _read_body(request: Any, limit: int) -> bytes:
             raise _ClientError(413, f"request body exceeds the limit of {limit} bytes; send fewer examples per request")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc only
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _load_malloc_trim() if sys.platform.startswith("linux") else None
+
+
+def _release_memory() -> None:
+    """Collect garbage and hand the freed heap back to the OS (glibc keeps it otherwise).
+
+    Called after a large request: without it, the resident memory of a server stays at the
+    high-water mark of its largest request.
+    """
+    gc.collect()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+async def _disconnected(request: Any) -> None:
+    """Return when the client closes the connection (the body has been read: nothing else arrives)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+        await asyncio.sleep(0.05)  # not expected after the body; never spin
+
+
+def _limit(name: str, given: Any, bundle: Bundle, default: float, kind: type) -> Any:
+    """A work limit: the argument, else the bundle's monitoring.json, else ``default``; validated."""
+    value, source = (given, name) if given is not None else (bundle.monitoring.get(name), f"monitoring.json's {name}")
+    if value is None:
+        return default
+    number = not isinstance(value, bool) and isinstance(value, int if kind is int else (int, float))
+    if not number or not math.isfinite(value) or value <= 0:
+        what = "an integer >= 1" if kind is int else "a positive number"
+        raise ValueError(f"cannot create the server: {source} must be {what}, got {value!r}")
+    return kind(value)
 
 
 def create_app(
@@ -340,6 +447,9 @@ def create_app(
     drift_window: int | None = None,
     drift_interval_s: float = 10.0,
     drift_min_examples: int = 100,
+    max_request_tokens: int | None = None,
+    max_batch_tokens: int | None = None,
+    request_timeout_s: float | None = None,
 ) -> Any:
     """Build the FastAPI app that serves one export bundle.
 
@@ -358,6 +468,15 @@ def create_app(
         drift_interval_s: Recompute the drift score in the background at most this often
             (a ``/metrics`` scrape recomputes it when new inputs arrived).
         drift_min_examples: The drift gauge is NaN until the window holds this many examples.
+        max_request_tokens: Language models: more tokens in one request (after cropping to the
+            model's context) get a 413 (default: ``monitoring.json``'s ``max_request_tokens``,
+            else 65,536).
+        max_batch_tokens: Language models: the model runs on chunks of at most this many tokens
+            (rows x widest context, the completion included); an example that alone needs more
+            gets a 413 (default: ``monitoring.json``, else 8,192 or one full context if larger).
+        request_timeout_s: A request still computing after this many seconds (from the moment its
+            body has been read) is abandoned between two model calls and answered 503 with
+            ``Retry-After`` (default: ``monitoring.json``'s ``request_timeout_s``, else 30).
 
     Returns:
         A ``fastapi.FastAPI`` application.
@@ -367,14 +486,15 @@ def create_app(
         ValueError: An unknown runtime or an out-of-range limit.
 
     Example:
-        >>> from fastapi.testclient import TestClient             # doctest: +SKIP
-        >>> client = TestClient(create_app("bundle/"))             # doctest: +SKIP
+        >>> from fastapi.testclient import TestClient  # doctest: +SKIP
+        >>> client = TestClient(create_app("bundle/"))  # doctest: +SKIP
         >>> client.post("/predict", json={"inputs": [[0.0] * 64]}).json()["predictions"][0]["class"]  # doctest: +SKIP
         0
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
 
     problems = []
     if runtime not in RUNTIMES:
@@ -402,6 +522,14 @@ def create_app(
             ) from exc
         predictor = TorchPredictor(bundle_dir)
     bundle = predictor.bundle
+    request_tokens = _limit("max_request_tokens", max_request_tokens, bundle, DEFAULT_MAX_REQUEST_TOKENS, int)
+    # By default one example of the model's full context always fits in a batch.
+    full_context = predictor.context_width(bundle.max_seq_len or 1)
+    batch_tokens = _limit(
+        "max_batch_tokens", max_batch_tokens, bundle, max(DEFAULT_MAX_BATCH_TOKENS, full_context), int
+    )
+    timeout_s = _limit("request_timeout_s", request_timeout_s, bundle, DEFAULT_REQUEST_TIMEOUT_S, float)
+    retry_after = str(math.ceil(timeout_s))
     threshold = bundle.monitoring.get("drift_threshold")
     metrics = _Metrics(bundle, runtime, max_batch, float(threshold) if isinstance(threshold, (int, float)) else None)
     window = None
@@ -416,7 +544,7 @@ def create_app(
     key = api_key.encode("utf-8") if api_key is not None else None
 
     @asynccontextmanager
-    async def lifespan(_app: Any):  # noqa: ANN202
+    async def lifespan(_app: Any):
         yield
         if metrics.multiprocess_dir is not None:
             from prometheus_client import multiprocess
@@ -434,18 +562,28 @@ def create_app(
     app.state.metrics = metrics
     app.state.drift = drift
 
-    def handle_predict(body: bytes) -> bytes:
+    def handle_predict(body: bytes, check: Callable[[], None]) -> bytes:
         # Runs in the thread pool: JSON parsing and validation scale with the body, inference with the batch.
+        try:
+            return predict_json(body, check)
+        finally:
+            if len(body) >= _RELEASE_AFTER_BYTES:
+                _release_memory()
+
+    def predict_json(body: bytes, check: Callable[[], None]) -> bytes:
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise _ClientError(400, f"request body is not valid JSON: {str(exc)[:200]}") from None
         if not isinstance(payload, dict) or "inputs" not in payload:
             got = "an object without it" if isinstance(payload, dict) else f"a JSON {type(payload).__name__}"
-            raise _ClientError(422, f"inputs: missing; send {{\"inputs\": [example, ...]}}, got {got}", "inputs")
+            raise _ClientError(422, f'inputs: missing; send {{"inputs": [example, ...]}}, got {got}', "inputs")
         try:
-            batch = predictor.preprocess(payload["inputs"], max_batch=max_batch)
-            predictions = predictor.predict_array(batch)
+            batch = predictor.preprocess(payload["inputs"], max_batch=max_batch, max_request_tokens=request_tokens)
+            del payload  # the parsed JSON can be far larger than the batch
+            predictions = predictor.predict_array(batch, max_batch_tokens=batch_tokens, check=check)
+        except LimitError as exc:
+            raise _ClientError(413, str(exc), exc.field) from None
         except InputError as exc:
             raise _ClientError(422, str(exc), exc.field) from None
         metrics.observe_predictions(predictions)
@@ -459,20 +597,59 @@ def create_app(
             content["field"] = exc.field
         return JSONResponse(content, status_code=exc.status)
 
+    def client_closed(when: str) -> Any:
+        # Nobody reads this response; its status is what the request metrics count.
+        log.warning("POST /predict: the client disconnected %s; counted as status %d", when, CLIENT_CLOSED)
+        return Response(status_code=CLIENT_CLOSED)
+
     @app.post("/predict")
-    async def predict(request: Request):  # noqa: ANN202 - returns a Response
+    async def predict(request: Request):
         try:
             body = await _read_body(request, max_body_bytes)
-            content = await run_in_threadpool(handle_predict, body)
         except _ClientError as exc:
             return error_response(exc)
+        except ClientDisconnect:
+            return client_closed("during the upload")
+        deadline = time.monotonic() + timeout_s
+        abandon = threading.Event()
+
+        def check() -> None:  # in the worker thread, before every model call
+            if abandon.is_set() or time.monotonic() > deadline:
+                raise _Abandoned
+
+        work = asyncio.ensure_future(run_in_threadpool(handle_predict, body, check))
+        left = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({work, left}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+        if not work.done():
+            abandon.set()  # the thread stops before its next model call
+            work.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved: no warning
+        try:
+            if left.done() and not left.cancelled() and left.exception() is None:
+                return client_closed("before its answer was ready")
+            if not work.done():
+                raise _Abandoned
+            content = work.result()
+        except _ClientError as exc:
+            return error_response(exc)
+        except _Abandoned:
+            return JSONResponse(
+                {
+                    "detail": f"the request did not finish within the compute limit of {timeout_s:g} s "
+                    "(request_timeout_s); send fewer or shorter examples, or retry later"
+                },
+                status_code=503,
+                headers={"retry-after": retry_after},
+            )
         if drift.due():
             # Off the request path: the response does not wait for the O(window) recomputation.
             asyncio.get_running_loop().run_in_executor(None, drift.refresh)
         return Response(content, media_type="application/json")
 
     @app.get("/health")
-    async def health():  # noqa: ANN202 - a plain JSON dict
+    async def health():
         return {
             "status": "ok",
             "name": bundle.name,
@@ -484,7 +661,7 @@ def create_app(
         }
 
     @app.get("/metrics")
-    async def metrics_endpoint():  # noqa: ANN202 - returns a Response
+    async def metrics_endpoint():
         from prometheus_client import CONTENT_TYPE_LATEST
 
         def render() -> bytes:
@@ -504,11 +681,17 @@ def _env_int(name: str, default: int) -> int:
     return default if raw in (None, "") else int(raw)
 
 
+def _env_number(name: str, kind: type) -> Any:
+    raw = os.environ.get(ENV_PREFIX + name)
+    return None if raw in (None, "") else kind(raw)
+
+
 def create_app_from_env() -> Any:
     """App factory for uvicorn worker processes: options come from ``TRAINENGINE_SERVE_*`` variables.
 
-    ``BUNDLE`` (required), ``RUNTIME``, ``MODEL_FILE``, ``MAX_BODY_BYTES``, ``MAX_BATCH`` and
-    ``API_KEY_ENV`` (the name of the variable that holds the key).
+    ``BUNDLE`` (required), ``RUNTIME``, ``MODEL_FILE``, ``MAX_BODY_BYTES``, ``MAX_BATCH``,
+    ``MAX_REQUEST_TOKENS``, ``MAX_BATCH_TOKENS``, ``REQUEST_TIMEOUT_S`` and ``API_KEY_ENV`` (the
+    name of the variable that holds the key).
     """
     bundle = os.environ.get(ENV_PREFIX + "BUNDLE")
     if not bundle:
@@ -516,11 +699,14 @@ def create_app_from_env() -> Any:
     key_env = os.environ.get(ENV_PREFIX + "API_KEY_ENV")
     return create_app(
         bundle,
-        runtime=os.environ.get(ENV_PREFIX + "RUNTIME", "onnx"),  # type: ignore[arg-type]
+        runtime=os.environ.get(ENV_PREFIX + "RUNTIME", "onnx"),  # type: ignore[arg-type]  # create_app checks it
         api_key=os.environ.get(key_env) if key_env else None,
         model_file=os.environ.get(ENV_PREFIX + "MODEL_FILE") or None,
         max_body_bytes=_env_int("MAX_BODY_BYTES", 1_048_576),
         max_batch=_env_int("MAX_BATCH", 1024),
+        max_request_tokens=_env_number("MAX_REQUEST_TOKENS", int),
+        max_batch_tokens=_env_number("MAX_BATCH_TOKENS", int),
+        request_timeout_s=_env_number("REQUEST_TIMEOUT_S", float),
     )
 
 
@@ -547,6 +733,9 @@ def run_server(
     max_batch: int = 1024,
     log_level: str = "info",
     torch_predictor: Predictor | None = None,
+    max_request_tokens: int | None = None,
+    max_batch_tokens: int | None = None,
+    request_timeout_s: float | None = None,
 ) -> None:
     """Serve a bundle with uvicorn until interrupted (blocks).
 
@@ -576,18 +765,32 @@ def run_server(
         )
     if workers == 1:
         app = create_app(
-            bundle_dir, runtime=runtime, api_key=api_key, model_file=model_file, max_body_bytes=max_body_bytes,
-            max_batch=max_batch, torch_predictor=torch_predictor,
+            bundle_dir,
+            runtime=runtime,
+            api_key=api_key,
+            model_file=model_file,
+            max_body_bytes=max_body_bytes,
+            max_batch=max_batch,
+            torch_predictor=torch_predictor,
+            max_request_tokens=max_request_tokens,
+            max_batch_tokens=max_batch_tokens,
+            request_timeout_s=request_timeout_s,
         )
         uvicorn.run(app, host=host, port=port, log_level=log_level)
         return
-    load_bundle(bundle_dir)  # fail here, once, rather than in every worker
+    loaded = load_bundle(bundle_dir)  # fail here, once, rather than in every worker
+    _limit("max_request_tokens", max_request_tokens, loaded, 0, int)
+    _limit("max_batch_tokens", max_batch_tokens, loaded, 0, int)
+    _limit("request_timeout_s", request_timeout_s, loaded, 0.0, float)
     options = {
         "BUNDLE": str(Path(bundle_dir).resolve()),
         "RUNTIME": runtime,
         "MODEL_FILE": model_file or "",
         "MAX_BODY_BYTES": str(max_body_bytes),
         "MAX_BATCH": str(max_batch),
+        "MAX_REQUEST_TOKENS": "" if max_request_tokens is None else str(max_request_tokens),
+        "MAX_BATCH_TOKENS": "" if max_batch_tokens is None else str(max_batch_tokens),
+        "REQUEST_TIMEOUT_S": "" if request_timeout_s is None else str(request_timeout_s),
         "API_KEY_ENV": api_key_env or "",
     }
     saved = {k: os.environ.get(k) for k in [ENV_PREFIX + k for k in options] + ["PROMETHEUS_MULTIPROC_DIR"]}
@@ -615,18 +818,31 @@ def run_server(
 def main(argv: list[str] | None = None) -> int:
     """``python server.py [--bundle DIR] [--host H] [--port P] [--api-key-env VAR] [--workers N] [--model FILE]``."""
     parser = argparse.ArgumentParser(description="Serve a trainengine export bundle over HTTP (ONNX Runtime).")
-    parser.add_argument("--bundle", default=str(Path(__file__).resolve().parent), help="bundle folder (default: this script's folder)")
+    parser.add_argument(
+        "--bundle", default=str(Path(__file__).resolve().parent), help="bundle folder (default: this script's folder)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--model", default=None, help="ONNX file of the bundle (default model.onnx)")
+    parser.add_argument("--max-request-tokens", type=int, default=None, help="language models: tokens per request")
+    parser.add_argument("--max-batch-tokens", type=int, default=None, help="language models: tokens per model call")
+    parser.add_argument("--request-timeout", type=float, default=None, help="seconds of compute per request")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     try:
         run_server(
-            args.bundle, host=args.host, port=args.port, api_key_env=args.api_key_env, workers=args.workers,
-            model_file=args.model, log_level=args.log_level,
+            args.bundle,
+            host=args.host,
+            port=args.port,
+            api_key_env=args.api_key_env,
+            workers=args.workers,
+            model_file=args.model,
+            log_level=args.log_level,
+            max_request_tokens=args.max_request_tokens,
+            max_batch_tokens=args.max_batch_tokens,
+            request_timeout_s=args.request_timeout,
         )
     except (BundleError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

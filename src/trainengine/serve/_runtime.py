@@ -44,6 +44,10 @@ Example:
     Traceback (most recent call last):
     ...
     InputError: inputs[0][1]: not a number, got str 'a'
+
+Why one module of this length: this file is copied verbatim into every bundle as inference.py and
+must run without trainengine, so verification, input checks, pre/post-processing, predictors and the
+drift window live in one standalone file.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ import abc
 import argparse
 import json
 import math
+import os
 import sys
 import threading
 from collections import deque
@@ -67,12 +72,13 @@ if __package__:  # trainengine.serve._runtime
     from trainengine._numeric import bin_vector, categorical_js, histogram_vector, js_divergence
 else:  # a bundle's inference.py: the export copied these two modules beside it
     sys.dont_write_bytecode = True  # no __pycache__ inside the bundle's folder
-    from _hashing import content_sha256, verify_bundle  # type: ignore[no-redef]
-    from _numeric import bin_vector, categorical_js, histogram_vector, js_divergence  # type: ignore[no-redef]
+    from _hashing import content_sha256, verify_bundle  # type: ignore[no-redef]  # the bundle's copy
+    from _numeric import bin_vector, categorical_js, histogram_vector, js_divergence  # type: ignore[no-redef]  # copy
 
 __all__ = [
     "BundleError",
     "InputError",
+    "LimitError",
     "Bundle",
     "load_bundle",
     "verify_bundle",
@@ -92,6 +98,7 @@ FORMAT_VERSION = 1  # newest manifest format this runtime reads
 MAX_NEW_TOKENS = 16  # greedy completion length of language-model predictions (the contract's)
 PAD = -1  # token padding in preprocessed batches; never a valid id, replaced by 0 for the model
 _MAX_PADDED_TOKENS = 4_000_000  # B * T bound of a padded token batch (32 MB of int64)
+_SHRINK_ARENA_AFTER = 4_096  # input elements of an onnxruntime call after which its arena is shrunk
 _NUMBER_TYPES = frozenset({int, float})  # bool is a subclass of int but not a number here
 
 
@@ -115,6 +122,23 @@ class InputError(ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}")
+
+
+class LimitError(InputError):
+    """A request asks for more work than a limit allows (the server answers 413); names the limit.
+
+    Attributes:
+        limit: The limit's name, e.g. ``"max_request_tokens"``.
+
+    Example:
+        >>> exc = LimitError("inputs", "5000 tokens exceed the limit of 4096", "max_request_tokens")
+        >>> isinstance(exc, InputError), exc.limit
+        (True, 'max_request_tokens')
+    """
+
+    def __init__(self, field: str, problem: str, limit: str) -> None:
+        super().__init__(field, problem)
+        self.limit = limit
 
 
 # ----------------------------------------------------------------------------- bundle
@@ -176,7 +200,7 @@ class Bundle:
         return _max_seq_len(self.manifest)
 
 
-def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Bundle:
+def load_bundle(bundle_dir: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
     """Read a bundle's manifest, task spec, reference profile and thresholds.
 
     Args:
@@ -319,7 +343,7 @@ def _preprocess_features(inputs: list[Any], manifest: Mapping[str, Any], dtype: 
         first = _shape_of(inputs[0])
         if len(first) != len(shape):
             raise InputError("inputs[0]", f"expected {len(shape)} dimension(s) {shape}, got shape {first}")
-        shape = [f if d is None else d for d, f in zip(shape, first)]
+        shape = [f if d is None else d for d, f in zip(shape, first, strict=True)]
     integer = dtype.kind in "iu"
     for i, example in enumerate(inputs):
         _check_numbers(example, shape, f"inputs[{i}]", integer)
@@ -346,18 +370,25 @@ def _preprocess_features(inputs: list[Any], manifest: Mapping[str, Any], dtype: 
         idx = tuple(np.argwhere(~finite)[0])
         original = float(wide[idx])
         problem = (
-            f"not finite ({original})" if not math.isfinite(original) else f"{original!r} is out of range for {dtype.name}"
+            f"not finite ({original})"
+            if not math.isfinite(original)
+            else f"{original!r} is out of range for {dtype.name}"
         )
         raise InputError(_index_path(idx), problem)
     return arr
 
 
 def _preprocess_tokens(
-    inputs: list[Any], manifest: Mapping[str, Any], task: Mapping[str, Any], dtype: np.dtype
+    inputs: list[Any],
+    manifest: Mapping[str, Any],
+    task: Mapping[str, Any],
+    dtype: np.dtype,
+    max_request_tokens: int | None = None,
 ) -> np.ndarray:
     vocab = _vocab_size(manifest, task)
     max_len = _max_seq_len(manifest)
     rows: list[np.ndarray] = []
+    total = 0
     for i, example in enumerate(inputs):
         path = f"inputs[{i}]"
         if isinstance(example, str):
@@ -365,7 +396,9 @@ def _preprocess_tokens(
             if ids.size == 0:
                 raise InputError(path, "empty text; send at least one character")
             if vocab is not None and ids.size and int(ids.max()) >= vocab:
-                raise InputError(path, f"the text's UTF-8 bytes go up to {int(ids.max())}, outside the vocabulary of {vocab} tokens")
+                raise InputError(
+                    path, f"the text's UTF-8 bytes go up to {int(ids.max())}, outside the vocabulary of {vocab} tokens"
+                )
         elif isinstance(example, list):
             if not example:
                 raise InputError(path, "empty token list; send at least one token id")
@@ -386,9 +419,20 @@ def _preprocess_tokens(
             raise InputError(path, f"expected a string or a list of token ids, got {_describe(example)}")
         # The model only ever sees its last max_seq_len tokens (as GPT.generate crops).
         rows.append(ids[-max_len:] if max_len is not None else ids)
+        total += rows[-1].size
+        if max_request_tokens is not None and total > max_request_tokens:
+            # Counted as the examples are read: a request far over the limit stops at the first excess.
+            raise LimitError(
+                "inputs",
+                f"the first {i + 1} of {len(inputs)} examples already hold {total} tokens, more than the limit of "
+                f"{max_request_tokens} tokens per request (max_request_tokens); send fewer or shorter texts",
+                "max_request_tokens",
+            )
     width = max(r.size for r in rows)
     if width * len(rows) > _MAX_PADDED_TOKENS:
-        raise InputError("inputs", f"{len(rows)} sequences padded to {width} tokens is too large; send shorter or fewer sequences")
+        raise InputError(
+            "inputs", f"{len(rows)} sequences padded to {width} tokens is too large; send shorter or fewer sequences"
+        )
     batch = np.full((len(rows), width), PAD, dtype=np.int64)
     for i, r in enumerate(rows):
         batch[i, : r.size] = r  # right padding: causal attention never looks at later positions
@@ -401,6 +445,7 @@ def preprocess(
     task: Mapping[str, Any],
     *,
     max_batch: int | None = None,
+    max_request_tokens: int | None = None,
 ) -> np.ndarray:
     """Validate JSON examples and stack them into the model's input array.
 
@@ -414,6 +459,8 @@ def preprocess(
         manifest: The bundle's manifest (``input.dtype`` and ``input.shape``).
         task: The bundle's task spec dict (``task_type``).
         max_batch: Refuse more examples than this.
+        max_request_tokens: Token inputs: refuse more tokens in all (after cropping to the
+            model's context) than this, with a :class:`LimitError`.
 
     Returns:
         The batch as a numpy array.
@@ -442,7 +489,7 @@ def preprocess(
         raise BundleError(f"manifest input dtype {spec.get('dtype')!r} is not a numpy dtype") from exc
     task_type = task.get("task_type") or manifest.get("task_type")
     if task_type == "language_modeling":
-        return _preprocess_tokens(inputs, manifest, task, dtype)
+        return _preprocess_tokens(inputs, manifest, task, dtype, max_request_tokens)
     return _preprocess_features(inputs, manifest, dtype)
 
 
@@ -512,12 +559,12 @@ def _complete(
     first = probs.argmax(axis=-1)  # (B,)
     generated = [[int(t)] if max_new_tokens > 0 else [] for t in first]
     for _ in range(max_new_tokens - 1):
-        contexts = [(p + g)[-max_seq_len:] if max_seq_len else p + g for p, g in zip(prompts, generated)]
+        contexts = [(p + g)[-max_seq_len:] if max_seq_len else p + g for p, g in zip(prompts, generated, strict=True)]
         batch, lens = _pad(contexts)
         out = forward(model_input(batch))  # (B, T, V)
         step = out[rows, lens - 1]  # (B, V)
         _check_finite_rows(step)
-        for g, t in zip(generated, step.argmax(axis=-1)):
+        for g, t in zip(generated, step.argmax(axis=-1), strict=True):
             g.append(int(t))
     return [
         {
@@ -582,7 +629,7 @@ def postprocess(
         return [{"values": row.tolist()} for row in flat]
     probs = _softmax(out.reshape(out.shape[0], -1))  # (B, C)
     classes = probs.argmax(axis=-1)
-    return [{"class": int(c), "probabilities": p.tolist()} for c, p in zip(classes, probs)]
+    return [{"class": int(c), "probabilities": p.tolist()} for c, p in zip(classes, probs, strict=True)]
 
 
 # ----------------------------------------------------------------------------- predictors
@@ -616,22 +663,92 @@ class Predictor(abc.ABC):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Run the model on a model-ready batch (token padding already replaced)."""
 
-    def preprocess(self, inputs: Any, *, max_batch: int | None = None) -> np.ndarray:
+    def preprocess(
+        self, inputs: Any, *, max_batch: int | None = None, max_request_tokens: int | None = None
+    ) -> np.ndarray:
         """:func:`preprocess` with this bundle's manifest and task."""
-        return preprocess(inputs, self.manifest, self.task, max_batch=max_batch)
+        return preprocess(inputs, self.manifest, self.task, max_batch=max_batch, max_request_tokens=max_request_tokens)
 
-    def predict_array(self, x: np.ndarray) -> list[dict[str, Any]]:
-        """Predictions for a preprocessed batch."""
-        logits = self.forward(model_input(x) if self._tokens else x)
-        return postprocess(
-            logits,
-            self.task,
-            tokens=x if self._tokens else None,
-            forward=self.forward,
-            max_new_tokens=self.max_new_tokens,
-            max_seq_len=self.bundle.max_seq_len,
-            target_scaling=self.manifest.get("target_scaling"),
-        )
+    def context_width(self, prompt_tokens: int) -> int:
+        """The widest context a prompt of this many tokens reaches while its completion is generated."""
+        grown = prompt_tokens + max(self.max_new_tokens - 1, 0)
+        max_len = self.bundle.max_seq_len
+        return min(grown, max(max_len, prompt_tokens)) if max_len is not None else grown
+
+    def predict_array(
+        self,
+        x: np.ndarray,
+        *,
+        max_batch_tokens: int | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Predictions for a preprocessed batch.
+
+        Args:
+            x: A batch from :meth:`preprocess`.
+            max_batch_tokens: Token inputs: run the model on chunks of examples of at most this
+                many tokens each (rows x the widest context of the chunk, completion included),
+                grouped by length so that little padding is computed; answers keep the request's
+                order. ``None``: the whole batch at once.
+            check: Called before every model call; raising there abandons the work (a deadline
+                passed, the client left). A running model call cannot be interrupted, so this is
+                how a server bounds the work of one request.
+
+        Raises:
+            LimitError: One example alone needs more than ``max_batch_tokens``.
+        """
+        if not self._tokens:
+            if check is not None:
+                check()
+            return postprocess(self.forward(x), self.task, target_scaling=self.manifest.get("target_scaling"))
+        forward: Callable[[np.ndarray], np.ndarray] = self.forward
+        if check is not None:
+
+            def checked(batch: np.ndarray) -> np.ndarray:
+                check()
+                return self.forward(batch)
+
+            forward = checked
+
+        lengths = (x != PAD).sum(axis=1)  # (B,) right padding: the real tokens come first
+        if max_batch_tokens is None:
+            chunks = [np.arange(len(x))]
+        else:
+            chunks = self._token_chunks(lengths, max_batch_tokens)
+        out: list[dict[str, Any]] = [{}] * len(x)
+        for rows in chunks:
+            tokens = x[rows, : int(lengths[rows].max())]  # (b, widest prompt of the chunk)
+            predictions = postprocess(
+                forward(model_input(tokens)),
+                self.task,
+                tokens=tokens,
+                forward=forward,
+                max_new_tokens=self.max_new_tokens,
+                max_seq_len=self.bundle.max_seq_len,
+            )
+            for i, prediction in zip(rows.tolist(), predictions, strict=True):
+                out[i] = prediction
+        return out
+
+    def _token_chunks(self, lengths: np.ndarray, max_batch_tokens: int) -> list[np.ndarray]:
+        """Row indices per chunk: shortest prompts first, each chunk within ``max_batch_tokens``."""
+        chunks: list[np.ndarray] = []
+        current: list[int] = []
+        for i in np.argsort(lengths, kind="stable").tolist():
+            width = self.context_width(int(lengths[i]))  # the widest row so far: lengths ascend
+            if width > max_batch_tokens:
+                raise LimitError(
+                    f"inputs[{i}]",
+                    f"{int(lengths[i])} tokens grow to {width} with the {self.max_new_tokens}-token completion, more "
+                    f"than the limit of {max_batch_tokens} tokens per batch (max_batch_tokens); send a shorter text",
+                    "max_batch_tokens",
+                )
+            if current and (len(current) + 1) * width > max_batch_tokens:
+                chunks.append(np.asarray(current))
+                current = []
+            current.append(i)
+        chunks.append(np.asarray(current))
+        return chunks
 
     def predict(self, inputs: Any) -> list[dict[str, Any]]:
         """Predictions for a list of JSON examples.
@@ -656,8 +773,8 @@ class OnnxPredictor(Predictor):
         BundleError: The bundle fails verification or has no such model file.
 
     Example:
-        >>> predictor = OnnxPredictor("bundle/")                    # doctest: +SKIP
-        >>> predictor.predict([[0.0] * 64])[0]["class"]             # doctest: +SKIP
+        >>> predictor = OnnxPredictor("bundle/")  # doctest: +SKIP
+        >>> predictor.predict([[0.0] * 64])[0]["class"]  # doctest: +SKIP
         3
     """
 
@@ -665,7 +782,7 @@ class OnnxPredictor(Predictor):
 
     def __init__(
         self,
-        bundle_dir: str | Path,
+        bundle_dir: str | os.PathLike[str],
         model_file: str | None = None,
         *,
         num_threads: int | None = None,
@@ -695,14 +812,19 @@ class OnnxPredictor(Predictor):
             self.session = ort.InferenceSession(
                 str(self.bundle.path / self.model_file), options, providers=["CPUExecutionProvider"]
             )
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as exc:
             raise BundleError(f"onnxruntime cannot load {self.model_file} of {self.bundle.path}: {exc}") from exc
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+        # onnxruntime's CPU arena keeps the high-water mark of its largest call; after a large one,
+        # hand the unused part back (small calls keep the arena: re-allocating would cost time).
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Run the ONNX model (thread-safe: one session serves concurrent calls)."""
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+        options = self._shrink if x.size >= _SHRINK_ARENA_AFTER else None
+        return self.session.run([self.output_name], {self.input_name: x}, options)[0]
 
 
 # ----------------------------------------------------------------------------- drift
@@ -742,11 +864,17 @@ def drift_divergences(reference: Mapping[str, Any], current: np.ndarray | Sequen
             raise ValueError("drift needs at least one example")
         tokens = np.concatenate(rows).astype(np.int64)
         uniq, counts = np.unique(tokens, return_counts=True)
-        out = {"token_ids": categorical_js(reference.get("token_counts") or {}, {str(int(u)): int(c) for u, c in zip(uniq, counts)})}
+        out = {
+            "token_ids": categorical_js(
+                reference.get("token_counts") or {}, {str(int(u)): int(c) for u, c in zip(uniq, counts, strict=True)}
+            )
+        }
         seq = reference.get("sequence_length")
         if seq:
             lengths = np.array([r.size for r in rows], dtype=np.float64)
-            out["sequence_length"] = js_divergence(histogram_vector(seq), bin_vector(lengths, np.asarray(seq["edges"], dtype=np.float64)))
+            out["sequence_length"] = js_divergence(
+                histogram_vector(seq), bin_vector(lengths, np.asarray(seq["edges"], dtype=np.float64))
+            )
         return out
     matrix = np.asarray(current)
     if matrix.ndim == 0 or matrix.shape[0] == 0:
@@ -787,7 +915,8 @@ class DriftWindow:
     Example:
         >>> ref = {"kind": "features", "features": {"feature_0": {"edges": [0.0, 0.5, 1.0], "counts": [5, 5]}}}
         >>> window = DriftWindow(ref, max_examples=3)
-        >>> window.add(np.array([[0.2], [0.7], [5.0], [5.0]])); window.num_examples, round(window.score(), 3)
+        >>> window.add(np.array([[0.2], [0.7], [5.0], [5.0]]))
+        >>> window.num_examples, round(window.score(), 3)
         (3, 0.595)
     """
 
@@ -855,7 +984,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python inference.py --input examples.json [--bundle DIR] [--model FILE]``."""
     parser = argparse.ArgumentParser(description="Predict with a trainengine export bundle (ONNX Runtime).")
     parser.add_argument("--input", required=True, help='JSON file: {"inputs": [example, ...]} or a list of examples')
-    parser.add_argument("--bundle", default=str(Path(__file__).resolve().parent), help="bundle folder (default: this script's folder)")
+    parser.add_argument(
+        "--bundle", default=str(Path(__file__).resolve().parent), help="bundle folder (default: this script's folder)"
+    )
     parser.add_argument("--model", default=None, help="ONNX file of the bundle, e.g. model.onnx or model.int8.onnx")
     args = parser.parse_args(argv)
     try:
@@ -865,13 +996,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError("--input", f"cannot read {args.input} as JSON: {exc}") from None
         inputs = payload.get("inputs") if isinstance(payload, dict) else payload
         if isinstance(payload, dict) and "inputs" not in payload:
-            raise InputError("inputs", f"missing; {args.input} must hold {{\"inputs\": [example, ...]}}")
+            raise InputError("inputs", f'missing; {args.input} must hold {{"inputs": [example, ...]}}')
         predictor = OnnxPredictor(args.bundle, args.model)
         predictions = predictor.predict(inputs)
     except (InputError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    json.dump({"predictions": predictions, "model": predictor.bundle.name, "version": predictor.bundle.version}, sys.stdout)
+    json.dump(
+        {"predictions": predictions, "model": predictor.bundle.name, "version": predictor.bundle.version}, sys.stdout
+    )
     sys.stdout.write("\n")
     return 0
 

@@ -9,6 +9,7 @@ formatting as the ONNX runtime, so both answer alike (within float tolerance).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +34,19 @@ class TorchPredictor(Predictor):
             or fails verification.
 
     Example:
-        >>> predictor = TorchPredictor("bundle/")                  # doctest: +SKIP
-        >>> predictor.predict([[0.0] * 64])[0]["class"]            # doctest: +SKIP
+        >>> predictor = TorchPredictor("bundle/")  # doctest: +SKIP
+        >>> predictor.predict([[0.0] * 64])[0]["class"]  # doctest: +SKIP
         3
     """
 
     runtime = "torch"
 
     def __init__(
-        self, bundle_dir: str | Path, *, device: str | torch.device = "cpu", max_new_tokens: int = MAX_NEW_TOKENS
+        self,
+        bundle_dir: str | os.PathLike[str],
+        *,
+        device: str | torch.device = "cpu",
+        max_new_tokens: int = MAX_NEW_TOKENS,
     ) -> None:
         from safetensors.torch import load_file
 
@@ -65,7 +70,7 @@ class TorchPredictor(Predictor):
         spec = config.get("spec") or self.manifest.get("model_spec")
         if not spec:
             raise ExportError(
-                f"bundle {bundle.path} has no model spec (model_config.json \"spec\" is null), so the model "
+                f'bundle {bundle.path} has no model spec (model_config.json "spec" is null), so the model '
                 "class cannot be rebuilt; serve it with runtime 'onnx'"
             )
         _load_training_plugins(bundle.path)
@@ -90,12 +95,11 @@ class TorchPredictor(Predictor):
 def _load_training_plugins(bundle_path: Path) -> None:
     """Import the plugins the bundle's training config names: a model they register is rebuilt
     from its spec (entry-point plugins load by themselves)."""
-    import yaml
-
+    from trainengine.config import load_yaml
     from trainengine.registries import load_plugins
 
     path = bundle_path / "training_config.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    data = load_yaml(path.read_text(encoding="utf-8")) if path.is_file() else None
     plugins = data.get("plugins") if isinstance(data, dict) else None
     if isinstance(plugins, list) and plugins:
         load_plugins(plugins)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainengine.errors import TaskError
+from trainengine.errors import DataError, TaskError
 from trainengine.registries import LOSSES, register_loss
 
 __all__ = [
@@ -51,11 +51,41 @@ def _compute_dtype(t: Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 
 
+def _check_class_indices(
+    labels: Tensor, num_classes: int | None, ignore_index: int, *, task: str, what: str, offset: int = 0
+) -> None:
+    """Raise :class:`DataError` for a class index outside ``[0, num_classes)`` (``ignore_index`` allowed).
+
+    Vectorised over the whole tensor: one host sync, whatever its size. Sample ``i`` is row ``i``
+    of ``labels`` (``[N]`` or ``[N, T]``), numbered from ``offset``.
+    """
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool or labels.numel() == 0:
+        return  # validate_inputs names the dtype problem; nothing to range-check here
+    flat = labels.reshape(labels.shape[0], -1) if labels.ndim else labels.reshape(1, 1)  # (N, values per sample)
+    bad = (flat != ignore_index) & ((flat < 0) | (flat >= num_classes if num_classes is not None else False))
+    if not bool(bad.any()):  # the one sync of the check
+        return
+    rows = bad.any(dim=1).nonzero()
+    first = int(rows[0])
+    value = int(flat[first][bad[first]][0])
+    count = int(bad.sum())
+    valid = f"labels in [0, {num_classes})" if num_classes is not None else "labels >= 0"
+    with_n = f" with num_classes={num_classes}" if num_classes is not None else ""
+    fix = (
+        f"set num_classes to at least {int(flat[flat != ignore_index].max()) + 1} or fix the labels"
+        if num_classes is not None and value >= num_classes
+        else "class indices start at 0: shift or fix the labels"
+    )
+    raise DataError(
+        f"{what}: sample {offset + first} has label {value}, but {task}{with_n} expects {valid} "
+        f"(or ignore_index {ignore_index}); {count} label(s) out of range — {fix}"
+    )
+
+
 def _check_label_smoothing(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise TaskError(
-            f"label_smoothing must be a float in [0, 1), got {value!r}; "
-            "0.0 disables smoothing, 0.1 is a common choice"
+            f"label_smoothing must be a float in [0, 1), got {value!r}; 0.0 disables smoothing, 0.1 is a common choice"
         )
     return float(value)
 
@@ -63,8 +93,7 @@ def _check_label_smoothing(value: Any) -> float:
 def _check_ignore_index(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TaskError(
-            f"ignore_index must be an int (the label value that marks padding), got {value!r}; "
-            "the usual value is -100"
+            f"ignore_index must be an int (the label value that marks padding), got {value!r}; the usual value is -100"
         )
     return value
 
@@ -114,6 +143,22 @@ class LossStrategy(ABC):
     def predictions(self, logits: Tensor) -> Tensor:
         """Turn model outputs into predictions (class indices by default)."""
         return logits.argmax(dim=-1)
+
+    def check_label_values(
+        self, labels: Tensor, *, num_classes: int | None = None, what: str = "labels", offset: int = 0
+    ) -> None:
+        """Raise :class:`~trainengine.errors.DataError` for label *values* the loss cannot take.
+
+        Unlike :meth:`validate_inputs` this reads the values (one host sync), so the Trainer calls
+        it once — on whole in-memory label tensors at setup and on the first batches — never per
+        step. The default accepts anything (regression targets).
+
+        Args:
+            labels: ``[N, ...]`` labels, one row per sample.
+            num_classes: the number of classes (the model's output width) when known.
+            what: how to name the data in the message (``"train data"``, ``"val batch 0"``).
+            offset: the index of row 0 among the data's samples.
+        """
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -195,6 +240,21 @@ class ClassificationLoss(LossStrategy):
                 "For binary classification give the model 2 outputs"
             )
 
+    def check_label_values(
+        self, labels: Tensor, *, num_classes: int | None = None, what: str = "labels", offset: int = 0
+    ) -> None:
+        """Class indices must lie in ``[0, num_classes)`` (or equal ``ignore_index``).
+
+        Example:
+            >>> try:
+            ...     ClassificationLoss(num_classes=3).check_label_values(torch.tensor([0, 2, 7]), what="train")
+            ... except ValueError as exc:
+            ...     print(str(exc)[:66])
+            train: sample 2 has label 7, but classification with num_classes=3
+        """
+        n = self.num_classes if self.num_classes is not None else num_classes
+        _check_class_indices(labels, n, self.ignore_index, task="classification", what=what, offset=offset)
+
     def loss_sum(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Sum of per-example cross entropy (0-dim, float32 or wider)."""
         self.validate_inputs(logits, labels)
@@ -254,19 +314,23 @@ class LanguageModelingLoss(LossStrategy):
         """
         if logits.ndim != 3 or not logits.is_floating_point():
             raise TaskError(
-                f"{self._expects}; got logits {_describe(logits)}. "
-                "Pass the model's unflattened floating-point logits"
+                f"{self._expects}; got logits {_describe(logits)}. Pass the model's unflattened floating-point logits"
             )
         if labels.ndim != 2 or labels.dtype != torch.int64:
             raise TaskError(
-                f"{self._expects}; got labels {_describe(labels)}. "
-                "Labels are int64 token ids shaped like the input ids"
+                f"{self._expects}; got labels {_describe(labels)}. Labels are int64 token ids shaped like the input ids"
             )
         if logits.shape[:2] != labels.shape:
             raise TaskError(
                 f"{self._expects}; got logits {_describe(logits)} and labels {_describe(labels)}: "
                 "[B, T] of logits and labels differ"
             )
+
+    def check_label_values(
+        self, labels: Tensor, *, num_classes: int | None = None, what: str = "labels", offset: int = 0
+    ) -> None:
+        """Token ids must lie in ``[0, vocabulary size)`` (or equal ``ignore_index``)."""
+        _check_class_indices(labels, num_classes, self.ignore_index, task="language_modeling", what=what, offset=offset)
 
     def loss_sum(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Sum of per-token cross entropy over non-ignored positions (0-dim, float32 or wider)."""
@@ -334,10 +398,7 @@ class RegressionLoss(LossStrategy):
         pred_row = logits.shape[1] if logits.ndim == 2 else 1
         label_row = labels.shape[1] if labels.ndim == 2 else 1
         if logits.shape[0] != labels.shape[0] or pred_row != label_row:
-            raise TaskError(
-                f"{self._expects}; got predictions {_describe(logits)} and labels "
-                f"{_describe(labels)}"
-            )
+            raise TaskError(f"{self._expects}; got predictions {_describe(logits)} and labels {_describe(labels)}")
 
     def _aligned(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         dtype = torch.promote_types(_compute_dtype(logits), _compute_dtype(labels))
@@ -373,17 +434,13 @@ def available_loss_strategies() -> tuple[str, ...]:
     """Names accepted by :func:`get_loss_strategy`, sorted.
 
     Example:
-        >>> {"classification", "language_modeling", "regression", "vision"} <= set(
-        ...     available_loss_strategies()
-        ... )
+        >>> {"classification", "language_modeling", "regression", "vision"} <= set(available_loss_strategies())
         True
     """
     return tuple(LOSSES.names())
 
 
-def register_loss_strategy(
-    task_type: str, cls: type[LossStrategy], *, overwrite: bool = False
-) -> None:
+def register_loss_strategy(task_type: str, cls: type[LossStrategy], *, overwrite: bool = False) -> None:
     """Register ``cls`` as the loss strategy for ``task_type``.
 
     Args:
@@ -407,8 +464,7 @@ def register_loss_strategy(
         raise TaskError(f"loss strategy name must be a non-empty string, got {task_type!r}")
     if not (isinstance(cls, type) and issubclass(cls, LossStrategy)):
         raise TaskError(
-            f"loss strategy for '{task_type}' must be a subclass of "
-            f"trainengine.tasks.LossStrategy, got {cls!r}"
+            f"loss strategy for '{task_type}' must be a subclass of trainengine.tasks.LossStrategy, got {cls!r}"
         )
     register_loss(task_type, cls, overwrite=overwrite)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -48,13 +49,16 @@ class _RunningLoss(Metric):
     full_state_update = False
     is_differentiable = False
     higher_is_better = False
+    # States registered by add_state (declared so they type as tensors, not Tensor | Module).
+    loss_sum: Tensor
+    count: Tensor
 
     def __init__(self, dtype: torch.dtype) -> None:
         super().__init__()
         self.add_state("loss_sum", default=torch.zeros((), dtype=dtype), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
 
-    def update(self, loss_sum: Tensor, num_targets: Tensor) -> None:  # type: ignore[override]
+    def update(self, loss_sum: Tensor, num_targets: Tensor) -> None:
         self.loss_sum += loss_sum.detach().to(self.loss_sum.dtype)
         self.count += num_targets.detach().to(torch.int64)
 
@@ -73,6 +77,9 @@ class _MaskedAccuracy(Metric):
     full_state_update = False
     is_differentiable = False
     higher_is_better = True
+    # States registered by add_state (declared so they type as tensors, not Tensor | Module).
+    correct: Tensor
+    total: Tensor
 
     def __init__(self, ignore_index: int) -> None:
         super().__init__()
@@ -80,7 +87,7 @@ class _MaskedAccuracy(Metric):
         self.add_state("correct", default=torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
 
-    def update(self, preds: Tensor, target: Tensor) -> None:  # type: ignore[override]
+    def update(self, preds: Tensor, target: Tensor) -> None:
         valid = target != self.ignore_index  # (B,) or (B, T)
         self.correct += ((preds == target) & valid).sum()
         self.total += valid.sum()
@@ -128,8 +135,7 @@ class TaskMetrics:
     ) -> None:
         if task_type not in SUPPORTED_METRICS:
             raise TaskError(
-                f"no metrics for task type '{task_type}' — available: "
-                f"{', '.join(sorted(SUPPORTED_METRICS))}"
+                f"no metrics for task type '{task_type}' — available: {', '.join(sorted(SUPPORTED_METRICS))}"
             )
         supported = SUPPORTED_METRICS[task_type]
         names = tuple(metrics) if metrics is not None else supported
@@ -141,7 +147,7 @@ class TaskMetrics:
             )
         self.task_type = task_type
         # "loss" first and always: the trainer and the perplexity both need it.
-        self.names: tuple[str, ...] = ("loss",) + tuple(n for n in dict.fromkeys(names) if n != "loss")
+        self.names: tuple[str, ...] = ("loss", *(n for n in dict.fromkeys(names) if n != "loss"))
         self.device = torch.device(device)
         self.ignore_index = ignore_index
         self.loss_strategy = loss_strategy if loss_strategy is not None else get_loss_strategy(task_type)
@@ -149,9 +155,7 @@ class TaskMetrics:
         self._dtype = torch.float32 if self.device.type == "mps" else torch.float64
 
         self._loss = _RunningLoss(self._dtype).to(self.device)
-        self._accuracy = (
-            _MaskedAccuracy(ignore_index).to(self.device) if "accuracy" in self.names else None
-        )
+        self._accuracy = _MaskedAccuracy(ignore_index).to(self.device) if "accuracy" in self.names else None
         self._mse = self._regression_metric(MeanSquaredError) if "mse" in self.names else None
         self._mae = self._regression_metric(MeanAbsoluteError) if "mae" in self.names else None
         self._r2 = self._regression_metric(R2Score) if "r2" in self.names else None
@@ -226,9 +230,10 @@ class TaskMetrics:
 
         Returns:
             ``{"loss": ..., <metric>: ...}`` in :attr:`names` order; ``nan`` for a metric with
-            nothing to average (no updates, every label ignored, R2 on fewer than 2 rows).
+            nothing to average (no updates, every label ignored, R2 on fewer than 2 rows), and
+            for accuracy when the loss is not finite (the model produced NaN/Inf outputs).
         """
-        values = {name: math.nan for name in self.names}
+        values = dict.fromkeys(self.names, math.nan)
         if self._num_updates:
             loss_sum, count = self._loss.compute()
             n = int(count)
@@ -236,17 +241,18 @@ class TaskMetrics:
             values["loss"] = loss
             if "perplexity" in values:
                 values["perplexity"] = (
-                    loss if math.isnan(loss)
-                    else math.inf if loss > _MAX_LOG_PERPLEXITY
-                    else math.exp(loss)
+                    loss if math.isnan(loss) else math.inf if loss > _MAX_LOG_PERPLEXITY else math.exp(loss)
                 )
             if self._accuracy is not None:
-                values["accuracy"] = float(self._accuracy.compute())
+                # argmax of NaN logits is an arbitrary class: an accuracy from non-finite outputs
+                # (which make the loss non-finite) would be a number that means nothing.
+                values["accuracy"] = float(self._accuracy.compute()) if math.isfinite(loss) else math.nan
             if self._mse is not None:
                 values["mse"] = float(self._mse.compute())
             if self._mae is not None:
                 values["mae"] = float(self._mae.compute())
-            if self._r2 is not None and int(self._r2.total) >= 2:
+            # R2Score's sample count (an add_state tensor): R² needs at least two samples.
+            if self._r2 is not None and int(cast(Tensor, self._r2.total)) >= 2:
                 values["r2"] = float(self._r2.compute())
         return {f"{prefix}{k}": v for k, v in values.items()}
 
@@ -259,7 +265,4 @@ class TaskMetrics:
         self._num_updates = 0
 
     def __repr__(self) -> str:
-        return (
-            f"TaskMetrics(task_type={self.task_type!r}, names={self.names!r}, "
-            f"device={str(self.device)!r})"
-        )
+        return f"TaskMetrics(task_type={self.task_type!r}, names={self.names!r}, device={str(self.device)!r})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeGuard, get_args
 
 import torch
 
@@ -28,7 +28,7 @@ _REQUIRED_MODALITY: dict[str, str] = {"language_modeling": "tokens", "vision": "
 _DATASET_TASKS = ("diabetes", "digits", "pystdlib")
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -89,16 +89,13 @@ class TaskSpec:
             p.append(f"name must be a non-empty string, got {self.name!r}")
         task_types = get_args(TaskType)
         if self.task_type not in task_types:
-            p.append(
-                f"task_type {self.task_type!r} is not one of: {', '.join(task_types)}"
-            )
+            p.append(f"task_type {self.task_type!r} is not one of: {', '.join(task_types)}")
             return p  # the remaining checks depend on the task type
         if self.modality not in get_args(Modality):
             p.append(f"modality {self.modality!r} is not one of: {', '.join(get_args(Modality))}")
         elif self.task_type in _REQUIRED_MODALITY and self.modality != _REQUIRED_MODALITY[self.task_type]:
             p.append(
-                f"{self.task_type} tasks need modality '{_REQUIRED_MODALITY[self.task_type]}', "
-                f"got {self.modality!r}"
+                f"{self.task_type} tasks need modality '{_REQUIRED_MODALITY[self.task_type]}', got {self.modality!r}"
             )
         p.extend(self._num_classes_problems())
         ls = self.label_smoothing
@@ -115,8 +112,7 @@ class TaskSpec:
             p.append(f"default_dataset must be a non-empty string or None, got {self.default_dataset!r}")
         if self.default_architecture not in get_args(Architecture):
             p.append(
-                f"default_architecture {self.default_architecture!r} is not one of: "
-                f"{', '.join(get_args(Architecture))}"
+                f"default_architecture {self.default_architecture!r} is not one of: {', '.join(get_args(Architecture))}"
             )
         return p
 
@@ -151,9 +147,7 @@ class TaskSpec:
         if len(set(self.metrics)) != len(self.metrics):
             p.append(f"metrics contain duplicates: {self.metrics!r}")
         if not isinstance(self.monitor, str) or self.monitor.count("/") != 1:
-            p.append(
-                f"monitor must look like '<split>/<metric>' (e.g. 'val/loss'), got {self.monitor!r}"
-            )
+            p.append(f"monitor must look like '<split>/<metric>' (e.g. 'val/loss'), got {self.monitor!r}")
             return p
         if self.monitor_mode not in get_args(MonitorMode):
             p.append(f"monitor_mode must be 'min' or 'max', got {self.monitor_mode!r}")
@@ -204,9 +198,7 @@ class TaskSpec:
         )
 
     @classmethod
-    def classification(
-        cls, name: str = "digits", num_classes: int = 10, *, label_smoothing: float = 0.0
-    ) -> TaskSpec:
+    def classification(cls, name: str = "digits", num_classes: int = 10, *, label_smoothing: float = 0.0) -> TaskSpec:
         """Classification of feature vectors with an MLP.
 
         Reports ``loss`` and ``accuracy``; monitors ``val/accuracy`` (max). The default data set
@@ -261,9 +253,7 @@ class TaskSpec:
         )
 
     @classmethod
-    def vision_tiny(
-        cls, name: str = "digits", num_classes: int = 10, *, label_smoothing: float = 0.0
-    ) -> TaskSpec:
+    def vision_tiny(cls, name: str = "digits", num_classes: int = 10, *, label_smoothing: float = 0.0) -> TaskSpec:
         """Tiny image classification with a small CNN on the built-in 8x8 ``digits`` images.
 
         Reports ``loss`` and ``accuracy``; monitors ``val/accuracy`` (max).
@@ -346,13 +336,8 @@ class TaskSpec:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise TaskError(
-                f"unknown TaskSpec field(s) {', '.join(map(repr, unknown))} — valid: {', '.join(fields)}"
-            )
-        required = [
-            n for n, f in fields.items()
-            if f.default is dataclasses.MISSING and n not in data
-        ]
+            raise TaskError(f"unknown TaskSpec field(s) {', '.join(map(repr, unknown))} — valid: {', '.join(fields)}")
+        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in data]
         if required:
             raise TaskError(f"TaskSpec.from_dict is missing required field(s): {', '.join(required)}")
         return cls(**dict(data))

@@ -3,7 +3,10 @@
 Both hand every record to one background thread (:class:`BackgroundSink`), so the training
 thread never waits on a tracker's disk or network I/O or on a database lock; the queue is
 drained before the run is marked finished, so nothing logged is lost on a normal end or an
-exception.
+exception. The database's sink also refreshes the run's heartbeat while the run lives.
+
+Every callback here is safe for any order of events (state is declared in ``__init__``): a run
+that fails before ``on_train_start`` reaches them still gets a clean ``on_exception``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from trainengine._liveness import HEARTBEAT_INTERVAL_S
+
 __all__ = ["TrackerCallback", "ExperimentDBCallback", "BackgroundSink", "numeric_metrics"]
 
 logger = logging.getLogger("trainengine")
@@ -23,19 +28,26 @@ logger = logging.getLogger("trainengine")
 def numeric_metrics(record: dict[str, Any]) -> dict[str, float]:
     """The metric entries of a log record (``train/loss``, ``val/accuracy``, ``lr``, ``system/...``)."""
     return {
-        k: float(v) for k, v in record.items()
+        k: float(v)
+        for k, v in record.items()
         if k not in ("step", "epoch", "type", "time") and isinstance(v, (int, float)) and not isinstance(v, bool)
     }
 
 
 class BackgroundSink:
-    """Runs submitted calls in order on one daemon thread; ``close`` drains and joins."""
+    """Runs submitted calls in order on one daemon thread; ``close`` drains and joins.
+
+    ``heartbeat`` (optional) runs on the same thread every ``heartbeat_s`` seconds until closed.
+    """
 
     _STOP = object()
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self, name: str, *, heartbeat: Callable[[], Any] | None = None, heartbeat_s: float = HEARTBEAT_INTERVAL_S
+    ) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._errors: list[BaseException] = []
+        self._heartbeat, self._heartbeat_s = heartbeat, heartbeat_s
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -43,17 +55,28 @@ class BackgroundSink:
         self._queue.put((fn, args))
 
     def _run(self) -> None:
+        next_beat = time.monotonic() + self._heartbeat_s
         while True:
-            item = self._queue.get()
+            try:
+                wait = max(0.0, next_beat - time.monotonic()) if self._heartbeat is not None else None
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                item = None
             if item is self._STOP:
                 return
-            fn, args = item
-            try:
-                fn(*args)
-            except Exception as exc:  # noqa: BLE001 - a tracker failure must not kill training
-                if not self._errors:
-                    logger.error("tracking failed (training goes on): %s: %s", type(exc).__name__, exc)
-                self._errors.append(exc)
+            if item is not None:
+                self._call(*item)
+            if self._heartbeat is not None and time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self._heartbeat_s
+                self._call(self._heartbeat, ())
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - a tracker failure must not kill training
+            if not self._errors:
+                logger.error("tracking failed (training goes on): %s: %s", type(exc).__name__, exc)
+            self._errors.append(exc)
 
     def close(self) -> list[BaseException]:
         self._queue.put(self._STOP)
@@ -70,6 +93,8 @@ class TrackerCallback:
         self.backends = list(backends)
         self.tracker: Any = None
         self._sink: BackgroundSink | None = None
+        self._pending: list[tuple[dict[str, float], int]] = []
+        self._last_flush = time.monotonic()
 
     def on_train_start(self, trainer: Any) -> None:
         from trainengine.tracking._tracker import ExperimentTracker
@@ -77,10 +102,16 @@ class TrackerCallback:
         cfg = trainer.config
         name = trainer.run_dir.name if trainer.run_dir is not None else cfg.tracking.experiment_name
         self.tracker = ExperimentTracker(
-            cfg.tracking.project, name, cfg.to_dict(), backend=self.backends, log_dir=cfg.tracking.output_dir,
-            tags=list(cfg.tracking.tags), notes=cfg.tracking.notes, directory=trainer.run_dir,
+            cfg.tracking.project,
+            name,
+            cfg.to_dict(),
+            backend=self.backends,
+            log_dir=cfg.tracking.output_dir,
+            tags=list(cfg.tracking.tags),
+            notes=cfg.tracking.notes,
+            directory=trainer.run_dir,
         )
-        self._pending: list[tuple[dict[str, float], int]] = []
+        self._pending = []
         self._last_flush = time.monotonic()
         self._sink = BackgroundSink("trainengine-trackers")
 
@@ -125,11 +156,14 @@ class ExperimentDBCallback:
 
     rank_zero_only = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
         self.url = url
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.db: Any = None
         self.run_id: int | None = None
         self._sink: BackgroundSink | None = None
+        self._pending: list[tuple[dict[str, float], Any, Any]] = []
+        self._last_flush = time.monotonic()
 
     def on_train_start(self, trainer: Any) -> None:
         from trainengine.tracking._db import ExperimentDB
@@ -140,16 +174,31 @@ class ExperimentDBCallback:
         if existing is not None:
             self.run_id = existing
             self.db.update_run_status(existing, "running")
+            self.db.heartbeat(existing, self.heartbeat_interval_s)
         else:
-            name = trainer.run_dir.name if trainer.run_dir is not None else cfg.tracking.run_name or cfg.tracking.experiment_name
+            name = (
+                trainer.run_dir.name
+                if trainer.run_dir is not None
+                else cfg.tracking.run_name or cfg.tracking.experiment_name
+            )
             self.run_id = self.db.log_run(
-                name, config=cfg.to_dict(), notes=cfg.tracking.notes, tags=list(cfg.tracking.tags),
-                experiment=cfg.tracking.experiment_name, run_dir=str(trainer.run_dir) if trainer.run_dir else None,
+                name,
+                config=cfg.to_dict(),
+                notes=cfg.tracking.notes,
+                tags=list(cfg.tracking.tags),
+                experiment=cfg.tracking.experiment_name,
+                run_dir=str(trainer.run_dir) if trainer.run_dir else None,
+                heartbeat_interval_s=self.heartbeat_interval_s,
             )
         trainer.state.extra["experiment_db_run_id"] = self.run_id  # a resumed run continues this row
-        self._pending: list[tuple[dict[str, float], Any, Any]] = []
+        self._pending = []
         self._last_flush = time.monotonic()
-        self._sink = BackgroundSink("trainengine-experiment-db")
+        run_id = self.run_id
+        self._sink = BackgroundSink(
+            "trainengine-experiment-db",
+            heartbeat=lambda: self.db.heartbeat(run_id, self.heartbeat_interval_s),
+            heartbeat_s=self.heartbeat_interval_s,
+        )
 
     # One transaction per batch: a commit per logging step would cost more than the step.
     flush_every_records = 500
@@ -160,7 +209,11 @@ class ExperimentDBCallback:
         if metrics and self._sink is not None:
             self._pending.append((metrics, record.get("step"), record.get("epoch")))
             now = time.monotonic()
-            if record.get("type") not in ("train", "gradient") or len(self._pending) >= self.flush_every_records or now - self._last_flush >= self.flush_every_seconds:
+            if (
+                record.get("type") not in ("train", "gradient")
+                or len(self._pending) >= self.flush_every_records
+                or now - self._last_flush >= self.flush_every_seconds
+            ):
                 self._flush(now)
 
     def _flush(self, now: float | None = None) -> None:

@@ -14,7 +14,7 @@ __all__ = ["ConsoleProgress", "format_duration"]
 
 
 def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(float(seconds)))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}"
@@ -31,7 +31,12 @@ class ConsoleProgress:
 
     rank_zero_only = True
 
-    def __init__(self, mode: Literal["auto", "bar", "plain"] = "auto", plain_interval_s: float = 5.0, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        mode: Literal["auto", "bar", "plain"] = "auto",
+        plain_interval_s: float = 5.0,
+        console: Console | None = None,
+    ) -> None:
         # soft_wrap: a log file gets whole lines, not lines cut at 80 columns.
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.out = console or Console()
@@ -39,7 +44,8 @@ class ConsoleProgress:
         self.plain_interval_s = plain_interval_s
         self._progress: Progress | None = None
         self._task: Any = None
-        self._fields = {"loss": "-", "lr": "-", "sps": "-"}
+        # Any: passed to rich's add_task/update as **fields, whose named parameters are not str.
+        self._fields: dict[str, Any] = {"loss": "-", "lr": "-", "sps": "-"}
         self._last_refresh = 0.0
         self._last_plain = 0.0
         self._start = 0.0
@@ -95,7 +101,8 @@ class ConsoleProgress:
             elapsed = now - self._start
             eta = elapsed / step * (total - step) if step else 0.0
             self.console.print(
-                f"step {step}/{total} | epoch {record['epoch']} | loss {self._fields['loss']} | lr {self._fields['lr']} | "
+                f"step {step}/{total} | epoch {record['epoch']} | loss {self._fields['loss']} | "
+                f"lr {self._fields['lr']} | "
                 f"{self._fields['sps']} samples/s | ETA {format_duration(eta)}",
                 highlight=False,
             )
@@ -121,12 +128,19 @@ class ConsoleProgress:
         table.add_column("what", style="bold")
         table.add_column("value")
         best = results.get("best_metric")
-        table.add_row(f"best {results['best_metric_name']}", f"{best:.4f} (step {results['best_step']})" if best is not None else "-")
+        table.add_row(
+            f"best {results['best_metric_name']}",
+            f"{best:.4f} (step {results['best_step']})" if best is not None else "-",
+        )
         if results.get("best_val_loss") is not None and results["best_metric_name"] != "val/loss":
             table.add_row("best val/loss", f"{results['best_val_loss']:.4f}")
         table.add_row("steps", f"{results['steps']} ({results['epochs']:g} epochs)")
         table.add_row("wall time", format_duration(results["wall_time_s"]) + f" ({results['wall_time_s']:.1f} s)")
-        table.add_row("throughput", f"{results['samples_per_second']:,.0f} samples/s" + (f", {results['tokens_per_second']:,.0f} tokens/s" if results.get("tokens_per_second") else ""))
+        table.add_row(
+            "throughput",
+            f"{results['samples_per_second']:,.0f} samples/s"
+            + (f", {results['tokens_per_second']:,.0f} tokens/s" if results.get("tokens_per_second") else ""),
+        )
         if results.get("mfu") is not None:
             table.add_row("MFU", f"{results['mfu']:.1%}")
         if results.get("nonfinite_steps"):

@@ -6,15 +6,20 @@ the write lock up front (``BEGIN IMMEDIATE``) and waits for it (busy timeout), a
 finds the database locked is retried with exponential backoff, so nothing is lost (the plumbing is
 shared with the model registry: ``trainengine._sql``).
 
-Tables (schema version 1, recorded in ``schema_version`` so later versions can migrate):
+Tables (schema version 2, recorded in ``schema_version`` so later versions can migrate):
 
 * ``runs``: run_id, run_name, experiment, config_json, notes, status, error, start_time, end_time
-  (Unix seconds), run_dir.
+  (Unix seconds), run_dir, heartbeat_time and heartbeat_interval_s (version 2: a live run refreshes
+  its heartbeat; :meth:`ExperimentDB.list_runs` marks a "running" run whose heartbeat stopped as
+  ``stale``: see :func:`trainengine.tracking.liveness`).
 * ``run_tags``: (run_id, tag, position).
 * ``metrics``: one row per logged value: run_id, name (may contain ``/``: ``val/loss``), value,
   nonfinite, step, epoch, time. NaN and +/-inf are stored as ``value = NULL`` with
   ``nonfinite = 'nan' | 'inf' | '-inf'`` (portable: MySQL has no NaN, SQLite turns NaN into NULL)
   and read back as the float they were. Best-value queries skip non-finite values.
+
+Why one module of this length: ExperimentDB is one public class (runs, params, metrics, heartbeats,
+queries, comparison) over one schema; the SQL plumbing is SqlStore's.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
@@ -43,10 +48,12 @@ from sqlalchemy import (
     Text,
     exists,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection
 
+from trainengine._liveness import liveness
 from trainengine._sql import SqlStore, init_versioned_schema, inserted_id, resolve_database
 from trainengine.errors import TrainEngineError
 
@@ -55,13 +62,36 @@ __all__ = ["ExperimentDB", "ExperimentDBError", "ExperimentDBValueError", "Unkno
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
 _STATUSES: tuple[str, ...] = get_args(RunStatus)
 _TERMINAL = frozenset({"completed", "failed", "interrupted"})
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MAX_NAME = 255
 # Metric names whose best value is the largest (matched against the words of the last path part,
 # so "val/accuracy", "top1_acc" and "test/r2" are maximised; everything else, losses, is minimised).
 _HIGHER_IS_BETTER = frozenset(
-    "acc accuracy top1 top5 r2 f1 precision recall auc auroc ap map bleu rouge rouge1 rouge2 rougel "
-    "iou miou dice score reward throughput".split()
+    [
+        "acc",
+        "accuracy",
+        "top1",
+        "top5",
+        "r2",
+        "f1",
+        "precision",
+        "recall",
+        "auc",
+        "auroc",
+        "ap",
+        "map",
+        "bleu",
+        "rouge",
+        "rouge1",
+        "rouge2",
+        "rougel",
+        "iou",
+        "miou",
+        "dice",
+        "score",
+        "reward",
+        "throughput",
+    ]
 )
 _FILTER_KEYS = ("experiment", "status", "tag", "run_name", "config.<dotted.key>")
 
@@ -99,6 +129,8 @@ _runs = Table(
     Column("start_time", Double, nullable=False),
     Column("end_time", Double),
     Column("run_dir", Text),
+    Column("heartbeat_time", Double),  # Unix seconds of the last heartbeat of a live run (version 2)
+    Column("heartbeat_interval_s", Double),  # seconds between two heartbeats (sets the stale threshold)
 )
 _tags = Table(
     "run_tags",
@@ -122,12 +154,22 @@ _metrics = Table(
     Index("ix_metrics_run_name", "run_id", "name"),
     Index("ix_metrics_name_value", "name", "value"),
 )
+
+
+def _add_heartbeat_columns(conn: Connection) -> None:
+    """Version 2: the heartbeat columns (NULL for runs recorded before; never shown as stale)."""
+    kind = Double().compile(dialect=conn.dialect)
+    for name in ("heartbeat_time", "heartbeat_interval_s"):
+        conn.execute(text(f"ALTER TABLE runs ADD COLUMN {name} {kind}"))
+
+
 # version -> function(conn) that upgrades a database from version-1 to version.
-_MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+_MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_heartbeat_columns}
+
 
 # --------------------------------------------------------------------------------------- helpers
 def _iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
 
 
 def _infer_mode(name: str) -> Literal["min", "max"]:
@@ -139,7 +181,9 @@ def _check_name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ExperimentDBValueError(f"{what} must be a non-empty string, got {type(value).__name__} {value!r}")
     if len(value) > _MAX_NAME:
-        raise ExperimentDBValueError(f"{what} is {len(value)} characters long; the limit is {_MAX_NAME}: {value[:40]!r}...")
+        raise ExperimentDBValueError(
+            f"{what} is {len(value)} characters long; the limit is {_MAX_NAME}: {value[:40]!r}..."
+        )
     return value
 
 
@@ -149,7 +193,9 @@ def _check_run_id(run_id: Any) -> int:
     try:
         return operator.index(run_id)
     except TypeError:
-        raise ExperimentDBValueError(f"run_id must be an integer returned by log_run, got {type(run_id).__name__} {run_id!r}") from None
+        raise ExperimentDBValueError(
+            f"run_id must be an integer returned by log_run, got {type(run_id).__name__} {run_id!r}"
+        ) from None
 
 
 def _check_count(value: Any, what: str) -> int | None:
@@ -160,7 +206,9 @@ def _check_count(value: Any, what: str) -> int | None:
             raise TypeError
         out = operator.index(value)
     except TypeError:
-        raise ExperimentDBValueError(f"{what} must be a non-negative integer or None, got {type(value).__name__} {value!r}") from None
+        raise ExperimentDBValueError(
+            f"{what} must be a non-negative integer or None, got {type(value).__name__} {value!r}"
+        ) from None
     if out < 0:
         raise ExperimentDBValueError(f"{what} must be a non-negative integer or None, got {out}")
     return out
@@ -186,7 +234,8 @@ def _to_float(name: str, value: Any) -> tuple[float | None, str | None]:
         number = float(value)  # plain floats, ints, numpy scalars, 0-d / one-element tensors
     except (TypeError, ValueError, RuntimeError):
         raise ExperimentDBValueError(
-            f"metric {name!r}: value must be a number, got {type(value).__name__} {value!r}; pass a float (e.g. tensor.item())"
+            f"metric {name!r}: value must be a number, got {type(value).__name__} {value!r}; "
+            "pass a float (e.g. tensor.item())"
         ) from None
     if math.isfinite(number):
         return number, None
@@ -227,7 +276,9 @@ def _check_tags(tags: Any) -> list[str]:
     if tags is None:
         return []
     if isinstance(tags, str) or not isinstance(tags, Iterable):
-        raise ExperimentDBValueError(f"tags must be a list of strings, got {type(tags).__name__} {tags!r}; e.g. tags=['baseline']")
+        raise ExperimentDBValueError(
+            f"tags must be a list of strings, got {type(tags).__name__} {tags!r}; e.g. tags=['baseline']"
+        )
     out: list[str] = []
     for tag in tags:
         _check_name(tag, "each tag")
@@ -276,18 +327,34 @@ class ExperimentDB(SqlStore):
     _kind = "experiment database"
     _error = ExperimentDBError
 
-    def __init__(self, path_or_url: str | os.PathLike[str] = "runs/experiments.db", *, busy_timeout_s: float = 30.0, max_retries: int = 10) -> None:
+    def __init__(
+        self,
+        path_or_url: str | os.PathLike[str] = "runs/experiments.db",
+        *,
+        busy_timeout_s: float = 30.0,
+        max_retries: int = 10,
+    ) -> None:
         self._known_runs: set[int] = set()  # run_ids seen to exist; runs are never deleted
         self._lock = threading.Lock()
         database = resolve_database(
-            path_or_url, kind=self._kind, example="runs/experiments.db", error=ExperimentDBError, value_error=ExperimentDBValueError
+            path_or_url,
+            kind=self._kind,
+            example="runs/experiments.db",
+            error=ExperimentDBError,
+            value_error=ExperimentDBValueError,
         )
         self._connect(database, busy_timeout_s=busy_timeout_s, max_retries=max_retries)
 
     # -- setup -----------------------------------------------------------------------------------
     def _init_schema(self, conn: Connection) -> None:
         init_versioned_schema(
-            conn, _metadata, _schema_version, SCHEMA_VERSION, kind=self._kind, error=ExperimentDBError, migrations=_MIGRATIONS
+            conn,
+            _metadata,
+            _schema_version,
+            SCHEMA_VERSION,
+            kind=self._kind,
+            error=ExperimentDBError,
+            migrations=_MIGRATIONS,
         )
 
     def _require_runs(self, conn: Connection, run_ids: Iterable[int]) -> None:
@@ -315,6 +382,7 @@ class ExperimentDB(SqlStore):
         experiment: str = "default",
         run_dir: str | os.PathLike[str] | None = None,
         status: RunStatus = "running",
+        heartbeat_interval_s: float | None = None,
     ) -> int:
         """Record a new run and return its ``run_id``.
 
@@ -327,6 +395,8 @@ class ExperimentDB(SqlStore):
             experiment: group name for runs that belong together.
             run_dir: the run's directory on disk, if any.
             status: initial status, normally ``"running"``.
+            heartbeat_interval_s: the seconds between two :meth:`heartbeat` calls the run promises
+                (None: the default threshold, :func:`trainengine.tracking.stale_after_s`).
 
         Returns:
             The new run's integer id.
@@ -345,15 +415,25 @@ class ExperimentDB(SqlStore):
         config_json = _config_json(config)
         now = time.time()
         row = {
-            "run_name": run_name, "experiment": experiment, "config_json": config_json, "notes": notes, "status": status,
-            "error": None, "start_time": now, "end_time": now if status in _TERMINAL else None,
+            "run_name": run_name,
+            "experiment": experiment,
+            "config_json": config_json,
+            "notes": notes,
+            "status": status,
+            "error": None,
+            "start_time": now,
+            "end_time": now if status in _TERMINAL else None,
             "run_dir": None if run_dir is None else os.fspath(run_dir),
+            "heartbeat_time": now,
+            "heartbeat_interval_s": heartbeat_interval_s,
         }
 
         def insert(conn: Connection) -> int:
             run_id = int(inserted_id(conn.execute(_runs.insert().values(**row))))
             if tag_list:
-                conn.execute(_tags.insert(), [{"run_id": run_id, "tag": t, "position": i} for i, t in enumerate(tag_list)])
+                conn.execute(
+                    _tags.insert(), [{"run_id": run_id, "tag": t, "position": i} for i, t in enumerate(tag_list)]
+                )
             return run_id
 
         run_id = self._write(insert)
@@ -361,7 +441,9 @@ class ExperimentDB(SqlStore):
             self._known_runs.add(run_id)
         return run_id
 
-    def log_metric(self, run_id: int, name: str, value: float, step: int | None = None, epoch: int | None = None) -> None:
+    def log_metric(
+        self, run_id: int, name: str, value: float, step: int | None = None, epoch: int | None = None
+    ) -> None:
         """Append one value of metric ``name`` to run ``run_id``.
 
         Args:
@@ -383,7 +465,9 @@ class ExperimentDB(SqlStore):
         """
         self.log_metrics(run_id, {name: value}, step=step, epoch=epoch)
 
-    def log_metrics(self, run_id: int, metrics: Mapping[str, float], step: int | None = None, epoch: int | None = None) -> None:
+    def log_metrics(
+        self, run_id: int, metrics: Mapping[str, float], step: int | None = None, epoch: int | None = None
+    ) -> None:
         """Append several metrics at the same step in one transaction (all or none are stored).
 
         Example:
@@ -408,7 +492,17 @@ class ExperimentDB(SqlStore):
             for name, value in metrics.items():
                 _check_name(name, "metric name")
                 number, nonfinite = _to_float(name, value)
-                rows.append({"run_id": run_id, "name": name, "value": number, "nonfinite": nonfinite, "step": step, "epoch": epoch, "time": now})
+                rows.append(
+                    {
+                        "run_id": run_id,
+                        "name": name,
+                        "value": number,
+                        "nonfinite": nonfinite,
+                        "step": step,
+                        "epoch": epoch,
+                        "time": now,
+                    }
+                )
         if not rows:
             return
 
@@ -443,7 +537,13 @@ class ExperimentDB(SqlStore):
         _check_status(status)
         if error is not None and not isinstance(error, str):
             error = repr(error)  # an exception object: keep its type and message
-        values = {"status": status, "error": error, "end_time": time.time() if status in _TERMINAL else None}
+        now = time.time()
+        values = {
+            "status": status,
+            "error": error,
+            "end_time": now if status in _TERMINAL else None,
+            "heartbeat_time": now,
+        }
 
         def set_status(conn: Connection) -> None:
             self._require_runs(conn, [run_id])
@@ -451,26 +551,70 @@ class ExperimentDB(SqlStore):
 
         self._write(set_status)
 
+    def heartbeat(self, run_id: int, interval_s: float | None = None) -> None:
+        """Record that run ``run_id`` is alive now (the Trainer calls it every few seconds).
+
+        Args:
+            run_id: from :meth:`log_run`.
+            interval_s: the seconds until the next heartbeat; a running run silent for more than
+                ``max(3 * interval_s, 60)`` seconds is listed with ``stale=True``.
+
+        Example:
+            >>> db = ExperimentDB(":memory:")
+            >>> rid = db.log_run("r")
+            >>> db.heartbeat(rid, 15.0)
+            >>> db.get_run(rid)["stale"]
+            False
+        """
+        run_id = _check_run_id(run_id)
+        values: dict[str, Any] = {"heartbeat_time": time.time()}
+        if interval_s is not None:
+            values["heartbeat_interval_s"] = float(interval_s)
+
+        def beat(conn: Connection) -> None:
+            self._require_runs(conn, [run_id])
+            conn.execute(update(_runs).where(_runs.c.run_id == run_id).values(**values))
+
+        self._write(beat)
+
     # -- reading -----------------------------------------------------------------------------------
     @staticmethod
     def _run_dicts(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any]]:
         ids = [r.run_id for r in rows]
         tags: dict[int, list[str]] = {i: [] for i in ids}
         if ids:
-            for t in conn.execute(select(_tags.c.run_id, _tags.c.tag).where(_tags.c.run_id.in_(ids)).order_by(_tags.c.run_id, _tags.c.position)):
+            for t in conn.execute(
+                select(_tags.c.run_id, _tags.c.tag)
+                .where(_tags.c.run_id.in_(ids))
+                .order_by(_tags.c.run_id, _tags.c.position)
+            ):
                 tags[t.run_id].append(t.tag)
         return [
             {
-                "run_id": r.run_id, "run_name": r.run_name, "experiment": r.experiment, "config": json.loads(r.config_json),
-                "notes": r.notes, "tags": tags[r.run_id], "status": r.status, "error": r.error,
-                "start_time": _iso(r.start_time), "end_time": _iso(r.end_time),
-                "duration_s": None if r.end_time is None else r.end_time - r.start_time, "run_dir": r.run_dir,
+                "run_id": r.run_id,
+                "run_name": r.run_name,
+                "experiment": r.experiment,
+                "config": json.loads(r.config_json),
+                "notes": r.notes,
+                "tags": tags[r.run_id],
+                "status": r.status,
+                "error": r.error,
+                "start_time": _iso(r.start_time),
+                "end_time": _iso(r.end_time),
+                "duration_s": None if r.end_time is None else r.end_time - r.start_time,
+                "run_dir": r.run_dir,
+                "heartbeat_time": _iso(r.heartbeat_time),
+                "heartbeat_interval_s": r.heartbeat_interval_s,
+                # A "running" run whose process died without a word (SIGKILL, power loss).
+                "stale": liveness(r.status, r.heartbeat_time, r.heartbeat_interval_s) == "stale",
             }
             for r in rows
         ]
 
     @staticmethod
-    def _metric_series(conn: Connection, run_ids: list[int], names: list[str] | None = None) -> dict[int, dict[str, list[dict[str, Any]]]]:
+    def _metric_series(
+        conn: Connection, run_ids: list[int], names: list[str] | None = None
+    ) -> dict[int, dict[str, list[dict[str, Any]]]]:
         out: dict[int, dict[str, list[dict[str, Any]]]] = {r: {} for r in run_ids}
         q = select(_metrics).where(_metrics.c.run_id.in_(run_ids))
         if names is not None:
@@ -539,7 +683,8 @@ class ExperimentDB(SqlStore):
 
         Example:
             >>> db = ExperimentDB(":memory:")
-            >>> _ = db.log_run("a", {"lr": 0.1}, tags=["sweep"]); _ = db.log_run("b", {"lr": 0.2})
+            >>> _ = db.log_run("a", {"lr": 0.1}, tags=["sweep"])
+            >>> _ = db.log_run("b", {"lr": 0.2})
             >>> [r["run_name"] for r in db.list_runs({"config.lr": 0.1})], [r["run_name"] for r in db.list_runs()]
             (['a'], ['b', 'a'])
         """
@@ -552,11 +697,19 @@ class ExperimentDB(SqlStore):
             if value is None:
                 continue
             if key in merged and merged[key] != value:
-                raise ExperimentDBValueError(f"filter {key!r} given twice with different values: {merged[key]!r} and {value!r}")
+                raise ExperimentDBValueError(
+                    f"filter {key!r} given twice with different values: {merged[key]!r} and {value!r}"
+                )
             merged[key] = value
-        unknown = [k for k in merged if k not in _FILTER_KEYS[:-1] and not (isinstance(k, str) and k.startswith("config.") and len(k) > 7)]
+        unknown = [
+            k
+            for k in merged
+            if k not in _FILTER_KEYS[:-1] and not (isinstance(k, str) and k.startswith("config.") and len(k) > 7)
+        ]
         if unknown:
-            raise ExperimentDBValueError(f"unknown list_runs filter {', '.join(map(repr, unknown))} — valid: {', '.join(_FILTER_KEYS)}")
+            raise ExperimentDBValueError(
+                f"unknown list_runs filter {', '.join(map(repr, unknown))} — valid: {', '.join(_FILTER_KEYS)}"
+            )
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ExperimentDBValueError(f"limit must be a positive integer or None, got {limit!r}")
 
@@ -578,7 +731,7 @@ class ExperimentDB(SqlStore):
                 q = q.where(_runs.c.run_name.like(like, escape="\\"))
             else:
                 q = q.where(_runs.c.run_name == pattern)
-        config_filters = {k[len("config."):]: v for k, v in merged.items() if k.startswith("config.")}
+        config_filters = {k[len("config.") :]: v for k, v in merged.items() if k.startswith("config.")}
         q = q.order_by(_runs.c.run_id.desc())  # ids grow with creation time: newest first
         if limit is not None and not config_filters:
             q = q.limit(limit)
@@ -597,7 +750,12 @@ class ExperimentDB(SqlStore):
         return self._read(fetch)
 
     def get_best_run(
-        self, metric: str, mode: Literal["min", "max"] = "min", *, experiment: str | None = None, status: RunStatus | None = None
+        self,
+        metric: str,
+        mode: Literal["min", "max"] = "min",
+        *,
+        experiment: str | None = None,
+        status: RunStatus | None = None,
     ) -> dict[str, Any] | None:
         """The run holding the best single value of ``metric`` (over all its logged values).
 
@@ -641,13 +799,18 @@ class ExperimentDB(SqlStore):
             if hit is None:
                 return None
             run = self._run_dicts(conn, conn.execute(select(_runs).where(_runs.c.run_id == hit.run_id)).all())[0]
-            run.update(metric=metric, mode=mode, best_value=hit.value, step=hit.step, epoch=hit.epoch, time=_iso(hit.time))
+            run.update(
+                metric=metric, mode=mode, best_value=hit.value, step=hit.step, epoch=hit.epoch, time=_iso(hit.time)
+            )
             return run
 
         return self._read(fetch)
 
     def compare_runs(
-        self, run_ids: list[int], metrics: list[str] | None = None, modes: Mapping[str, Literal["min", "max"]] | None = None
+        self,
+        run_ids: list[int],
+        metrics: list[str] | None = None,
+        modes: Mapping[str, Literal["min", "max"]] | None = None,
     ) -> list[dict[str, Any]]:
         """Side-by-side summary of runs: best and last value of each metric.
 
@@ -673,7 +836,10 @@ class ExperimentDB(SqlStore):
             >>> for rid, losses in [(a, [0.9, 0.5, 0.6]), (b, [0.8, 0.7])]:
             ...     for step, loss in enumerate(losses):
             ...         db.log_metric(rid, "val/loss", loss, step=step)
-            >>> [(r["run_name"], r["metrics"]["val/loss"]["best"], r["metrics"]["val/loss"]["last"]) for r in db.compare_runs([a, b])]
+            >>> [
+            ...     (r["run_name"], r["metrics"]["val/loss"]["best"], r["metrics"]["val/loss"]["last"])
+            ...     for r in db.compare_runs([a, b])
+            ... ]
             [('a', 0.5, 0.6), ('b', 0.7, 0.7)]
         """
         if isinstance(run_ids, (str, bytes)) or not isinstance(run_ids, Iterable):
@@ -684,7 +850,9 @@ class ExperimentDB(SqlStore):
         names: list[str] | None = None
         if metrics is not None:
             if isinstance(metrics, str):
-                raise ExperimentDBValueError(f"metrics must be a list of names, got str {metrics!r}; e.g. metrics=[{metrics!r}]")
+                raise ExperimentDBValueError(
+                    f"metrics must be a list of names, got str {metrics!r}; e.g. metrics=[{metrics!r}]"
+                )
             names = [_check_name(m, "metric name") for m in metrics]
         mode_map = dict(modes or {})
         for key, value in mode_map.items():
@@ -695,7 +863,10 @@ class ExperimentDB(SqlStore):
         def fetch(conn: Connection) -> tuple[list[dict[str, Any]], dict[int, dict[str, list[dict[str, Any]]]]]:
             self._known_runs.difference_update(unique)  # always re-check: the caller asked about these ids
             self._require_runs(conn, unique)
-            by_id = {r["run_id"]: r for r in self._run_dicts(conn, conn.execute(select(_runs).where(_runs.c.run_id.in_(unique))).all())}
+            by_id = {
+                r["run_id"]: r
+                for r in self._run_dicts(conn, conn.execute(select(_runs).where(_runs.c.run_id.in_(unique))).all())
+            }
             return [by_id[i] for i in unique], self._metric_series(conn, unique, names)
 
         runs, series = self._read(fetch)
@@ -710,10 +881,16 @@ class ExperimentDB(SqlStore):
                 best = (min if mode == "min" else max)(finite, key=lambda p: p["value"]) if finite else None
                 last = points[-1] if points else None
                 summary[name] = {
-                    "mode": mode, "best": best and best["value"], "best_step": best and best["step"],
-                    "last": last and last["value"], "last_step": last and last["step"], "count": len(points),
+                    "mode": mode,
+                    "best": best and best["value"],
+                    "best_step": best and best["step"],
+                    "last": last and last["value"],
+                    "last_step": last and last["step"],
+                    "count": len(points),
                 }
-            out.append({k: run[k] for k in ("run_id", "run_name", "experiment", "status", "config")} | {"metrics": summary})
+            out.append(
+                {k: run[k] for k in ("run_id", "run_name", "experiment", "status", "config")} | {"metrics": summary}
+            )
         return out
 
     def metric_names(self, run_id: int | None = None, *, experiment: str | None = None) -> list[str]:

@@ -2,9 +2,17 @@
 
 One JSON object per line, one schema for every event::
 
-    {"timestamp": "2026-11-22T03:15:02.123+00:00", "level": "INFO", "event": "metrics",
-     "message": "step 100 | epoch 0 | train/loss=3.4200", "experiment": "exp",
-     "step": 100, "epoch": 0, "metrics": {"train/loss": 3.42}, "data": {}}
+    {
+        "timestamp": "2026-11-22T03:15:02.123+00:00",
+        "level": "INFO",
+        "event": "metrics",
+        "message": "step 100 | epoch 0 | train/loss=3.4200",
+        "experiment": "exp",
+        "step": 100,
+        "epoch": 0,
+        "metrics": {"train/loss": 3.42},
+        "data": {},
+    }
 
 ``event`` is one of ``start``, ``hyperparams``, ``system_info``, ``metrics``, ``checkpoint``,
 ``error``, ``end``; ``metrics`` holds floats (tensors converted, NaN/inf as null) and ``data``
@@ -20,7 +28,7 @@ import os
 import platform
 import sys
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +40,7 @@ __all__ = ["TrainingLogger", "system_info", "read_jsonl"]
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _to_float(value: Any) -> float | None:
@@ -89,7 +97,13 @@ class TrainingLogger:
         {'train/loss': 3.42}
     """
 
-    def __init__(self, experiment_name: str, log_dir: str | os.PathLike[str] = "logs", log_to_console: bool = True, log_to_file: bool = True) -> None:
+    def __init__(
+        self,
+        experiment_name: str,
+        log_dir: str | os.PathLike[str] = "logs",
+        log_to_console: bool = True,
+        log_to_file: bool = True,
+    ) -> None:
         self.experiment_name = validate_name(experiment_name, "experiment_name")
         self.log_file: Path | None = None
         self._file = None
@@ -97,14 +111,16 @@ class TrainingLogger:
             stamp = datetime.now().strftime("%Y%m%d_%H%M%S_%f")
             self.log_file = Path(log_dir) / f"{self.experiment_name}_{stamp}.jsonl"
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.log_file, "a", encoding="utf-8", buffering=1)
+            self._file = open(self.log_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed by close()
         self._console: logging.Logger | None = None
         if log_to_console:
             self._console = logging.getLogger(f"trainengine.training.{self.experiment_name}")
             self._console.setLevel(logging.INFO)
             self._console.propagate = False
             self._handler = logging.StreamHandler(sys.stdout)
-            self._handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s", datefmt="%Y-%m-%d %H:%M:%S"))
+            self._handler.setFormatter(
+                logging.Formatter("%(asctime)s - %(levelname)s - %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+            )
             self._console.addHandler(self._handler)
 
     # -- events --------------------------------------------------------------------------------
@@ -114,15 +130,26 @@ class TrainingLogger:
         self._emit("start", f"experiment {self.experiment_name} started", data={"config": data})
 
     def log_hyperparams(self, params: dict[str, Any]) -> None:
-        self._emit("hyperparams", "hyperparameters: " + ", ".join(f"{k}={v}" for k, v in params.items()), data={"hyperparams": params})
+        self._emit(
+            "hyperparams",
+            "hyperparameters: " + ", ".join(f"{k}={v}" for k, v in params.items()),
+            data={"hyperparams": params},
+        )
 
     def log_system_info(self) -> dict[str, Any]:
         info = system_info()
         gpus = ", ".join(g["name"] for g in info["gpus"]) or "none"
-        self._emit("system_info", f"python {info['python']} | torch {info['torch']} | GPUs: {gpus} | CPUs: {info['cpu_count']} | git {info['git']['commit']}", data=info)
+        self._emit(
+            "system_info",
+            f"python {info['python']} | torch {info['torch']} | GPUs: {gpus} | CPUs: {info['cpu_count']} | "
+            f"git {info['git']['commit']}",
+            data=info,
+        )
         return info
 
-    def log_metrics(self, metrics: dict[str, Any], step: int | None = None, epoch: int | None = None, prefix: str = "") -> None:
+    def log_metrics(
+        self, metrics: dict[str, Any], step: int | None = None, epoch: int | None = None, prefix: str = ""
+    ) -> None:
         """Log metrics, namespaced with ``prefix`` (``train/``, ``val/``, ``system/``); tensors become floats."""
         values = {f"{prefix}{k}": _to_float(v) for k, v in metrics.items()}
         parts = [f"step {step}" if step is not None else "step ?"]
@@ -131,13 +158,27 @@ class TrainingLogger:
         parts += [f"{k}={v:.4f}" if v is not None else f"{k}=nan" for k, v in values.items()]
         self._emit("metrics", " | ".join(parts), step=step, epoch=epoch, metrics=values)
 
-    def log_checkpoint(self, checkpoint_path: str | os.PathLike[str], step: int | None = None, metrics: dict[str, Any] | None = None) -> None:
+    def log_checkpoint(
+        self, checkpoint_path: str | os.PathLike[str], step: int | None = None, metrics: dict[str, Any] | None = None
+    ) -> None:
         values = {k: _to_float(v) for k, v in (metrics or {}).items()}
-        self._emit("checkpoint", f"checkpoint saved: {checkpoint_path}", step=step, metrics=values, data={"path": str(checkpoint_path)})
+        self._emit(
+            "checkpoint",
+            f"checkpoint saved: {checkpoint_path}",
+            step=step,
+            metrics=values,
+            data={"path": str(checkpoint_path)},
+        )
 
     def log_error(self, error: BaseException, step: int | None = None) -> None:
         tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        self._emit("error", f"{type(error).__name__}: {error}", step=step, level="ERROR", data={"type": type(error).__name__, "traceback": tb})
+        self._emit(
+            "error",
+            f"{type(error).__name__}: {error}",
+            step=step,
+            level="ERROR",
+            data={"type": type(error).__name__, "traceback": tb},
+        )
 
     def log_end(self, final_metrics: dict[str, Any] | None = None) -> None:
         values = {k: _to_float(v) for k, v in (final_metrics or {}).items()}
@@ -160,13 +201,30 @@ class TrainingLogger:
         self.close()
 
     # -- plumbing ------------------------------------------------------------------------------
-    def _emit(self, event: str, message: str, *, step: int | None = None, epoch: int | None = None, metrics: dict[str, Any] | None = None, data: Any = None, level: str = "INFO") -> None:
+    def _emit(
+        self,
+        event: str,
+        message: str,
+        *,
+        step: int | None = None,
+        epoch: int | None = None,
+        metrics: dict[str, Any] | None = None,
+        data: Any = None,
+        level: str = "INFO",
+    ) -> None:
         if self._console is not None:
             self._console.log(getattr(logging, level), message)
         if self._file is not None:
             record = {
-                "timestamp": _now(), "level": level, "event": event, "message": message, "experiment": self.experiment_name,
-                "step": step, "epoch": epoch, "metrics": metrics or {}, "data": data if data is not None else {},
+                "timestamp": _now(),
+                "level": level,
+                "event": event,
+                "message": message,
+                "experiment": self.experiment_name,
+                "step": step,
+                "epoch": epoch,
+                "metrics": metrics or {},
+                "data": data if data is not None else {},
             }
             self._file.write(json.dumps(record, default=str) + "\n")
 

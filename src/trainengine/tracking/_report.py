@@ -19,7 +19,8 @@ __all__ = ["build_report"]
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
 h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 0.9rem; } td, th { padding: 0.25rem 0.7rem; border-bottom: 1px solid #eee; text-align: left; }
+table { border-collapse: collapse; font-size: 0.9rem; }
+td, th { padding: 0.25rem 0.7rem; border-bottom: 1px solid #eee; text-align: left; }
 pre { background: #f6f6f6; padding: 0.8rem; overflow-x: auto; font-size: 0.8rem; }
 .curves { display: flex; flex-wrap: wrap; gap: 1rem; } .curves img { width: 520px; border: 1px solid #eee; }
 .warning { color: #a60; } .critical, .failed { color: #b00; } .completed { color: #070; }
@@ -38,6 +39,37 @@ def _fmt(value: Any) -> str:
     return _esc(value)
 
 
+def _num(value: Any) -> str:
+    """A number for a sentence: 3 significant digits (``1.26``, ``0.000412``); other values as they are."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _incident_text(record: dict[str, Any]) -> str:
+    """One sentence for an incident record: its own ``message`` when it has one (alerts, gradient checks)."""
+    if record.get("message"):
+        return str(record["message"])
+    kind, step = record.get("type"), record.get("step")
+    if kind == "nonfinite":
+        return (
+            f"Step {step}: the loss ({_num(record.get('loss'))}) or a gradient was not finite "
+            f"({record.get('train/nonfinite_steps')} such steps so far; policy {record.get('policy')})."
+        )
+    if kind == "rollback":
+        return (
+            f"Rolled back to {record.get('checkpoint')} (step {step}) with the learning rate "
+            f"\u00d7{_num(record.get('lr_factor'))} (rollback {record.get('rollbacks')})."
+        )
+    if kind == "interrupt":
+        where = f"; emergency checkpoint {record['checkpoint']}" if record.get("checkpoint") else ""
+        return f"Interrupted by signal {record.get('signal')} at step {step}{where}."
+    if kind == "gradient":
+        return f"Gradient norm {_num(record.get('train/grad_norm'))} at step {step} ({record.get('severity')})."
+    skip = ("time", "step", "type", "epoch", "severity")
+    return "; ".join(f"{k} {_num(v)}" for k, v in record.items() if k not in skip and v not in (None, ""))
+
+
 def _curve_png(records: list[dict[str, Any]], metric: str) -> str | None:
     """A base64 PNG of ``metric`` against the step (raw faint, smoothed bold), or None."""
     import matplotlib
@@ -45,10 +77,12 @@ def _curve_png(records: list[dict[str, Any]], metric: str) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(r["step"], r[metric]) for r in records if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
+    points = [
+        (r["step"], r[metric]) for r in records if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])
+    ]
     if not points:
         return None
-    steps, values = zip(*points)
+    steps, values = zip(*points, strict=True)
     smooth, acc = [], values[0]
     for v in values:
         acc = 0.6 * acc + 0.4 * v
@@ -88,24 +122,43 @@ def build_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     status = facts.get("status", "?")
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>run {_esc(facts.get('experiment'))}/{_esc(facts.get('run_id'))}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{_esc(facts.get('experiment'))} / {_esc(facts.get('run_id'))} — <span class='{_esc(status)}'>{_esc(status)}</span></h1>",
+        f"<title>run {_esc(facts.get('experiment'))}/{_esc(facts.get('run_id'))}</title>"
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{_esc(facts.get('experiment'))} / {_esc(facts.get('run_id'))} — "
+        f"<span class='{_esc(status)}'>{_esc(status)}</span></h1>",
         "<table>",
     ]
     for label, value in (
-        ("started", facts.get("start_time")), ("ended", facts.get("end_time")), ("git commit", (facts.get("git") or {}).get("commit")),
-        ("model", f"{(facts.get('model') or {}).get('class')} ({(facts.get('model') or {}).get('num_parameters')} parameters)"),
-        ("task", (facts.get("task") or {}).get("task_type")), ("device", (facts.get("runtime") or {}).get("device")),
-        ("seed", facts.get("seed")), ("error", facts.get("error")),
+        ("started", facts.get("start_time")),
+        ("ended", facts.get("end_time")),
+        ("git commit", (facts.get("git") or {}).get("commit")),
+        (
+            "model",
+            f"{(facts.get('model') or {}).get('class')} "
+            f"({(facts.get('model') or {}).get('num_parameters')} parameters)",
+        ),
+        ("task", (facts.get("task") or {}).get("task_type")),
+        ("device", (facts.get("runtime") or {}).get("device")),
+        ("seed", facts.get("seed")),
+        ("error", facts.get("error")),
     ):
         if value is not None:
             parts.append(f"<tr><th>{_esc(label)}</th><td>{_fmt(value)}</td></tr>")
     parts.append("</table><h2>Results</h2><table>")
     for key, value in results.items():
-        if not isinstance(value, (dict, list)):
+        # Empty fields (no tokens/s for a classifier, no stop reason) say nothing: leave them out.
+        if value is not None and value != "" and not isinstance(value, (dict, list)):
             parts.append(f"<tr><th>{_esc(key)}</th><td>{_fmt(value)}</td></tr>")
     parts.append("</table><h2>Curves</h2><div class='curves'>")
-    metrics = sorted({k for r in records if r.get("type") in ("train", "eval") for k in r if "/" in k and not k.startswith("system/")})
+    metrics = sorted(
+        {
+            k
+            for r in records
+            if r.get("type") in ("train", "eval")
+            for k in r
+            if "/" in k and not k.startswith("system/")
+        }
+    )
     for metric in ["train/loss", *[m for m in metrics if m.startswith("val/")], "lr"]:
         png = _curve_png(records, metric)
         if png:
@@ -115,14 +168,23 @@ def build_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     eval_cols = sorted({k for r in evals for k in r if k.startswith("val/")})
     parts.append("<tr><th>step</th>" + "".join(f"<th>{_esc(c)}</th>" for c in eval_cols) + "</tr>")
     for r in evals[-20:]:
-        parts.append(f"<tr><td>{_fmt(r.get('step'))}</td>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in eval_cols) + "</tr>")
+        parts.append(
+            f"<tr><td>{_fmt(r.get('step'))}</td>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in eval_cols) + "</tr>"
+        )
     parts.append("</table><h2>Alerts and incidents</h2>")
-    incidents = [r for r in records if r.get("type") in _ALERT_TYPES or (r.get("type") == "gradient" and r.get("severity") not in (None, "ok"))]
+    incidents = [
+        r
+        for r in records
+        if r.get("type") in _ALERT_TYPES or (r.get("type") == "gradient" and r.get("severity") not in (None, "ok"))
+    ]
     if incidents:
-        parts.append("<table><tr><th>step</th><th>type</th><th>details</th></tr>")
+        parts.append("<table><tr><th>step</th><th>type</th><th>what happened</th></tr>")
         for r in incidents:
-            details = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("time", "step", "type"))
-            parts.append(f"<tr class='{_esc(r.get('severity', 'warning'))}'><td>{_fmt(r.get('step'))}</td><td>{_esc(r.get('type'))}</td><td>{_esc(details)}</td></tr>")
+            details = _incident_text(r)
+            parts.append(
+                f"<tr class='{_esc(r.get('severity', 'warning'))}'><td>{_fmt(r.get('step'))}</td>"
+                f"<td>{_esc(r.get('type'))}</td><td>{_esc(details)}</td></tr>"
+            )
         parts.append("</table>")
     else:
         parts.append("<p>none</p>")
@@ -132,11 +194,19 @@ def build_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
         from trainengine.checkpoint import CheckpointManager
 
         task = facts.get("task") or {}
-        manager = CheckpointManager(ckpt_dir, monitor=task.get("monitor", "val/loss"), mode=task.get("monitor_mode", "min"))
+        manager = CheckpointManager(
+            ckpt_dir, monitor=task.get("monitor", "val/loss"), mode=task.get("monitor_mode", "min"), read_only=True
+        )
         parts.append("<table><tr><th>name</th><th>step</th><th>epoch</th><th>metric</th><th>flags</th></tr>")
         for info in manager.list_checkpoints():
-            flags = " ".join(f for f, on in (("best", info.is_best), ("latest", info.is_latest)) if on) + " " + " ".join(info.tags)
-            parts.append(f"<tr><td>{_esc(info.name)}</td><td>{info.step}</td><td>{info.epoch}</td><td>{_fmt(info.metric)}</td><td>{_esc(flags.strip())}</td></tr>")
+            flags = (
+                " ".join(f for f, on in (("best", info.is_best), ("latest", info.is_latest)) if on)
+                + " "
+                + " ".join(info.tags)
+            )
+            parts.append(
+                f"<tr><td>{_esc(info.name)}</td><td>{info.step}</td><td>{info.epoch}</td><td>{_fmt(info.metric)}</td><td>{_esc(flags.strip())}</td></tr>"
+            )
         parts.append("</table>")
     else:
         parts.append("<p>none</p>")
@@ -144,7 +214,8 @@ def build_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     # A browser check (tests) reads this flag: every plot image decoded.
     parts.append(
         "<script>window.addEventListener('load', function () { var ok = Array.prototype.every.call(document.images,"
-        " function (i) { return i.complete && i.naturalWidth > 0; }); document.body.setAttribute('data-images-ok', ok ? 'yes' : 'no');"
+        " function (i) { return i.complete && i.naturalWidth > 0; });"
+        " document.body.setAttribute('data-images-ok', ok ? 'yes' : 'no');"
         " document.body.setAttribute('data-images', String(document.images.length)); });</script>"
     )
     parts.append("</body></html>")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import platform
 import queue
@@ -11,6 +13,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,6 +21,8 @@ from typing import Any, TextIO
 import yaml
 
 from trainengine._io import atomic_write_json, atomic_write_text, validate_name
+from trainengine._liveness import HEARTBEAT_INTERVAL_S, RunDirLock
+from trainengine.config import load_yaml
 from trainengine.errors import TrainEngineError
 from trainengine.models import model_spec
 from trainengine.provenance import git_info, library_versions
@@ -25,6 +30,7 @@ from trainengine.provenance import git_info, library_versions
 __all__ = ["RunDirectory", "git_info", "library_versions", "new_run_id"]
 
 _WEIGHTS = "model.safetensors"
+logger = logging.getLogger("trainengine")
 
 
 def _now() -> str:
@@ -42,16 +48,29 @@ class JsonlWriter:
     ``write`` only appends to an in-memory batch; a batch goes to the writer thread every
     ``flush_seconds`` or ``flush_records`` (one wake-up and one ``write`` per batch, not per
     line). ``close`` hands over the rest, drains the queue, flushes, fsyncs and joins.
+
+    ``heartbeat`` (optional) is called by the writer thread every ``heartbeat_s`` seconds while
+    the writer is open, whether or not lines arrive (a long evaluation logs nothing for
+    minutes, and its process is alive all the same).
     """
 
     _STOP = object()
 
-    def __init__(self, path: Path, flush_seconds: float = 1.0, flush_records: int = 256) -> None:
-        self._file: TextIO = open(path, "a", encoding="utf-8")
+    def __init__(
+        self,
+        path: Path,
+        flush_seconds: float = 1.0,
+        flush_records: int = 256,
+        *,
+        heartbeat: Callable[[], None] | None = None,
+        heartbeat_s: float = HEARTBEAT_INTERVAL_S,
+    ) -> None:
+        self._file: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close(), from another thread
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._batch: list[dict[str, Any]] = []
         self._flush_seconds, self._flush_records = flush_seconds, flush_records
         self._last = time.monotonic()
+        self._heartbeat, self._heartbeat_s = heartbeat, heartbeat_s
         self._thread = threading.Thread(target=self._run, name="trainengine-jsonl", daemon=True)
         self._thread.start()
 
@@ -68,12 +87,21 @@ class JsonlWriter:
         self._last = now
 
     def _run(self) -> None:
+        next_beat = time.monotonic() + self._heartbeat_s
         while True:
-            item = self._queue.get()
+            try:
+                wait = max(0.0, next_beat - time.monotonic()) if self._heartbeat is not None else None
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                item = None
             if item is self._STOP:
                 return
-            self._file.write("".join(json.dumps(r) + "\n" for r in item))
-            self._file.flush()  # readers (``tail -f``, trackers) see whole lines
+            if item is not None:
+                self._file.write("".join(json.dumps(r) + "\n" for r in item))
+                self._file.flush()  # readers (``tail -f``, trackers) see whole lines
+            if self._heartbeat is not None and time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self._heartbeat_s
+                self._heartbeat()
 
     def close(self) -> None:
         self._handoff(time.monotonic())
@@ -91,14 +119,26 @@ class RunDirectory:
     start/end, git commit, versions, host, seed, data fingerprints, results), ``logs.jsonl``
     (one JSON object per logged step and evaluation) and ``model.safetensors`` (final weights).
     ``run.json`` is rewritten atomically at start and end, so it is always valid JSON.
+
+    One live process owns the directory: an OS lock (:class:`~trainengine.tracking.RunDirLock`
+    on ``.lock``) is taken before anything is written and held until the run ends, so a second
+    ``train``/``resume`` of the same run fails with the holder's PID and host and touches nothing.
+    While the run lives, a background thread refreshes ``heartbeat_time`` in ``run.json`` every
+    ``heartbeat_interval_s`` seconds (``trainengine runs list`` shows a silent run as ``stale``).
+
+    Args:
+        heartbeat_interval_s: Seconds between two heartbeats.
     """
 
     rank_zero_only = True
 
-    def __init__(self) -> None:
-        self.path: Path | None = None
+    def __init__(self, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.path: Path | None = None  # set once this process owns the directory
+        self._lock: RunDirLock | None = None
         self._log: JsonlWriter | None = None
         self._facts: dict[str, Any] = {}
+        self._heartbeat_failed = False
 
     # -- events ------------------------------------------------------------------------------
     def on_train_start(self, trainer: Any) -> None:
@@ -114,22 +154,33 @@ class RunDirectory:
         root = Path(tr.output_dir) / experiment
         if tr.run_name:
             run_id = validate_name(tr.run_name, "tracking.run_name")
-            if (root / run_id).exists():
-                raise TrainEngineError(
-                    f"run directory {root / run_id} already exists — choose another tracking.run_name (--run-name) or remove it"
-                )
         else:
             run_id = new_run_id()
             while (root / run_id).exists():
                 run_id = new_run_id()
-        self.path = root / run_id
-        self.path.mkdir(parents=True)
-        trainer.run_dir = self.path
+        path = root / run_id
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            path.mkdir()  # not exist_ok: of two processes creating one run name, one wins
+        except FileExistsError:
+            raise TrainEngineError(
+                f"run directory {path} already exists — choose another tracking.run_name (--run-name) or remove it"
+            ) from None
+        except OSError as exc:
+            raise TrainEngineError(
+                f"cannot create the run directory {path}: {exc.filename or path}: {exc.strerror} — "
+                "choose a writable tracking.output_dir (--output-dir)"
+            ) from None
+        self._own(path)
+        trainer.run_dir = path
         # Re-runnable as is: the run name is left out (it is this run's folder; a re-run gets its own).
         resolved = cfg.to_dict()
         resolved["tracking"]["run_name"] = None
-        header = f"# Resolved config of run {experiment}/{run_id}. Re-run: trainengine train --config {self.path / 'config.yaml'}\n"
-        atomic_write_text(self.path / "config.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
+        header = (
+            f"# Resolved config of run {experiment}/{run_id}. "
+            f"Re-run: trainengine train --config {path / 'config.yaml'}\n"
+        )
+        atomic_write_text(path / "config.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
         model = trainer.model
         self._facts = {
             "run_id": run_id,
@@ -165,10 +216,12 @@ class RunDirectory:
             },
             "tags": list(cfg.tracking.tags),
             "notes": cfg.tracking.notes,
+            "heartbeat_time": _now(),
+            "heartbeat_interval_s": self.heartbeat_interval_s,
         }
-        atomic_write_json(self.path / "run.json", self._facts)
+        self._write_facts()
         # Lines are written by a background thread: no disk I/O on the training thread.
-        self._log = JsonlWriter(self.path / "logs.jsonl")
+        self._open_log()
         if cfg.monitoring.profile_data:
             self._save_profile(trainer)
         self._write({"type": "start", "run_id": run_id})
@@ -183,41 +236,42 @@ class RunDirectory:
         if dataset is None or isinstance(dataset, IterableDataset):
             return
         try:
-            profile_dataset(dataset, trainer.task_spec, max_items=2000).save(self.path / "data_profile.json")
+            profile_dataset(dataset, trainer.task_spec, max_items=2000).save(Path(str(self.path)) / "data_profile.json")
         except Exception as exc:  # noqa: BLE001 - a profile is a convenience, never a reason to fail a run
-            import logging
-
-            logging.getLogger("trainengine").warning("could not profile the training data: %s", exc)
+            logger.warning("could not profile the training data: %s", exc)
 
     def _reopen(self, trainer: Any, path: Path) -> None:
         """Continue a resumed run in its own directory: same run.json, appended logs."""
-        self.path = path
+        self._own(path)  # first: a run another process is training is not touched at all
         trainer.run_dir = path
         self._facts = json.loads((path / "run.json").read_text(encoding="utf-8"))
         resumes = self._facts.setdefault("resumes", [])
         resumes.append({"time": _now(), "checkpoint": str(trainer.resume_from), "step": trainer.state.step})
-        self._facts.update(status="running", end_time=None)
+        self._facts.update(
+            status="running", end_time=None, heartbeat_time=_now(), heartbeat_interval_s=self.heartbeat_interval_s
+        )
         self._facts.pop("error", None)
         resolved = trainer.config.to_dict()
         resolved["tracking"]["run_name"] = None
         config_path = path / "config.yaml"
         text = (
-            f"# Resolved config of run {self._facts.get('experiment')}/{self._facts.get('run_id')} (resumed). Re-run: trainengine train --config {config_path}\n"
-            + yaml.safe_dump(resolved, sort_keys=False)
+            f"# Resolved config of run {self._facts.get('experiment')}/{self._facts.get('run_id')} (resumed). "
+            f"Re-run: trainengine train --config {config_path}\n" + yaml.safe_dump(resolved, sort_keys=False)
         )
-        if config_path.is_file() and yaml.safe_load(config_path.read_text(encoding="utf-8")) != resolved:
+        if config_path.is_file() and load_yaml(config_path.read_text(encoding="utf-8")) != resolved:
             # The resumed run changed the config: keep what ran before, next to what runs now.
             os.replace(config_path, path / f"config.before-resume-{len(resumes)}.yaml")
         atomic_write_text(config_path, text)
-        atomic_write_json(path / "run.json", self._facts)
-        self._log = JsonlWriter(path / "logs.jsonl")
+        self._write_facts()
+        self._open_log()
         self._write({"type": "resume", "checkpoint": str(trainer.resume_from), "step": trainer.state.step})
 
     def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
         self._write(record)
 
     def on_train_end(self, trainer: Any, results: dict[str, Any]) -> None:
-        assert self.path is not None
+        if self.path is None:
+            return
         if trainer.config.checkpointing.save_final_weights:
             save_weights(
                 trainer.model,
@@ -232,13 +286,54 @@ class RunDirectory:
 
     def on_exception(self, trainer: Any, exc: BaseException) -> None:
         if self.path is None:
-            return
+            return  # the directory was never ours (not created, or owned by another process)
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         reason = f"{type(exc).__name__}: {exc}"
-        self._write({"type": "end", "status": status, "error": reason, "step": trainer.state.step})
-        self._finish(status, error=reason, step=trainer.state.step)
+        try:
+            self._write({"type": "end", "status": status, "error": reason, "step": trainer.state.step})
+            self._finish(status, error=reason, step=trainer.state.step)
+        except OSError as err:
+            # The disk that failed the run may fail its record too: one line, not a second traceback.
+            logger.warning("could not record the %s run in %s: %s", status, self.path, err)
+        finally:
+            self._release()
 
     # -- helpers -------------------------------------------------------------------------------
+    def _own(self, path: Path) -> None:
+        """Take the run directory's lock; only then is the directory this callback's to write."""
+        lock = RunDirLock(path)
+        lock.acquire()
+        self._lock, self.path = lock, path
+
+    def _release(self) -> None:
+        if self._log is not None:
+            log, self._log = self._log, None
+            with contextlib.suppress(OSError):  # on_exception: the run's own error is the one to report
+                log.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _open_log(self) -> None:
+        assert self.path is not None
+        self._log = JsonlWriter(
+            self.path / "logs.jsonl", heartbeat=self._heartbeat, heartbeat_s=self.heartbeat_interval_s
+        )
+
+    def _write_facts(self, facts: dict[str, Any] | None = None) -> None:
+        assert self.path is not None
+        atomic_write_json(self.path / "run.json", self._facts if facts is None else facts)
+
+    def _heartbeat(self) -> None:
+        """Runs on the log writer's thread: refresh ``heartbeat_time`` in run.json."""
+        facts = dict(self._facts, heartbeat_time=_now())
+        try:
+            self._write_facts(facts)
+        except OSError as exc:
+            if not self._heartbeat_failed:  # once: a full disk must not flood the log
+                self._heartbeat_failed = True
+                logger.warning("could not write the heartbeat of %s: %s", self.path, exc)
+
     def _write(self, record: dict[str, Any]) -> None:
         if self._log is not None:
             # Evaluations and lifecycle records go out at once; step records ride in batches.
@@ -247,11 +342,13 @@ class RunDirectory:
             )
 
     def _finish(self, status: str, **fields: Any) -> None:
-        self._facts.update(status=status, end_time=_now(), **_jsonable(fields))
-        atomic_write_json(self.path / "run.json", self._facts)  # type: ignore[operator]
+        # The writer thread (and its heartbeat) stops first, so the final run.json is the last word.
         if self._log is not None:
-            self._log.close()
-            self._log = None
+            log, self._log = self._log, None
+            log.close()
+        self._facts.update(status=status, end_time=_now(), heartbeat_time=_now(), **_jsonable(fields))
+        self._write_facts()
+        self._release()
 
 
 def checkpoint_paths(trainer: Any) -> dict[str, str | None]:

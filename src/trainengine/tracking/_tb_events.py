@@ -17,6 +17,7 @@ import socket
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = ["EventFileWriter", "masked_crc32c"]
 
@@ -26,7 +27,9 @@ try:  # C implementation; the pure-Python fallback is correct but slow
     def _crc32c(data: bytes) -> int:
         return google_crc32c.value(data)
 except ImportError:  # pragma: no cover - depends on what is installed
-    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c as _crc32c
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import (  # type: ignore[no-redef]  # the fallback
+        crc32c as _crc32c,
+    )
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -45,7 +48,7 @@ class EventFileWriter:
         self.logdir.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.trainengine"
         self.path = self.logdir / name
-        self._fh = open(self.path, "ab")
+        self._fh = open(self.path, "ab")  # noqa: SIM115 - open for the writer's life, closed by close()
         self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
 
     def add_scalars(self, metrics: dict[str, float], step: int) -> None:
@@ -60,10 +63,12 @@ class EventFileWriter:
 
         self._write(self._Event(wall_time=time.time(), step=step or 0, summary=text_summary(tag, text)))
 
-    def _write(self, event: object) -> None:
-        data = event.SerializeToString()  # type: ignore[attr-defined]
+    def _write(self, event: Any) -> None:
+        data = event.SerializeToString()  # (an Event protobuf, untyped)
         header = struct.pack("<Q", len(data))
-        self._fh.write(header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data)))
+        self._fh.write(
+            header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data))
+        )
 
     def flush(self) -> None:
         self._fh.flush()

@@ -17,7 +17,7 @@ import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from trainengine._io import validate_name
 from trainengine.errors import ConfigError, MissingExtraError
@@ -65,7 +65,9 @@ class TrackerBackend(ABC):
 
     name: str = ""
 
-    def __init__(self, project: str, experiment_name: str, config: dict[str, Any], log_dir: Path, tags: list[str], notes: str) -> None:
+    def __init__(
+        self, project: str, experiment_name: str, config: dict[str, Any], log_dir: Path, tags: list[str], notes: str
+    ) -> None:
         self.project, self.experiment_name, self.config = project, experiment_name, config
         self.log_dir, self.tags, self.notes = log_dir, tags, notes
 
@@ -97,7 +99,7 @@ class JsonlTracker(TrackerBackend):
         super().__init__(*args)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.log_dir / "tracker.jsonl"
-        self._fh = open(self.path, "a", encoding="utf-8", buffering=1)
+        self._fh = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - open until finish()
         self._write({"type": "params", "params": self.config, "tags": self.tags, "notes": self.notes})
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -171,7 +173,11 @@ class MlflowTracker(TrackerBackend):
         experiment = self.client.get_experiment_by_name(self.project)
         # A local artifact folder next to the database, not ./mlruns wherever the process runs.
         artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else (self.log_dir / "mlartifacts").resolve().as_uri()
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.project, artifact_location=artifacts)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else self.client.create_experiment(self.project, artifact_location=artifacts)
+        )
         tags = {f"tag.{t}": "true" for t in self.tags}
         if self.notes:
             tags["mlflow.note.content"] = self.notes
@@ -182,9 +188,9 @@ class MlflowTracker(TrackerBackend):
             self.log_params(self.config)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
         import time
+
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
@@ -216,6 +222,8 @@ class WandbTracker(TrackerBackend):
     name = "wandb"
     _attached = False  # True for attach(): log into the active run, started lazily
     _started = False
+    _init_kwargs: dict[str, Any]  # attach() only: the wandb.init arguments of a lazily started run
+    run: Any  # the wandb Run; None for attach() until a record starts one
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -227,12 +235,20 @@ class WandbTracker(TrackerBackend):
         mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
-            project=self.project, name=self.experiment_name, config=self.config, tags=self.tags or None,
-            notes=self.notes or None, dir=str(self.log_dir), mode=mode, reinit="create_new",
+            project=self.project,
+            name=self.experiment_name,
+            config=self.config,
+            tags=self.tags or None,
+            notes=self.notes or None,
+            dir=str(self.log_dir),
+            mode=cast(Literal["online", "offline", "disabled"], mode),  # WANDB_MODE as given: wandb checks it
+            reinit="create_new",
         )
 
     @classmethod
-    def attach(cls, init_kwargs: Mapping[str, Any] | None = None, *, feature: str = "the wandb tracker") -> WandbTracker:
+    def attach(
+        cls, init_kwargs: Mapping[str, Any] | None = None, *, feature: str = "the wandb tracker"
+    ) -> WandbTracker:
         """A tracker that logs into the active W&B run, starting one on the first record if none is.
 
         The run is started with ``wandb.init(**init_kwargs)``; :meth:`finish` ends it only if this
@@ -313,7 +329,9 @@ def register_tracker(name: str, cls: type[TrackerBackend], *, overwrite: bool = 
         True
     """
     if not (isinstance(cls, type) and issubclass(cls, TrackerBackend)):
-        raise ConfigError(f"tracker '{name}' must be a TrackerBackend subclass, got {cls!r}", prefix="cannot register tracker")
+        raise ConfigError(
+            f"tracker '{name}' must be a TrackerBackend subclass, got {cls!r}", prefix="cannot register tracker"
+        )
     TRACKERS.register(name, cls, overwrite=overwrite)
 
 
@@ -328,7 +346,9 @@ def _auto_backends() -> list[str]:
         names.append("tensorboard")
     if os.environ.get("MLFLOW_TRACKING_URI") and importlib.util.find_spec("mlflow") is not None:
         names.append("mlflow")
-    if (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")) and importlib.util.find_spec("wandb") is not None:
+    if (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")) and importlib.util.find_spec(
+        "wandb"
+    ) is not None:
         names.append("wandb")
     return names
 
@@ -381,7 +401,9 @@ class ExperimentTracker:
         self.backends: list[TrackerBackend] = []
         if self.rank == 0:
             for name in names:
-                self.backends.append(TRACKERS.get(name)(project, experiment_name, cfg, self.directory, list(tags or []), notes))
+                self.backends.append(
+                    TRACKERS.get(name)(project, experiment_name, cfg, self.directory, list(tags or []), notes)
+                )
         self._finished = False
 
     @property
