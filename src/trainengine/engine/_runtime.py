@@ -100,6 +100,24 @@ def restore_determinism(previous: dict[str, Any]) -> None:
     torch.backends.cudnn.benchmark = previous["cudnn_benchmark"]
 
 
+def _refuse_multi_process() -> None:
+    """Refuse to start under a multi-process launcher: distributed training is not built yet.
+
+    Under ``torchrun --nproc-per-node 2`` every rank would otherwise train the whole model on the
+    whole data set on its own and write the same run directory, while the user believes DDP ran.
+
+    Raises:
+        ConfigError: ``WORLD_SIZE`` is above 1.
+    """
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:
+        raise ConfigError(
+            f"this process was launched as one of WORLD_SIZE={world} processes (torchrun?), but "
+            "distributed training (DDP / FSDP2) is not built yet: every rank would train alone. "
+            "Run one process (plain `trainengine train` / python), or unset WORLD_SIZE"
+        )
+
+
 class Runtime:
     """Single-process runtime: one device, optional autocast and GradScaler.
 
@@ -114,6 +132,7 @@ class Runtime:
     world_size: int = 1
 
     def __init__(self, device: str = "auto", precision: str = "auto") -> None:
+        _refuse_multi_process()
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.autocast_dtype = _DTYPES.get(self.precision)
