@@ -53,6 +53,13 @@ def measure(command: list[str], rounds: int, sources: list[str | None]) -> list[
     runners = [_runner(src) for src in sources]
     times: list[list[float]] = [[] for _ in sources]
     with tempfile.TemporaryDirectory() as cwd:  # an empty runs/ and a throwaway models.db
+        # `registry list` refuses a registry that does not exist (reading creates nothing): make
+        # an empty one first, with the installed checkout.
+        subprocess.run(
+            [sys.executable, "-c", "from trainengine.registry import ModelRegistry as R; R('models.db').close()"],
+            cwd=cwd,
+            check=True,
+        )
         for _ in range(rounds):
             for (exe, env), out in zip(runners, times, strict=True):
                 start = time.perf_counter()
