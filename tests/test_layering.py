@@ -36,7 +36,7 @@ PACKAGE = "trainengine"
 ROOT = "<facade>"  # trainengine/__init__.py
 
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_io", "_sql", "_hashing", "_numeric", "_liveness", "provenance", "registries"),
+    ("errors", "_io", "_sql", "_hashing", "_numeric", "_preprocess", "_liveness", "provenance", "registries"),
     ("config",),
     ("tasks", "data", "models"),
     ("checkpoint", "probes"),
@@ -63,9 +63,10 @@ SAME_LAYER: dict[tuple[str, str], str] = {
 
 # The bundle's standalone code: trainengine modules each may import (nothing else of the package).
 STANDALONE: dict[str, set[str]] = {
-    "trainengine.serve._runtime": {"trainengine._hashing", "trainengine._numeric"},
+    "trainengine.serve._runtime": {"trainengine._hashing", "trainengine._numeric", "trainengine._preprocess"},
     "trainengine._hashing": set(),
     "trainengine._numeric": set(),
+    "trainengine._preprocess": set(),
 }
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "Registry",
     "MODELS",
     "DATASETS",
+    "DATA_FORMATS",
     "TASKS",
     "LOSSES",
     "SCHEDULES",
@@ -58,6 +59,7 @@ __all__ = [
     "load_entry_point_plugins",
     "register_model",
     "register_dataset",
+    "register_data_format",
     "register_task",
     "register_loss",
     "register_schedule",
@@ -242,6 +244,8 @@ def _describe(target: Any) -> str:
 MODELS = Registry("model architecture")
 #: Data sets: ``name -> factory(**options) -> DatasetSplits`` (``data.dataset``), case-insensitive.
 DATASETS = Registry("dataset", normalize=str.lower, error=DataError)
+#: File formats: ``name -> reader(files: list[Path], options: ReadOptions) -> CachedTable`` (``data.format``).
+DATA_FORMATS = Registry("data format", normalize=str.lower, error=DataError)
 #: Task types: ``name -> builder(dataset: str) -> TaskSpec`` (``data.task``).
 TASKS = Registry("task")
 #: Loss strategies: ``task type -> LossStrategy subclass``.
@@ -259,6 +263,7 @@ EXPORT_FORMATS = Registry("export format", error=ExportError)
 _BUILTINS: dict[Registry, dict[str, str]] = {
     MODELS: {
         "mlp": "trainengine.models._mlp:MLP",
+        "tabular_mlp": "trainengine.models._tabular:TabularMLP",
         "cnn": "trainengine.models._cnn:SmallCNN",
         "gpt": "trainengine.models._registry:_build_gpt",
     },
@@ -266,6 +271,14 @@ _BUILTINS: dict[Registry, dict[str, str]] = {
         "digits": "trainengine.data._builtin:_digits",
         "diabetes": "trainengine.data._builtin:_diabetes",
         "pystdlib": "trainengine.data._builtin:_pystdlib",
+    },
+    DATA_FORMATS: {
+        "csv": "trainengine.data._readers:read_csv",
+        "jsonl": "trainengine.data._readers:read_jsonl",
+        "parquet": "trainengine.data._readers:read_parquet",
+        "hf_disk": "trainengine.data._readers:read_hf_disk",
+        "text": "trainengine.data._text:read_text",
+        "imagefolder": "trainengine.data._images:read_imagefolder",
     },
     TASKS: {
         "classification": "trainengine.tasks._registry:classification_task",
@@ -419,6 +432,15 @@ def register_dataset(name: str, factory: Any, *, overwrite: bool = False) -> Non
     if not callable(factory) and not _is_lazy(factory):
         raise DataError(f"dataset factory for {name!r} must be callable, got {type(factory).__name__}")
     DATASETS.register(name, factory, overwrite=overwrite)
+
+
+def register_data_format(name: str, reader: Any, *, overwrite: bool = False) -> None:
+    """Add a file format ``data.format: <name>`` can select.
+
+    ``reader(files: list[Path], options: ReadOptions) -> CachedTable`` parses the files into the
+    Arrow cache (see ``trainengine.data._cache.build_or_load``).
+    """
+    DATA_FORMATS.register(name, reader, overwrite=overwrite)
 
 
 def register_task(name: str, builder: Any, *, overwrite: bool = False) -> None:

@@ -36,6 +36,9 @@ def resolve_config(
         data = merge_layer(data, read_config_layer(config_file))  # its errors name the file
     data = apply_overrides(data, list(overrides or []))
     given = {dotted: value for dotted, value in (flags or {}).items() if value is not None}
+    if "data.train_file" in given and "data.dataset" not in given:
+        # A file named on the command line replaces the built-in data set of a preset or config file.
+        data = merge_layer(data, {"data": {"dataset": None}})
     for dotted, value in given.items():
         section, key = dotted.split(".", 1)
         data = merge_layer(data, {section: {key: value}})

@@ -20,11 +20,17 @@ def run_training(config: Any, resume_from: str | Path | None = None) -> dict[str
     built = build_from_config(config)
     trainer = Trainer(built.model, built.model_config, config, built.task_spec)
     try:
-        return trainer.train(built.splits.train, built.splits.val, resume_from=resume_from)
+        return trainer.train(built.splits.train, built.splits.val, test_data=built.splits.test, resume_from=resume_from)
     except TrainingInterrupted as exc:
         # Exit 130 (SIGINT) / 143 (SIGTERM) with the emergency checkpoint's path.
         typer.echo(f"interrupted: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+def _one_or_list(values: list[str] | None) -> str | list[str] | None:
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
 
 
 def train_command(
@@ -43,6 +49,14 @@ def train_command(
     run_name: str | None = typer.Option(None, "--run-name", help="tracking.run_name"),
     seed: int | None = typer.Option(None, "--seed", help="training.seed"),
     dataset: str | None = typer.Option(None, "--dataset", help="data.dataset (digits, diabetes, pystdlib)"),
+    train_file: list[str] | None = typer.Option(
+        None, "--train-file", help="data.train_file: a file, glob or folder (repeatable); see docs/data.md."
+    ),
+    val_file: list[str] | None = typer.Option(None, "--val-file", help="data.val_file (repeatable)."),
+    test_file: list[str] | None = typer.Option(None, "--test-file", help="data.test_file (repeatable)."),
+    data_format: str | None = typer.Option(
+        None, "--data-format", help="data.format: csv, jsonl, parquet, text, imagefolder, hf_disk (default: auto)."
+    ),
     device: str | None = typer.Option(None, "--device", help="training.device (auto, cpu, cuda, cuda:N)"),
     output_dir: str | None = typer.Option(None, "--output-dir", help="tracking.output_dir"),
     resume: str | None = typer.Option(
@@ -58,6 +72,10 @@ def train_command(
         "training.seed": seed,
         "training.device": device,
         "data.dataset": dataset,
+        "data.train_file": _one_or_list(train_file),
+        "data.val_file": _one_or_list(val_file),
+        "data.test_file": _one_or_list(test_file),
+        "data.format": data_format,
         "tracking.experiment_name": experiment_name,
         "tracking.run_name": run_name,
         "tracking.output_dir": output_dir,

@@ -295,6 +295,14 @@ class TrainingConfig(BaseModel):
                 f"data.max_length ({d.max_length}) is longer than model.max_seq_len ({m.max_seq_len}) — raise "
                 "model.max_seq_len or lower data.max_length"
             )
+        if d.dataset is not None and d.train_file is not None:
+            problems.append(
+                f"data.dataset ({d.dataset}) and data.train_file are both set — train on one of them: set the other "
+                "to null"
+            )
+        for name in ("val_file", "test_file"):
+            if getattr(d, name) is not None and d.train_file is None:
+                problems.append(f"data.{name} needs data.train_file — name the training file(s) too")
         if c.enabled and c.save_every_n_epochs is None and c.save_every_n_steps is None:
             problems.append("checkpointing.enabled needs save_every_n_epochs or save_every_n_steps")
         return problems

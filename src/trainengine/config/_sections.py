@@ -431,6 +431,105 @@ class DataSection(Section):
     check_overlap: bool = Field(
         True, description="Warn when validation samples also appear in the training data (leakage)."
     )
+    # -- your own files (docs/data.md) -----------------------------------------------------
+    train_file: str | list[str] | None = Field(
+        None,
+        description=(
+            "Training data file(s): a path, a glob (data/*.csv) or a list; CSV, JSONL, Parquet, text, an image "
+            "folder (class_name/xxx.png) or a Hugging Face save_to_disk folder. Instead of data.dataset."
+        ),
+    )
+    val_file: str | list[str] | None = Field(
+        None,
+        description="Validation file(s); null = hold out data.val_fraction of the training rows (seeded).",
+    )
+    test_file: str | list[str] | None = Field(
+        None, description="Test file(s), evaluated once after training (test_* metrics in the run record)."
+    )
+    format: str = Field(
+        "auto",
+        description=(
+            "File format: auto = by extension (.csv/.tsv, .jsonl/.ndjson, .parquet, .txt, a folder of class "
+            "folders, a save_to_disk folder), or csv, jsonl, parquet, text, imagefolder, hf_disk; more with "
+            "trainengine.registries.register_data_format."
+        ),
+        json_schema_extra={"registry": "DATA_FORMATS", "also": ["auto"]},
+    )
+    feature_columns: list[str] | None = Field(
+        None, description="Tabular input columns, in order; null = every column but the label."
+    )
+    label_column: str | None = Field(
+        None, description="Tabular target column; null = a column named label, target or y."
+    )
+    text_column: str | None = Field(
+        None, description="JSONL / save_to_disk text column for language modeling; null = a column named text."
+    )
+    categorical_columns: list[str] | None = Field(
+        None, description="Columns treated as categories; null = the string and boolean columns."
+    )
+    categorical_encoding: Literal["onehot", "embedding"] = Field(
+        "onehot",
+        description="onehot: one input per category; embedding: a learned vector per category (model tabular_mlp).",
+    )
+    max_categories: int = Field(
+        100, ge=1, le=100_000, description="Keep the N most frequent training categories per column; rarer = other."
+    )
+    standardize: bool = Field(
+        True,
+        description="Standardise numeric columns with the training split's mean and std (saved for serving).",
+    )
+    missing_values: Literal["fill", "drop", "error"] = Field(
+        "fill",
+        description=(
+            "Missing feature values: fill (numeric = training mean, categorical = a missing category), drop the "
+            "row, or error. Rows without a label are always dropped (counted in the run record)."
+        ),
+    )
+    bad_rows: Literal["error", "skip"] = Field(
+        "error",
+        description="A malformed row (wrong column count, bad JSON, unparsable value, unreadable image): stop "
+        "with its file and line, or skip it and count it.",
+    )
+    delimiter: str | None = Field(
+        None, min_length=1, max_length=1, description="CSV delimiter; null = ',' (tab for .tsv files)."
+    )
+    tokenizer: str = Field(
+        "byte",
+        description=(
+            "Text tokenizer: byte (UTF-8 bytes, vocabulary 256) or the path of a Hugging Face tokenizer folder / "
+            "tokenizer.json (needs trainengine[data]); saved with checkpoints and export bundles."
+        ),
+    )
+    image_size: int | None = Field(
+        None, ge=4, le=4096, description="Image folders: resize to this square size; null = keep (sizes must match)."
+    )
+    image_mode: Literal["auto", "L", "RGB"] = Field(
+        "auto", description="Image folders: L (grayscale), RGB, or auto (L when every image is grayscale)."
+    )
+    cache_dir: str | None = Field(
+        None,
+        description=(
+            "Folder of the parsed-data cache (memory-mapped Arrow files keyed by the files' hashes); null = "
+            "$TRAINENGINE_DATA_CACHE, else ~/.cache/trainengine/data."
+        ),
+    )
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        return _registered(registries.DATA_FORMATS, value, also=("auto",)).lower()
+
+    @field_validator("train_file", "val_file", "test_file")
+    @classmethod
+    def _file_list(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty list of files; give at least one path or null")
+            if any(not str(v).strip() for v in value):
+                raise ValueError("an empty path in the list of files")
+        elif isinstance(value, str) and not value.strip():
+            raise ValueError("an empty path; give a file, a glob or null")
+        return value
 
     @field_validator("dataset")
     @classmethod

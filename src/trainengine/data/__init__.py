@@ -1,4 +1,5 @@
-"""Data: offline built-in data sets, conversion of user data, reproducible loaders, lineage hashes.
+"""Data: offline built-in data sets, your own files (CSV, JSONL, Parquet, text, image folders),
+conversion of user data, reproducible loaders, lineage hashes.
 
 Example:
     >>> from trainengine.data import load_builtin, build_dataloader
@@ -18,11 +19,17 @@ from trainengine.data._datasets import (
     TokenWindowDataset,
     collate_batch,
 )
+from trainengine.data._files import FileDataOptions, detect_format, load_files, resolve_files
 from trainengine.data._fingerprint import combine_fingerprints, count_nonfinite, fingerprint_dataset
+from trainengine.data._images import ImageFolderDataset, read_imagefolder
 from trainengine.data._loader import build_dataloader, seed_worker
 from trainengine.data._overlap import check_overlap
+from trainengine.data._readers import read_csv, read_hf_disk, read_jsonl, read_parquet, row_location
 from trainengine.data._registry import DatasetFactory, list_datasets, load_builtin, register_dataset
-from trainengine.data._types import DataLeakageWarning, DatasetInfo, DatasetSplits, TaskType
+from trainengine.data._tabular import TabularDataset, fit_tabular, select_rows
+from trainengine.data._text import TokenFileDataset, read_text, token_stream, tokenize_to_cache
+from trainengine.data._tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
+from trainengine.data._types import DataLeakageWarning, DatasetInfo, DatasetSplits, ReadOptions, TaskType
 
 __all__ = [
     "DatasetFactory",
@@ -33,6 +40,29 @@ __all__ = [
     "register_dataset",
     "list_datasets",
     "load_builtin",
+    "load_files",
+    "FileDataOptions",
+    "ReadOptions",
+    "resolve_files",
+    "detect_format",
+    "read_csv",
+    "read_jsonl",
+    "read_parquet",
+    "read_hf_disk",
+    "read_text",
+    "read_imagefolder",
+    "row_location",
+    "fit_tabular",
+    "select_rows",
+    "TabularDataset",
+    "TokenFileDataset",
+    "ImageFolderDataset",
+    "tokenize_to_cache",
+    "token_stream",
+    "Tokenizer",
+    "ByteTokenizer",
+    "HFTokenizer",
+    "load_tokenizer",
     "to_dataset",
     "build_dataloader",
     "seed_worker",

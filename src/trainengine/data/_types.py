@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from torch.utils.data import Dataset
 
-__all__ = ["TaskType", "DatasetInfo", "DatasetSplits", "DataLeakageWarning"]
+__all__ = ["TaskType", "DatasetInfo", "DatasetSplits", "DataLeakageWarning", "ReadOptions"]
 
 TaskType = Literal["classification", "regression", "language_modeling"]
 
@@ -72,3 +73,26 @@ class DatasetSplits:
     """Validation samples, disjoint from ``train`` by construction."""
     info: DatasetInfo
     """Shapes, sizes, scaling and fingerprint."""
+    test: Dataset | None = None
+    """Held-out test samples (``data.test_file``), evaluated once after training; None without one."""
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What a file reader (an entry of :data:`trainengine.registries.DATA_FORMATS`) needs besides the files.
+
+    Every option that changes the parsed result is part of the reader's cache key.
+    """
+
+    cache_dir: Path
+    """Folder of the memory-mapped Arrow cache (see ``trainengine.data._cache``)."""
+    bad_rows: Literal["error", "skip"] = "error"
+    """A malformed row (wrong column count, unparsable value, bad JSON, unreadable image): raise, or skip and count."""
+    delimiter: str | None = None
+    """CSV field delimiter; None = ``,`` (tab for ``.tsv`` files)."""
+    image_size: int | None = None
+    """Image folders: resize every image to this square size; None = all images must share one size."""
+    image_mode: Literal["auto", "L", "RGB"] = "auto"
+    """Image folders: L (grayscale) or RGB; auto = L when every image is grayscale."""
+    split: str | None = None
+    """Hugging Face ``DatasetDict`` folders: the split to read."""

@@ -8,14 +8,14 @@ from typing import Any
 from torch import nn
 
 from trainengine.config import TrainingConfig
-from trainengine.data import DatasetSplits, load_builtin
+from trainengine.data import DatasetInfo, DatasetSplits, load_builtin
 from trainengine.errors import ConfigError
 from trainengine.models import GPTConfig, build_model
 from trainengine.models._registry import build_model_for_data
 from trainengine.tasks import TaskSpec
 from trainengine.tasks._registry import build_task_spec
 
-__all__ = ["BuiltRun", "build_task", "load_data_for", "build_model_for", "build_from_config"]
+__all__ = ["BuiltRun", "build_task", "task_for_data", "load_data_for", "build_model_for", "build_from_config"]
 
 
 @dataclass
@@ -29,11 +29,15 @@ class BuiltRun:
 
 
 def build_task(config: TrainingConfig) -> TaskSpec:
-    """The TaskSpec for ``config.data`` (``task: auto`` = the data set's natural task)."""
+    """The TaskSpec for ``config.data`` (``task: auto`` = the data set's natural task).
+
+    File data (``data.train_file``) has no task before it is read: :func:`build_from_config`
+    reads it and calls :func:`task_for_data`.
+    """
     d = config.data
     if d.dataset is None:
         raise ConfigError(
-            "data.dataset is not set — name a built-in data set (digits, diabetes, pystdlib) "
+            "data.dataset is not set — name a built-in data set (digits, diabetes, pystdlib), set data.train_file, "
             "or pass data to Trainer.train()"
         )
     # data.task names an entry of trainengine.registries.TASKS (auto = the data set's own task).
@@ -41,11 +45,50 @@ def build_task(config: TrainingConfig) -> TaskSpec:
     return spec  # training.label_smoothing is applied by the Trainer, for every TaskSpec
 
 
-def load_data_for(config: TrainingConfig, task_spec: TaskSpec) -> DatasetSplits:
-    """Load the built-in data set named by ``config.data`` in the shape the task needs."""
+def task_for_data(config: TrainingConfig, info: DatasetInfo) -> TaskSpec:
+    """The TaskSpec for file data: its natural task, or ``data.task`` when that names a registered one.
+
+    Raises:
+        ConfigError: ``data.task`` asks for a task the data cannot be (vision on a table, ...).
+    """
+    task, name = config.data.task, info.name
+    natural = info.task_type
+    if task not in ("auto", "classification", "regression", "language_modeling", "vision"):
+        from trainengine.registries import TASKS
+
+        spec = TASKS.get(task)(name)  # a user task: it decides from the data set's name
+        if not isinstance(spec, TaskSpec):
+            raise ConfigError(f"task builder '{task}' returned {type(spec).__name__}; it must return a TaskSpec")
+        return spec
+    image = len(info.input_shape) == 3
+    wanted = {"vision": "classification"}.get(task, task)
+    if task != "auto" and wanted != natural:
+        raise ConfigError(
+            f"data.task {task} does not fit {name}: it is {natural} data"
+            + (" (images)" if image else "")
+            + " — set data.task auto"
+        )
+    if task == "vision" and not image:
+        raise ConfigError(f"data.task vision needs an image folder; {name} is a table — set data.task classification")
+    if natural == "language_modeling":
+        return TaskSpec.language_modeling(name)
+    if natural == "regression":
+        return TaskSpec.regression(name)
+    num_classes = info.num_classes or 2
+    return TaskSpec.vision_tiny(name, num_classes) if image else TaskSpec.classification(name, num_classes)
+
+
+def load_data_for(config: TrainingConfig, task_spec: TaskSpec | None) -> DatasetSplits:
+    """Load the data named by ``config.data``: a built-in data set in the shape the task needs, or files."""
     d = config.data
+    if d.train_file is not None:
+        from trainengine.data import load_files
+
+        return load_files(d, seed=config.training.seed)
     if d.dataset is None:
-        raise ConfigError("data.dataset is not set — name a built-in data set (digits, diabetes, pystdlib)")
+        raise ConfigError(
+            "data.dataset is not set — name a built-in data set (digits, diabetes, pystdlib) or set data.train_file"
+        )
     return load_builtin(
         d.dataset,
         val_fraction=d.val_fraction,
@@ -53,7 +96,7 @@ def load_data_for(config: TrainingConfig, task_spec: TaskSpec) -> DatasetSplits:
         max_length=d.max_length,
         max_train_samples=d.max_train_samples,
         max_val_samples=d.max_val_samples,
-        image=task_spec.modality == "image",
+        image=task_spec is not None and task_spec.modality == "image",
         max_corpus_bytes=d.max_corpus_bytes,
     )
 
@@ -62,6 +105,20 @@ def build_model_for(config: TrainingConfig, task_spec: TaskSpec, splits: Dataset
     """Build ``config.model`` sized for the data; returns (model, model config or None)."""
     m, info = config.model, splits.info
     arch = task_spec.default_architecture if m.architecture == "auto" else m.architecture
+    preprocessing = (info.extra.get("source") or {}).get("preprocessing") or {}
+    if preprocessing.get("codes") and arch in ("mlp", "tabular_mlp"):
+        # data.categorical_encoding embedding: the inputs end with category codes, one per column.
+        return build_model(
+            "tabular_mlp",
+            dense_width=int(preprocessing["dense_width"]),
+            cardinalities=[int(c["cardinality"]) for c in preprocessing["codes"]],
+            output_dim=task_spec.num_classes or 1,
+            hidden_dims=tuple(m.hidden_dims),
+            dropout=m.dropout,
+            activation=m.activation,
+        ), None
+    if arch == "tabular_mlp":
+        raise ConfigError("model.architecture tabular_mlp needs data.categorical_encoding embedding on file data")
     if arch not in ("gpt", "cnn", "mlp"):
         # A registered model: its builder gets model.options plus the data-derived sizes it declares.
         model = build_model_for_data(
@@ -75,8 +132,11 @@ def build_model_for(config: TrainingConfig, task_spec: TaskSpec, splits: Dataset
     if arch == "gpt":
         if task_spec.task_type != "language_modeling":
             raise ConfigError(f"model.architecture gpt needs a language-modeling task, not {task_spec.task_type}")
+        vocab = max(m.vocab_size, info.vocab_size or 0)
+        if info.vocab_size and "source" in info.extra and "vocab_size" not in m.model_fields_set:
+            vocab = info.vocab_size  # file data: the tokenizer's size, unless model.vocab_size was set
         gpt_cfg = GPTConfig(
-            vocab_size=max(m.vocab_size, info.vocab_size or 0),
+            vocab_size=vocab,
             max_seq_len=m.max_seq_len,
             d_model=m.d_model,
             n_heads=m.n_heads,
@@ -114,8 +174,12 @@ def build_model_for(config: TrainingConfig, task_spec: TaskSpec, splits: Dataset
 
 
 def build_from_config(config: TrainingConfig) -> BuiltRun:
-    """Task, data and model from a config with ``data.dataset`` set."""
-    task_spec = build_task(config)
-    splits = load_data_for(config, task_spec)
+    """Task, data and model from a config with ``data.dataset`` or ``data.train_file`` set."""
+    if config.data.train_file is not None:
+        splits = load_data_for(config, None)
+        task_spec = task_for_data(config, splits.info)
+    else:
+        task_spec = build_task(config)
+        splits = load_data_for(config, task_spec)
     model, model_config = build_model_for(config, task_spec, splits)
     return BuiltRun(model=model, model_config=model_config, task_spec=task_spec, splits=splits)

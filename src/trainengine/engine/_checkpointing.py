@@ -115,6 +115,8 @@ def checkpoint_meta(trainer: Trainer) -> dict[str, Any]:
         "git": git_info(),
         "versions": library_versions(),
         "run_dir": str(trainer.run_dir) if trainer.run_dir is not None else None,
+        # File data: what serving needs to see inputs as training did (export reads it from here).
+        "data": {k: trainer.info[k] for k in ("preprocessing", "tokenizer", "tokenizer_json") if trainer.info.get(k)},
     }
 
 

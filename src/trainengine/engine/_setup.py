@@ -109,6 +109,17 @@ def record_data_facts(train_loader: Any, val_loader: Any, task_spec: TaskSpec, *
             info["train_val_overlap"] = check_overlap(train_ds, val_ds)
         except (TypeError, DataError):
             info["train_val_overlap"] = None  # a dataset we cannot index or hash
+    # File-backed data (data.train_file) carries its run record, preprocessing and tokenizer.
+    for key, attr in (("source", "data_record"), ("preprocessing", "preprocessing")):
+        value = getattr(train_ds, attr, None)
+        if value:
+            info[key] = value
+    tokenizer = getattr(train_ds, "tokenizer", None)
+    if tokenizer is not None and hasattr(tokenizer, "to_dict"):
+        info["tokenizer"] = tokenizer.to_dict()
+        to_json = getattr(tokenizer, "to_json", None)
+        if callable(to_json):  # a trained tokenizer travels in checkpoint metadata (export needs it)
+            info["tokenizer_json"] = to_json()
     if task_spec.task_type == "language_modeling" and indexable and train_ds is not None and _safe_len(train_ds):
         _, labels = split_batch(train_ds[0])
         info["seq_len"] = int(labels.shape[-1])

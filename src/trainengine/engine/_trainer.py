@@ -177,6 +177,7 @@ class Trainer:
         self._has_before_opt = False
         self._has_step_end = False
         self.resume_from: Path | None = None
+        self.test_data: Any = None  # data.test_file / train(test_data=...): evaluated once after training
         self.resume_run_dir: Path | None = None
         self.resume_rng: dict[str, Any] | None = None  # RNG states restored when the loop starts
         self._eval_time = 0.0
@@ -202,7 +203,12 @@ class Trainer:
         self.state.stopped_early = self.state.stopped_early or early
 
     def train(
-        self, train_data: Any = None, val_data: Any = None, *, resume_from: str | Path | None = None
+        self,
+        train_data: Any = None,
+        val_data: Any = None,
+        *,
+        test_data: Any = None,
+        resume_from: str | Path | None = None,
     ) -> dict[str, Any]:
         """Run training and return the results.
 
@@ -210,6 +216,9 @@ class Trainer:
             train_data: a torch Dataset, DataLoader, (X, y) tensors/arrays, or a list of samples.
                 None = the built-in data set named by ``config.data.dataset``.
             val_data: the same kinds; None = no validation (unless a built-in data set is used).
+            test_data: the same kinds; evaluated once with the final model after training, as
+                ``test/...`` metrics in the results (``test_metrics``) and the run record. None = the
+                ``data.test_file`` split when the config names files, else no test evaluation.
             resume_from: ``"auto"`` (the newest valid checkpoint of this run or experiment, else
                 a fresh start), a checkpoint folder, a checkpoints folder or a run directory.
                 The run continues at the exact batch where the checkpoint was taken.
@@ -230,7 +239,7 @@ class Trainer:
         previous = seed_everything(t.seed, deterministic=t.deterministic)
         try:
             self.resume_from, self.resume_run_dir = resolve_resume(cfg, resume_from)
-            train_data, val_data = self._resolve_data(train_data, val_data)
+            train_data, val_data, self.test_data = self._resolve_data(train_data, val_data, test_data)
             self.runtime = Runtime(t.device, t.precision)
             self._setup(train_data, val_data)
             if self.resume_from is not None:
@@ -241,18 +250,23 @@ class Trainer:
             restore_determinism(previous)
 
     # ------------------------------------------------------------------ setup
-    def _resolve_data(self, train_data: Any, val_data: Any) -> tuple[Any, Any]:
+    def _resolve_data(self, train_data: Any, val_data: Any, test_data: Any) -> tuple[Any, Any, Any]:
         if train_data is not None:
-            return train_data, val_data
-        name = self.config.data.dataset
-        if name is None:
+            return train_data, val_data, test_data
+        d = self.config.data
+        if d.dataset is None and d.train_file is None:
             raise DataError(
-                "no training data: pass train_data to Trainer.train() or set data.dataset (digits, diabetes, pystdlib)"
+                "no training data: pass train_data to Trainer.train(), set data.dataset (digits, diabetes, pystdlib) "
+                "or data.train_file"
             )
         from trainengine.engine._build import load_data_for
 
         splits = load_data_for(self.config, self.task_spec)
-        return splits.train, (val_data if val_data is not None else splits.val)
+        return (
+            splits.train,
+            val_data if val_data is not None else splits.val,
+            test_data if test_data is not None else splits.test,
+        )
 
     def _setup(self, train_data: Any, val_data: Any) -> None:
         cfg, t, rt = self.config, self.config.training, self._runtime()
@@ -331,9 +345,12 @@ class Trainer:
             self.flush_log()
             # Training time = the loop (data loading included) minus evaluations.
             self._train_time = time.perf_counter() - loop_start - self._eval_time
+            test_metrics = self._evaluate_test()
             if self.checkpointer is not None:
                 self.checkpointer.train_end()  # every write on disk: the paths in the results are final
             results = self._results(wall_start)
+            if test_metrics:
+                results["test_metrics"] = test_metrics
             cb.fire("on_train_end", self, results)
             return results
         except BaseException as exc:
@@ -341,6 +358,13 @@ class Trainer:
                 self.checkpointer.abort()
             cb.fire_safely("on_exception", self, exc)
             raise
+
+    def _evaluate_test(self) -> dict[str, float]:
+        """``test/...`` metrics of the final model on the test data (``{}`` without test data)."""
+        if self.test_data is None or self.pending_signal is not None:
+            return {}
+        metrics = self.evaluate(self.test_data)
+        return {"test/" + k.split("/", 1)[1]: v for k, v in metrics.items()}
 
     def _run_epoch(self) -> bool:
         """One pass over the training data from the current position; returns whether to stop."""

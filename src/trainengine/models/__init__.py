@@ -16,9 +16,11 @@ from trainengine.models._gpt import GPT, GPTConfig
 from trainengine.models._mlp import MLP
 from trainengine.models._registry import ModelBuilder, build_model, list_models, rebuild_model, register_model
 from trainengine.models._spec import model_spec, unwrap_model
+from trainengine.models._tabular import TabularMLP
 
 __all__ = [
     "MLP",
+    "TabularMLP",
     "SmallCNN",
     "GPTConfig",
     "GPT",

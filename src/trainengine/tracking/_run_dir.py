@@ -213,6 +213,7 @@ class RunDirectory:
                 "train_fingerprint": trainer.info.get("train_fingerprint"),
                 "val_fingerprint": trainer.info.get("val_fingerprint"),
                 "train_val_overlap": trainer.info.get("train_val_overlap"),
+                **({"source": trainer.info["source"]} if trainer.info.get("source") else {}),
             },
             "tags": list(cfg.tracking.tags),
             "notes": cfg.tracking.notes,
@@ -224,7 +225,18 @@ class RunDirectory:
         self._open_log()
         if cfg.monitoring.profile_data:
             self._save_profile(trainer)
+        self._save_data_artifacts(trainer)
         self._write({"type": "start", "run_id": run_id})
+
+    def _save_data_artifacts(self, trainer: Any) -> None:
+        """File data: the fitted preprocessing (preprocessing.json) and the tokenizer (tokenizer/), which
+        serving needs to see inputs exactly as training did."""
+        folder = Path(str(self.path))
+        if trainer.info.get("preprocessing"):
+            atomic_write_json(folder / "preprocessing.json", trainer.info["preprocessing"])
+        tokenizer = getattr(getattr(trainer.train_loader, "dataset", None), "tokenizer", None)
+        if tokenizer is not None and hasattr(tokenizer, "save"):
+            tokenizer.save(folder / "tokenizer")
 
     def _save_profile(self, trainer: Any) -> None:
         """Profile the training data for later drift comparisons (streams are skipped)."""
