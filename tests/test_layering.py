@@ -4,7 +4,7 @@ Every module of ``src/trainengine`` is parsed with :mod:`ast` and every ``import
 collected — module level, inside functions and under ``if TYPE_CHECKING`` alike (a lazy import is
 still a dependency). Each top-level part of the package (``engine``, ``_sql``, ...) has a layer:
 
-    0  errors, _io, _sql, _hashing, _numeric, provenance, registries
+    0  errors, _io, _sql, _hashing, _numeric, _preprocess, provenance, registries
     1  config
     2  tasks, data, models
     3  checkpoint, probes
@@ -17,8 +17,8 @@ A part may import any part of a lower layer, and a part of its own layer only al
 :data:`SAME_LAYER` (each with its reason; the edges must not form a cycle). The facade re-exports
 everything, so nothing inside the package imports from it except ``__version__``. Inside
 ``models`` the modules import each other without a cycle. The bundle's standalone code
-(``serve/_runtime.py`` copied as ``inference.py``, with ``_hashing.py`` and ``_numeric.py``)
-imports nothing from trainengine but those two modules.
+(``serve/_runtime.py`` copied as ``inference.py``, with ``_hashing.py``, ``_numeric.py`` and
+``_preprocess.py``) imports nothing from trainengine but those modules.
 
 A failure lists every offending import as ``file:line``. The same contract is written out for
 people in docs/architecture.md.

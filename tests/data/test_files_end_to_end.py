@@ -43,9 +43,7 @@ def _mixed_csv(path: Path, n: int, seed: int) -> dict:
     city_blank = rng.random(n) < 0.05
     lines = ["x1,x2,city,label"]
     for i in range(n):
-        lines.append(
-            f"{x1[i]},{'' if x2_blank[i] else x2[i]},{'' if city_blank[i] else city[i]},{label[i]}"
-        )
+        lines.append(f"{x1[i]},{'' if x2_blank[i] else x2[i]},{'' if city_blank[i] else city[i]},{label[i]}")
     path.write_text("\n".join(lines) + "\n")
     return {"x1": x1, "x2_blank": int(x2_blank.sum()), "city_blank": int(city_blank.sum())}
 
@@ -82,6 +80,18 @@ def test_csv_with_categories_and_missing_values_trains_and_records_its_preproces
     # The test file was evaluated once after training; the signal is strong enough to learn.
     test = run["results"]["test_metrics"]
     assert test["test/accuracy"] > 0.8, test
+
+    # Exported from the run directory, the bundle serves RAW records through the same preprocessing.
+    from trainengine.serve import load_bundle
+    from trainengine.serve._torch import TorchPredictor
+
+    run_dir = next(in_tmp.glob("runs/*/*"))
+    assert main(["export", "--checkpoint", str(run_dir), "--formats", "pytorch", "--output-dir", "exports"]) == 0
+    bundle = load_bundle(next(in_tmp.glob("exports/*")))
+    assert json.loads((bundle.path / "preprocessing.json").read_text()) == prep
+    records = [{"x1": 9.5, "x2": None, "city": "oslo"}, {"x1": 1.0, "x2": -1.0, "city": "a city never seen"}]
+    answers = TorchPredictor(bundle.path).predict(records)
+    assert [a["label"] for a in answers] == ["yes", "no"]  # x1 far above / below the boundary
 
 
 def test_missing_values_drop_policy_counts_the_dropped_rows(in_tmp, capsys):
@@ -150,9 +160,18 @@ def test_a_trained_tokenizer_sizes_the_model_and_is_saved_with_the_run(in_tmp, c
     run_dir = next(in_tmp.glob("runs/*/*"))
     saved = tokenizers.Tokenizer.from_file(str(run_dir / "tokenizer" / "tokenizer.json"))
     assert saved.encode("trains and engines").ids == tok.encode("trains and engines").ids
-    # The checkpoint carries it too, so export works from the checkpoint alone.
+    # The checkpoint carries it too, so export works from the checkpoint alone: the bundle's server
+    # encodes text with the trained tokenizer (its ids are all below the BPE vocabulary).
     meta = json.loads(next(run_dir.glob("checkpoints/ckpt-*/meta.json")).read_text())
     assert meta["meta"]["data"]["tokenizer"]["vocab_size"] == tok.get_vocab_size()
+    import shutil
+
+    shutil.rmtree(run_dir / "tokenizer")  # only the checkpoint's copy is left
+    ckpt = next(run_dir.glob("checkpoints/ckpt-*"))
+    assert main(["export", "--checkpoint", str(ckpt), "--formats", "pytorch", "--output-dir", "exports"]) == 0
+    bundle = next(in_tmp.glob("exports/*"))
+    assert tokenizers.Tokenizer.from_file(str(bundle / "tokenizer.json")).get_vocab_size() == tok.get_vocab_size()
+    assert "tokenizers" in (bundle / "requirements.txt").read_text()
 
 
 def test_parquet_float_label_is_regression_with_a_standardised_target(in_tmp, capsys):

@@ -27,7 +27,8 @@ WORKER = textwrap.dedent(
                      "eval_interval_steps": 10, "log_interval_steps": 5},
         "model": {"dropout": 0.2, "hidden_dims": [16]},
         "data": {"train_file": data, "cache_dir": os.path.join(out, "cache"), "categorical_encoding": "embedding"},
-        "checkpointing": {"enabled": True, "save_every_n_steps": 7, "save_every_n_epochs": None, "keep_last_n": 2, "keep_best_k": 1},
+        "checkpointing": {"enabled": True, "save_every_n_steps": 7, "save_every_n_epochs": None,
+                          "keep_last_n": 2, "keep_best_k": 1},
         "tracking": {"output_dir": out, "run_name": "r", "progress": "off"},
     })
     torch.manual_seed(1)

@@ -41,9 +41,10 @@ _META = "meta.json"
 _FORMAT_VERSION = 1  # bump when the layout of table.arrow / meta.json changes: old entries are rebuilt
 _ENV = "TRAINENGINE_DATA_CACHE"
 
-# In-process memo of file hashes by (path, size, mtime_ns): a run that reads the same 2 GB file
-# for the train split and again for the export's drift reference hashes it once.
-_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+# In-process memo of file hashes by stat data (path, inode, size, mtime, ctime), as git's index
+# trusts it: a run that reads the same 2 GB file for training and again for the export's drift
+# reference hashes it once.
+_HASH_MEMO: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -63,7 +64,7 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def source_hashes(files: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
-    """``[{"path", "size", "sha256"}]`` of each file, in order (memoised by path, size and mtime).
+    """``[{"path", "size", "sha256"}]`` of each file, in order (memoised in-process by the file's stat data).
 
     Raises:
         DataError: a file does not exist or cannot be read.
@@ -73,7 +74,7 @@ def source_hashes(files: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any
         path = Path(f)
         try:
             st = path.stat()
-            memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+            memo = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             digest = _HASH_MEMO.get(memo)
             if digest is None:
                 digest = hash_file(path)[1]
@@ -217,6 +218,9 @@ def build_or_load(
         if folder.exists():
             logger.warning("data cache entry %s is incomplete or damaged; rebuilding it", folder)
             shutil.rmtree(folder, ignore_errors=True)
+        for stale in root.glob(f".{key}.*"):
+            if stale.is_dir():  # a builder of this key that was killed: we hold its lock now
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         try:
             sink = ArrowSink(tmp / _TABLE)

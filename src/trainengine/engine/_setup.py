@@ -267,6 +267,8 @@ def _safe_fingerprint(ds: Any) -> str | None:
     if ds is None or isinstance(ds, IterableDataset):
         return None  # a stream may be readable once only: never consume it for a hash
     try:
+        if getattr(ds, "data_fingerprint", None):  # file data: the files' content hash covers every row
+            return fingerprint_dataset(ds)
         return fingerprint_dataset(ds, max_items=10_000)
     except (TypeError, DataError, NotImplementedError):
         return None

@@ -22,6 +22,7 @@ import torch
 import yaml
 from torch import nn
 
+from trainengine import _preprocess
 from trainengine._io import atomic_write_json, validate_name
 from trainengine.errors import ExportError
 from trainengine.export._example import infer_example_input
@@ -72,6 +73,10 @@ def create_export_bundle(
     lineage: Mapping[str, Any] | None = None,
     version: str | None = None,
     target_scaling: Mapping[str, float] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    tokenizer_dir: str | os.PathLike[str] | None = None,
+    raw_examples: Sequence[Any] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Path:
     """Export ``model`` into ``<output_dir>/<name>_<YYYYmmdd_HHMMSS>/``, verified, with what runs it.
 
@@ -83,7 +88,10 @@ def create_export_bundle(
     ``monitoring.json``, ``reference_profile.json`` (drift reference), ``examples.json``,
     a standalone ``inference.py`` (numpy + onnxruntime), ``server.py``, ``requirements.txt``,
     ``Dockerfile``, ``README.md`` and ``manifest.json`` (SHA-256 of every file, library versions,
-    parity, latency, sizes). Every format is run on the example batch and on a batch of another
+    parity, latency, sizes); with ``preprocessing`` also ``preprocessing.json`` and
+    ``_preprocess.py`` (served inputs are raw records, encoded as in training), with a tokenizer
+    ``tokenizer.json`` (text is tokenized and completions decoded with it; ``requirements.txt``
+    lists ``tokenizers``). Every format is run on the example batch and on a batch of another
     size (and length) and compared with PyTorch; a difference above ``tolerance`` (relative to
     the output scale) fails the export naming the format. The bundle appears atomically: an
     export that fails leaves nothing behind.
@@ -115,7 +123,19 @@ def create_export_bundle(
         lineage: ``run_id``, ``git_commit``, ``data_fingerprint``, ``checkpoint`` to record.
         version: Registry version this bundle is of (recorded; served as the model version).
         target_scaling: Regression only: ``{"mean", "std"}`` the targets were standardised with;
-            served predictions are un-scaled with it.
+            served predictions are un-scaled with it. Default: the ``mean``/``std`` of a numeric
+            label in ``preprocessing``.
+        preprocessing: The tabular preprocessing spec the model's inputs were encoded with
+            (``trainengine._preprocess`` documents it; ``fit_tabular`` makes it). The model's
+            input width must be its ``output_width``.
+        tokenizer_dir: Language models: the training tokenizer, a folder holding
+            ``tokenizer.json`` (or a byte tokenizer's ``tokenizer_config.json``) or a
+            ``tokenizer.json`` file. Its vocabulary must fit the model's.
+        raw_examples: Examples as ``/predict`` takes them (raw records for a bundle with
+            ``preprocessing``, text for a language model) for ``examples.json``; default: the
+            example batch (decoded back to raw records with ``preprocessing``).
+        class_names: Classification: the name of each class, served as ``"label"`` with each
+            prediction. Default: ``preprocessing["label"]["classes"]``.
 
     Returns:
         The bundle folder.
@@ -150,15 +170,24 @@ def create_export_bundle(
     monitoring = monitoring_settings(monitoring_config)
     if not isinstance(model, nn.Module):
         raise ExportError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    serving = _serving(spec_task, preprocessing, tokenizer_dir, raw_examples, class_names)
+    if target_scaling is None and serving.preprocessing is not None:
+        label = serving.preprocessing.get("label") or {}
+        if label.get("type") == "numeric" and label.get("mean") is not None and label.get("std") is not None:
+            target_scaling = {"mean": float(label["mean"]), "std": float(label["std"])}
 
     source = unwrap_model(model)
     work = copy.deepcopy(source).to("cpu").float().eval()
     spec = model_spec(source, config)
     token_inputs = spec_task.modality == "tokens"
     max_seq_len = _max_seq_len(spec, work)
+    if example_input is None and reference_data is None and serving.preprocessing is not None:
+        records = list(serving.raw_examples or _spec_records(serving.preprocessing))
+        example_input = _encode_examples(serving.preprocessing, records)
     if example_input is None and reference_data is None and spec is None:
         example_input = infer_example_input(work, max_seq_len=max_seq_len)  # e.g. a plain nn.Sequential
     example = _example_batch(example_input, reference_data, spec, spec_task, max_seq_len)
+    serving.check_input(example)
     try:
         parity = ParityInputs(work, example, token_inputs, max_seq_len)
     except Exception as exc:
@@ -166,6 +195,7 @@ def create_export_bundle(
             f"the model cannot run on the example input of shape {list(example.shape)} ({exc}); "
             "pass example_input= with a batch it accepts"
         ) from exc
+    serving.check_output(parity.expected[0])
 
     out_root = Path(output_dir)
     out_root.mkdir(parents=True, exist_ok=True)
@@ -193,10 +223,12 @@ def create_export_bundle(
             target_scaling,
             max_seq_len,
             stamp,
+            serving,
         )
         final = _free_name(out_root, f"{name}_{stamp.strftime('%Y%m%d_%H%M%S')}")
         manifest["folder"] = final.name
-        (tmp / "README.md").write_text(readme(manifest, monitoring))
+        shown = json.loads((tmp / "examples.json").read_text())["inputs"][0] if serving.shows_example else None
+        (tmp / "README.md").write_text(readme(manifest, monitoring, shown))
         manifest["files"] = bundle_files(tmp)
         atomic_write_json(tmp / MANIFEST, manifest)  # last: a bundle without it is incomplete
         os.replace(tmp, final)
@@ -303,6 +335,200 @@ def _synthetic(spec: Mapping[str, Any] | None, token: bool, max_seq_len: int | N
     )
 
 
+# ----------------------------------------------------------------------------- serving inputs
+
+
+@dataclasses.dataclass
+class _Serving:
+    """What turns served JSON into model inputs and outputs into answers: preprocessing, tokenizer, names."""
+
+    preprocessing: dict[str, Any] | None = None
+    tokenizer_file: Path | None = None  # a tokenizer.json to copy into the bundle
+    tokenizer_info: dict[str, Any] | None = None  # manifest["tokenizer"]
+    tokenizer: Any = None  # the loaded tokenizers.Tokenizer (encodes raw text examples, decodes completions)
+    raw_examples: list[Any] | None = None
+    class_names: list[str] | None = None
+
+    @property
+    def shows_example(self) -> bool:
+        """examples.json holds raw inputs worth showing in the README."""
+        return self.preprocessing is not None or self.tokenizer is not None or self.raw_examples is not None
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        return ("tokenizers",) if self.tokenizer_file is not None else ()
+
+    def check_input(self, example: torch.Tensor) -> None:
+        if self.preprocessing is None:
+            return
+        width = _preprocess.output_width(self.preprocessing)
+        if example.dim() != 2 or example.shape[1] != width:
+            raise ExportError(
+                f"preprocessing encodes {width} values per example but the model's example input has shape "
+                f"{list(example.shape)}; pass the preprocessing spec the model was trained with"
+            )
+
+    def check_output(self, outputs: np.ndarray) -> None:
+        if self.class_names is not None and len(self.class_names) != outputs.shape[-1]:
+            raise ExportError(
+                f"{len(self.class_names)} class names ({', '.join(self.class_names[:5])}, ...) for a model with "
+                f"{outputs.shape[-1]} outputs; pass one name per class, in class-index order"
+            )
+        vocab = (self.tokenizer_info or {}).get("vocab_size")
+        if vocab is not None and vocab > outputs.shape[-1]:
+            raise ExportError(
+                f"the tokenizer has {vocab} tokens but the model's vocabulary has {outputs.shape[-1]}: it gives ids "
+                "the model cannot read; pass the tokenizer the model was trained with"
+            )
+
+    def write(self, folder: Path, manifest: dict[str, Any]) -> None:
+        """Write preprocessing.json / tokenizer.json and record them (and the class names) in the manifest."""
+        if self.preprocessing is not None:
+            (folder / "preprocessing.json").write_text(json.dumps(self.preprocessing, indent=2) + "\n")
+            manifest["preprocessing"] = {
+                "file": "preprocessing.json",
+                "kind": self.preprocessing["kind"],
+                "feature_columns": list(self.preprocessing["feature_columns"]),
+                "encoding": self.preprocessing.get("encoding", "onehot"),
+                "missing_values": self.preprocessing.get("missing_values", "fill"),
+                "output_width": _preprocess.output_width(self.preprocessing),
+            }
+        if self.tokenizer_info is not None:
+            if self.tokenizer_file is not None:
+                shutil.copyfile(self.tokenizer_file, folder / "tokenizer.json")
+            manifest["tokenizer"] = dict(self.tokenizer_info)
+        if self.class_names is not None:
+            manifest["class_names"] = list(self.class_names)
+
+
+def _serving(
+    task: TaskSpec,
+    preprocessing: Mapping[str, Any] | None,
+    tokenizer_dir: str | os.PathLike[str] | None,
+    raw_examples: Sequence[Any] | None,
+    class_names: Sequence[str] | None,
+) -> _Serving:
+    out = _Serving()
+    if preprocessing is not None:
+        try:
+            out.preprocessing = json.loads(json.dumps(dict(preprocessing)))  # a JSON copy: what the bundle holds
+            _preprocess.check_spec(out.preprocessing)
+        except (TypeError, ValueError) as exc:
+            raise ExportError(f"preprocessing is not a usable spec: {exc}") from None
+        label = preprocessing.get("label") or {}
+        if class_names is None and label.get("type") == "class" and label.get("classes"):
+            class_names = [str(c) for c in label["classes"]]
+    classifies = task.task_type == "classification" or (task.num_classes and task.task_type != "language_modeling")
+    if class_names is not None:
+        if not classifies:
+            raise ExportError(f"class_names are for classification bundles; this task is {task.task_type!r}")
+        if isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names):
+            raise ExportError(f"class_names must be a list of strings, got {class_names!r}")
+        out.class_names = list(class_names)
+    if tokenizer_dir is not None:
+        if task.modality != "tokens":
+            raise ExportError(
+                f"tokenizer_dir is for language-model bundles (token inputs); this task's inputs are {task.modality}"
+            )
+        _tokenizer(out, Path(tokenizer_dir))
+    if raw_examples is not None:
+        if isinstance(raw_examples, (str, bytes)) or not isinstance(raw_examples, Sequence) or not raw_examples:
+            raise ExportError(f"raw_examples must be a non-empty list of examples, got {type(raw_examples).__name__}")
+        try:
+            out.raw_examples = json.loads(json.dumps(list(raw_examples)))
+        except (TypeError, ValueError) as exc:
+            raise ExportError(f"raw_examples must be JSON values (what /predict takes): {exc}") from None
+    return out
+
+
+def _tokenizer(out: _Serving, path: Path) -> None:
+    """Resolve a tokenizer folder/file: a tokenizer.json (loaded with `tokenizers`) or a byte tokenizer."""
+    if path.is_dir() and not (path / "tokenizer.json").is_file():
+        config = path / "tokenizer_config.json"
+        kind = None
+        if config.is_file():
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                kind = json.loads(config.read_text(encoding="utf-8")).get("kind")
+        if kind == "byte":
+            out.tokenizer_info = {"kind": "byte", "file": None, "vocab_size": 256}
+            return
+        raise ExportError(
+            f"no tokenizer in {path}: expected tokenizer.json (a Hugging Face tokenizer) or tokenizer_config.json "
+            'with {"kind": "byte"}; pass the folder the tokenizer was saved to'
+        )
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.is_file():
+        raise ExportError(f"tokenizer_dir {path} does not exist; pass a tokenizer folder or its tokenizer.json")
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as exc:
+        from trainengine.errors import MissingExtraError
+
+        raise MissingExtraError("tokenizers", "data", "exporting a bundle with its tokenizer") from exc
+    try:
+        out.tokenizer = Tokenizer.from_file(str(file))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a plain Exception for a bad file
+        raise ExportError(f"cannot load the tokenizer {file}: {exc}") from None
+    out.tokenizer_file = file
+    out.tokenizer_info = {"kind": "hf", "file": "tokenizer.json", "vocab_size": out.tokenizer.get_vocab_size()}
+
+
+def _spec_records(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Two raw records from the spec's statistics (when no data is given): means, then mean + std."""
+    records: list[dict[str, Any]] = [{}, {}]
+    for column in spec["columns"]:
+        for k, record in enumerate(records):
+            if column["type"] == "numeric":
+                record[column["name"]] = float(column["mean"]) + k * float(column["std"])
+            else:
+                categories = column["categories"]
+                record[column["name"]] = categories[k % len(categories)] if categories else None
+    return records
+
+
+def _encode_examples(spec: Mapping[str, Any], records: list[Any]) -> np.ndarray:
+    try:
+        return _preprocess.encode_records(spec, records, prefix="raw_examples")
+    except _preprocess.PreprocessError as exc:
+        raise ExportError(f"{exc}; fix raw_examples") from None
+
+
+def _examples(
+    parity: ParityInputs,
+    example: torch.Tensor,
+    model: nn.Module,
+    task: TaskSpec,
+    manifest: Mapping[str, Any],
+    serving: _Serving,
+) -> dict[str, Any]:
+    """examples.json: inputs as /predict takes them and the predictions the bundle must give for them."""
+    if serving.raw_examples is None and serving.preprocessing is None:
+        tokens = example.numpy() if task.modality == "tokens" else None
+        predictions = _predictions(parity.expected[0], tokens, model, task, manifest, serving)
+        return {"inputs": example.tolist(), "predictions": predictions}
+    if serving.raw_examples is not None:
+        inputs = serving.raw_examples
+    else:
+        inputs = _preprocess.decode_rows(serving.preprocessing, example.numpy())  # type: ignore[arg-type]  # set
+    _runtime = standalone_runtime()
+    try:
+        batch = _runtime.preprocess(
+            inputs,
+            manifest,
+            task.to_dict(),
+            preprocessing=serving.preprocessing,
+            tokenizer=serving.tokenizer,
+        )
+    except _runtime.InputError as exc:
+        raise ExportError(
+            f"raw_examples do not fit the model: {str(exc).replace('inputs', 'raw_examples', 1)}"
+        ) from None
+    with torch.no_grad():
+        outputs = model(torch.as_tensor(_runtime.model_input(batch))).detach().float().numpy()
+    tokens = batch if task.modality == "tokens" else None
+    return {"inputs": inputs, "predictions": _predictions(outputs, tokens, model, task, manifest, serving)}
+
+
 def _free_name(root: Path, base: str) -> Path:
     candidate, n = root / base, 2
     while candidate.exists():
@@ -334,6 +560,7 @@ def _build(
     target_scaling: Mapping[str, float] | None,
     max_seq_len: int | None,
     stamp: datetime,
+    serving: _Serving,
 ) -> dict[str, Any]:
     # Each format is an entry of trainengine.registries.EXPORT_FORMATS (built-ins and registered ones).
     ctx = ExportContext(
@@ -387,18 +614,17 @@ def _build(
     profile, source = _reference_profile(reference_profile, reference_data, task, example)
     (folder / "reference_profile.json").write_text(json.dumps(profile, indent=2) + "\n")
     manifest["reference_profile"] = {"file": "reference_profile.json", "source": source}
-    copy_standalone_runtime(folder)  # inference.py, server.py and their _hashing.py / _numeric.py
-    (folder / "requirements.txt").write_text(requirements_txt())
+    serving.write(folder, manifest)
+    # inference.py, server.py and their _hashing.py / _numeric.py (+ _preprocess.py with preprocessing.json)
+    copy_standalone_runtime(folder, preprocessing=serving.preprocessing is not None)
+    (folder / "requirements.txt").write_text(requirements_txt(extra=serving.requirements))
     (folder / "Dockerfile").write_text(dockerfile())
 
     if quantize:
         from trainengine.export._quantize import quantize_dynamic_int8
 
         manifest["quantization"] = quantize_dynamic_int8(folder, formats["onnx"], task, eval_data, parity, manifest)
-    examples = {
-        "inputs": example.tolist(),
-        "predictions": _predictions(parity.expected[0], example, model, task, manifest),
-    }
+    examples = _examples(parity, example, model, task, manifest, serving)
     (folder / "examples.json").write_text(json.dumps(examples) + "\n")
     manifest["latency_ms"] = _latency(folder, formats, model, example[:1], parity.token_inputs)
     manifest["size_bytes"] = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.name.startswith("model")}
@@ -454,7 +680,12 @@ def _reference_profile(
 
 
 def _predictions(
-    outputs: np.ndarray, example: torch.Tensor, model: nn.Module, task: TaskSpec, manifest: Mapping[str, Any]
+    outputs: np.ndarray,
+    tokens: np.ndarray | None,
+    model: nn.Module,
+    task: TaskSpec,
+    manifest: Mapping[str, Any],
+    serving: _Serving,
 ) -> list[Any]:
     """Expected predictions for examples.json, made by the same post-processing the server uses."""
     _runtime = standalone_runtime()  # serve/_runtime.py read as a file: export does not import serve
@@ -463,7 +694,6 @@ def _predictions(
         with torch.no_grad():
             return model(torch.as_tensor(batch)).detach().float().numpy()
 
-    tokens = example.numpy() if task.modality == "tokens" else None
     predictions = _runtime.postprocess(
         outputs.astype(np.float32),
         task.to_dict(),
@@ -471,6 +701,8 @@ def _predictions(
         forward=forward,
         max_seq_len=manifest["input"].get("max_sequence_length"),
         target_scaling=manifest.get("target_scaling"),
+        class_names=serving.class_names,
+        decode=serving.tokenizer.decode if serving.tokenizer is not None else None,
     )
     return predictions
 

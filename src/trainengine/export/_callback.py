@@ -45,22 +45,27 @@ class ExportOnTrainEnd:
             "data_fingerprint": trainer.info.get("train_fingerprint"),
             "checkpoint": _checkpoint_of(trainer),
         }
+        from trainengine.export._data import scratch_dir, serving_kwargs_from_data
+
         try:
-            bundle = create_export_bundle(
-                trainer.model,
-                trainer.model_config,
-                trainer.task_spec,
-                cfg,
-                formats=list(cfg.export.formats),
-                output_dir=cfg.export.output_dir,
-                name=cfg.tracking.experiment_name,
-                reference_data=None if profile else _indexable(train_ds),
-                reference_profile=profile,
-                example_input=_examples(_indexable(val_ds) or _indexable(train_ds)),
-                eval_data=_indexable(val_ds),
-                lineage=lineage,
-                tolerance=1e-4 if cfg.export.verify else 1e30,  # verify off: record, never fail
-            )
+            with scratch_dir() as scratch:
+                bundle = create_export_bundle(
+                    trainer.model,
+                    trainer.model_config,
+                    trainer.task_spec,
+                    cfg,
+                    formats=list(cfg.export.formats),
+                    output_dir=cfg.export.output_dir,
+                    name=cfg.tracking.experiment_name,
+                    reference_data=None if profile else _indexable(train_ds),
+                    reference_profile=profile,
+                    example_input=_examples(_indexable(val_ds) or _indexable(train_ds)),
+                    eval_data=_indexable(val_ds),
+                    lineage=lineage,
+                    tolerance=1e-4 if cfg.export.verify else 1e30,  # verify off: record, never fail
+                    # File data: preprocessing, tokenizer, raw examples and class names for serving.
+                    **serving_kwargs_from_data(train_ds, val_ds, Path(scratch)),
+                )
         except (ExportError, MissingExtraError) as exc:
             logger.error("export after training failed (the run itself completed): %s", exc)
             results["export_error"] = str(exc)

@@ -9,7 +9,7 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +23,7 @@ from trainengine.errors import ExportError
 __all__ = [
     "MANIFEST",
     "STANDALONE_FILES",
+    "PREPROCESS_FILES",
     "copy_standalone_runtime",
     "standalone_runtime",
     "bundle_files",
@@ -52,8 +53,11 @@ STANDALONE_FILES: dict[str, Path] = {
     "_hashing.py": _PACKAGE_DIR / "_hashing.py",
     "_numeric.py": _PACKAGE_DIR / "_numeric.py",
 }
+# Copied too when the bundle has a preprocessing.json: inference.py imports it only then.
+PREPROCESS_FILES: dict[str, Path] = {"_preprocess.py": _PACKAGE_DIR / "_preprocess.py"}
 # The runtime packages the bundle's server needs; pinned to what the export machine runs
-# (_hashing.py is standard library only, _numeric.py needs numpy).
+# (_hashing.py is standard library only, _numeric.py and _preprocess.py need numpy). A bundle with a
+# tokenizer.json adds "tokenizers" (requirements_txt(extra=...)).
 RUNTIME_PACKAGES = ("numpy", "onnxruntime", "fastapi", "uvicorn", "prometheus-client")
 
 
@@ -73,11 +77,17 @@ def bundle_sha256(folder: str | os.PathLike[str]) -> str:
     return content_sha256(bundle_files(folder))
 
 
-def copy_standalone_runtime(folder: str | os.PathLike[str]) -> list[str]:
-    """Copy the bundle's code (:data:`STANDALONE_FILES`) into ``folder``; returns the names written."""
-    for name, source in STANDALONE_FILES.items():
+def copy_standalone_runtime(folder: str | os.PathLike[str], *, preprocessing: bool = False) -> list[str]:
+    """Copy the bundle's code (:data:`STANDALONE_FILES`) into ``folder``; returns the names written.
+
+    Args:
+        folder: The bundle folder being built.
+        preprocessing: The bundle has a ``preprocessing.json``: also copy :data:`PREPROCESS_FILES`.
+    """
+    files = {**STANDALONE_FILES, **(PREPROCESS_FILES if preprocessing else {})}
+    for name, source in files.items():
         shutil.copyfile(source, Path(folder) / name)
-    return list(STANDALONE_FILES)
+    return list(files)
 
 
 @functools.cache
@@ -127,10 +137,19 @@ def _version(package: str) -> str | None:
         return None
 
 
-def requirements_txt() -> str:
-    """Pinned runtime requirements of the bundle's ``server.py`` / ``inference.py``."""
+def requirements_txt(extra: Sequence[str] = ()) -> str:
+    """Pinned runtime requirements of the bundle's ``server.py`` / ``inference.py``.
+
+    Args:
+        extra: Packages this bundle needs besides :data:`RUNTIME_PACKAGES` (``"tokenizers"`` for a
+            bundle with a ``tokenizer.json``).
+
+    Example:
+        >>> "tokenizers" in requirements_txt(extra=["tokenizers"])
+        True
+    """
     lines = ["# Runtime of server.py / inference.py, pinned to the versions the bundle was verified with."]
-    for package in RUNTIME_PACKAGES:
+    for package in (*RUNTIME_PACKAGES, *(p for p in extra if p not in RUNTIME_PACKAGES)):
         version = _version(package)
         lines.append(f"{package}=={version}" if version else package)
     return "\n".join(lines) + "\n"
@@ -169,12 +188,51 @@ def _fmt_bytes(n: int) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
-def readme(manifest: Mapping[str, Any], monitoring: Mapping[str, Any]) -> str:
-    """The bundle's README: quick start, inputs/outputs, measured latency and size, monitoring, rollback."""
-    name = manifest["name"]
-    folder = manifest.get("folder", name)
+def _inputs_section(manifest: Mapping[str, Any], example: Any) -> str:
+    """README text on what one example is: raw records, text, or the model's input array."""
     inp = manifest["input"]
     shape = ["batch" if d is None and i == 0 else ("sequence" if d is None else d) for i, d in enumerate(inp["shape"])]
+    answer = 'The answer is `{"predictions": [...], "model": ..., "version": ...}`.'
+    names = manifest.get("class_names")
+    if names:
+        shown = ", ".join(map(str, names[:10])) + (", ..." if len(names) > 10 else "")
+        answer += f' Each prediction has `"label"`, the class name of `"class"` ({shown}).'
+    shown_example = f"\nOne example:\n```json\n{json.dumps(example)}\n```\n" if example is not None else ""
+    prep = manifest.get("preprocessing")
+    if prep:
+        columns = ", ".join(f"`{c}`" for c in prep["feature_columns"])
+        return (
+            f'`POST /predict` takes `{{"inputs": [record, ...]}}`; a record is an object of raw column values '
+            f"({columns}; a missing key or `null` is a missing value) or a list of the values in that order. "
+            f"`preprocessing.json` (fitted on the training split) turns them into the model's "
+            f"{inp['shape'][-1]} inputs exactly as in training: numeric columns standardised with the training "
+            f"mean and std, categorical columns {prep['encoding']}-encoded (a value not seen in training counts "
+            f"as other), missing values: {prep['missing_values']}. {answer}\n{shown_example}"
+        )
+    tokenizer = manifest.get("tokenizer")
+    if tokenizer and tokenizer.get("file"):
+        return (
+            f'`POST /predict` takes `{{"inputs": [text or token ids, ...]}}`; text is tokenized with the '
+            f"bundle's `{tokenizer['file']}` (the training tokenizer, {tokenizer.get('vocab_size')} tokens; needs "
+            f"the `tokenizers` package) and completions are decoded with it. {answer}\n{shown_example}"
+        )
+    return (
+        f'`POST /predict` takes `{{"inputs": [example, ...]}}`; one example has shape `{shape[1:]}` and dtype '
+        f"`{inp['dtype']}` (the values the model saw in training, after the data set's scaling; see "
+        f"`examples.json`). {answer}\n"
+    )
+
+
+def readme(manifest: Mapping[str, Any], monitoring: Mapping[str, Any], example: Any = None) -> str:
+    """The bundle's README: quick start, inputs/outputs, measured latency and size, monitoring, rollback.
+
+    Args:
+        manifest: The bundle's manifest (so far).
+        monitoring: The monitoring thresholds.
+        example: One example of ``examples.json`` to show (raw record or text bundles).
+    """
+    name = manifest["name"]
+    folder = manifest.get("folder", name)
     rows = []
     for fmt, entry in manifest["formats"].items():
         files = ", ".join(entry.get("files") or [entry.get("file", "")])
@@ -193,6 +251,7 @@ def readme(manifest: Mapping[str, Any], monitoring: Mapping[str, Any]) -> str:
             f"Serve it with `python server.py --model {quant['file']}`.\n"
         )
     lineage = manifest.get("lineage") or {}
+    needs = "numpy + onnxruntime" + (" + tokenizers" if (manifest.get("tokenizer") or {}).get("file") else "")
     return f"""\
 # {name}
 
@@ -202,7 +261,7 @@ data fingerprint `{lineage.get("data_fingerprint")}`.
 
 ## Quick start
 ```bash
-# 1. Standalone prediction (needs only numpy + onnxruntime)
+# 1. Standalone prediction (needs only {needs})
 python inference.py --input examples.json
 
 # 2. Container (serves on port 8080)
@@ -216,10 +275,7 @@ trainengine serve {folder}
 ```
 
 ## Inputs and outputs
-`POST /predict` takes `{{"inputs": [example, ...]}}`; one example has shape `{shape[1:]}` and dtype
-`{inp["dtype"]}` (the values the model saw in training, after the data set's scaling; see
-`examples.json`). The answer is `{{"predictions": [...], "model": ..., "version": ...}}`.
-
+{_inputs_section(manifest, example)}
 ## Formats (verified against the PyTorch model at export time)
 | format | files | max abs difference | note |
 |---|---|---|---|

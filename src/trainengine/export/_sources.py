@@ -104,8 +104,8 @@ def export_checkpoint(
         load_weights_file(model, final_weights)
     task = TaskSpec.from_dict(task_dict)
 
-    reference_data = eval_data = example = scaling = None
-    if training_config is not None and training_config.data.dataset:
+    reference_data = eval_data = example = scaling = splits = None
+    if training_config is not None and (training_config.data.dataset or training_config.data.train_file):
         from trainengine.engine._build import load_data_for
 
         try:
@@ -132,25 +132,31 @@ def export_checkpoint(
         or (training_config.tracking.experiment_name if training_config else None)
         or "model"
     )
-    return create_export_bundle(
-        model,
-        spec,
-        task,
-        training_config,
-        formats=formats,
-        output_dir=output_dir,
-        example_input=example,
-        quantize=quantize,
-        monitoring_config=monitoring_config,
-        name=bundle_name,
-        reference_data=None if profile else reference_data,
-        reference_profile=profile,
-        eval_data=eval_data,
-        tolerance=tolerance,
-        lineage=lineage,
-        version=version,
-        target_scaling=scaling,
-    )
+    from trainengine.export._data import scratch_dir, serving_kwargs_from_saved
+
+    meta_data = loaded.meta.extra.get("data") if loaded is not None else None
+    with scratch_dir() as scratch:
+        serving = serving_kwargs_from_saved(meta_data, run_dir, Path(scratch), splits)
+        return create_export_bundle(
+            model,
+            spec,
+            task,
+            training_config,
+            formats=formats,
+            output_dir=output_dir,
+            example_input=example,
+            quantize=quantize,
+            monitoring_config=monitoring_config,
+            name=bundle_name,
+            reference_data=None if profile else reference_data,
+            reference_profile=profile,
+            eval_data=eval_data,
+            tolerance=tolerance,
+            lineage=lineage,
+            version=version,
+            target_scaling=scaling,
+            **serving,
+        )
 
 
 def _read_yaml(path: Path) -> dict[str, Any] | None:

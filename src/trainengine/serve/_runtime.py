@@ -1,10 +1,12 @@
 """Standalone inference runtime for a trainengine export bundle: numpy and onnxruntime only.
 
 This file is copied verbatim into every export bundle as ``inference.py``, so it imports nothing
-from ``trainengine`` there: only the standard library, numpy, onnxruntime (lazily) and the two
-modules export copies beside it, ``_hashing.py`` (file hashes, bundle verification) and
-``_numeric.py`` (the drift arithmetic), verbatim copies of ``trainengine._hashing`` and
-``trainengine._numeric``; inside the package it imports those two from trainengine. It is also the
+from ``trainengine`` there: only the standard library, numpy, onnxruntime (lazily) and the
+modules export copies beside it, ``_hashing.py`` (file hashes, bundle verification),
+``_numeric.py`` (the drift arithmetic) and, in a bundle with a ``preprocessing.json``,
+``_preprocess.py`` (the tabular encoding), verbatim copies of ``trainengine._hashing``,
+``trainengine._numeric`` and ``trainengine._preprocess``; inside the package it imports those from
+trainengine. A bundle with a ``tokenizer.json`` also needs the ``tokenizers`` package. It is also the
 runtime that ``trainengine serve`` and the bundle's ``server.py`` use, so a bundle answers the
 same way wherever it runs.
 
@@ -23,10 +25,14 @@ What it does:
   :class:`BundleError` (the one contract of ``trainengine._hashing.verify_bundle``).
 * **Validates inputs.** :func:`preprocess` turns JSON examples into the model's input array and
   raises :class:`InputError` naming the offending field (``inputs[3]: expected shape [64], got
-  [63]``) for a wrong shape or type, a non-finite number or an empty batch.
+  [63]``) for a wrong shape or type, a non-finite number or an empty batch. A bundle with a
+  ``preprocessing.json`` takes raw records (``{"age": 41, "city": "SF"}``) and encodes them as
+  in training (``_preprocess.encode_records``); one with a ``tokenizer.json`` tokenizes text
+  with the training tokenizer.
 * **Formats predictions** as the export contract says (:func:`postprocess`): classification
-  ``{"class", "probabilities"}``, regression ``{"value"}`` / ``{"values"}``, language modeling
-  ``{"next_token", "next_token_probability", "completion"}`` (greedy, 16 new tokens).
+  ``{"class", "probabilities"}`` (plus ``"label"``, the class name, when the bundle has class
+  names), regression ``{"value"}`` / ``{"values"}``, language modeling ``{"next_token",
+  "next_token_probability", "completion"}`` (greedy, 16 new tokens).
 * **Measures drift** of recent inputs against the bundle's ``reference_profile.json`` with the
   same Jensen–Shannon divergence as ``trainengine.monitoring.compare_profiles`` (both use
   ``_numeric.py``)
@@ -75,6 +81,16 @@ else:  # a bundle's inference.py: the export copied these two modules beside it
     from _hashing import content_sha256, verify_bundle  # type: ignore[no-redef]  # the bundle's copy
     from _numeric import bin_vector, categorical_js, histogram_vector, js_divergence  # type: ignore[no-redef]  # copy
 
+
+def _preprocess_module() -> Any:
+    """``_preprocess`` (tabular encoding), imported only by bundles that have a preprocessing.json."""
+    if __package__:
+        from trainengine import _preprocess
+    else:  # a bundle's inference.py: export copied _preprocess.py beside it
+        import _preprocess  # type: ignore[no-redef]  # the bundle's copy; mypy sees both branches
+    return _preprocess
+
+
 __all__ = [
     "BundleError",
     "InputError",
@@ -86,6 +102,7 @@ __all__ = [
     "preprocess",
     "postprocess",
     "model_input",
+    "load_tokenizer",
     "Predictor",
     "OnnxPredictor",
     "drift_divergences",
@@ -178,6 +195,8 @@ class Bundle:
         content_sha256: :func:`bundle_content_sha256` of the manifest.
         reference_profile: ``reference_profile.json`` when the bundle has one, else ``None``.
         monitoring: ``monitoring.json`` (thresholds), or ``{}``.
+        preprocessing: ``preprocessing.json`` (the tabular spec raw records are encoded with), or
+            ``None``: the inputs are the model's arrays.
     """
 
     path: Path
@@ -188,6 +207,7 @@ class Bundle:
     content_sha256: str
     reference_profile: dict[str, Any] | None = None
     monitoring: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] | None = None
 
     @property
     def task_type(self) -> str:
@@ -198,6 +218,12 @@ class Bundle:
     def max_seq_len(self) -> int | None:
         """Context length of a token model (from the model spec), else ``None``."""
         return _max_seq_len(self.manifest)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Names of the classes (``manifest["class_names"]``), index = class, else ``None``."""
+        names = self.manifest.get("class_names")
+        return [str(n) for n in names] if isinstance(names, list) and names else None
 
 
 def load_bundle(bundle_dir: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
@@ -249,6 +275,10 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, verify: bool = True) -> B
     if "reference_profile.json" in listed:
         reference = _read_json(root / "reference_profile.json", "reference_profile.json")
     monitoring = _read_json(root / "monitoring.json", "monitoring.json") if "monitoring.json" in listed else {}
+    preprocessing = None
+    if "preprocessing.json" in listed:
+        preprocessing = _read_json(root / "preprocessing.json", "preprocessing.json")
+        _check_preprocessing(root, preprocessing, manifest)
     return Bundle(
         path=root,
         manifest=manifest,
@@ -258,7 +288,28 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, verify: bool = True) -> B
         content_sha256=bundle_content_sha256(manifest),
         reference_profile=reference if isinstance(reference, dict) else None,
         monitoring=monitoring if isinstance(monitoring, dict) else {},
+        preprocessing=preprocessing,
     )
+
+
+def _check_preprocessing(root: Path, spec: Any, manifest: Mapping[str, Any]) -> None:
+    """A preprocessing.json this runtime applies, whose encoded width is the model's input width."""
+    try:
+        _preprocess_module().check_spec(spec)
+    except ImportError as exc:
+        raise BundleError(
+            f"bundle {root} has a preprocessing.json but its _preprocess.py cannot be imported ({exc}); "
+            "re-export the bundle"
+        ) from None
+    except ValueError as exc:
+        raise BundleError(f"preprocessing.json of {root}: {exc}") from None
+    width = _preprocess_module().output_width(spec)
+    shape = (manifest.get("input") or {}).get("shape") or []
+    if len(shape) != 2 or shape[1] != width:
+        raise BundleError(
+            f"preprocessing.json of {root} encodes {width} values per example but the model takes input shape "
+            f"{shape}; the bundle's files do not belong together — re-export it"
+        )
 
 
 def _model_kwargs(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -384,6 +435,7 @@ def _preprocess_tokens(
     task: Mapping[str, Any],
     dtype: np.dtype,
     max_request_tokens: int | None = None,
+    tokenizer: Any = None,
 ) -> np.ndarray:
     vocab = _vocab_size(manifest, task)
     max_len = _max_seq_len(manifest)
@@ -391,7 +443,16 @@ def _preprocess_tokens(
     total = 0
     for i, example in enumerate(inputs):
         path = f"inputs[{i}]"
-        if isinstance(example, str):
+        if isinstance(example, str) and tokenizer is not None:
+            # The training tokenizer, without special tokens: training joins documents with eos itself.
+            ids = np.asarray(tokenizer.encode(example, add_special_tokens=False).ids, dtype=np.int64)
+            if ids.size == 0:
+                raise InputError(path, "the text has no tokens; send at least one character the tokenizer knows")
+            if vocab is not None and int(ids.max()) >= vocab:
+                raise InputError(
+                    path, f"the tokenizer gives token id {int(ids.max())}, outside the model's vocabulary of {vocab}"
+                )
+        elif isinstance(example, str):
             ids = np.frombuffer(example.encode("utf-8"), dtype=np.uint8).astype(np.int64)
             if ids.size == 0:
                 raise InputError(path, "empty text; send at least one character")
@@ -446,11 +507,16 @@ def preprocess(
     *,
     max_batch: int | None = None,
     max_request_tokens: int | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    tokenizer: Any = None,
 ) -> np.ndarray:
     """Validate JSON examples and stack them into the model's input array.
 
-    Feature/image inputs become ``(B, *shape)`` of the manifest's dtype. Token inputs
-    (``language_modeling``) may be strings (UTF-8 bytes are the token ids) or lists of token
+    Feature/image inputs become ``(B, *shape)`` of the manifest's dtype. With ``preprocessing``
+    (a bundle's ``preprocessing.json``) the examples are raw records, objects ``{column:
+    value}`` or lists of values in the spec's ``feature_columns`` order, encoded exactly as in
+    training into ``(B, width)`` float32. Token inputs (``language_modeling``) may be strings
+    (tokenized by ``tokenizer``; without one, UTF-8 bytes are the token ids) or lists of token
     ids; they become ``(B, T)`` int64, right-padded with ``PAD`` (-1) and cropped to the
     model's last ``max_seq_len`` tokens.
 
@@ -461,13 +527,18 @@ def preprocess(
         max_batch: Refuse more examples than this.
         max_request_tokens: Token inputs: refuse more tokens in all (after cropping to the
             model's context) than this, with a :class:`LimitError`.
+        preprocessing: The tabular spec raw records are encoded with (``Bundle.preprocessing``).
+        tokenizer: A ``tokenizers.Tokenizer`` that turns text into token ids (the bundle's
+            ``tokenizer.json``, see :func:`load_tokenizer`).
 
     Returns:
         The batch as a numpy array.
 
     Raises:
         InputError: Naming the first offending field: not a list, an empty batch, too many
-            examples, a wrong shape, a non-number, NaN/Inf or out-of-range value.
+            examples, a wrong shape, a non-number, NaN/Inf or out-of-range value; for raw
+            records an unknown column, a wrong number of values or a missing value the model
+            cannot fill (``inputs[3].age: ...``).
 
     Example:
         >>> m = {"input": {"dtype": "float32", "shape": [None, 3]}}
@@ -489,7 +560,13 @@ def preprocess(
         raise BundleError(f"manifest input dtype {spec.get('dtype')!r} is not a numpy dtype") from exc
     task_type = task.get("task_type") or manifest.get("task_type")
     if task_type == "language_modeling":
-        return _preprocess_tokens(inputs, manifest, task, dtype, max_request_tokens)
+        return _preprocess_tokens(inputs, manifest, task, dtype, max_request_tokens, tokenizer)
+    if preprocessing is not None:
+        encoding = _preprocess_module()
+        try:
+            return encoding.encode_records(preprocessing, inputs).astype(dtype, copy=False)
+        except encoding.PreprocessError as exc:
+            raise InputError(exc.path, exc.problem) from None
     return _preprocess_features(inputs, manifest, dtype)
 
 
@@ -549,6 +626,7 @@ def _complete(
     forward: Callable[[np.ndarray], np.ndarray],
     max_new_tokens: int,
     max_seq_len: int | None,
+    decode: Callable[[list[int]], str] = _decode,
 ) -> list[dict[str, Any]]:
     prompts = [row[row != PAD].tolist() for row in tokens]
     lengths = np.array([len(p) for p in prompts])
@@ -570,7 +648,7 @@ def _complete(
         {
             "next_token": int(first[i]),
             "next_token_probability": float(probs[i, first[i]]),
-            "completion": _decode(generated[i]),
+            "completion": decode(generated[i]),
         }
         for i in range(len(prompts))
     ]
@@ -585,6 +663,8 @@ def postprocess(
     max_new_tokens: int = MAX_NEW_TOKENS,
     max_seq_len: int | None = None,
     target_scaling: Mapping[str, float] | None = None,
+    class_names: Sequence[str] | None = None,
+    decode: Callable[[list[int]], str] | None = None,
 ) -> list[dict[str, Any]]:
     """Turn model outputs into the contract's predictions, one dict per example.
 
@@ -600,11 +680,14 @@ def postprocess(
         max_seq_len: Crop each context to its last this many tokens (the model's context).
         target_scaling: Regression: ``{"mean", "std"}`` the targets were standardised with in
             training (the manifest's ``target_scaling``); predictions are ``output * std + mean``.
+        class_names: Classification: the name of each class; adds ``"label"`` to each prediction.
+        decode: Language modeling: token ids -> text for the completion (the bundle's
+            tokenizer); default: byte-level (ids 0..255 are UTF-8 bytes).
 
     Returns:
-        classification/vision ``{"class", "probabilities"}``; regression ``{"value"}`` (one
-        output) or ``{"values"}``; language modeling ``{"next_token",
-        "next_token_probability", "completion"}``.
+        classification/vision ``{"class", "probabilities"}`` (+ ``"label"`` with
+        ``class_names``); regression ``{"value"}`` (one output) or ``{"values"}``; language
+        modeling ``{"next_token", "next_token_probability", "completion"}``.
 
     Raises:
         InputError: The model's output for an example is not finite (inputs far out of range).
@@ -618,7 +701,7 @@ def postprocess(
     if task_type == "language_modeling":
         if tokens is None or forward is None:
             raise ValueError("language-model postprocessing needs the prompt tokens and a forward function")
-        return _complete(tokens, out, forward, max_new_tokens, max_seq_len)
+        return _complete(tokens, out, forward, max_new_tokens, max_seq_len, decode or _decode)
     _check_finite_rows(out)
     if task_type == "regression":
         flat = out.reshape(out.shape[0], -1).astype(np.float64)
@@ -629,10 +712,54 @@ def postprocess(
         return [{"values": row.tolist()} for row in flat]
     probs = _softmax(out.reshape(out.shape[0], -1))  # (B, C)
     classes = probs.argmax(axis=-1)
+    if class_names:
+        if len(class_names) != probs.shape[1]:
+            raise ValueError(f"{len(class_names)} class names for a model with {probs.shape[1]} classes")
+        return [
+            {"class": int(c), "label": class_names[c], "probabilities": p.tolist()}
+            for c, p in zip(classes, probs, strict=True)
+        ]
     return [{"class": int(c), "probabilities": p.tolist()} for c, p in zip(classes, probs, strict=True)]
 
 
 # ----------------------------------------------------------------------------- predictors
+def load_tokenizer(bundle: Bundle) -> Any:
+    """The bundle's training tokenizer (``manifest["tokenizer"]["file"]``, a ``tokenizer.json``), or ``None``.
+
+    ``None`` means byte-level text (UTF-8 bytes are the token ids), as for bundles without a
+    tokenizer file.
+
+    Raises:
+        BundleError: The file is not part of the bundle or cannot be read, the ``tokenizers``
+            package is missing (the message says what to install), or the tokenizer has more
+            tokens than the model's vocabulary.
+    """
+    info = bundle.manifest.get("tokenizer")
+    file = info.get("file") if isinstance(info, Mapping) else None
+    if not file:
+        return None
+    if file not in (bundle.manifest.get("files") or {}):
+        raise BundleError(f"bundle {bundle.path}: the manifest names tokenizer {file!r}, which is not a bundle file")
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise BundleError(
+            f"bundle {bundle.path} tokenizes text with its {file}, which needs the tokenizers package: "
+            "pip install tokenizers (the version is pinned in the bundle's requirements.txt)"
+        ) from None
+    try:
+        tokenizer = Tokenizer.from_file(str(bundle.path / file))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a plain Exception for a bad file
+        raise BundleError(f"cannot load the tokenizer {file} of {bundle.path}: {exc}") from None
+    vocab = _vocab_size(bundle.manifest, bundle.task)
+    if vocab is not None and tokenizer.get_vocab_size() > vocab:
+        raise BundleError(
+            f"the tokenizer {file} of {bundle.path} has {tokenizer.get_vocab_size()} tokens but the model's vocabulary "
+            f"has {vocab}: the model was not trained with this tokenizer — re-export the bundle"
+        )
+    return tokenizer
+
+
 class Predictor(abc.ABC):
     """Preprocess -> model -> postprocess for one bundle; subclasses supply :meth:`forward`.
 
@@ -650,6 +777,8 @@ class Predictor(abc.ABC):
         self.bundle = bundle
         self.max_new_tokens = max_new_tokens
         self._tokens = bundle.task_type == "language_modeling"
+        self.tokenizer = load_tokenizer(bundle) if self._tokens else None  # None: byte-level text
+        self._decode = self.tokenizer.decode if self.tokenizer is not None else None
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -666,8 +795,16 @@ class Predictor(abc.ABC):
     def preprocess(
         self, inputs: Any, *, max_batch: int | None = None, max_request_tokens: int | None = None
     ) -> np.ndarray:
-        """:func:`preprocess` with this bundle's manifest and task."""
-        return preprocess(inputs, self.manifest, self.task, max_batch=max_batch, max_request_tokens=max_request_tokens)
+        """:func:`preprocess` with this bundle's manifest, task, preprocessing and tokenizer."""
+        return preprocess(
+            inputs,
+            self.manifest,
+            self.task,
+            max_batch=max_batch,
+            max_request_tokens=max_request_tokens,
+            preprocessing=self.bundle.preprocessing,
+            tokenizer=self.tokenizer,
+        )
 
     def context_width(self, prompt_tokens: int) -> int:
         """The widest context a prompt of this many tokens reaches while its completion is generated."""
@@ -700,7 +837,12 @@ class Predictor(abc.ABC):
         if not self._tokens:
             if check is not None:
                 check()
-            return postprocess(self.forward(x), self.task, target_scaling=self.manifest.get("target_scaling"))
+            return postprocess(
+                self.forward(x),
+                self.task,
+                target_scaling=self.manifest.get("target_scaling"),
+                class_names=self.bundle.class_names,
+            )
         forward: Callable[[np.ndarray], np.ndarray] = self.forward
         if check is not None:
 
@@ -725,6 +867,7 @@ class Predictor(abc.ABC):
                 forward=forward,
                 max_new_tokens=self.max_new_tokens,
                 max_seq_len=self.bundle.max_seq_len,
+                decode=self._decode,
             )
             for i, prediction in zip(rows.tolist(), predictions, strict=True):
                 out[i] = prediction
