@@ -241,3 +241,20 @@ def test_file_errors_say_what_to_fix(in_tmp, capsys):
     (in_tmp / "d.xlsx").write_text("")
     code, out = _train(capsys, "--train-file", "d.xlsx")
     assert code == 2 and "data.format" in out
+
+
+def test_leakage_between_files_is_found_in_batches(tmp_path):
+    from trainengine.data import FileDataOptions, check_overlap, load_files
+
+    rows = [f"{i},{i % 3},{i % 2}" for i in range(300)]
+    (tmp_path / "train.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    # 7 validation rows copy training inputs (one with another label: still a leak), 13 are new.
+    val = rows[:6] + ["6,0,1"] + [f"{1000 + i},{i % 3},{i % 2}" for i in range(13)]
+    (tmp_path / "val.csv").write_text("a,b,label\n" + "\n".join(val) + "\n")
+    splits = load_files(
+        FileDataOptions(
+            train_file=str(tmp_path / "train.csv"), val_file=str(tmp_path / "val.csv"), cache_dir=str(tmp_path / "c")
+        )
+    )
+    with pytest.warns(UserWarning, match="7 of 20 validation samples"):
+        assert check_overlap(splits.train, splits.val) == 7

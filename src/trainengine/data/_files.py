@@ -193,8 +193,13 @@ def _holdout(n: int, val_fraction: float, seed: int, labels: np.ndarray | None =
         if counts.min() >= 2 and len(counts) <= n_val:
             tr, va = train_test_split(np.arange(n), test_size=n_val, stratify=labels, random_state=seed)
             return np.sort(tr), np.sort(va)
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    # int32 positions and a mask instead of sorting both halves of an int64 permutation: about a
+    # third of the memory on a 26M-row file (measured in benchmarks/csv_stream.py).
+    dtype = np.int32 if n < 2**31 else np.int64
+    val = np.sort(np.random.default_rng(seed).permutation(np.arange(n, dtype=dtype))[:n_val]).astype(np.int64)
+    keep = np.ones(n, dtype=bool)
+    keep[val] = False
+    return np.flatnonzero(keep), val
 
 
 def _cap(rows: np.ndarray, cap: int | None) -> np.ndarray:

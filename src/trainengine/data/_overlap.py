@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from trainengine.data._convert import to_dataset
-from trainengine.data._datasets import InMemoryDataset, TokenWindowDataset
+from trainengine.data._datasets import InMemoryDataset, PreCollatedBatch, TokenWindowDataset
 from trainengine.data._fingerprint import _encode, _tensor_header, _tensor_raw
 from trainengine.data._types import DataLeakageWarning
 from trainengine.errors import DataError
@@ -84,6 +84,20 @@ def _keys(ds: Any, max_items: int) -> list[bytes]:
                 rows = ds.windows[chunk, :-1].to(torch.int64)  # (m, T): what __getitem__ yields
             keys.extend(_row_keys(rows))
         return keys
+    getitems = getattr(ds, "__getitems__", None)
+    if callable(getitems):
+        # File-backed data sets fetch a whole chunk at once (one Arrow take, not 50,000 lookups).
+        for s in range(0, len(idx), _ROWS_PER_CHUNK):
+            batch = getitems(idx[s : s + _ROWS_PER_CHUNK].tolist())
+            inputs = (
+                batch.collated[0] if isinstance(batch, PreCollatedBatch) and isinstance(batch.collated, list) else None
+            )
+            if not isinstance(inputs, torch.Tensor):
+                break  # not a batch of (inputs, labels) tensors: the per-item path below
+            keys.extend(_row_keys(inputs))
+        else:
+            return keys
+        keys = []
     for i in idx.tolist():
         h = hashlib.blake2b(digest_size=16)
         _encode(_input_of(ds[i]), h)
