@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("engine",),
     ("tracking", "monitoring", "evaluation", "export", "registry", "tune", "distributed"),
     ("serve", "jobs", "assembly"),
-    ("cli", "__main__", ROOT),
+    ("cli", "compat", "__main__", ROOT),
 ]
 LAYER_OF = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 
@@ -58,6 +58,7 @@ SAME_LAYER: dict[tuple[str, str], str] = {
     ("monitoring", "tracking"): "MetricsEngine(use_wandb=True) logs through the W&B tracker",
     ("export", "tracking"): "export reads run directories written by tracking",
     ("__main__", "cli"): "python -m trainengine runs the CLI",
+    ("cli", "compat"): "seed-shaped CLI spellings (checkpoints import) reuse the compat adapters",
     ("cli", ROOT): "trainengine version prints trainengine.__version__",
 }
 

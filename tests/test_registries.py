@@ -89,7 +89,7 @@ def test_empty_name_and_error_class() -> None:
         (registries.LOSSES, {"classification", "regression", "language_modeling", "vision"}),
         (registries.SCHEDULES, {"cosine", "linear", "constant", "one_cycle", "cyclic", "reduce_on_plateau"}),
         (registries.OPTIMIZERS, {"adamw", "adam", "sgd"}),
-        (registries.TRACKERS, {"jsonl", "tensorboard", "mlflow", "wandb"}),
+        (registries.TRACKERS, {"console", "jsonl", "tensorboard", "mlflow", "wandb"}),
         (registries.EXPORT_FORMATS, {"onnx", "torchscript", "torch_export", "pytorch"}),
     ],
 )

@@ -41,6 +41,7 @@ _LAZY: dict[str, str] = {
     "GradientMonitor": "trainengine.monitoring",
     "GradientHealth": "trainengine.monitoring",
     "MetricsEngine": "trainengine.monitoring",
+    "MetricsTracker": "trainengine.monitoring",
     "AlertConfig": "trainengine.monitoring",
     "profile_dataset": "trainengine.monitoring",
     # tracking, registry, export
@@ -81,6 +82,7 @@ __all__ = [
     "GradientMonitor",
     "GradientHealth",
     "MetricsEngine",
+    "MetricsTracker",
     "AlertConfig",
     "profile_dataset",
     "ExperimentDB",
@@ -135,7 +137,14 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
     )
     from trainengine.export import create_export_bundle
     from trainengine.models import GPT, MLP, GPTConfig, SmallCNN
-    from trainengine.monitoring import AlertConfig, GradientHealth, GradientMonitor, MetricsEngine, profile_dataset
+    from trainengine.monitoring import (
+        AlertConfig,
+        GradientHealth,
+        GradientMonitor,
+        MetricsEngine,
+        MetricsTracker,
+        profile_dataset,
+    )
     from trainengine.registry import ModelRecord, ModelRegistry
     from trainengine.tasks import TaskSpec, get_loss_strategy
     from trainengine.tracking import ExperimentDB, ExperimentTracker, TrainingLogger

@@ -90,6 +90,12 @@ def build_callbacks(config: TrainingConfig, *, gradient_monitor: Any = None) -> 
     monitor = gradient_monitor if gradient_monitor is not None else build_gradient_monitor(config)
     if monitor is not None:
         callbacks.append(monitor)
+    if config.monitoring.sample_prompts:
+        from trainengine.monitoring._samples import build_sample_prompts
+
+        samples = build_sample_prompts(config)
+        if samples is not None:
+            callbacks.append(samples)
     return callbacks
 
 

@@ -307,6 +307,7 @@ _BUILTINS: dict[Registry, dict[str, str]] = {
         "sgd": "trainengine.engine._optim:build_sgd",
     },
     TRACKERS: {
+        "console": "trainengine.tracking._tracker:ConsoleTracker",
         "jsonl": "trainengine.tracking._tracker:JsonlTracker",
         "tensorboard": "trainengine.tracking._tracker:TensorBoardTracker",
         "mlflow": "trainengine.tracking._tracker:MlflowTracker",

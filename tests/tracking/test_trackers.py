@@ -150,7 +150,8 @@ def test_auto_picks_installed_and_configured_backends(tmp_path, monkeypatch):
 
 
 def test_unknown_backend_lists_the_available_ones(tmp_path):
-    with pytest.raises(ConfigError, match="unknown tracker 'wandbb' — available: jsonl, mlflow, tensorboard, wandb"):
+    expected = "unknown tracker 'wandbb' — available: console, jsonl, mlflow, tensorboard, wandb"
+    with pytest.raises(ConfigError, match=expected):
         ExperimentTracker("proj", "r", backend="wandbb", log_dir=tmp_path)
 
 

@@ -67,12 +67,15 @@ from trainengine.checkpoint._format import (
     sniff_safetensors,
     verify_checkpoint,
 )
+from trainengine.checkpoint._import_pt import import_pt_checkpoint, read_pt_checkpoint
 from trainengine.checkpoint._keys import canonical_keys, load_model_state, load_weights_file, save_weights_file
 from trainengine.checkpoint._load import apply_checkpoint, load_checkpoint
 from trainengine.checkpoint._manager import EMERGENCY_TAG, CheckpointInfo, CheckpointManager
 from trainengine.checkpoint._optim_state import load_optimizer_state, load_scheduler_state, named_optimizer_state
 
 __all__ = [
+    "import_pt_checkpoint",
+    "read_pt_checkpoint",
     "CheckpointManager",
     "CheckpointInfo",
     "CheckpointMetadata",

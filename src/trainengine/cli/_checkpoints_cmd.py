@@ -1,4 +1,4 @@
-"""``trainengine resume RUN_DIR`` and ``trainengine checkpoints list|verify RUN_DIR``."""
+"""``trainengine resume RUN_DIR``, ``trainengine checkpoints list|verify RUN_DIR``, ``checkpoints import FILE.pt``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from rich.table import Table
 
 from trainengine.errors import CheckpointError
 
-checkpoints_app = typer.Typer(help="List and verify the checkpoints of a run.", no_args_is_help=True)
+checkpoints_app = typer.Typer(
+    help="List and verify the checkpoints of a run; import a torch.save checkpoint.", no_args_is_help=True
+)
 
 
 def _checkpoint_dir(run_dir: Path) -> Path:
@@ -100,6 +102,26 @@ def verify_command(run_dir: Path = typer.Argument(..., help="Run directory or ch
             typer.echo(f"{info.name}: ok")
     if bad:
         raise typer.Exit(1)
+
+
+@checkpoints_app.command("import")
+def import_command(
+    file: Path = typer.Argument(..., help="A .pt / .pth file from torch.save (a checkpoint dict or a state_dict)."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Checkpoint folder to write into (default: FILE without its suffix)."
+    ),
+    step: int | None = typer.Option(None, "--step", min=0, help="Step to file it under when the file has none."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a checkpoint of the same step in --output."),
+) -> None:
+    """Convert a torch.save checkpoint (seed 002's checkpoint_<step>.pt) into a pickle-free checkpoint folder.
+
+    The file is read with torch.load(weights_only=True): tensors and plain containers only. Anything
+    else (pickled classes, whole models, numpy arrays) is refused with the reason, never unpickled.
+    """
+    from trainengine.checkpoint import import_pt_checkpoint
+
+    path = import_pt_checkpoint(file, output, step=step, overwrite=overwrite)
+    typer.echo(f"imported {file} -> {path}")
 
 
 def resume_command(

@@ -12,6 +12,8 @@ from trainengine.errors import ExportError
 
 __all__ = ["export_command"]
 
+_DEFAULT_FORMATS = "onnx,torchscript,pytorch"
+
 
 def export_command(
     checkpoint: Path | None = typer.Option(
@@ -20,8 +22,13 @@ def export_command(
     model: str | None = typer.Option(
         None, "--model", help="A registry version: NAME@ALIAS, NAME:VERSION or NAME (latest)."
     ),
-    formats: str = typer.Option(
-        "onnx,torchscript,pytorch", "--formats", help="Comma-separated: onnx, torchscript, torch_export, pytorch."
+    formats: str | None = typer.Option(
+        None,
+        "--formats",
+        help="Comma-separated: onnx, torchscript, torch_export, pytorch (default: onnx,torchscript,pytorch).",
+    ),
+    format_: str | None = typer.Option(
+        None, "--format", help="One format, e.g. --format onnx (the seeds' spelling; same choices as --formats)."
     ),
     output_dir: Path = typer.Option(Path("exports"), "--output-dir", help="Parent folder of the bundle."),
     quantize: str | None = typer.Option(
@@ -44,7 +51,13 @@ def export_command(
     """Export a trained model as a bundle: formats verified against PyTorch, inference script, Dockerfile."""
     if (checkpoint is None) == (model is None):
         raise ExportError("give exactly one of --checkpoint PATH or --model NAME@ALIAS")
-    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    if formats is not None and format_ is not None:
+        raise ExportError(
+            f"give --format or --formats, not both (got --format {format_} and --formats {formats}); "
+            "--format onnx is the same as --formats onnx"
+        )
+    chosen = format_ if format_ is not None else formats if formats is not None else _DEFAULT_FORMATS
+    fmts = [f.strip() for f in chosen.split(",") if f.strip()]
     options: dict[str, Any] = {"formats": fmts, "output_dir": output_dir, "quantize": quantize, "tolerance": tolerance}
     if name:
         options["name"] = name

@@ -50,7 +50,10 @@ def train_command(
     seed: int | None = typer.Option(None, "--seed", help="training.seed"),
     dataset: str | None = typer.Option(None, "--dataset", help="data.dataset (digits, diabetes, pystdlib)"),
     train_file: list[str] | None = typer.Option(
-        None, "--train-file", help="data.train_file: a file, glob or folder (repeatable); see docs/data.md."
+        None,
+        "--train-file",
+        "--data-train",
+        help="data.train_file: a file, glob or folder (repeatable); see docs/data.md.",
     ),
     val_file: list[str] | None = typer.Option(None, "--val-file", help="data.val_file (repeatable)."),
     test_file: list[str] | None = typer.Option(None, "--test-file", help="data.test_file (repeatable)."),
@@ -58,6 +61,9 @@ def train_command(
         None, "--data-format", help="data.format: csv, jsonl, parquet, text, imagefolder, hf_disk (default: auto)."
     ),
     device: str | None = typer.Option(None, "--device", help="training.device (auto, cpu, cuda, cuda:N)"),
+    d_model: int | None = typer.Option(None, "--d-model", help="model.d_model: built-in GPT embedding width"),
+    n_heads: int | None = typer.Option(None, "--n-heads", help="model.n_heads: built-in GPT attention heads"),
+    n_layers: int | None = typer.Option(None, "--n-layers", help="model.n_layers: built-in GPT transformer blocks"),
     output_dir: str | None = typer.Option(None, "--output-dir", help="tracking.output_dir"),
     resume: str | None = typer.Option(
         None, "--resume", help="auto (newest valid checkpoint of this run/experiment) or a checkpoint / run directory."
@@ -71,6 +77,9 @@ def train_command(
         "training.max_steps": max_steps,
         "training.seed": seed,
         "training.device": device,
+        "model.d_model": d_model,
+        "model.n_heads": n_heads,
+        "model.n_layers": n_layers,
         "data.dataset": dataset,
         "data.train_file": _one_or_list(train_file),
         "data.val_file": _one_or_list(val_file),

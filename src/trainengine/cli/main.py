@@ -19,6 +19,7 @@ from trainengine.cli._checkpoints_cmd import checkpoints_app, resume_command
 from trainengine.cli._common import STATE
 from trainengine.cli._config_cmd import config_app
 from trainengine.cli._export_cmd import export_command
+from trainengine.cli._generate_cmd import generate_command
 from trainengine.cli._logs_cmd import logs_command
 from trainengine.cli._quickstart import quickstart_command
 from trainengine.cli._registry_cmd import registry_app
@@ -42,6 +43,7 @@ app.command("resume")(resume_command)
 app.command("logs")(logs_command)
 app.command("serve")(serve_command)
 app.command("export")(export_command)
+app.command("generate")(generate_command)
 app.add_typer(config_app, name="config")
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(runs_app, name="runs")

@@ -1,5 +1,6 @@
 """Validated configuration: typed sections, presets, a fluent builder, file io and overrides."""
 
+from trainengine.config._aliases import CONFIG_ALIASES, ConfigAlias, find_alias
 from trainengine.config._builder import PRESETS, TrainingConfigBuilder, get_preset
 from trainengine.config._config import TrainingConfig, deep_merge, read_config_file, read_config_layer
 from trainengine.config._overrides import apply_overrides, parse_override
@@ -45,4 +46,7 @@ __all__ = [
     "ExportSection",
     "MonitoringSection",
     "RegistrySection",
+    "CONFIG_ALIASES",
+    "ConfigAlias",
+    "find_alias",
 ]

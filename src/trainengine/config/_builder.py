@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from trainengine.config._aliases import find_alias, planned_message
 from trainengine.config._config import TrainingConfig, deep_merge, merge_layer, read_config_layer, route_flat_keys
 from trainengine.config._errors import unknown_field_message
 from trainengine.config._sections import SECTION_TYPES
@@ -103,10 +104,8 @@ def get_preset(name: str) -> dict[str, Any]:
 # Seed 000 passes ``gradient_accumulation_steps`` to ``with_optimizer``; it lives in the
 # training section because it shapes the loop, not the optimizer. These routes are explicit so
 # every other misplaced key is still an "unknown field" error.
-_CROSS_SECTION = {
-    "optimizer": {"gradient_accumulation_steps": "training", "max_grad_norm": "training", "learning_rate": "training"},
-    "training": {"weight_decay": "optimizer", "warmup_steps": "scheduler", "warmup_ratio": "scheduler"},
-}
+# Builder conveniences that are not seed spellings (those come from the one alias table).
+_CROSS_SECTION = {"optimizer": {"max_grad_norm": "training", "learning_rate": "training"}}
 
 
 class TrainingConfigBuilder:
@@ -166,6 +165,17 @@ class TrainingConfigBuilder:
         layer: dict[str, dict[str, Any]] = {}
         for key, value in fields.items():
             target = section if key in known else _CROSS_SECTION.get(section, {}).get(key)
+            row = find_alias(f"{section}.{key}") if target is None else None
+            if row is not None and row.canonical is not None:
+                # A seed spelling (with_training(grad_clip=1.0)): the alias table says where it goes.
+                target, _, key = row.canonical.partition(".")
+                value = row.convert(value)
+                for dotted, implied in row.implies:
+                    sec, _, name = dotted.partition(".")
+                    layer.setdefault(sec, {}).setdefault(name, implied)
+            elif row is not None:
+                problems.append(planned_message(row, f"{section}.{key}"))
+                continue
             if target is None:
                 problems.append(unknown_field_message(f"{section}.{key}", candidates))
                 continue

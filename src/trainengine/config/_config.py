@@ -5,13 +5,20 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainengine import registries
 from trainengine._io import atomic_write_text
+from trainengine.config._aliases import (
+    NOT_AN_ALIAS,
+    attach_owner,
+    get_config_alias,
+    resolve_aliases,
+    set_config_alias,
+)
 from trainengine.config._errors import (
     all_field_paths,
     clip_problem,
@@ -67,9 +74,11 @@ def route_flat_keys(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _route(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    # The seeds' spellings (training.grad_clip, experiment:, ...) first: config/_aliases.py's table.
+    data, aliased, problems = resolve_aliases(data)
     nested: dict[str, Any] = {}
-    problems = []
     flat_targets = {FLAT_FIELDS[k][0] for k in data if k not in SECTION_TYPES and len(FLAT_FIELDS.get(k, ())) == 1}
+    flat_targets |= set(aliased)
     for key, value in data.items():
         if key == "plugins":
             nested["plugins"] = value
@@ -97,6 +106,8 @@ def _route(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             problems.append(f"ambiguous field {key} — it exists in several sections; say {options}")
         else:
             nested.setdefault(sections[0], {})[key] = value
+    for section, fields in aliased.items():
+        nested.setdefault(section, {}).update(fields)
     return nested, problems
 
 
@@ -217,6 +228,16 @@ class TrainingConfig(BaseModel):
         return self
 
     # -- flat access ---------------------------------------------------------------------
+    if not TYPE_CHECKING:  # hidden from mypy: it would make every attribute of a config look valid
+
+        def __getattribute__(self, name: str) -> Any:
+            value = object.__getattribute__(self, name)
+            if name in SECTION_TYPES:  # a validated field: always its section (no isinstance: ABC checks are slow)
+                # A section read from this config knows it, for the seeds' names of fields that live
+                # in another section (config.training.weight_decay -> config.optimizer.weight_decay).
+                attach_owner(value, self)
+            return value
+
     def __getattr__(self, name: str) -> Any:
         # Only reached when normal lookup fails: resolve seed-style flat names.
         sections = FLAT_FIELDS.get(name)
@@ -227,12 +248,18 @@ class TrainingConfig(BaseModel):
             raise AttributeError(
                 f"'{type(self).__name__}' has no flat attribute '{name}' — it exists in several sections; use {options}"
             )
+        if not name.startswith("_"):
+            value = get_config_alias(self, name)  # a seed's name: config.grad_clip, config.experiment.name
+            if value is not NOT_AN_ALIAS:
+                return value
         return super().__getattr__(name)  # type: ignore[misc]  # pydantic defines __getattr__ only when type checking is off
 
     def __setattr__(self, name: str, value: Any) -> None:
         sections = FLAT_FIELDS.get(name)
         if name not in type(self).model_fields and sections and len(sections) == 1:
             setattr(getattr(self, sections[0]), name, value)
+            return
+        if not name.startswith("_") and set_config_alias(self, name, value):
             return
         if name not in type(self).model_fields and not name.startswith("_"):
             if sections:

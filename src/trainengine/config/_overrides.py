@@ -7,6 +7,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from trainengine.config._aliases import both_set_message, find_alias, planned_message
 from trainengine.config._config import FLAT_FIELDS, TrainingConfig, merge_layer
 from trainengine.config._errors import all_field_paths, clip_problem, short_repr, unknown_field_message
 from trainengine.config._sections import SECTION_TYPES
@@ -22,7 +23,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     ``training.max_steps=100`` gives an int, ``model.hidden_dims=[64,64]`` a list,
     ``training.max_steps=null`` None. Text and choice fields keep the text as typed
     (``optimizer.fused=off`` stays ``"off"``, not YAML's False). A bare key that belongs to one section only
-    (``learning_rate=1e-3``) is accepted.
+    (``learning_rate=1e-3``) is accepted, and so are the seeds' spellings (``training.grad_clip=0.5``,
+    ``grad_clip=0.5``, ``experiment.name=x``: config/_aliases.py), returned under the engine's name.
 
     Raises:
         ConfigError: no ``=``, an unknown field, or a value that is not valid YAML.
@@ -31,6 +33,12 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         raise ConfigError(f"override '{text}' must look like section.key=value (e.g. training.learning_rate=5e-4)")
     path, raw = text.split("=", 1)
     path = path.strip().replace("-", "_")
+    row = find_alias(path)
+    if row is not None:
+        if row.canonical is None:
+            raise ConfigError(planned_message(row, path))
+        section, key, parsed = parse_override(f"{row.canonical}={raw}")
+        return section, key, row.convert(parsed)
     if "." in path:
         section, key = path.split(".", 1)
     else:
@@ -104,13 +112,26 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """
     layer: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
+    spelled: dict[str, str] = {}  # engine path -> how the first --set of it was written
+    implied: dict[str, Any] = {}  # what a seed spelling implies (checkpoint_interval -> checkpointing.enabled)
     for text in overrides:
         try:
             section, key, value = parse_override(text)
         except ConfigError as exc:
             problems.extend(clip_problem(p) for p in exc.problems)
             continue
+        name = text.split("=", 1)[0].strip().replace("-", "_")
+        first = spelled.setdefault(f"{section}.{key}", name)
+        row, first_row = find_alias(name), find_alias(first)
+        if first != name and row is not first_row:
+            # The same field under its name and a seed's name: which one was meant is unclear.
+            problems.append(both_set_message(name, first, f"{section}.{key}"))
+            continue
         layer.setdefault(section, {})[key] = value
+        implied.update(dict(row.implies) if row is not None else {})
     if problems:
         raise ConfigError(problems, prefix="invalid --set override")
+    for path, value in implied.items():
+        section, _, key = path.partition(".")
+        layer.setdefault(section, {}).setdefault(key, value)
     return merge_layer(data, layer)

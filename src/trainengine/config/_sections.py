@@ -16,11 +16,12 @@ bounds and description; the field descriptions are the documentation (config sho
 from __future__ import annotations
 
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
 from trainengine import registries
+from trainengine.config._aliases import NOT_AN_ALIAS, OwnerLink, get_section_alias, set_section_alias
 
 __all__ = [
     "Section",
@@ -45,6 +46,20 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
+    # The TrainingConfig this section was last read from, for the seeds' names of fields in other
+    # sections (``config.training.weight_decay`` is ``optimizer.weight_decay``; config/_aliases.py).
+    _owner: OwnerLink = PrivateAttr(default_factory=OwnerLink)
+
+    if not TYPE_CHECKING:  # hidden from mypy, so a misspelt attribute in our own code stays a type error
+
+        def __getattr__(self, name: str) -> Any:
+            # Only reached when normal lookup fails: a seed's name of a field (training.grad_clip).
+            if not name.startswith("_"):
+                value = get_section_alias(self, name)
+                if value is not NOT_AN_ALIAS:
+                    return value
+            return super().__getattr__(name)
+
     def __setattr__(self, name: str, value: Any) -> None:
         # ``config.training.max_steps = 0`` fails like construction does: one ConfigError
         # with the dotted path and the allowed range.
@@ -52,6 +67,8 @@ class Section(BaseModel):
         from trainengine.errors import ConfigError
 
         section = next((k for k, v in SECTION_TYPES.items() if v is type(self)), type(self).__name__)
+        if name not in type(self).model_fields and not name.startswith("_") and set_section_alias(self, name, value):
+            return
         if name not in type(self).model_fields and not name.startswith("_"):
             # Same message as construction: a typo is named, with the closest field.
             raise ConfigError(
@@ -703,6 +720,25 @@ class MonitoringSection(Section):
             "directory, for later drift checks."
         ),
     )
+    sample_prompts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Language models: at each evaluation, greedily complete each prompt and log the texts (logs.jsonl records "
+            "of type 'samples'); empty = off."
+        ),
+    )
+    sample_max_new_tokens: int = Field(
+        32, ge=1, le=4096, description="Tokens generated per sample prompt (monitoring.sample_prompts)."
+    )
+
+    @field_validator("sample_prompts")
+    @classmethod
+    def _non_empty_prompts(cls, value: list[str]) -> list[str]:
+        # An empty prompt has no token to condition on: refused with the config, not at the first evaluation.
+        empty = [i for i, prompt in enumerate(value) if not prompt]
+        if empty:
+            raise ValueError(f"prompts {empty} are empty strings; give each sample prompt at least one character")
+        return value
 
 
 class RegistrySection(Section):

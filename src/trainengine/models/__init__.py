@@ -12,13 +12,16 @@ Example:
 
 from trainengine.models._cnn import SmallCNN
 from trainengine.models._common import count_parameters
-from trainengine.models._gpt import GPT, GPTConfig
+from trainengine.models._gpt import GPT, GPTConfig, check_sampling, generate_text, sample_next_token
 from trainengine.models._mlp import MLP
 from trainengine.models._registry import ModelBuilder, build_model, list_models, rebuild_model, register_model
 from trainengine.models._spec import model_spec, unwrap_model
 from trainengine.models._tabular import TabularMLP
 
 __all__ = [
+    "generate_text",
+    "sample_next_token",
+    "check_sampling",
     "MLP",
     "TabularMLP",
     "SmallCNN",

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from torch import nn
 from trainengine.errors import ConfigError, DataError
 from trainengine.models._common import check_dropout, check_positive_int, count_parameters
 
-__all__ = ["GPTConfig", "GPT"]
+__all__ = ["GPTConfig", "GPT", "check_sampling", "sample_next_token", "generate_text"]
 
 
 @dataclass
@@ -123,6 +124,32 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
+    def forward_cached(self, x: torch.Tensor, kv: list[torch.Tensor]) -> torch.Tensor:
+        """Attention of ``x`` ``(B, T, C)`` (the next ``T`` positions) over the cached keys/values and its own.
+
+        ``kv`` is this layer's cache, ``[]`` or ``[k, v]`` of shape ``(B, nh, T_past, hs)``; it is
+        replaced by the keys/values of all ``T_past + T`` positions. A separate method (not a
+        ``forward`` argument) so tracing, scripting and ONNX export see the plain forward.
+        """
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
+        v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
+        if kv:
+            k = torch.cat((kv[0], k), dim=2)  # (B, nh, T_past + T, hs)
+            v = torch.cat((kv[1], v), dim=2)
+        kv[:] = [k, v]
+        past = k.size(2) - T
+        mask = None
+        if past and T > 1:
+            # New position i (absolute past + i) sees every cached key and new keys up to itself.
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, T_all)
+        # past == 0: a plain causal prefill; T == 1: one new query that may see every key.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=past == 0 and T > 1)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
 
 class FeedForward(nn.Module):
     """Position-wise MLP: Linear -> GELU -> Linear."""
@@ -151,6 +178,12 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Pre-LN keeps the residual stream un-normalised, which trains stably without warmup tricks.
         x = x + self.attn(self.ln_1(x))
+        x = x + self.mlp(self.ln_2(x))
+        return x  # (B, T, C)
+
+    def forward_cached(self, x: torch.Tensor, kv: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`forward` for the next positions of a sequence whose earlier keys/values are in ``kv``."""
+        x = x + self.attn.forward_cached(self.ln_1(x), kv)
         x = x + self.mlp(self.ln_2(x))
         return x  # (B, T, C)
 
@@ -302,6 +335,20 @@ class GPT(nn.Module):
             flops += 12 * self.config.n_layers * self.config.d_model * seq_len
         return flops
 
+    def _forward_cached(self, input_ids: torch.Tensor, caches: list[list[torch.Tensor]]) -> torch.Tensor:
+        """Logits ``(B, T, V)`` of the next ``T`` positions, given one ``[k, v]`` cache per layer (updated).
+
+        Positions continue after the cached ones, so the logits equal those of :meth:`forward` on
+        the whole sequence (as long as it fits ``max_seq_len``; :meth:`generate` makes sure).
+        """
+        past = caches[0][0].size(2) if caches[0] else 0
+        parts = self.transformer
+        pos = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)  # (T,)
+        x = parts["drop"](parts["wte"](input_ids) + parts["wpe"](pos))  # (B, T, C)
+        for block, kv in zip(cast(nn.ModuleList, parts["h"]), caches, strict=True):
+            x = cast(Block, block).forward_cached(x, kv)
+        return self.lm_head(parts["ln_f"](x))  # (B, T, V)
+
     @torch.no_grad()
     def generate(
         self,
@@ -310,12 +357,20 @@ class GPT(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        *,
+        top_p: float | None = None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
         """Sample ``max_new_tokens`` tokens after the prompt ``input_ids`` ``[B, T]``.
 
         The context fed to the model is cropped to the last ``max_seq_len`` tokens. The model
         is put in eval mode while sampling (no dropout) and its previous mode restored.
-        No KV cache: each new token re-runs the cropped context (fine for small models).
+
+        With ``use_cache`` (the default) each layer's keys and values are kept, so a new token
+        costs one position's forward instead of the whole context's; the logits are those of the
+        uncached path (same positions, same attention). Once the sequence fills ``max_seq_len``
+        the window slides, every position shifts, and the cropped context is re-run for each new
+        token, exactly as without a cache.
 
         Args:
             input_ids: Prompt token ids ``[B, T]`` with ``T >= 1``.
@@ -323,6 +378,9 @@ class GPT(nn.Module):
             temperature: Divides the logits; ``< 1`` sharpens, ``0`` means greedy (argmax).
             top_k: Sample only among the ``top_k`` most likely tokens; ``1`` is greedy.
             generator: Random generator for reproducible sampling.
+            top_p: Nucleus sampling: only the most likely tokens whose probabilities sum to at
+                least ``top_p`` (in ``(0, 1]``); ``None`` or ``1`` keeps every token.
+            use_cache: Keep keys/values between steps (faster; same tokens).
 
         Returns:
             ``[B, T + max_new_tokens]``: the prompt followed by the generated tokens.
@@ -332,29 +390,40 @@ class GPT(nn.Module):
             >>> model = GPT(GPTConfig(vocab_size=50, max_seq_len=8, d_model=32, n_heads=2))
             >>> model.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=10).shape
             torch.Size([1, 13])
+            >>> prompt = torch.tensor([[1, 2, 3]])
+            >>> torch.equal(
+            ...     model.generate(prompt, 4, temperature=0), model.generate(prompt, 4, temperature=0, use_cache=False)
+            ... )
+            True
         """
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+        check_sampling(temperature, top_k, top_p)
+        if input_ids.dim() != 2 or input_ids.shape[1] < 1:
+            raise DataError(
+                f"generate expects prompt token ids of shape [B, T] with T >= 1, got shape {tuple(input_ids.shape)}; "
+                f"add a batch dimension with input_ids.unsqueeze(0)"
+            )
+        window = self.config.max_seq_len
         was_training = self.training
         self.eval()
         try:
             idx = input_ids
+            caches: list[list[torch.Tensor]] = []
+            cached = 0  # positions held by the caches
             for _ in range(max_new_tokens):
-                idx_cond = idx[:, -self.config.max_seq_len :]  # (B, <=max_seq_len)
-                logits = self(idx_cond)[:, -1, :]  # (B, V): only the last position predicts
-                if temperature == 0:
-                    idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+                if not use_cache:
+                    logits = self(idx[:, -window:])[:, -1, :]  # (B, V): only the last position predicts
+                elif not caches or cached >= window:
+                    # First step, or the window is full: positions shift, so the cache starts again.
+                    caches = [[] for _ in range(self.config.n_layers)]
+                    context = idx[:, -window:]  # (B, <=max_seq_len)
+                    logits = self._forward_cached(context, caches)[:, -1, :]
+                    cached = context.shape[1]
                 else:
-                    logits = logits / temperature
-                    if top_k is not None:
-                        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                        logits = logits.masked_fill(logits < kth, float("-inf"))
-                    probs = F.softmax(logits.float(), dim=-1)
-                    idx_next = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+                    logits = self._forward_cached(idx[:, -1:], caches)[:, -1, :]  # (B, V)
+                    cached += 1
+                idx_next = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
                 idx = torch.cat((idx, idx_next), dim=1)
         finally:
             self.train(was_training)
@@ -363,3 +432,148 @@ class GPT(nn.Module):
     def extra_repr(self) -> str:
         fields = dataclasses.fields(self.config)
         return ", ".join(f"{f.name}={getattr(self.config, f.name)}" for f in fields)
+
+
+def check_sampling(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> None:
+    """Refuse sampling options out of range, all problems at once.
+
+    Raises:
+        ValueError: ``temperature`` is negative or not finite, ``top_k < 1``, or ``top_p`` is not in ``(0, 1]``.
+
+    Example:
+        >>> check_sampling(0.8, top_k=40, top_p=0.95)
+        >>> check_sampling(top_p=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: top_p must be in (0, 1] or None (1 keeps every token), got 0
+    """
+    problems = []
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
+        problems.append(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        problems.append(f"top_k must be an integer >= 1 or None, got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        problems.append(f"top_p must be in (0, 1] or None (1 keeps every token), got {top_p!r}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One token id per row from next-token ``logits`` ``(B, V)``: greedy, or sampled with temperature / top-k / top-p.
+
+    Filters apply in this order: temperature, top-k, top-p (the smallest set of most likely tokens
+    whose probabilities sum to at least ``top_p``; the most likely token always stays).
+
+    Args:
+        logits: ``(B, V)`` scores of the next token.
+        temperature: ``0`` = argmax (no randomness, ``generator`` unused); else the logits are divided by it.
+        top_k: Keep only the ``top_k`` highest scores (``None``: all).
+        top_p: Nucleus threshold in ``(0, 1]`` (``None`` or ``1``: all).
+        generator: Random generator (on the logits' device) for reproducible draws.
+
+    Returns:
+        ``(B, 1)`` int64 token ids.
+
+    Example:
+        >>> import torch
+        >>> sample_next_token(torch.tensor([[0.1, 3.0, 0.2]]), temperature=0)
+        tensor([[1]])
+        >>> sample_next_token(torch.tensor([[0.0, 5.0, 4.9]]), top_k=1)
+        tensor([[1]])
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+    scores = logits.float() / temperature  # (B, V)
+    vocab = scores.size(-1)
+    if top_k is not None and top_k < vocab:
+        kth = torch.topk(scores, top_k).values[:, [-1]]  # (B, 1): the k-th highest score
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        ordered, order = torch.sort(scores, dim=-1, descending=True)  # (B, V)
+        probs = F.softmax(ordered, dim=-1)
+        # Drop a token when the tokens ranked above it already reach top_p (the first is never dropped).
+        drop = (probs.cumsum(dim=-1) - probs) >= top_p
+        scores = scores.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
+    probs = F.softmax(scores, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+
+
+class _TextTokenizer(Protocol):
+    """What :func:`generate_text` needs from a tokenizer (``trainengine.data.ByteTokenizer`` / ``HFTokenizer``)."""
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+def generate_text(
+    model: nn.Module,
+    tokenizer: _TextTokenizer,
+    prompt: str,
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> str:
+    """The completion of ``prompt`` (the new text only) by a language model with a ``generate`` method.
+
+    The prompt is encoded with ``tokenizer`` (no special tokens), ``model.generate`` appends
+    ``max_new_tokens`` tokens on the model's device, and the new tokens are decoded. Greedy when
+    ``temperature`` is 0; with a ``seed`` the same prompt gives the same text on the same device.
+
+    Args:
+        model: A :class:`GPT` (or any module with the same ``generate`` signature).
+        tokenizer: Text <-> ids: ``encode_batch([text])`` and ``decode(ids)``.
+        prompt: The text to continue.
+        max_new_tokens: Tokens to generate.
+        temperature, top_k, top_p: As in :func:`sample_next_token`.
+        seed: Seed of the sampling generator; ``None`` = torch's global generator.
+
+    Returns:
+        The generated text (without the prompt).
+
+    Raises:
+        DataError: The prompt has no tokens or a token id the model's vocabulary lacks.
+        TypeError: The model has no ``generate`` method.
+
+    Example:
+        >>> from trainengine.data import ByteTokenizer
+        >>> model = GPT(GPTConfig(vocab_size=256, max_seq_len=16, d_model=32, n_heads=2))
+        >>> text = generate_text(model, ByteTokenizer(), "def ", max_new_tokens=4, temperature=0)
+        >>> text == generate_text(model, ByteTokenizer(), "def ", max_new_tokens=4, temperature=0)
+        True
+    """
+    generate = getattr(model, "generate", None)
+    if not callable(generate):
+        raise TypeError(
+            f"{type(model).__name__} has no generate method; text generation needs a language model such as GPT"
+        )
+    ids = tokenizer.encode_batch([prompt])[0]
+    if not ids:
+        raise DataError(f"the prompt {prompt!r} has no tokens; give at least one character")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is not None and max(ids) >= vocab:
+        raise DataError(
+            f"the prompt {prompt!r} encodes to token id {max(ids)}, outside the model's vocabulary of {vocab}: "
+            "the tokenizer is not the one the model was trained with"
+        )
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    prompt_ids = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
+    out = generate(
+        prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+    )  # (1, T + max_new_tokens)
+    new_ids = out[0, len(ids) :].tolist()
+    # Decoded with the prompt, then the prompt's text cut off: a word-level or sentencepiece
+    # tokenizer puts the space between the prompt and the first new word only in context.
+    head, whole = tokenizer.decode(ids), tokenizer.decode(ids + new_ids)
+    return whole[len(head) :] if whole.startswith(head) else tokenizer.decode(new_ids)

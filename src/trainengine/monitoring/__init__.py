@@ -22,8 +22,9 @@ from trainengine.monitoring._alerts import (
     StopTrainingAlert,
     WebhookAlert,
 )
-from trainengine.monitoring._engine import MetricsBackend, MetricsEngine, MetricsEngineCallback
+from trainengine.monitoring._engine import MetricsBackend, MetricsEngine, MetricsEngineCallback, MetricsTracker
 from trainengine.monitoring._gradient import GradientHealth, GradientMonitor
+from trainengine.monitoring._samples import SamplePrompts, build_sample_prompts
 
 # Data profiles and the drift divergence are measurements: they live with the probes, below
 # the engine (tracking and export read them); re-exported here, where they always were.
@@ -37,10 +38,13 @@ from trainengine.probes._drift import (
 )
 
 __all__ = [
+    "SamplePrompts",
+    "build_sample_prompts",
     "GradientHealth",
     "GradientMonitor",
     "MetricsEngine",
     "MetricsEngineCallback",
+    "MetricsTracker",
     "MetricsBackend",
     "AlertConfig",
     "Alert",

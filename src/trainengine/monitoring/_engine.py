@@ -26,7 +26,7 @@ from trainengine.errors import ConfigError, DataError
 from trainengine.monitoring._alerts import Alert, AlertConfig, AlertKind, AlertSeverity, StopTrainingAlert
 from trainengine.probes._drift import DatasetProfile, DriftReport, compare_profiles
 
-__all__ = ["MetricsBackend", "MetricsEngine", "MetricsEngineCallback"]
+__all__ = ["MetricsBackend", "MetricsEngine", "MetricsEngineCallback", "MetricsTracker"]
 
 logger = logging.getLogger("trainengine.alerts")
 
@@ -665,3 +665,7 @@ class MetricsEngineCallback:
             step=int(trainer.state.step),
         )
         self._reset_epoch()
+
+
+#: The name seed 000 uses for :class:`MetricsEngine` (``MetricsTracker(use_wandb=True)``).
+MetricsTracker = MetricsEngine

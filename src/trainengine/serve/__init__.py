@@ -25,12 +25,16 @@ from trainengine.serve._runtime import (
     InputError,
     OnnxPredictor,
     Predictor,
+    Sampling,
     drift_divergences,
     drift_score,
     load_bundle,
+    sampling_options,
 )
 
 __all__ = [
+    "Sampling",
+    "sampling_options",
     "create_app",
     "serve",
     "OnnxPredictor",

@@ -15,7 +15,10 @@ Endpoints:
   413 (checked on Content-Length and on the bytes actually read); bad JSON is a 400. Language
   models: more than ``max_request_tokens`` tokens is a 413; the model runs on chunks of at most
   ``max_batch_tokens`` tokens, and a request still computing after ``request_timeout_s`` is
-  abandoned with a 503 (``Retry-After``). A client that disconnects (mid-upload or while its
+  abandoned with a 503 (``Retry-After``). Language-model requests may also carry
+  ``max_new_tokens`` (at most the server's ``max_new_tokens`` limit), ``temperature`` (0 = greedy,
+  the default), ``top_k``, ``top_p`` and ``seed`` beside ``inputs``; an out-of-range value is a
+  422 naming the field. A client that disconnects (mid-upload or while its
   request computes) stops the work and is counted with status 499, not as a server error.
 * ``GET /health`` — name, version, the bundle's content hash, uptime, runtime; never needs a key.
 * ``GET /metrics`` — Prometheus text: requests by endpoint and status, latency and batch-size
@@ -54,6 +57,8 @@ from typing import Any, Literal
 
 if __package__:  # trainengine.serve._app
     from trainengine.serve._runtime import (
+        MAX_NEW_TOKENS_LIMIT,
+        SAMPLING_FIELDS,
         Bundle,
         BundleError,
         DriftWindow,
@@ -62,11 +67,14 @@ if __package__:  # trainengine.serve._app
         OnnxPredictor,
         Predictor,
         load_bundle,
+        sampling_options,
     )
 else:  # a bundle's server.py: the sibling inference.py is the runtime it was exported with
     sys.dont_write_bytecode = True  # no __pycache__ inside the bundle's folder
     try:
         from inference import (  # type: ignore[no-redef]  # mypy sees both runtimes; one is imported
+            MAX_NEW_TOKENS_LIMIT,
+            SAMPLING_FIELDS,
             Bundle,
             BundleError,
             DriftWindow,
@@ -75,9 +83,12 @@ else:  # a bundle's server.py: the sibling inference.py is the runtime it was ex
             OnnxPredictor,
             Predictor,
             load_bundle,
+            sampling_options,
         )
     except ImportError:  # server.py copied alone: fall back to an installed trainengine
         from trainengine.serve._runtime import (
+            MAX_NEW_TOKENS_LIMIT,
+            SAMPLING_FIELDS,
             Bundle,
             BundleError,
             DriftWindow,
@@ -86,6 +97,7 @@ else:  # a bundle's server.py: the sibling inference.py is the runtime it was ex
             OnnxPredictor,
             Predictor,
             load_bundle,
+            sampling_options,
         )
 
 __all__ = ["create_app", "create_app_from_env", "run_server", "Runtime"]
@@ -450,6 +462,7 @@ def create_app(
     max_request_tokens: int | None = None,
     max_batch_tokens: int | None = None,
     request_timeout_s: float | None = None,
+    max_new_tokens: int | None = None,
 ) -> Any:
     """Build the FastAPI app that serves one export bundle.
 
@@ -477,6 +490,9 @@ def create_app(
         request_timeout_s: A request still computing after this many seconds (from the moment its
             body has been read) is abandoned between two model calls and answered 503 with
             ``Retry-After`` (default: ``monitoring.json``'s ``request_timeout_s``, else 30).
+        max_new_tokens: Language models: the most new tokens one request may ask for with its
+            ``max_new_tokens`` field (more is a 422; default: ``monitoring.json``'s
+            ``max_new_tokens``, else 256). Requests that do not ask get the 16-token completion.
 
     Returns:
         A ``fastapi.FastAPI`` application.
@@ -529,6 +545,8 @@ def create_app(
         "max_batch_tokens", max_batch_tokens, bundle, max(DEFAULT_MAX_BATCH_TOKENS, full_context), int
     )
     timeout_s = _limit("request_timeout_s", request_timeout_s, bundle, DEFAULT_REQUEST_TIMEOUT_S, float)
+    new_tokens_limit = _limit("max_new_tokens", max_new_tokens, bundle, MAX_NEW_TOKENS_LIMIT, int)
+    language_model = bundle.task_type == "language_modeling"
     retry_after = str(math.ceil(timeout_s))
     threshold = bundle.monitoring.get("drift_threshold")
     metrics = _Metrics(bundle, runtime, max_batch, float(threshold) if isinstance(threshold, (int, float)) else None)
@@ -579,9 +597,10 @@ def create_app(
             got = "an object without it" if isinstance(payload, dict) else f"a JSON {type(payload).__name__}"
             raise _ClientError(422, f'inputs: missing; send {{"inputs": [example, ...]}}, got {got}', "inputs")
         try:
+            sampling = request_sampling(payload)
             batch = predictor.preprocess(payload["inputs"], max_batch=max_batch, max_request_tokens=request_tokens)
             del payload  # the parsed JSON can be far larger than the batch
-            predictions = predictor.predict_array(batch, max_batch_tokens=batch_tokens, check=check)
+            predictions = predictor.predict_array(batch, max_batch_tokens=batch_tokens, check=check, sampling=sampling)
         except LimitError as exc:
             raise _ClientError(413, str(exc), exc.field) from None
         except InputError as exc:
@@ -590,6 +609,19 @@ def create_app(
         drift.add(batch)
         response = {"predictions": predictions, "model": bundle.name, "version": bundle.version}
         return json.dumps(response, allow_nan=False).encode("utf-8")
+
+    def request_sampling(payload: dict[str, Any]) -> Any:
+        """The request's decoding options (language models); other bundles refuse them by name."""
+        if language_model:
+            return sampling_options(
+                payload, max_new_tokens_limit=new_tokens_limit, default_max_new_tokens=predictor.max_new_tokens
+            )
+        for name in SAMPLING_FIELDS:
+            if payload.get(name) is not None:
+                raise InputError(
+                    name, f"decoding options are for language-model bundles; this one is {bundle.task_type}"
+                )
+        return None
 
     def error_response(exc: _ClientError) -> Any:
         content: dict[str, Any] = {"detail": exc.detail}
@@ -690,7 +722,7 @@ def create_app_from_env() -> Any:
     """App factory for uvicorn worker processes: options come from ``TRAINENGINE_SERVE_*`` variables.
 
     ``BUNDLE`` (required), ``RUNTIME``, ``MODEL_FILE``, ``MAX_BODY_BYTES``, ``MAX_BATCH``,
-    ``MAX_REQUEST_TOKENS``, ``MAX_BATCH_TOKENS``, ``REQUEST_TIMEOUT_S`` and ``API_KEY_ENV`` (the
+    ``MAX_REQUEST_TOKENS``, ``MAX_BATCH_TOKENS``, ``REQUEST_TIMEOUT_S``, ``MAX_NEW_TOKENS`` and ``API_KEY_ENV`` (the
     name of the variable that holds the key).
     """
     bundle = os.environ.get(ENV_PREFIX + "BUNDLE")
@@ -707,6 +739,7 @@ def create_app_from_env() -> Any:
         max_request_tokens=_env_number("MAX_REQUEST_TOKENS", int),
         max_batch_tokens=_env_number("MAX_BATCH_TOKENS", int),
         request_timeout_s=_env_number("REQUEST_TIMEOUT_S", float),
+        max_new_tokens=_env_number("MAX_NEW_TOKENS", int),
     )
 
 
@@ -736,6 +769,7 @@ def run_server(
     max_request_tokens: int | None = None,
     max_batch_tokens: int | None = None,
     request_timeout_s: float | None = None,
+    max_new_tokens: int | None = None,
 ) -> None:
     """Serve a bundle with uvicorn until interrupted (blocks).
 
@@ -775,6 +809,7 @@ def run_server(
             max_request_tokens=max_request_tokens,
             max_batch_tokens=max_batch_tokens,
             request_timeout_s=request_timeout_s,
+            max_new_tokens=max_new_tokens,
         )
         uvicorn.run(app, host=host, port=port, log_level=log_level)
         return
@@ -782,6 +817,7 @@ def run_server(
     _limit("max_request_tokens", max_request_tokens, loaded, 0, int)
     _limit("max_batch_tokens", max_batch_tokens, loaded, 0, int)
     _limit("request_timeout_s", request_timeout_s, loaded, 0.0, float)
+    _limit("max_new_tokens", max_new_tokens, loaded, 0, int)
     options = {
         "BUNDLE": str(Path(bundle_dir).resolve()),
         "RUNTIME": runtime,
@@ -791,6 +827,7 @@ def run_server(
         "MAX_REQUEST_TOKENS": "" if max_request_tokens is None else str(max_request_tokens),
         "MAX_BATCH_TOKENS": "" if max_batch_tokens is None else str(max_batch_tokens),
         "REQUEST_TIMEOUT_S": "" if request_timeout_s is None else str(request_timeout_s),
+        "MAX_NEW_TOKENS": "" if max_new_tokens is None else str(max_new_tokens),
         "API_KEY_ENV": api_key_env or "",
     }
     saved = {k: os.environ.get(k) for k in [ENV_PREFIX + k for k in options] + ["PROMETHEUS_MULTIPROC_DIR"]}
@@ -829,6 +866,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-request-tokens", type=int, default=None, help="language models: tokens per request")
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="language models: tokens per model call")
     parser.add_argument("--request-timeout", type=float, default=None, help="seconds of compute per request")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="language models: most new tokens per request")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     try:
@@ -843,6 +881,7 @@ def main(argv: list[str] | None = None) -> int:
             max_request_tokens=args.max_request_tokens,
             max_batch_tokens=args.max_batch_tokens,
             request_timeout_s=args.request_timeout,
+            max_new_tokens=args.max_new_tokens,
         )
     except (BundleError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ As a script, from the bundle's folder::
 
     python inference.py --input examples.json            # {"inputs": [...]} or a bare list
     python inference.py --input x.json --model model.int8.onnx --bundle /path/to/bundle
+    python inference.py --input prompts.json   # {"inputs": ["def "], "temperature": 0.8, "seed": 1}
 
 prints ``{"predictions": [...], "model": name, "version": version}`` as JSON; a bad input or a
 damaged bundle prints one line on standard error and exits with code 2.
@@ -32,7 +33,8 @@ What it does:
 * **Formats predictions** as the export contract says (:func:`postprocess`): classification
   ``{"class", "probabilities"}`` (plus ``"label"``, the class name, when the bundle has class
   names), regression ``{"value"}`` / ``{"values"}``, language modeling ``{"next_token",
-  "next_token_probability", "completion"}`` (greedy, 16 new tokens).
+  "next_token_probability", "completion"}`` (greedy, 16 new tokens, unless the request asks
+  for sampling: :class:`Sampling`, :func:`sampling_options`).
 * **Measures drift** of recent inputs against the bundle's ``reference_profile.json`` with the
   same Jensen–Shannon divergence as ``trainengine.monitoring.compare_profiles`` (both use
   ``_numeric.py``)
@@ -102,6 +104,8 @@ __all__ = [
     "preprocess",
     "postprocess",
     "model_input",
+    "Sampling",
+    "sampling_options",
     "load_tokenizer",
     "Predictor",
     "OnnxPredictor",
@@ -113,6 +117,9 @@ __all__ = [
 
 FORMAT_VERSION = 1  # newest manifest format this runtime reads
 MAX_NEW_TOKENS = 16  # greedy completion length of language-model predictions (the contract's)
+SAMPLING_FIELDS = ("max_new_tokens", "temperature", "top_k", "top_p", "seed")  # request options of language models
+MAX_TEMPERATURE = 10.0  # above this the next-token distribution is flat noise for any model
+MAX_NEW_TOKENS_LIMIT = 256  # default bound of a request's max_new_tokens (server option / monitoring.json)
 PAD = -1  # token padding in preprocessed batches; never a valid id, replaced by 0 for the model
 _MAX_PADDED_TOKENS = 4_000_000  # B * T bound of a padded token batch (32 MB of int64)
 _SHRINK_ARENA_AFTER = 4_096  # input elements of an onnxruntime call after which its arena is shrunk
@@ -620,6 +627,118 @@ def _pad(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     return batch, lengths
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a language-model completion is decoded: greedy (``temperature`` 0, the default) or sampled.
+
+    The same filters, in the same order, as ``trainengine generate`` (``GPT.generate``):
+    temperature, then top-k, then top-p (the smallest set of most likely tokens whose
+    probabilities reach ``top_p``). With a ``seed``, example ``i`` of a request draws from its own
+    generator seeded ``(seed, i)``: its completion does not depend on the other examples or on how
+    the server batches them.
+
+    Example:
+        >>> Sampling().temperature, Sampling(temperature=0.8, seed=1).seed
+        (0.0, 1)
+    """
+
+    max_new_tokens: int = MAX_NEW_TOKENS
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def generators(self, n: int) -> list[Any]:
+        """One numpy generator per example (``None`` for greedy decoding, which draws nothing)."""
+        if self.temperature == 0:
+            return [None] * n
+        if self.seed is None:
+            root = np.random.SeedSequence()  # fresh entropy: another answer every request
+            return [np.random.default_rng(child) for child in root.spawn(n)]
+        return [np.random.default_rng([self.seed, i]) for i in range(n)]
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in _NUMBER_TYPES and math.isfinite(value)
+
+
+def sampling_options(
+    payload: Mapping[str, Any],
+    *,
+    max_new_tokens_limit: int,
+    default_max_new_tokens: int = MAX_NEW_TOKENS,
+    vocab_size: int | None = None,
+) -> Sampling:
+    """The :class:`Sampling` a request asks for (``max_new_tokens``, ``temperature``, ``top_k``, ``top_p``, ``seed``).
+
+    Absent or ``null`` fields keep the defaults (greedy, ``default_max_new_tokens`` tokens).
+
+    Args:
+        payload: The request body (other keys are ignored).
+        max_new_tokens_limit: The most new tokens a request may ask for (the server's limit).
+        default_max_new_tokens: Completion length when the request does not say.
+        vocab_size: The model's vocabulary; ``top_k`` above it keeps every token and is allowed.
+
+    Raises:
+        InputError: The first out-of-range or mistyped field, by name.
+
+    Example:
+        >>> sampling_options({"temperature": 0.7, "top_k": 40}, max_new_tokens_limit=64)
+        Sampling(max_new_tokens=16, temperature=0.7, top_k=40, top_p=None, seed=None)
+        >>> sampling_options({"max_new_tokens": 500}, max_new_tokens_limit=64)
+        Traceback (most recent call last):
+        ...
+        InputError: max_new_tokens: 500 is more than this server's limit of 64 new tokens; ask for at most 64
+    """
+    get = {name: payload.get(name) for name in SAMPLING_FIELDS}
+    n = get["max_new_tokens"]
+    if n is None:
+        n = min(default_max_new_tokens, max_new_tokens_limit)
+    elif type(n) is not int or n < 1:
+        raise InputError("max_new_tokens", f"expected an integer >= 1, got {_describe(n)}")
+    elif n > max_new_tokens_limit:
+        raise InputError(
+            "max_new_tokens",
+            f"{n} is more than this server's limit of {max_new_tokens_limit} new tokens; "
+            f"ask for at most {max_new_tokens_limit}",
+        )
+    temperature = get["temperature"]
+    if temperature is None:
+        temperature = 0.0
+    elif not _is_number(temperature) or not 0 <= temperature <= MAX_TEMPERATURE:
+        raise InputError(
+            "temperature", f"expected a number in [0, {MAX_TEMPERATURE:g}] (0 = greedy), got {_describe(temperature)}"
+        )
+    top_k = get["top_k"]
+    if top_k is not None and (type(top_k) is not int or top_k < 1):
+        raise InputError("top_k", f"expected an integer >= 1 (1 = greedy), got {_describe(top_k)}")
+    top_p = get["top_p"]
+    if top_p is not None and (not _is_number(top_p) or not 0 < top_p <= 1):
+        raise InputError("top_p", f"expected a number in (0, 1] (1 keeps every token), got {_describe(top_p)}")
+    seed = get["seed"]
+    if seed is not None and (type(seed) is not int or not 0 <= seed < 2**63):
+        raise InputError("seed", f"expected an integer in [0, 2**63), got {_describe(seed)}")
+    return Sampling(int(n), float(temperature), top_k, None if top_p is None else float(top_p), seed)
+
+
+def _next_token(logits: np.ndarray, sampling: Sampling, rng: Any) -> int:
+    """One token from a row of next-token logits ``(V,)``: argmax, or a draw after temperature, top-k and top-p."""
+    if sampling.temperature == 0 or rng is None:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / sampling.temperature  # (V,)
+    if sampling.top_k is not None and sampling.top_k < z.size:
+        kth = np.partition(z, -sampling.top_k)[-sampling.top_k]  # the k-th highest score
+        z = np.where(z < kth, -np.inf, z)
+    p = _softmax(z[None])[0]  # (V,); filtered tokens get probability 0
+    if sampling.top_p is not None and sampling.top_p < 1:
+        order = np.argsort(-p, kind="stable")  # most likely first
+        ranked = p[order]
+        # A token goes when the tokens ranked above it already reach top_p (the first always stays).
+        p[order[(np.cumsum(ranked) - ranked) >= sampling.top_p]] = 0.0
+    cdf = np.cumsum(p)
+    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), p.size - 1))
+
+
 def _complete(
     tokens: np.ndarray,
     logits: np.ndarray,
@@ -627,14 +746,18 @@ def _complete(
     max_new_tokens: int,
     max_seq_len: int | None,
     decode: Callable[[list[int]], str] = _decode,
+    sampling: Sampling | None = None,
+    generators: Sequence[Any] | None = None,
 ) -> list[dict[str, Any]]:
+    sampling = sampling or Sampling(max_new_tokens=max_new_tokens)
     prompts = [row[row != PAD].tolist() for row in tokens]
     lengths = np.array([len(p) for p in prompts])
     rows = np.arange(len(prompts))
+    rngs = list(generators) if generators is not None else sampling.generators(len(prompts))
     last = logits[rows, lengths - 1]  # (B, V): the logits after each prompt's last real token
     _check_finite_rows(last)
     probs = _softmax(last)
-    first = probs.argmax(axis=-1)  # (B,)
+    first = [_next_token(last[i], sampling, rngs[i]) for i in rows]  # (B,)
     generated = [[int(t)] if max_new_tokens > 0 else [] for t in first]
     for _ in range(max_new_tokens - 1):
         contexts = [(p + g)[-max_seq_len:] if max_seq_len else p + g for p, g in zip(prompts, generated, strict=True)]
@@ -642,8 +765,8 @@ def _complete(
         out = forward(model_input(batch))  # (B, T, V)
         step = out[rows, lens - 1]  # (B, V)
         _check_finite_rows(step)
-        for g, t in zip(generated, step.argmax(axis=-1), strict=True):
-            g.append(int(t))
+        for i, g in enumerate(generated):
+            g.append(_next_token(step[i], sampling, rngs[i]))
     return [
         {
             "next_token": int(first[i]),
@@ -665,6 +788,8 @@ def postprocess(
     target_scaling: Mapping[str, float] | None = None,
     class_names: Sequence[str] | None = None,
     decode: Callable[[list[int]], str] | None = None,
+    sampling: Sampling | None = None,
+    generators: Sequence[Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Turn model outputs into the contract's predictions, one dict per example.
 
@@ -683,6 +808,10 @@ def postprocess(
         class_names: Classification: the name of each class; adds ``"label"`` to each prediction.
         decode: Language modeling: token ids -> text for the completion (the bundle's
             tokenizer); default: byte-level (ids 0..255 are UTF-8 bytes).
+        sampling: Language modeling: how tokens are picked (default: greedy); its
+            ``max_new_tokens`` is ignored here in favour of the argument.
+        generators: Language modeling: one numpy generator per example (default: from
+            ``sampling``); the predictor passes each example's own, whatever the batching.
 
     Returns:
         classification/vision ``{"class", "probabilities"}`` (+ ``"label"`` with
@@ -701,7 +830,7 @@ def postprocess(
     if task_type == "language_modeling":
         if tokens is None or forward is None:
             raise ValueError("language-model postprocessing needs the prompt tokens and a forward function")
-        return _complete(tokens, out, forward, max_new_tokens, max_seq_len, decode or _decode)
+        return _complete(tokens, out, forward, max_new_tokens, max_seq_len, decode or _decode, sampling, generators)
     _check_finite_rows(out)
     if task_type == "regression":
         flat = out.reshape(out.shape[0], -1).astype(np.float64)
@@ -806,9 +935,10 @@ class Predictor(abc.ABC):
             tokenizer=self.tokenizer,
         )
 
-    def context_width(self, prompt_tokens: int) -> int:
+    def context_width(self, prompt_tokens: int, max_new_tokens: int | None = None) -> int:
         """The widest context a prompt of this many tokens reaches while its completion is generated."""
-        grown = prompt_tokens + max(self.max_new_tokens - 1, 0)
+        new = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        grown = prompt_tokens + max(new - 1, 0)
         max_len = self.bundle.max_seq_len
         return min(grown, max(max_len, prompt_tokens)) if max_len is not None else grown
 
@@ -818,6 +948,7 @@ class Predictor(abc.ABC):
         *,
         max_batch_tokens: int | None = None,
         check: Callable[[], None] | None = None,
+        sampling: Sampling | None = None,
     ) -> list[dict[str, Any]]:
         """Predictions for a preprocessed batch.
 
@@ -830,6 +961,8 @@ class Predictor(abc.ABC):
             check: Called before every model call; raising there abandons the work (a deadline
                 passed, the client left). A running model call cannot be interrupted, so this is
                 how a server bounds the work of one request.
+            sampling: Language models: completion length and decoding of this request
+                (:func:`sampling_options`); default: greedy, ``max_new_tokens`` tokens.
 
         Raises:
             LimitError: One example alone needs more than ``max_batch_tokens``.
@@ -852,11 +985,13 @@ class Predictor(abc.ABC):
 
             forward = checked
 
+        sampling = sampling or Sampling(max_new_tokens=self.max_new_tokens)
+        generators = sampling.generators(len(x))  # per example, before chunking: batching changes no draw
         lengths = (x != PAD).sum(axis=1)  # (B,) right padding: the real tokens come first
         if max_batch_tokens is None:
             chunks = [np.arange(len(x))]
         else:
-            chunks = self._token_chunks(lengths, max_batch_tokens)
+            chunks = self._token_chunks(lengths, max_batch_tokens, sampling.max_new_tokens)
         out: list[dict[str, Any]] = [{}] * len(x)
         for rows in chunks:
             tokens = x[rows, : int(lengths[rows].max())]  # (b, widest prompt of the chunk)
@@ -865,24 +1000,26 @@ class Predictor(abc.ABC):
                 self.task,
                 tokens=tokens,
                 forward=forward,
-                max_new_tokens=self.max_new_tokens,
+                max_new_tokens=sampling.max_new_tokens,
                 max_seq_len=self.bundle.max_seq_len,
                 decode=self._decode,
+                sampling=sampling,
+                generators=[generators[i] for i in rows.tolist()],
             )
             for i, prediction in zip(rows.tolist(), predictions, strict=True):
                 out[i] = prediction
         return out
 
-    def _token_chunks(self, lengths: np.ndarray, max_batch_tokens: int) -> list[np.ndarray]:
+    def _token_chunks(self, lengths: np.ndarray, max_batch_tokens: int, max_new_tokens: int) -> list[np.ndarray]:
         """Row indices per chunk: shortest prompts first, each chunk within ``max_batch_tokens``."""
         chunks: list[np.ndarray] = []
         current: list[int] = []
         for i in np.argsort(lengths, kind="stable").tolist():
-            width = self.context_width(int(lengths[i]))  # the widest row so far: lengths ascend
+            width = self.context_width(int(lengths[i]), max_new_tokens)  # the widest row so far: lengths ascend
             if width > max_batch_tokens:
                 raise LimitError(
                     f"inputs[{i}]",
-                    f"{int(lengths[i])} tokens grow to {width} with the {self.max_new_tokens}-token completion, more "
+                    f"{int(lengths[i])} tokens grow to {width} with the {max_new_tokens}-token completion, more "
                     f"than the limit of {max_batch_tokens} tokens per batch (max_batch_tokens); send a shorter text",
                     "max_batch_tokens",
                 )
@@ -893,13 +1030,13 @@ class Predictor(abc.ABC):
         chunks.append(np.asarray(current))
         return chunks
 
-    def predict(self, inputs: Any) -> list[dict[str, Any]]:
-        """Predictions for a list of JSON examples.
+    def predict(self, inputs: Any, sampling: Sampling | None = None) -> list[dict[str, Any]]:
+        """Predictions for a list of JSON examples (``sampling``: language models, see :func:`sampling_options`).
 
         Raises:
             InputError: An example does not fit the model (the message names the field).
         """
-        return self.predict_array(self.preprocess(inputs))
+        return self.predict_array(self.preprocess(inputs), sampling=sampling)
 
 
 class OnnxPredictor(Predictor):
@@ -1141,7 +1278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(payload, dict) and "inputs" not in payload:
             raise InputError("inputs", f'missing; {args.input} must hold {{"inputs": [example, ...]}}')
         predictor = OnnxPredictor(args.bundle, args.model)
-        predictions = predictor.predict(inputs)
+        sampling = None
+        if predictor.bundle.task_type == "language_modeling" and isinstance(payload, dict):
+            limit = predictor.bundle.monitoring.get("max_new_tokens") or MAX_NEW_TOKENS_LIMIT
+            sampling = sampling_options(payload, max_new_tokens_limit=int(limit))
+        predictions = predictor.predict(inputs, sampling)
     except (InputError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

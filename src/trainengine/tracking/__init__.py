@@ -4,9 +4,10 @@ from trainengine._liveness import RunDirLock, RunDirLockedError, liveness, stale
 from trainengine.provenance import git_info, library_versions  # re-exported: moved to trainengine.provenance
 from trainengine.tracking._console import ConsoleProgress, format_duration
 from trainengine.tracking._db import ExperimentDB, ExperimentDBError, ExperimentDBValueError, UnknownRunError
-from trainengine.tracking._logger import TrainingLogger, read_jsonl, system_info
+from trainengine.tracking._logger import JSONFormatter, TrainingLogger, read_jsonl, system_info
 from trainengine.tracking._run_dir import RunDirectory, new_run_id, save_weights
 from trainengine.tracking._tracker import (
+    ConsoleTracker,
     ExperimentTracker,
     TrackerBackend,
     available_trackers,
@@ -15,6 +16,8 @@ from trainengine.tracking._tracker import (
 )
 
 __all__ = [
+    "JSONFormatter",
+    "ConsoleTracker",
     "ExperimentDB",
     "ExperimentDBError",
     "ExperimentDBValueError",

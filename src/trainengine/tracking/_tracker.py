@@ -1,14 +1,16 @@
-"""``ExperimentTracker`` (seed 002): one interface over JSONL, TensorBoard, MLflow and W&B.
+"""``ExperimentTracker`` (seed 002): one interface over JSONL, console, TensorBoard, MLflow and W&B.
 
 Back-ends live in a registry (``register_tracker``); an unknown name lists the available ones.
 ``backend="auto"`` picks what is installed *and* configured: ``jsonl`` always, ``tensorboard``
 when it is installed, ``mlflow`` when ``MLFLOW_TRACKING_URI`` is set, ``wandb`` when
-``WANDB_API_KEY`` or ``WANDB_MODE`` is set. Several back-ends can run at once. Only rank 0
+``WANDB_API_KEY`` or ``WANDB_MODE`` is set (``console`` prints metric lines and is chosen by
+name). Several back-ends can run at once. Only rank 0
 (``RANK`` of torchrun) writes; other ranks get a tracker that does nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -29,6 +31,7 @@ __all__ = [
     "register_tracker",
     "available_trackers",
     "JsonlTracker",
+    "ConsoleTracker",
     "TensorBoardTracker",
     "MlflowTracker",
     "WandbTracker",
@@ -123,6 +126,35 @@ class JsonlTracker(TrackerBackend):
     def finish(self, status: str = "completed") -> None:
         self._write({"type": "finish", "status": status})
         self._fh.close()
+
+
+class ConsoleTracker(TrackerBackend):
+    """Lines on standard output (``Step 100 | train/loss=3.42``); writes no file (seed 002's console back-end)."""
+
+    name = "console"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._print(f"tracking {self.project}/{self.experiment_name} (console)")
+
+    def _print(self, line: str) -> None:
+        # print, not logging: the seed's console back-end shows metrics without any logging setup.
+        print(line, flush=True)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self._print(f"Step {step} | " + " | ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._print("params: " + ", ".join(f"{k}={v}" for k, v in flatten_params(params).items()))
+
+    def log_text(self, name: str, text: str, step: int | None = None) -> None:
+        self._print(f"[{name}]" + (f" step {step}" if step is not None else "") + f": {text}")
+
+    def save_artifact(self, path: Path, name: str) -> None:
+        self._print(f"Artifact '{name}' saved at: {path}")
+
+    def finish(self, status: str = "completed") -> None:
+        self._print(f"tracking {self.project}/{self.experiment_name} finished ({status})")
 
 
 class TensorBoardTracker(TrackerBackend):
@@ -353,14 +385,25 @@ def _auto_backends() -> list[str]:
     return names
 
 
+def _config_dict(config: Any) -> dict[str, Any]:
+    """The config as a dict: a dict, ``to_dict()`` (TrainingConfig), a dataclass, or None."""
+    if hasattr(config, "to_dict"):
+        return dict(config.to_dict())
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    return dict(config or {})
+
+
 class ExperimentTracker:
     """Track an experiment in one or several back-ends with one interface.
 
     Args:
         project: project (MLflow experiment, W&B project).
-        experiment_name: this run's name.
-        config: hyper-parameters (a dict or anything with ``to_dict``), logged as params.
-        backend: ``"auto"``, a name (``jsonl``, ``tensorboard``, ``mlflow``, ``wandb``) or a list.
+        experiment_name: this run's name; default ``<project>-<timestamp>-<random>``. The
+            config may come second instead (seed 002's ``ExperimentTracker("project", config)``).
+        config: hyper-parameters (a dict, a dataclass or anything with ``to_dict``), logged as params.
+        backend: ``"auto"``, a name (``jsonl``, ``console``, ``tensorboard``, ``mlflow``, ``wandb``)
+            or a list.
         log_dir: local folder: ``<log_dir>/<project>/<experiment_name>/``.
         tags, notes: recorded where the back-end supports them.
         rank: process rank; only rank 0 writes (default: ``RANK`` from torchrun, else 0).
@@ -372,12 +415,17 @@ class ExperimentTracker:
         ...     t.log_metrics({"train/loss": 0.5}, step=1)
         >>> t.backend_names
         ['jsonl']
+        >>> with ExperimentTracker("project", {"lr": 1e-3}, backend="console") as t:  # seed 002's form
+        ...     t.log_metrics({"train/loss": 0.5}, step=1)  # doctest: +ELLIPSIS
+        tracking project/project-... (console)
+        Step 1 | train/loss=0.5
+        tracking project/project-... finished (completed)
     """
 
     def __init__(
         self,
         project: str,
-        experiment_name: str,
+        experiment_name: str | Mapping[str, Any] | None = None,
         config: Any = None,
         backend: str | list[str] = "auto",
         log_dir: str | os.PathLike[str] = "runs",
@@ -388,8 +436,21 @@ class ExperimentTracker:
         directory: str | os.PathLike[str] | None = None,
     ) -> None:
         validate_name(project, "project")
+        if experiment_name is not None and not isinstance(experiment_name, str):
+            # ExperimentTracker("project", config): seed 002 passes the config second.
+            if config is not None:
+                raise ConfigError(
+                    f"experiment_name must be a str, got {type(experiment_name).__name__} and config= as well; "
+                    "pass ExperimentTracker(project, experiment_name, config) or ExperimentTracker(project, config)",
+                    prefix="invalid ExperimentTracker arguments",
+                )
+            experiment_name, config = None, experiment_name
+        if experiment_name is None:
+            from trainengine.tracking._run_dir import new_run_id
+
+            experiment_name = f"{project}-{new_run_id()}"
         validate_name(experiment_name, "experiment_name")
-        cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+        cfg = _config_dict(config)
         names = _auto_backends() if backend == "auto" else ([backend] if isinstance(backend, str) else list(backend))
         problems = [p for p in (TRACKERS.problem(n) for n in names) if p is not None]
         if problems:
