@@ -126,6 +126,7 @@ def test_to_dict_is_plain_json_and_round_trips_through_from_dict():
         "export",
         "monitoring",
         "registry",
+        "task",
         "plugins",
     }
     assert data["training"]["learning_rate"] == 5e-4

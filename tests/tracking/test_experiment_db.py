@@ -387,7 +387,9 @@ def test_persists_across_reopen(sql_db):
         assert again.log_run("next") == rid + 1
     if sql_db.is_sqlite:
         assert sql_db.raw(path, "PRAGMA journal_mode") == [("wal",)]
-    assert sql_db.raw(path, "SELECT version FROM schema_version") == [(2,)]  # version 2: heartbeat columns
+    assert sql_db.raw(path, "SELECT version FROM schema_version") == [
+        (3,)
+    ]  # version 3: heartbeat columns (2), parent/child runs (3)
     assert sql_db.raw(path, "SELECT count(*) FROM metrics") == [(1,)]
 
 

@@ -239,19 +239,72 @@ def promote_command(
         None, "--gate", "-g", help="Extra gate for this alias, METRIC<=NUMBER (repeatable)."
     ),
     config: Path | None = typer.Option(
-        None, "--config", help="Training config whose registry section gives the url, artifact root and gates."
+        None,
+        "--config",
+        help="Training config whose registry section gives the url, artifact root, gates and require_significant.",
     ),
+    require_significant: bool = typer.Option(
+        False,
+        "--require-significant",
+        help="Promote only if a paired bootstrap on the same data says the version beats the alias's current holder.",
+    ),
+    confidence: float | None = typer.Option(
+        None,
+        "--confidence",
+        min=0.5,
+        max=0.9999,
+        help="One-sided confidence of --require-significant (default: the alias's rule, else 0.95).",
+    ),
+    metric: str | None = typer.Option(
+        None,
+        "--metric",
+        help="Metric the significance test compares (default: the alias's rule, else accuracy / mse / loss by task).",
+    ),
+    n_bootstrap: int | None = typer.Option(
+        None, "--n-bootstrap", min=100, help="Paired resamples (default: the alias's rule, else 1000)."
+    ),
+    data: list[Path] | None = typer.Option(
+        None,
+        "--data",
+        help="Evaluation files (repeatable) for the significance test; default: the version's validation split.",
+    ),
+    device: str = typer.Option("cpu", "--device", help="Where the two models run for the significance test."),
     registry: str | None = typer.Option(None, "--registry", "-r", envvar="TRAINENGINE_REGISTRY", help=_REGISTRY_HELP),
     artifact_root: str | None = typer.Option(
         None, "--artifact-root", envvar="TRAINENGINE_REGISTRY_ARTIFACTS", help=_ARTIFACTS_HELP
     ),
 ) -> None:
-    """Move ALIAS to a version after checking the alias's gates; exit 2 naming each failed gate."""
+    """Move ALIAS to a version after checking the alias's gates; exit 2 naming each failed gate.
+
+    With --require-significant (or a registry.require_significant rule for ALIAS) the version and
+    the alias's current holder are evaluated on the same data and the promotion is refused unless a
+    paired bootstrap says the version is better; the refusal prints both intervals and the p-value.
+    """
     with _open(registry, artifact_root, config, _parse_gates(alias, gate), existing=True) as reg:
         before = _holder(reg, model, alias)
-        record = reg.promote_model(model, alias, force=force, reason=reason)
+        check = None
+        if require_significant or reg.significance_rule(alias) is not None:
+            from trainengine.evaluation import SignificanceCheck
+
+            check = SignificanceCheck(
+                data=list(data) if data else None,
+                metric=metric,
+                confidence=confidence,
+                n_bootstrap=n_bootstrap,
+                device=device,
+            )
+        elif data or metric or confidence is not None or n_bootstrap is not None:
+            raise RegistryError(
+                "--data, --metric, --confidence and --n-bootstrap set up the significance test: add "
+                "--require-significant"
+            )
+        record = reg.promote_model(model, alias, force=force, reason=reason, significance=check)
     was = f" (was {before})" if before and before != record.model_id else (" (already)" if before else "")
     typer.echo(f"{alias} -> {record.model_id}{was}{' [forced]' if force else ''}")
+    if check is not None and check.results:
+        typer.echo(check.results[-1].explain())
+    elif check is not None and before is None:
+        typer.echo(f"no holder of {alias!r} before: promoted without a significance test (nothing to compare with)")
 
 
 def _holder(reg: Any, model: str, alias: str) -> str | None:

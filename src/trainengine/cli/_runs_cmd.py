@@ -76,17 +76,26 @@ def list_runs(
     """Every run, newest first: status, best metric, steps, start time.
 
     A run still marked running whose heartbeat stopped (its process was killed) shows as stale.
+    A group (``train --seeds`` / ``--cv``) is one row: its kind and child count, and the mean ±
+    std of its children's monitored metric; its children are ``<experiment>/<group>/<child>``.
     """
+    runs = [(run_dir, _facts(run_dir)) for run_dir in _find_runs(output_dir, experiment)]
+    # The group column only when there is a group: plain listings keep their width.
+    grouped = any(isinstance(facts.get("group"), dict) for _, facts in runs)
     table = Table(title=f"runs in {output_dir}")
-    for col in ("run", "status", "best metric", "steps", "started"):
+    for col in ("run", "status", *(["group"] if grouped else []), "best metric", "steps", "started"):
         table.add_column(col)
-    for run_dir in _find_runs(output_dir, experiment):
-        facts = _facts(run_dir)
+    for run_dir, facts in runs:
         res = facts.get("results") or {}
         best = f"{res.get('best_metric_name')} {_fmt(res.get('best_metric'))}" if res.get("best_metric_name") else "-"
+        group = facts.get("group") if isinstance(facts.get("group"), dict) else None
+        if group is not None and res.get("best_metric_std") is not None:
+            best += f" ± {_fmt(res.get('best_metric_std'))}"  # a group's value is its children's mean
+        kind = [f"{group.get('kind')} x{group.get('num_children', 0)}" if group is not None else "-"] if grouped else []
         table.add_row(
             f"{run_dir.parent.name}/{run_dir.name}",
             _status(facts, stale_after),
+            *kind,
             best,
             _fmt(res.get("steps")),
             (facts.get("start_time") or "")[:19],

@@ -12,13 +12,33 @@ from trainengine.cli._common import resolve_config
 __all__ = ["train_command", "run_training"]
 
 
-def run_training(config: Any, resume_from: str | Path | None = None) -> dict[str, Any]:
-    """Build task, data and model from the config and train; returns the Trainer's results."""
+def run_training(
+    config: Any,
+    resume_from: str | Path | None = None,
+    *,
+    built: Any = None,
+    callbacks: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Build task, data and model from the config and train; returns the Trainer's results.
+
+    Args:
+        config: the resolved TrainingConfig.
+        resume_from: ``auto``, a checkpoint or a run directory.
+        built: a ready :class:`~trainengine.engine.BuiltRun` (a cross-validation fold) instead of
+            building one from the config.
+        callbacks: extra callbacks, after the config's default ones.
+    """
+    import torch
+
     from trainengine.assembly import Trainer
     from trainengine.engine import TrainingInterrupted, build_from_config
 
-    built = build_from_config(config)
-    trainer = Trainer(built.model, built.model_config, config, built.task_spec)
+    if built is None:
+        # The model's initial weights follow training.seed (`--seed 3` twice gives the same start;
+        # a seed group's children differ by their seed alone).
+        torch.manual_seed(config.training.seed)
+        built = build_from_config(config)
+    trainer = Trainer(built.model, built.model_config, config, built.task_spec, callbacks=callbacks)
     try:
         return trainer.train(built.splits.train, built.splits.val, test_data=built.splits.test, resume_from=resume_from)
     except TrainingInterrupted as exc:
@@ -68,6 +88,18 @@ def train_command(
     resume: str | None = typer.Option(
         None, "--resume", help="auto (newest valid checkpoint of this run/experiment) or a checkpoint / run directory."
     ),
+    seeds: str | None = typer.Option(
+        None,
+        "--seeds",
+        help="Train one run per seed (0,1,2 or 0-4) as one group: mean ± std and a 95% CI of every final metric, "
+        "seeds_summary.json in the group's folder.",
+    ),
+    cv: int | None = typer.Option(
+        None,
+        "--cv",
+        help="K-fold cross-validation over the training split (stratified for classification): one run per fold, "
+        "mean ± std of every metric, cv_summary.json.",
+    ),
 ) -> None:
     """Train a model. Precedence: flags > --set > file > preset > defaults."""
     flags = {
@@ -89,6 +121,16 @@ def train_command(
         "tracking.run_name": run_name,
         "tracking.output_dir": output_dir,
     }
+    if seeds is not None or cv is not None:
+        from trainengine.cli import _groups
+
+        _groups.check_group_flags(seeds, cv, resume)
+        seed_list = _groups.parse_seeds(seeds) if seeds is not None else []
+        cfg = resolve_config(config, preset, set_, flags)
+        summary = _groups.run_seed_group(cfg, seed_list) if seeds is not None else _groups.run_cv_group(cfg, cv or 0)
+        _groups.print_group_summary(summary)
+        typer.echo(f"group directory: {_groups.group_dir_of(summary, cfg)}")
+        return
     cfg = resolve_config(config, preset, set_, flags)
     results = run_training(cfg, resume_from=resume)
     if results.get("run_dir"):

@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 from trainengine.cli._checkpoints_cmd import checkpoints_app, resume_command
 from trainengine.cli._common import STATE
 from trainengine.cli._config_cmd import config_app
+from trainengine.cli._evaluate_cmd import evaluate_command
 from trainengine.cli._export_cmd import export_command
 from trainengine.cli._generate_cmd import generate_command
 from trainengine.cli._logs_cmd import logs_command
@@ -44,6 +45,7 @@ app.command("logs")(logs_command)
 app.command("serve")(serve_command)
 app.command("export")(export_command)
 app.command("generate")(generate_command)
+app.command("evaluate")(evaluate_command)
 app.add_typer(config_app, name="config")
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(runs_app, name="runs")

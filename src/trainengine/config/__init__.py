@@ -16,6 +16,7 @@ from trainengine.config._sections import (
     OptimizerSection,
     RegistrySection,
     SchedulerSection,
+    TaskSection,
     TrackingSection,
     TrainingSection,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "ExportSection",
     "MonitoringSection",
     "RegistrySection",
+    "TaskSection",
     "CONFIG_ALIASES",
     "ConfigAlias",
     "find_alias",

@@ -39,6 +39,7 @@ from trainengine.config._sections import (
     OptimizerSection,
     RegistrySection,
     SchedulerSection,
+    TaskSection,
     TrackingSection,
     TrainingSection,
 )
@@ -184,6 +185,9 @@ class TrainingConfig(BaseModel):
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection, description="Health and speed probes.")
     registry: RegistrySection = Field(
         default_factory=RegistrySection, description="Model registry and promotion gates."
+    )
+    task: TaskSection = Field(
+        default_factory=TaskSection, description="Metrics reported while training, class weights."
     )
     plugins: list[str] = Field(
         default_factory=list,

@@ -37,6 +37,7 @@ __all__ = [
     "ExportSection",
     "MonitoringSection",
     "RegistrySection",
+    "TaskSection",
     "SECTION_TYPES",
 ]
 
@@ -781,6 +782,88 @@ class RegistrySection(Section):
             raise ValueError("\n".join(problems))
         return value
 
+    require_significant: dict[str, dict[str, str | int | float]] = Field(
+        default_factory=dict,
+        description=(
+            "Aliases whose promotions must beat the current holder in a paired bootstrap on the same data, e.g. "
+            "{production: {metric: accuracy, confidence: 0.95}}; keys metric (default: the task's headline metric), "
+            "confidence (one-sided, default 0.95), n_bootstrap (default 1000); refused unless forced."
+        ),
+    )
+
+    @field_validator("require_significant")
+    @classmethod
+    def _valid_significance(
+        cls, value: dict[str, dict[str, str | int | float]]
+    ) -> dict[str, dict[str, str | int | float]]:
+        if not value:
+            return value
+        from trainengine.config._significance import significance_problems
+
+        problems = significance_problems(value, prefix="registry.require_significant")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return value
+
+
+class TaskSection(Section):
+    """What the task reports while training and how its loss weighs the classes (data.task picks the task)."""
+
+    metrics: list[str] | None = Field(
+        None,
+        description=(
+            "Metrics reported at each evaluation (loss always): classification / vision: accuracy, precision_macro, "
+            "precision_weighted, recall_macro, recall_weighted, f1_macro, f1_weighted, roc_auc; regression: mse, mae, "
+            "r2; language_modeling: perplexity, accuracy; null = the task's defaults. Any of them can be "
+            "training.monitor."
+        ),
+    )
+    class_weights: Literal["auto"] | list[float] | None = Field(
+        None,
+        description=(
+            "Classification loss weight per class for imbalanced data: auto = n / (classes x count) from the "
+            "training labels, or a list with one weight > 0 per class; null = unweighted. The weighted loss is "
+            "also val/loss."
+        ),
+    )
+    compute_metrics: str | None = Field(
+        None,
+        description=(
+            "A function 'module:function' called at each evaluation as fn(predictions, labels) -> {name: value} "
+            "with numpy arrays of the whole pass (raw model outputs, labels); its names can be training.monitor. "
+            "Costs a copy of the outputs to the host."
+        ),
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_names(cls, value: list[str] | None) -> list[str] | None:
+        # The names per task type are checked with the task (tasks.SUPPORTED_METRICS), which the config
+        # does not know; here only what is wrong whatever the task.
+        if value is not None:
+            dupes = sorted({m for m in value if value.count(m) > 1})
+            if dupes or any(not m.strip() or "/" in m for m in value):
+                raise ValueError(
+                    f"must be distinct metric names without a split prefix (f1_macro, not val/f1_macro), got {value!r}"
+                )
+        return value
+
+    @field_validator("compute_metrics")
+    @classmethod
+    def _function_ref(cls, value: str | None) -> str | None:
+        import re
+
+        if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
+            raise ValueError(f"must name a function as 'module:function' (e.g. my_metrics:compute), got {value!r}")
+        return value
+
+    @field_validator("class_weights")
+    @classmethod
+    def _positive_weights(cls, value: Any) -> Any:
+        if isinstance(value, list) and (len(value) < 2 or any(not w > 0 or w == float("inf") for w in value)):
+            raise ValueError(f"must be 'auto' or one finite weight > 0 per class (at least 2), got {value!r}")
+        return value
+
 
 SECTION_TYPES: dict[str, type[Section]] = {
     "training": TrainingSection,
@@ -795,4 +878,5 @@ SECTION_TYPES: dict[str, type[Section]] = {
     "export": ExportSection,
     "monitoring": MonitoringSection,
     "registry": RegistrySection,
+    "task": TaskSection,
 }

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from trainengine.data import InMemoryDataset, build_dataloader, check_overlap, fingerprint_dataset
 from trainengine.engine._step import split_batch
-from trainengine.errors import ConfigError, DataError, TrainEngineError
-from trainengine.tasks import TaskSpec
+from trainengine.errors import ConfigError, DataError, TaskError, TrainEngineError
+from trainengine.tasks import METRIC_MODES, SUPPORTED_METRICS, TaskSpec, balanced_class_weights
 
 if TYPE_CHECKING:
     from trainengine.engine._trainer import Trainer
 
 __all__ = [
     "with_label_smoothing",
+    "with_task_section",
+    "with_auto_class_weights",
+    "monitor_mode_for",
     "canonical_metric",
     "build_loaders",
     "plan_total_steps",
@@ -245,7 +250,104 @@ def with_label_smoothing(spec: TaskSpec, value: float) -> TaskSpec:
             f"training.label_smoothing ({value}) differs from the TaskSpec's label_smoothing "
             f"({spec.label_smoothing}) — set one of them"
         )
-    return TaskSpec.from_dict({**spec.to_dict(), "label_smoothing": value})
+    return dataclasses.replace(spec, label_smoothing=value)  # replace, not to_dict: keeps a compute_metrics function
+
+
+def with_task_section(spec: TaskSpec, section: Any, monitor: str | None = None) -> TaskSpec:
+    """Apply the config's ``task:`` section (metrics, listed class weights, compute_metrics) to the task.
+
+    ``training.monitor`` naming a metric the task can report but does not list is added to its
+    metrics (monitoring ``f1_macro`` reports ``f1_macro``). ``class_weights: auto`` needs the
+    training labels: :func:`with_auto_class_weights` applies it once the data is known.
+
+    Raises:
+        ConfigError: a metric the task type cannot report (listing those it can), class weights
+            for a task without classes or with the wrong count, or weights set twice differently.
+
+    Example:
+        >>> from trainengine import TrainingConfigBuilder
+        >>> cfg = TrainingConfigBuilder().with_section("task", metrics=["f1_macro"]).build()
+        >>> with_task_section(TaskSpec.classification("c", 3), cfg.task, "val/roc_auc").metrics
+        ('loss', 'f1_macro', 'roc_auc')
+    """
+    supported = SUPPORTED_METRICS.get(spec.task_type, spec.metrics)
+    names = list(section.metrics) if section.metrics is not None else list(spec.metrics)
+    wanted = canonical_metric(monitor).split("/", 1)[1] if monitor else None
+    if wanted is not None and wanted in supported and wanted not in names:
+        names.append(wanted)
+    unknown = [n for n in names if n not in supported]
+    if unknown:
+        raise ConfigError(
+            f"task.metrics {', '.join(map(repr, unknown))} are not reported by {spec.task_type} tasks — "
+            f"supported: {', '.join(supported)}"
+        )
+    changes: dict[str, Any] = {"metrics": ("loss", *(n for n in dict.fromkeys(names) if n != "loss"))}
+    if section.compute_metrics is not None:
+        changes["compute_metrics"] = section.compute_metrics
+    weights = section.class_weights
+    if weights is not None:
+        if spec.task_type not in ("classification", "vision"):
+            raise ConfigError(f"task.class_weights applies to class targets; the task is {spec.task_type} — remove it")
+        if spec.class_weights is not None and (weights == "auto" or list(spec.class_weights) != list(weights)):
+            raise ConfigError(
+                f"task.class_weights ({weights}) and the TaskSpec's class_weights ({list(spec.class_weights)}) "
+                "are both set — set one of them"
+            )
+        if weights != "auto":
+            changes["class_weights"] = tuple(weights)
+    own = spec.monitor.split("/", 1)[-1]
+    if own in supported and own not in changes["metrics"]:
+        changes["monitor"], changes["monitor_mode"] = "val/loss", "min"  # task.metrics dropped the spec's monitor
+    try:
+        return dataclasses.replace(spec, **changes)
+    except TaskError as exc:
+        raise ConfigError(f"task: {exc}") from None
+
+
+def with_auto_class_weights(spec: TaskSpec, train_loader: Any) -> TaskSpec:
+    """``task.class_weights: auto``: inverse-frequency weights ``n / (C * count_c)`` from the training labels.
+
+    The labels of in-memory data (and data sets with a ``labels`` tensor) are read directly;
+    other data is read once through ``train_loader`` (one pass, no model).
+
+    Raises:
+        ConfigError: a streamed (iterable) data set, whose labels cannot be read up front.
+        TaskError: a class with no training example (its weight would be infinite).
+    """
+    ds = getattr(train_loader, "dataset", None)
+    labels = _label_column(ds)
+    column = getattr(ds, "labels", None)  # image folders keep their labels as one tensor
+    if labels is None and isinstance(column, Tensor):
+        labels = column
+    if labels is None:
+        if isinstance(ds, IterableDataset):
+            raise ConfigError(
+                "task.class_weights auto needs the training labels up front; streamed data cannot give them — "
+                "list one weight per class instead"
+            )
+        labels = torch.cat([split_batch(batch)[1].reshape(-1) for batch in train_loader])
+    num_classes = spec.num_classes or int(labels.max()) + 1
+    weights = balanced_class_weights(labels, num_classes, ignore_index=spec.ignore_index)
+    return dataclasses.replace(spec, class_weights=weights)
+
+
+def monitor_mode_for(monitor: str, configured: str, spec: TaskSpec) -> str:
+    """``min`` / ``max`` for the monitored metric: the configured mode, else the metric's own direction.
+
+    Raises:
+        ConfigError: ``auto`` for a metric only ``compute_metrics`` returns (its direction is unknown).
+    """
+    if configured != "auto":
+        return configured
+    metric = monitor.split("/", 1)[1]
+    if metric in METRIC_MODES:
+        return METRIC_MODES[metric]
+    if monitor == spec.monitor:
+        return spec.monitor_mode
+    raise ConfigError(
+        f"training.monitor '{monitor}' comes from compute_metrics, so its direction is unknown — set "
+        "training.monitor_mode to max (higher is better) or min"
+    )
 
 
 def canonical_metric(name: str) -> str:

@@ -38,16 +38,19 @@ from trainengine.engine._setup import (
     canonical_metric,
     check_label_values,
     model_config_dict,
+    monitor_mode_for,
     plan_total_steps,
     record_data_facts,
     results_of,
+    with_auto_class_weights,
     with_label_smoothing,
+    with_task_section,
 )
 from trainengine.engine._state import TrainState
 from trainengine.engine._step import StepOutput, StepRunner, call_model, extract_logits, split_batch
 from trainengine.engine.schedules import build_scheduler
 from trainengine.errors import ConfigError, DataError, TaskError, TrainEngineError
-from trainengine.tasks import METRIC_MODES, TaskSpec
+from trainengine.tasks import TaskSpec
 
 __all__ = ["Trainer"]
 
@@ -117,17 +120,20 @@ class Trainer:
         self.model_config = config
         self.config: TrainingConfig = training_config.validate()
         t = self.config.training
-        self.task_spec: TaskSpec = with_label_smoothing(task_spec, t.label_smoothing)
-        self.loss_strategy = self.task_spec.loss_strategy
-        self.monitor: str = canonical_metric(t.monitor or task_spec.monitor)
-        available = [f"val/{m}" for m in task_spec.metrics]
-        if self.monitor not in available:
+        # The config's task: section (metrics, class weights, compute_metrics) on top of the spec.
+        spec = with_task_section(with_label_smoothing(task_spec, t.label_smoothing), self.config.task, t.monitor)
+        self.task_spec: TaskSpec = spec
+        self.loss_strategy = spec.loss_strategy
+        self.monitor: str = canonical_metric(t.monitor or spec.monitor)
+        available = [f"val/{m}" for m in spec.metrics]
+        # A name compute_metrics returns is known only at the first evaluation (checked there).
+        if self.monitor not in available and spec.compute_metrics is None:
             raise ConfigError(
-                f"training.monitor '{self.monitor}' is not reported by a {task_spec.task_type} task — "
+                f"training.monitor '{self.monitor}' is not reported by a {spec.task_type} task — "
                 f"available: {', '.join(available)}"
             )
         # auto = the direction of the metric actually monitored (loss down, accuracy up, ...).
-        mode = METRIC_MODES[self.monitor.split("/", 1)[1]] if t.monitor_mode == "auto" else t.monitor_mode
+        mode = monitor_mode_for(self.monitor, t.monitor_mode, spec)
         self.monitor_mode: Literal["min", "max"] = "max" if mode == "max" else "min"
 
         # -- owned components built from the config now
@@ -271,6 +277,9 @@ class Trainer:
     def _setup(self, train_data: Any, val_data: Any) -> None:
         cfg, t, rt = self.config, self.config.training, self._runtime()
         self.train_loader, self.val_loader = build_loaders(cfg, rt, train_data, val_data)
+        if cfg.task.class_weights == "auto":  # from the training labels, once (run.json records the task's weights)
+            self.task_spec = with_auto_class_weights(self.task_spec, self.train_loader)
+            self.loss_strategy = self.task_spec.loss_strategy
         self.info.update(
             record_data_facts(self.train_loader, self.val_loader, self.task_spec, check=cfg.data.check_overlap)
         )

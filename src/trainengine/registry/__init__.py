@@ -39,6 +39,7 @@ Example:
 
 from trainengine.registry._artifacts import ArtifactStore
 from trainengine.registry._errors import ModelNotFoundError, PromotionGateError, RegistryError, RegistryValueError
+from trainengine.registry._gates import SignificanceRule, SignificanceTest, SignificanceVerdict
 from trainengine.registry._record import ModelRecord
 from trainengine.registry._refs import check_name, check_version, parse_model_ref
 from trainengine.registry._registry import ModelRegistry
@@ -54,4 +55,7 @@ __all__ = [
     "parse_model_ref",
     "check_name",
     "check_version",
+    "SignificanceRule",
+    "SignificanceTest",
+    "SignificanceVerdict",
 ]

@@ -29,7 +29,15 @@ from trainengine.errors import RegistryError
 from trainengine.registry import _schema as S
 from trainengine.registry._artifacts import ArtifactStore, inspect_source
 from trainengine.registry._errors import ModelNotFoundError, PromotionGateError, RegistryValueError
-from trainengine.registry._gates import Gate, evaluate_gates, parse_gates
+from trainengine.registry._gates import (
+    Gate,
+    SignificanceRule,
+    SignificanceTest,
+    SignificanceVerdict,
+    evaluate_gates,
+    parse_gates,
+    parse_significance_rules,
+)
 from trainengine.registry._record import ModelRecord
 from trainengine.registry._refs import check_name, check_version, model_id_of, parse_model_ref, version_key
 from trainengine.registry._validate import (
@@ -61,6 +69,11 @@ class ModelRegistry(SqlStore):
             file (``models.db`` -> ``models-artifacts/``). Required with a server URL.
         gates: Promotion gates ``{alias: {metric: "<= 0.40"}}``; a promotion to ``alias`` must meet
             every bound (operators ``<=``, ``<``, ``>=``, ``>``, ``==``) unless forced.
+        require_significant: Aliases whose promotions must beat the current holder in a paired
+            bootstrap on the same data, ``{alias: {"metric": "accuracy", "confidence": 0.95,
+            "n_bootstrap": 1000}}`` (every key optional): :meth:`promote_model` refuses such a
+            promotion unless it is given a ``significance=`` test that says the candidate is
+            better (or is forced). An alias without a holder is promoted without a test.
         busy_timeout_s: How long one SQLite write waits for another process's lock before retrying.
         max_retries: Retries of a write that still found the database locked.
         read_only: Open an existing registry for reading only (``list``, ``show``, ``history``):
@@ -97,6 +110,7 @@ class ModelRegistry(SqlStore):
         *,
         artifact_root: str | os.PathLike[str] | None = None,
         gates: Mapping[str, Mapping[str, str]] | None = None,
+        require_significant: Mapping[str, Mapping[str, Any]] | None = None,
         busy_timeout_s: float = 30.0,
         max_retries: int = 10,
         read_only: bool = False,
@@ -106,6 +120,13 @@ class ModelRegistry(SqlStore):
         except ValueError as exc:
             raise RegistryValueError(str(exc)) from None
         self.gates: dict[str, dict[str, str]] = {a: dict(c) for a, c in (gates or {}).items()}
+        try:
+            self._significance: dict[str, SignificanceRule] = parse_significance_rules(require_significant)
+        except ValueError as exc:
+            raise RegistryValueError(str(exc)) from None
+        self.require_significant: dict[str, dict[str, Any]] = {
+            a: dict(r) for a, r in (require_significant or {}).items()
+        }
         database = resolve_database(
             path_or_url,
             kind=self._kind,
@@ -162,7 +183,11 @@ class ModelRegistry(SqlStore):
                 raise RegistryValueError(
                     f"from_config needs a TrainingConfig or its registry section, got {type(config).__name__}"
                 )
-        kwargs: dict[str, Any] = {"artifact_root": section.artifact_root, "gates": section.gates}
+        kwargs: dict[str, Any] = {
+            "artifact_root": section.artifact_root,
+            "gates": section.gates,
+            "require_significant": getattr(section, "require_significant", None) or None,
+        }
         kwargs.update(overrides)
         return cls(section.url, **kwargs)
 
@@ -469,7 +494,13 @@ class ModelRegistry(SqlStore):
         return evaluate_gates(self._gates.get(check_name(alias, "alias"), []), record.metrics)
 
     def promote_model(
-        self, model_id: str | ModelRecord, alias: str, *, force: bool = False, reason: str | None = None
+        self,
+        model_id: str | ModelRecord,
+        alias: str,
+        *,
+        force: bool = False,
+        reason: str | None = None,
+        significance: SignificanceTest | None = None,
     ) -> ModelRecord:
         """Give ``alias`` to a version (moving it from its previous holder); recorded in the history.
 
@@ -477,21 +508,34 @@ class ModelRegistry(SqlStore):
             model_id: ``"name:version"`` (what :meth:`register_model` returns), ``"name@alias"``
                 (e.g. promote what ``staging`` holds) or a :class:`ModelRecord`.
             alias: Any name (``production``, ``staging``, ``canary``); one holder per model name.
-            force: Promote even when the alias's gates fail; recorded as forced.
+            force: Promote even when the alias's gates or the significance test fail; recorded as forced.
             reason: Free text kept in the history.
+            significance: A test comparing the candidate with the alias's current holder on the same
+                data (``trainengine.evaluation.SignificanceCheck(...)``), called with the alias's
+                ``require_significant`` rule (its defaults when none is configured) before anything
+                is written; the promotion goes ahead only when it says the candidate is better.
+                Needed when the alias has a ``require_significant`` rule and a holder. Its verdict
+                is kept in the history (``details["significance"]``).
 
         Returns:
             The promoted version (with its aliases now).
 
         Raises:
-            PromotionGateError: a gate failed (each failing metric, its value and the bound are named).
-            RegistryError: the version is archived or does not exist.
+            PromotionGateError: a gate failed (each failing metric, its value and the bound are named),
+                or the candidate is not significantly better than the holder (both values with their
+                confidence intervals and the p-value are named), or the alias needs a significance
+                test and none was given.
+            RegistryError: the version is archived or does not exist, or the alias changed hands
+                while the significance test ran.
         """
         name, version, via = self._target(model_id)
         alias = check_name(alias, "alias")
         if reason is not None and not isinstance(reason, str):
             raise RegistryValueError(f"reason must be a string, got {type(reason).__name__}")
         gates = self._gates.get(alias, [])
+        # The test loads two models and evaluates them: run it before the write transaction (which
+        # holds the database's write lock), then promote only if the holder it beat still holds.
+        tested = self._test_significance(name, version, via, alias, gates, force=force, significance=significance)
 
         def promote(conn: Connection) -> ModelRecord:
             row = self._find_row(conn, name, version, via)
@@ -512,6 +556,15 @@ class ModelRegistry(SqlStore):
                 .where(S.aliases.c.name == name, S.aliases.c.alias == alias)
                 .with_for_update()
             ).scalar()
+            if tested is not None and current != tested[0] and current != row.model_pk:
+                raise RegistryError(
+                    f"cannot promote {target} to {alias!r}: the alias changed hands while the significance test "
+                    "ran (another promotion or rollback); promote again to test against the new holder"
+                )
+            verdict = tested[1] if tested is not None else None
+            details: dict[str, Any] = {"gate_failures": failures} if failures else {}
+            if verdict is not None:
+                details["significance"] = verdict.to_dict()
             if current != row.model_pk:
                 previous = (
                     None
@@ -528,11 +581,77 @@ class ModelRegistry(SqlStore):
                     target,
                     forced=force,
                     reason=reason,
-                    details={"gate_failures": failures} if failures else None,
+                    details=details or None,
                 )
             return self._records(conn, [row])[0]
 
         return self._write(promote, what="promote in")
+
+    def significance_rule(self, alias: str) -> SignificanceRule | None:
+        """The ``require_significant`` rule of ``alias`` (None: its promotions need no test).
+
+        Example:
+            >>> ModelRegistry(":memory:", require_significant={"production": {"confidence": 0.99}}).significance_rule(
+            ...     "production"
+            ... )
+            SignificanceRule(metric=None, confidence=0.99, n_bootstrap=1000)
+        """
+        return self._significance.get(check_name(alias, "alias"))
+
+    def _test_significance(
+        self,
+        name: str,
+        version: str | None,
+        via: str | None,
+        alias: str,
+        gates: list[Gate],
+        *,
+        force: bool,
+        significance: SignificanceTest | None,
+    ) -> tuple[int | None, SignificanceVerdict | None] | None:
+        """``(holder pk the test ran against, verdict)``, or None when no test is asked for or required.
+
+        Raises PromotionGateError when the candidate is not better (unless forced) or when the
+        alias requires a test and none was given; leaves archived candidates and failed gates to
+        the write transaction (their errors, without a useless evaluation first).
+        """
+        rule = self._significance.get(alias)
+        if significance is None and (rule is None or force):
+            return None
+
+        def read(conn: Connection) -> tuple[int | None, list[ModelRecord]]:
+            row = self._find_row(conn, name, version, via)
+            held = conn.execute(
+                select(S.aliases.c.model_pk).where(S.aliases.c.name == name, S.aliases.c.alias == alias)
+            ).scalar()
+            if held is None or held == row.model_pk:
+                return held, self._records(conn, [row])
+            holder = conn.execute(select(S.models).where(S.models.c.model_pk == held)).one()
+            return held, self._records(conn, [row, holder])
+
+        held, records = self._read(read)
+        candidate = records[0]
+        if len(records) == 1 or candidate.status != _ACTIVE:
+            return held, None  # no holder yet (or the candidate holds it already): nothing to beat
+        if evaluate_gates(gates, candidate.metrics) and not force:
+            return held, None  # the write refuses it with the gate failures
+        holder = records[1]
+        if significance is None:
+            raise PromotionGateError(
+                f"cannot promote {candidate.model_id} to {alias!r}: {alias!r} requires a significant improvement "
+                f"over its holder {holder.model_id} (require_significant) and no significance test was given — pass "
+                "significance=trainengine.evaluation.SignificanceCheck(...), run `trainengine registry promote "
+                f"{candidate.model_id} {alias} --require-significant`, or force=True / --force (recorded)",
+                [f"no significance test against {holder.model_id}"],
+            )
+        verdict = significance(candidate, holder, rule or SignificanceRule())
+        if not verdict.significant and not force:
+            raise PromotionGateError(
+                f"cannot promote {candidate.model_id} to {alias!r}: {verdict.explain()} — keep {holder.model_id}, "
+                "evaluate on more data, or pass force=True / --force (recorded in the history)",
+                [verdict.explain()],
+            )
+        return held, verdict
 
     def rollback(self, name: str, alias: str, *, reason: str | None = None) -> ModelRecord:
         """Give ``alias`` back to its previous holder (like undo: a second rollback goes further back).

@@ -27,10 +27,11 @@ from trainengine.tasks._losses import (
     LossStrategy,
     RegressionLoss,
     available_loss_strategies,
+    balanced_class_weights,
     get_loss_strategy,
     register_loss_strategy,
 )
-from trainengine.tasks._metrics import METRIC_MODES, SUPPORTED_METRICS, TaskMetrics
+from trainengine.tasks._metrics import METRIC_MODES, SUPPORTED_METRICS, ComputeMetricsFn, TaskMetrics
 from trainengine.tasks._spec import Architecture, Modality, MonitorMode, TaskSpec, TaskType
 
 __all__ = [
@@ -46,7 +47,9 @@ __all__ = [
     "get_loss_strategy",
     "register_loss_strategy",
     "available_loss_strategies",
+    "balanced_class_weights",
     "TaskMetrics",
+    "ComputeMetricsFn",
     "SUPPORTED_METRICS",
     "METRIC_MODES",
 ]

@@ -15,7 +15,9 @@ metadata).
 from __future__ import annotations
 
 import inspect
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -33,6 +35,7 @@ __all__ = [
     "get_loss_strategy",
     "register_loss_strategy",
     "available_loss_strategies",
+    "balanced_class_weights",
 ]
 
 
@@ -125,7 +128,11 @@ class LossStrategy(ABC):
 
     @abstractmethod
     def num_targets(self, labels: Tensor) -> Tensor:
-        """Return a 0-dim int64 tensor on ``labels.device``: how many targets ``loss_sum`` covers."""
+        """Return a 0-dim tensor on ``labels.device``: how many targets ``loss_sum`` covers.
+
+        int64 counts; a float32 sum of the targets' weights when targets are weighted (class
+        weights), so ``loss_sum / num_targets`` is the weighted mean ``F.cross_entropy`` gives.
+        """
 
     def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Mean loss per target: ``loss_sum / max(num_targets, 1)`` (0 for a batch with no targets)."""
@@ -173,10 +180,15 @@ class ClassificationLoss(LossStrategy):
     Labels equal to ``ignore_index`` contribute neither loss nor a target, exactly like
     ``F.cross_entropy``; for ordinary labels ``num_targets`` is the batch size ``B``.
 
+    With ``class_weights`` every example's loss is multiplied by its class's weight (the
+    ``weight`` of ``F.cross_entropy``) and ``num_targets`` is the sum of those weights, so the mean
+    is the weighted mean ``F.cross_entropy(weight=...)`` computes, in training and evaluation alike.
+
     Args:
         label_smoothing: Mass in [0, 1) spread uniformly over all classes (as in ``F.cross_entropy``).
         ignore_index: Label value that is skipped.
         num_classes: When given, logits must have exactly this many columns.
+        class_weights: One finite weight > 0 per class, or None (every class weighs 1).
 
     Example:
         >>> import torch
@@ -184,6 +196,8 @@ class ClassificationLoss(LossStrategy):
         >>> logits, labels = torch.randn(8, 5), torch.randint(0, 5, (8,))
         >>> float(loss.num_targets(labels))
         8.0
+        >>> float(ClassificationLoss(class_weights=[1.0, 3.0]).num_targets(torch.tensor([0, 1, 1])))
+        7.0
     """
 
     task_type: ClassVar[str] = "classification"
@@ -195,6 +209,7 @@ class ClassificationLoss(LossStrategy):
         label_smoothing: float = 0.0,
         ignore_index: int = -100,
         num_classes: int | None = None,
+        class_weights: Sequence[float] | None = None,
     ) -> None:
         self.label_smoothing = _check_label_smoothing(label_smoothing)
         self.ignore_index = _check_ignore_index(ignore_index)
@@ -203,6 +218,17 @@ class ClassificationLoss(LossStrategy):
         ):
             raise TaskError(f"num_classes must be an int >= 2 or None, got {num_classes!r}")
         self.num_classes = num_classes
+        self.class_weights = _check_class_weights(class_weights, num_classes)
+        # The weight tensor per (device, dtype): built once, not copied to the device every step.
+        self._weights: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def _weight(self, device: torch.device, dtype: torch.dtype) -> Tensor | None:
+        if self.class_weights is None:
+            return None
+        key = (device, dtype)
+        if key not in self._weights:
+            self._weights[key] = torch.tensor(self.class_weights, dtype=dtype, device=device)  # (C,)
+        return self._weights[key]
 
     def validate_inputs(self, logits: Tensor, labels: Tensor) -> None:
         """Check ``logits`` is floating ``[B, C]`` (C >= 2) and ``labels`` is int64 ``[B]``.
@@ -239,6 +265,11 @@ class ClassificationLoss(LossStrategy):
                 f"{self._expects} with C >= 2; got logits {_describe(logits)}. "
                 "For binary classification give the model 2 outputs"
             )
+        if self.class_weights is not None and num_cols != len(self.class_weights):
+            raise TaskError(
+                f"{self._expects}; got logits {_describe(logits)} but {len(self.class_weights)} class weights "
+                f"— give one weight per class ({num_cols})"
+            )
 
     def check_label_values(
         self, labels: Tensor, *, num_classes: int | None = None, what: str = "labels", offset: int = 0
@@ -256,24 +287,33 @@ class ClassificationLoss(LossStrategy):
         _check_class_indices(labels, n, self.ignore_index, task="classification", what=what, offset=offset)
 
     def loss_sum(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """Sum of per-example cross entropy (0-dim, float32 or wider)."""
+        """Sum of per-example cross entropy, each times its class weight (0-dim, float32 or wider)."""
         self.validate_inputs(logits, labels)
+        dtype = _compute_dtype(logits)
         return F.cross_entropy(
-            logits.to(_compute_dtype(logits)),  # (B, C)
+            logits.to(dtype),  # (B, C)
             labels,  # (B,)
+            weight=self._weight(logits.device, dtype),
             ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing,
             reduction="sum",
         )
 
     def num_targets(self, labels: Tensor) -> Tensor:
-        """Number of labels not equal to ``ignore_index`` (0-dim int64 on the labels' device)."""
-        return (labels != self.ignore_index).sum()
+        """Labels not equal to ``ignore_index``: a 0-dim int64 count, or float32 sum of their class weights."""
+        valid = labels != self.ignore_index  # (B,)
+        weight = self._weight(labels.device, torch.float32)
+        if weight is None:
+            return valid.sum()
+        # Ignored labels (-100) are clamped to a valid index, then zeroed by the mask: no boolean indexing.
+        return (weight[labels.clamp(0, weight.shape[0] - 1)] * valid).sum()
 
     def mean_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        dtype = _compute_dtype(logits)
         return F.cross_entropy(
-            logits.to(_compute_dtype(logits)),  # (B, C)
+            logits.to(dtype),  # (B, C)
             labels,  # (B,)
+            weight=self._weight(logits.device, dtype),
             ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing,
         )
@@ -428,6 +468,68 @@ class RegressionLoss(LossStrategy):
 
 # The built-in strategies (classification, language_modeling, regression, and vision, which
 # shares the classification loss) are registered lazily in trainengine.registries.LOSSES.
+
+
+def _check_class_weights(value: Any, num_classes: int | None) -> tuple[float, ...] | None:
+    """``value`` as a tuple of floats, or a TaskError naming what is wrong with it."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TaskError(f"class_weights must be a list of numbers, one per class, got {value!r}")
+    bad = [w for w in value if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0]
+    if bad or len(value) < 2:
+        raise TaskError(
+            f"class_weights must be finite numbers > 0, one per class (at least 2), got {list(value)!r}"
+            + (f"; offending: {bad!r}" if bad else "")
+        )
+    if num_classes is not None and len(value) != num_classes:
+        raise TaskError(f"class_weights has {len(value)} weights for {num_classes} classes — give one per class")
+    return tuple(float(w) for w in value)
+
+
+def balanced_class_weights(labels: Any, num_classes: int, *, ignore_index: int = -100) -> tuple[float, ...]:
+    """Inverse-frequency class weights ``n / (num_classes * count_c)`` from training labels.
+
+    scikit-learn's ``compute_class_weight("balanced")``: a class half as frequent as the average
+    weighs 2, the weights of a balanced data set are all 1. Labels equal to ``ignore_index`` are
+    not counted. One pass over ``labels`` on the host (call it once, at setup).
+
+    Args:
+        labels: Class indices (a tensor, array or sequence), any shape.
+        num_classes: The number of classes C.
+        ignore_index: Label value that is skipped.
+
+    Returns:
+        C floats, class ``c``'s weight at index ``c``.
+
+    Raises:
+        TaskError: A class has no training example (its weight would be infinite), or a label
+            is outside ``[0, num_classes)``.
+
+    Example:
+        >>> balanced_class_weights([0, 0, 0, 1], 2)
+        (0.6666666666666666, 2.0)
+    """
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = (labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)).reshape(-1)
+    y = y[y != ignore_index].astype(np.int64)
+    counts = np.bincount(y[(y >= 0) & (y < num_classes)], minlength=num_classes)
+    if y.size == 0 or counts.sum() != y.size:
+        out = sorted(set(y[(y < 0) | (y >= num_classes)].tolist()))[:5]
+        raise TaskError(
+            f"class weights 'auto' need training labels in [0, {num_classes}); "
+            + (f"found {out}" if out else "found none")
+        )
+    missing = np.flatnonzero(counts == 0).tolist()
+    if missing:
+        raise TaskError(
+            f"class weights 'auto': class(es) {missing} have no training example, so their weight would be "
+            "infinite — give task.class_weights as a list, or check the labels / num_classes"
+        )
+    weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=y)
+    return tuple(float(w) for w in weights)
 
 
 def available_loss_strategies() -> tuple[str, ...]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeGuard, get_args
 
@@ -11,7 +13,7 @@ import torch
 
 from trainengine.errors import TaskError
 from trainengine.tasks._losses import LossStrategy, get_loss_strategy
-from trainengine.tasks._metrics import METRIC_MODES, SUPPORTED_METRICS, TaskMetrics
+from trainengine.tasks._metrics import METRIC_MODES, SUPPORTED_METRICS, ComputeMetricsFn, TaskMetrics
 
 __all__ = ["TaskSpec", "TaskType", "Modality", "Architecture", "MonitorMode"]
 
@@ -30,6 +32,16 @@ _DATASET_TASKS = ("diabetes", "digits", "pystdlib")
 
 def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+_FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def _function_ref(fn: Any) -> str | None:
+    """``"module:qualname"`` of a function, the form a config and ``to_dict`` carry; None for a string."""
+    if fn is None or isinstance(fn, str):
+        return fn
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
 @dataclass(frozen=True)
@@ -71,11 +83,19 @@ class TaskSpec:
     """Built-in data set used when no data is given, or None."""
     default_architecture: Architecture = "mlp"
     """Built-in model family that fits this task."""
+    class_weights: tuple[float, ...] | None = None
+    """Classification / vision: one loss weight > 0 per class (``F.cross_entropy``'s ``weight``); None = all 1."""
+    compute_metrics: str | ComputeMetricsFn | None = None
+    """A user ``fn(predictions, labels) -> dict`` (or ``"module:function"``) called at every evaluation."""
 
     def __post_init__(self) -> None:
         # Normalise JSON-ish input (lists, ints) so from_dict(to_dict()) == self.
         if isinstance(self.metrics, (list, tuple)):
             object.__setattr__(self, "metrics", tuple(self.metrics))
+        weights = self.class_weights
+        if isinstance(weights, Sequence) and not isinstance(weights, str):
+            ok = all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)
+            object.__setattr__(self, "class_weights", tuple(float(w) for w in weights) if ok else tuple(weights))
         if _is_int(self.label_smoothing):
             object.__setattr__(self, "label_smoothing", float(self.label_smoothing))
         problems = self._problems()
@@ -106,6 +126,10 @@ class TaskSpec:
         if not _is_int(self.ignore_index):
             p.append(f"ignore_index must be an int, got {self.ignore_index!r} (usual value: -100)")
         p.extend(self._metric_problems())
+        p.extend(self._class_weight_problems())
+        fn = self.compute_metrics
+        if fn is not None and not callable(fn) and not (isinstance(fn, str) and _FUNCTION_REF.match(fn)):
+            p.append(f"compute_metrics must be a function or 'module:function', got {fn!r}")
         if self.default_dataset is not None and (
             not isinstance(self.default_dataset, str) or not self.default_dataset.strip()
         ):
@@ -131,6 +155,18 @@ class TaskSpec:
             return [f"num_classes (vocabulary size) must be None or an int >= 2, got {n!r}"]
         return []
 
+    def _class_weight_problems(self) -> list[str]:
+        w = self.class_weights
+        if w is None:
+            return []
+        if self.task_type not in ("classification", "vision"):
+            return [f"class_weights apply to class targets; a {self.task_type} task takes none (got {w!r})"]
+        if not isinstance(w, tuple) or not all(isinstance(x, float) and math.isfinite(x) and x > 0 for x in w):
+            return [f"class_weights must be a list of finite numbers > 0, one per class, got {w!r}"]
+        if _is_int(self.num_classes) and len(w) != self.num_classes:
+            return [f"class_weights has {len(w)} weights for {self.num_classes} classes — give one per class"]
+        return []
+
     def _metric_problems(self) -> list[str]:
         p: list[str] = []
         supported = SUPPORTED_METRICS[self.task_type]
@@ -153,6 +189,8 @@ class TaskSpec:
             p.append(f"monitor_mode must be 'min' or 'max', got {self.monitor_mode!r}")
             return p
         split, metric = self.monitor.split("/")
+        if split and metric and metric not in self.metrics and self.compute_metrics is not None:
+            return p  # a name compute_metrics returns: checked at the first evaluation
         if not split or metric not in self.metrics:
             p.append(
                 f"monitor {self.monitor!r} names no reported metric — use '<split>/<metric>' with "
@@ -198,16 +236,25 @@ class TaskSpec:
         )
 
     @classmethod
-    def classification(cls, name: str = "digits", num_classes: int = 10, *, label_smoothing: float = 0.0) -> TaskSpec:
+    def classification(
+        cls,
+        name: str = "digits",
+        num_classes: int = 10,
+        *,
+        label_smoothing: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+    ) -> TaskSpec:
         """Classification of feature vectors with an MLP.
 
         Reports ``loss`` and ``accuracy``; monitors ``val/accuracy`` (max). The default data set
-        is ``digits`` when ``name == "digits"``, otherwise none.
+        is ``digits`` when ``name == "digits"``, otherwise none. More metrics (F1, ROC-AUC, ...):
+        :meth:`with_metrics`.
 
         Args:
             name: Task name.
             num_classes: Number of classes, >= 2.
             label_smoothing: Cross-entropy label smoothing in [0, 1).
+            class_weights: One loss weight > 0 per class (imbalanced data), or None.
 
         Raises:
             TaskError: For an empty name, ``num_classes < 2`` or smoothing outside [0, 1).
@@ -227,6 +274,7 @@ class TaskSpec:
             metrics=("loss", "accuracy"),
             default_dataset=name if name == "digits" else None,
             default_architecture="mlp",
+            class_weights=tuple(class_weights) if class_weights is not None else None,
         )
 
     @classmethod
@@ -253,7 +301,14 @@ class TaskSpec:
         )
 
     @classmethod
-    def vision_tiny(cls, name: str = "digits", num_classes: int = 10, *, label_smoothing: float = 0.0) -> TaskSpec:
+    def vision_tiny(
+        cls,
+        name: str = "digits",
+        num_classes: int = 10,
+        *,
+        label_smoothing: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+    ) -> TaskSpec:
         """Tiny image classification with a small CNN on the built-in 8x8 ``digits`` images.
 
         Reports ``loss`` and ``accuracy``; monitors ``val/accuracy`` (max).
@@ -262,6 +317,7 @@ class TaskSpec:
             name: Task name.
             num_classes: Number of classes, >= 2.
             label_smoothing: Cross-entropy label smoothing in [0, 1).
+            class_weights: One loss weight > 0 per class (imbalanced data), or None.
 
         Example:
             >>> spec = TaskSpec.vision_tiny()
@@ -279,7 +335,42 @@ class TaskSpec:
             metrics=("loss", "accuracy"),
             default_dataset="digits",
             default_architecture="cnn",
+            class_weights=tuple(class_weights) if class_weights is not None else None,
         )
+
+    def with_metrics(
+        self,
+        *names: str,
+        monitor: str | None = None,
+        compute_metrics: str | ComputeMetricsFn | None = None,
+    ) -> TaskSpec:
+        """A copy reporting ``names`` (``loss`` is always first), optionally monitoring another metric.
+
+        Args:
+            *names: Metrics to report, e.g. ``"accuracy", "f1_macro", "roc_auc"``; none = keep
+                the current list.
+            monitor: ``"<split>/<metric>"`` (or just ``"<metric>"``) to monitor; its mode comes
+                from the metric (``f1_macro`` goes up). A name only ``compute_metrics`` returns
+                takes the mode ``"max"``; set ``training.monitor_mode`` to change it.
+            compute_metrics: A user ``fn(predictions, labels) -> dict`` or ``"module:function"``.
+
+        Raises:
+            TaskError: An unsupported metric name (the message lists the supported ones).
+
+        Example:
+            >>> spec = TaskSpec.classification("imdb", 2).with_metrics("accuracy", "f1_macro", monitor="f1_macro")
+            >>> spec.metrics, spec.monitor, spec.monitor_mode
+            (('loss', 'accuracy', 'f1_macro'), 'val/f1_macro', 'max')
+        """
+        metrics = ("loss", *(n for n in dict.fromkeys(names) if n != "loss")) if names else self.metrics
+        changes: dict[str, Any] = {"metrics": metrics}
+        if compute_metrics is not None:
+            changes["compute_metrics"] = compute_metrics
+        if monitor is not None:
+            monitor = monitor if "/" in monitor else f"val/{monitor}"
+            changes["monitor"] = monitor
+            changes["monitor_mode"] = METRIC_MODES.get(monitor.split("/", 1)[1], "max")
+        return dataclasses.replace(self, **changes)
 
     @classmethod
     def for_dataset(cls, dataset_name: str) -> TaskSpec:
@@ -315,8 +406,11 @@ class TaskSpec:
             >>> TaskSpec.regression().to_dict()["metrics"]
             ['loss', 'mse', 'mae', 'r2']
         """
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["metrics"] = list(self.metrics)
+        d["class_weights"] = list(self.class_weights) if self.class_weights is not None else None
+        # A function travels as its "module:qualname" reference (re-importable when module-level).
+        d["compute_metrics"] = _function_ref(self.compute_metrics)
         return d
 
     @classmethod
@@ -358,6 +452,8 @@ class TaskSpec:
                 "ignore_index": self.ignore_index,
                 "num_classes": self.num_classes,
             }
+            if self.class_weights is not None:  # only then: a registered loss need not know the option
+                options["class_weights"] = self.class_weights
         elif self.task_type == "language_modeling":
             options = {"label_smoothing": self.label_smoothing, "ignore_index": self.ignore_index}
         else:  # regression takes no options
@@ -377,4 +473,5 @@ class TaskSpec:
             device=device,
             ignore_index=self.ignore_index,
             loss_strategy=self.loss_strategy,
+            compute_metrics=self.compute_metrics,
         )

@@ -6,12 +6,16 @@ the write lock up front (``BEGIN IMMEDIATE``) and waits for it (busy timeout), a
 finds the database locked is retried with exponential backoff, so nothing is lost (the plumbing is
 shared with the model registry: ``trainengine._sql``).
 
-Tables (schema version 2, recorded in ``schema_version`` so later versions can migrate):
+Tables (schema version 3, recorded in ``schema_version``; an older database is migrated forward
+when it is opened for writing):
 
 * ``runs``: run_id, run_name, experiment, config_json, notes, status, error, start_time, end_time
   (Unix seconds), run_dir, heartbeat_time and heartbeat_interval_s (version 2: a live run refreshes
   its heartbeat; :meth:`ExperimentDB.list_runs` marks a "running" run whose heartbeat stopped as
-  ``stale``: see :func:`trainengine.tracking.liveness`).
+  ``stale``: see :func:`trainengine.tracking.liveness`), parent_run_id and group_kind (version 3:
+  several runs as one result. A *group* is a parent run whose ``group_kind`` says what it groups
+  (``seeds``, ``cv``; tuning trials later) and whose children point at it with ``parent_run_id``;
+  a child belongs to its parent's experiment).
 * ``run_tags``: (run_id, tag, position).
 * ``metrics``: one row per logged value: run_id, name (may contain ``/``: ``val/loss``), value,
   nonfinite, step, epoch, time. NaN and +/-inf are stored as ``value = NULL`` with
@@ -47,6 +51,7 @@ from sqlalchemy import (
     Table,
     Text,
     exists,
+    func,
     select,
     text,
     update,
@@ -62,7 +67,7 @@ __all__ = ["ExperimentDB", "ExperimentDBError", "ExperimentDBValueError", "Unkno
 RunStatus = Literal["running", "completed", "failed", "interrupted"]
 _STATUSES: tuple[str, ...] = get_args(RunStatus)
 _TERMINAL = frozenset({"completed", "failed", "interrupted"})
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MAX_NAME = 255
 # Metric names whose best value is the largest (matched against the words of the last path part,
 # so "val/accuracy", "top1_acc" and "test/r2" are maximised; everything else, losses, is minimised).
@@ -93,7 +98,10 @@ _HIGHER_IS_BETTER = frozenset(
         "throughput",
     ]
 )
-_FILTER_KEYS = ("experiment", "status", "tag", "run_name", "config.<dotted.key>")
+_PLAIN_FILTERS = ("experiment", "status", "tag", "run_name", "parent_run_id", "group_kind")
+# Listed in messages; the group filters come last (older messages, and tests, name the first five in this order).
+_FILTER_KEYS = (*_PLAIN_FILTERS[:4], "config.<dotted.key>", *_PLAIN_FILTERS[4:])
+_MAX_GROUP_KIND = 32
 
 T = TypeVar("T")
 
@@ -131,6 +139,9 @@ _runs = Table(
     Column("run_dir", Text),
     Column("heartbeat_time", Double),  # Unix seconds of the last heartbeat of a live run (version 2)
     Column("heartbeat_interval_s", Double),  # seconds between two heartbeats (sets the stale threshold)
+    # Version 3: a child run points at its group's parent run; a parent says what it groups.
+    Column("parent_run_id", Integer, ForeignKey("runs.run_id", ondelete="SET NULL"), index=True),
+    Column("group_kind", String(_MAX_GROUP_KIND)),
 )
 _tags = Table(
     "run_tags",
@@ -163,8 +174,20 @@ def _add_heartbeat_columns(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE runs ADD COLUMN {name} {kind}"))
 
 
+def _add_group_columns(conn: Connection) -> None:
+    """Version 3: parent/child runs (NULL for every run recorded before: no run was a group)."""
+    integer, string = Integer().compile(dialect=conn.dialect), String(_MAX_GROUP_KIND).compile(dialect=conn.dialect)
+    # SQLite cannot add a FOREIGN KEY constraint by ALTER TABLE with a name; the inline REFERENCES
+    # form works on SQLite and PostgreSQL alike.
+    conn.execute(
+        text(f"ALTER TABLE runs ADD COLUMN parent_run_id {integer} REFERENCES runs(run_id) ON DELETE SET NULL")
+    )
+    conn.execute(text(f"ALTER TABLE runs ADD COLUMN group_kind {string}"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_runs_parent_run_id ON runs (parent_run_id)"))
+
+
 # version -> function(conn) that upgrades a database from version-1 to version.
-_MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_heartbeat_columns}
+_MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_heartbeat_columns, 3: _add_group_columns}
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -218,6 +241,20 @@ def _check_status(status: Any) -> str:
     if status not in _STATUSES:
         raise ExperimentDBValueError(f"unknown run status {status!r} — valid: {', '.join(_STATUSES)}")
     return status
+
+
+_GROUP_KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def _check_group_kind(kind: Any) -> str | None:
+    if kind is None:
+        return None
+    if not isinstance(kind, str) or len(kind) > _MAX_GROUP_KIND or not _GROUP_KIND.fullmatch(kind):
+        raise ExperimentDBValueError(
+            f"group_kind must be a short name (letters, digits, '_' or '-', at most {_MAX_GROUP_KIND} characters) "
+            f"such as 'seeds' or 'cv', got {kind!r}"
+        )
+    return kind
 
 
 def _check_mode(mode: Any, what: str = "mode") -> Literal["min", "max"]:
@@ -383,6 +420,8 @@ class ExperimentDB(SqlStore):
         run_dir: str | os.PathLike[str] | None = None,
         status: RunStatus = "running",
         heartbeat_interval_s: float | None = None,
+        parent_run_id: int | None = None,
+        group_kind: str | None = None,
     ) -> int:
         """Record a new run and return its ``run_id``.
 
@@ -397,17 +436,31 @@ class ExperimentDB(SqlStore):
             status: initial status, normally ``"running"``.
             heartbeat_interval_s: the seconds between two :meth:`heartbeat` calls the run promises
                 (None: the default threshold, :func:`trainengine.tracking.stale_after_s`).
+            parent_run_id: make this run a child of that group (its parent run); the child gets
+                the parent's experiment whatever ``experiment`` says.
+            group_kind: make this run the parent of a group of this kind (``"seeds"``, ``"cv"``, ...:
+                letters, digits, ``_`` or ``-``, at most 32 characters).
 
         Returns:
             The new run's integer id.
+
+        Raises:
+            UnknownRunError: ``parent_run_id`` names no run.
+            ExperimentDBValueError: a bad name, status, tag, ``parent_run_id`` or ``group_kind``.
 
         Example:
             >>> db = ExperimentDB(":memory:")
             >>> db.log_run("baseline", {"lr": 0.1}, notes="first try", tags=["mlp"])
             1
+            >>> group = db.log_run("seeds", group_kind="seeds")
+            >>> child = db.log_run("seed-0", parent_run_id=group)
+            >>> db.get_run(child)["parent_run_id"] == group, db.get_run(group)["num_children"]
+            (True, 1)
         """
         _check_name(run_name, "run_name")
         _check_name(experiment, "experiment")
+        parent = None if parent_run_id is None else _check_run_id(parent_run_id)
+        kind = _check_group_kind(group_kind)
         if not isinstance(notes, str):
             raise ExperimentDBValueError(f"notes must be a string, got {type(notes).__name__} {notes!r}")
         _check_status(status)
@@ -426,9 +479,17 @@ class ExperimentDB(SqlStore):
             "run_dir": None if run_dir is None else os.fspath(run_dir),
             "heartbeat_time": now,
             "heartbeat_interval_s": heartbeat_interval_s,
+            "parent_run_id": parent,
+            "group_kind": kind,
         }
 
         def insert(conn: Connection) -> int:
+            if parent is not None:
+                self._require_runs(conn, [parent])
+                # A child belongs to its parent's experiment: list_runs(experiment=...) finds both.
+                row["experiment"] = conn.execute(
+                    select(_runs.c.experiment).where(_runs.c.run_id == parent)
+                ).scalar_one()
             run_id = int(inserted_id(conn.execute(_runs.insert().values(**row))))
             if tag_list:
                 conn.execute(
@@ -577,6 +638,45 @@ class ExperimentDB(SqlStore):
 
         self._write(beat)
 
+    def set_parent(self, run_id: int, parent_run_id: int | None) -> None:
+        """Make run ``run_id`` a child of the group ``parent_run_id`` (None: detach it).
+
+        The way a group adopts a run something else created (the Trainer's ExperimentDB callback
+        records each child of ``trainengine train --seeds``; the group links it). The child moves
+        to its parent's experiment.
+
+        Raises:
+            UnknownRunError: either run does not exist.
+            ExperimentDBValueError: a run cannot be its own parent, nor the parent of its parent.
+
+        Example:
+            >>> db = ExperimentDB(":memory:")
+            >>> group, child = db.log_run("cv5", group_kind="cv", experiment="mnist"), db.log_run("fold-0")
+            >>> db.set_parent(child, group)
+            >>> [r["run_name"] for r in db.get_children(group)], db.get_run(child)["experiment"]
+            (['fold-0'], 'mnist')
+        """
+        run_id = _check_run_id(run_id)
+        parent = None if parent_run_id is None else _check_run_id(parent_run_id)
+        if parent == run_id:
+            raise ExperimentDBValueError(f"run {run_id} cannot be its own parent; give the group's parent run_id")
+
+        def link(conn: Connection) -> None:
+            self._require_runs(conn, [run_id] if parent is None else [run_id, parent])
+            values: dict[str, Any] = {"parent_run_id": parent}
+            if parent is not None:
+                grand = conn.execute(
+                    select(_runs.c.parent_run_id, _runs.c.experiment).where(_runs.c.run_id == parent)
+                ).one()
+                if grand.parent_run_id == run_id:
+                    raise ExperimentDBValueError(
+                        f"run {parent} is a child of run {run_id}; a run cannot be the parent of its own parent"
+                    )
+                values["experiment"] = grand.experiment
+            conn.execute(update(_runs).where(_runs.c.run_id == run_id).values(**values))
+
+        self._write(link)
+
     # -- reading -----------------------------------------------------------------------------------
     @staticmethod
     def _run_dicts(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any]]:
@@ -589,6 +689,15 @@ class ExperimentDB(SqlStore):
                 .order_by(_tags.c.run_id, _tags.c.position)
             ):
                 tags[t.run_id].append(t.tag)
+        children: dict[int, int] = {}
+        if ids:
+            # One grouped count for the whole page of runs, not one query per run.
+            counts = conn.execute(
+                select(_runs.c.parent_run_id, func.count())
+                .where(_runs.c.parent_run_id.in_(ids))
+                .group_by(_runs.c.parent_run_id)
+            )
+            children = {int(row[0]): int(row[1]) for row in counts}  # dict(result) would read it as a mapping
         return [
             {
                 "run_id": r.run_id,
@@ -607,6 +716,9 @@ class ExperimentDB(SqlStore):
                 "heartbeat_interval_s": r.heartbeat_interval_s,
                 # A "running" run whose process died without a word (SIGKILL, power loss).
                 "stale": liveness(r.status, r.heartbeat_time, r.heartbeat_interval_s) == "stale",
+                "parent_run_id": r.parent_run_id,
+                "group_kind": r.group_kind,
+                "num_children": children.get(r.run_id, 0),
             }
             for r in rows
         ]
@@ -630,7 +742,9 @@ class ExperimentDB(SqlStore):
 
         Returns:
             ``run_id, run_name, experiment, config (dict), notes, tags, status, error, start_time,
-            end_time`` (ISO 8601 UTC, ``end_time`` None while running), ``duration_s, run_dir`` and
+            end_time`` (ISO 8601 UTC, ``end_time`` None while running), ``duration_s, run_dir``,
+            ``heartbeat_time, heartbeat_interval_s, stale``, ``parent_run_id`` (None unless the run is
+            a child of a group), ``group_kind`` (None unless it is a group's parent), ``num_children`` and
             ``metrics``: ``{name: [{"value", "step", "epoch", "time"}, ...]}`` in logging order.
 
         Raises:
@@ -671,7 +785,9 @@ class ExperimentDB(SqlStore):
 
         Args:
             filters: ``{"experiment": str, "status": str | list, "tag": str | list (runs having all),
-                "run_name": str (``*`` and ``?`` are wildcards), "config.<dotted.key>": value}``;
+                "run_name": str (``*`` and ``?`` are wildcards), "parent_run_id": int (the children of
+                that group) or None (only runs that are no group's child: the top level),
+                "group_kind": str (only group parents of that kind), "config.<dotted.key>": value}``;
                 e.g. ``{"config.training.batch_size": 8}``.
             experiment, status, tag: the same filters as keywords.
             limit: at most this many runs.
@@ -687,6 +803,10 @@ class ExperimentDB(SqlStore):
             >>> _ = db.log_run("b", {"lr": 0.2})
             >>> [r["run_name"] for r in db.list_runs({"config.lr": 0.1})], [r["run_name"] for r in db.list_runs()]
             (['a'], ['b', 'a'])
+            >>> group = db.log_run("seeds", group_kind="seeds")
+            >>> _ = db.log_run("seed-0", parent_run_id=group)
+            >>> [r["run_name"] for r in db.list_runs({"parent_run_id": None})]
+            ['seeds', 'b', 'a']
         """
         merged: dict[str, Any] = {}
         if filters is not None:
@@ -704,7 +824,7 @@ class ExperimentDB(SqlStore):
         unknown = [
             k
             for k in merged
-            if k not in _FILTER_KEYS[:-1] and not (isinstance(k, str) and k.startswith("config.") and len(k) > 7)
+            if k not in _PLAIN_FILTERS and not (isinstance(k, str) and k.startswith("config.") and len(k) > 7)
         ]
         if unknown:
             raise ExperimentDBValueError(
@@ -724,6 +844,13 @@ class ExperimentDB(SqlStore):
         if "tag" in merged:
             for t in [merged["tag"]] if isinstance(merged["tag"], str) else list(merged["tag"]):
                 q = q.where(exists().where(_tags.c.run_id == _runs.c.run_id, _tags.c.tag == t))
+        if "parent_run_id" in merged:
+            if merged["parent_run_id"] is None:
+                q = q.where(_runs.c.parent_run_id.is_(None))
+            else:
+                q = q.where(_runs.c.parent_run_id == _check_run_id(merged["parent_run_id"]))
+        if "group_kind" in merged:
+            q = q.where(_runs.c.group_kind == _check_name(merged["group_kind"], "group_kind filter"))
         if "run_name" in merged:
             pattern = _check_name(merged["run_name"], "run_name filter")
             if "*" in pattern or "?" in pattern:
@@ -741,6 +868,40 @@ class ExperimentDB(SqlStore):
             if config_filters:
                 runs = [r for r in runs if all(_dig(r["config"], k) == (True, v) for k, v in config_filters.items())]
                 runs = runs[:limit] if limit is not None else runs
+            if include_metrics and runs:
+                series = self._metric_series(conn, [r["run_id"] for r in runs])
+                for r in runs:
+                    r["metrics"] = series[r["run_id"]]
+            return runs
+
+        return self._read(fetch)
+
+    def get_children(self, parent_run_id: int, *, include_metrics: bool = False) -> list[dict[str, Any]]:
+        """The child runs of a group, oldest first (the order the group ran them).
+
+        Raises:
+            UnknownRunError: no run ``parent_run_id``.
+
+        Example:
+            >>> db = ExperimentDB(":memory:")
+            >>> group = db.log_run("seeds", group_kind="seeds")
+            >>> for seed in (0, 1):
+            ...     db.log_metric(db.log_run(f"seed-{seed}", parent_run_id=group), "val/loss", 0.5 + seed)
+            >>> [
+            ...     (r["run_name"], r["metrics"]["val/loss"][0]["value"])
+            ...     for r in db.get_children(group, include_metrics=True)
+            ... ]
+            [('seed-0', 0.5), ('seed-1', 1.5)]
+        """
+        parent = _check_run_id(parent_run_id)
+
+        def fetch(conn: Connection) -> list[dict[str, Any]]:
+            self._known_runs.discard(parent)
+            self._require_runs(conn, [parent])
+            rows = conn.execute(
+                select(_runs).where(_runs.c.parent_run_id == parent).order_by(_runs.c.run_id.asc())
+            ).all()
+            runs = self._run_dicts(conn, rows)
             if include_metrics and runs:
                 series = self._metric_series(conn, [r["run_id"] for r in runs])
                 for r in runs:
