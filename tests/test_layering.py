@@ -9,8 +9,8 @@ still a dependency). Each top-level part of the package (``engine``, ``_sql``, .
     2  tasks, data, models
     3  checkpoint, probes
     4  engine
-    5  tracking, monitoring, evaluation, export, registry, tune, distributed
-    6  serve, jobs, assembly
+    5  tracking, monitoring, evaluation, export, registry, distributed
+    6  serve, jobs, assembly, tune
     7  cli, __main__, and the package facade (``trainengine/__init__.py``)
 
 A part may import any part of a lower layer, and a part of its own layer only along an edge of
@@ -41,8 +41,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("tasks", "data", "models"),
     ("checkpoint", "probes"),
     ("engine",),
-    ("tracking", "monitoring", "evaluation", "export", "registry", "tune", "distributed"),
-    ("serve", "jobs", "assembly"),
+    ("tracking", "monitoring", "evaluation", "export", "registry", "distributed"),
+    ("serve", "jobs", "assembly", "tune"),
     ("cli", "compat", "__main__", ROOT),
 ]
 LAYER_OF = {part: i for i, parts in enumerate(LAYERS) for part in parts}
@@ -58,6 +58,7 @@ SAME_LAYER: dict[tuple[str, str], str] = {
     ("monitoring", "tracking"): "MetricsEngine(use_wandb=True) logs through the W&B tracker",
     ("export", "tracking"): "export reads run directories written by tracking",
     ("__main__", "cli"): "python -m trainengine runs the CLI",
+    ("tune", "assembly"): "each trial trains with the public Trainer and the config's default callbacks",
     ("cli", "compat"): "seed-shaped CLI spellings (checkpoints import) reuse the compat adapters",
     ("cli", ROOT): "trainengine version prints trainengine.__version__",
 }

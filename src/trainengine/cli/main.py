@@ -22,11 +22,13 @@ from trainengine.cli._evaluate_cmd import evaluate_command
 from trainengine.cli._export_cmd import export_command
 from trainengine.cli._generate_cmd import generate_command
 from trainengine.cli._logs_cmd import logs_command
+from trainengine.cli._lr_find_cmd import lr_find_command
 from trainengine.cli._quickstart import quickstart_command
 from trainengine.cli._registry_cmd import registry_app
 from trainengine.cli._runs_cmd import runs_app
 from trainengine.cli._serve_cmd import serve_command
 from trainengine.cli._train import train_command
+from trainengine.cli._tune_cmd import tune_command
 from trainengine.errors import TrainEngineError
 
 __all__ = ["app", "main"]
@@ -46,6 +48,8 @@ app.command("serve")(serve_command)
 app.command("export")(export_command)
 app.command("generate")(generate_command)
 app.command("evaluate")(evaluate_command)
+app.command("tune")(tune_command)
+app.command("lr-find")(lr_find_command)
 app.add_typer(config_app, name="config")
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(runs_app, name="runs")

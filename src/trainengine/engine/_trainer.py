@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,22 @@ from trainengine.tasks import TaskSpec
 __all__ = ["Trainer"]
 
 logger = logging.getLogger("trainengine")
+
+# Set on a module once a Trainer has taken an optimizer step with it: a later Trainer handed the
+# same module warns (an Optuna objective that reuses one global model trains every trial on top of
+# the previous ones). A plain attribute, so copies of a trained model carry it too; loading weights
+# on purpose (load_state_dict, a checkpoint) clears it.
+_TRAINED_ATTR = "_trainengine_trained"
+
+
+def _mark_trained(model: nn.Module) -> None:
+    if not hasattr(model, _TRAINED_ATTR):  # the hook once per module, not once per run
+        model.register_load_state_dict_post_hook(_clear_trained_mark)
+    setattr(model, _TRAINED_ATTR, True)
+
+
+def _clear_trained_mark(module: nn.Module, incompatible_keys: Any) -> None:
+    setattr(module, _TRAINED_ATTR, False)
 
 
 class Trainer:
@@ -189,6 +206,7 @@ class Trainer:
         self._eval_time = 0.0
         self._train_time = 0.0
         self._check_val_labels = True  # False once setup checked every val label
+        self._has_trained = False  # this trainer took a step: its own model is no "earlier" training
 
     # ------------------------------------------------------------------ public API
     def add_callbacks(self, callbacks: list[TrainerCallback], *, first: bool = False) -> None:
@@ -232,6 +250,11 @@ class Trainer:
         Raises:
             TrainingInterrupted: on SIGINT/SIGTERM, after the emergency checkpoint (exit code 130/143).
 
+        Warns:
+            UserWarning: the model was already trained by an earlier Trainer (e.g. an Optuna
+                objective that reuses one model across trials) and neither ``resume_from`` nor a
+                ``load_state_dict()`` has set its weights since.
+
         Returns:
             dict with ``best_val_loss``, ``best_metric``, ``best_metric_name``, ``final_metrics``,
             ``best_step``, ``history``, ``steps``, ``epochs``, ``stopped_early``, ``stop_reason``, ``run_dir``,
@@ -245,6 +268,7 @@ class Trainer:
         previous = seed_everything(t.seed, deterministic=t.deterministic)
         try:
             self.resume_from, self.resume_run_dir = resolve_resume(cfg, resume_from)
+            self._warn_if_trained_elsewhere()
             train_data, val_data, self.test_data = self._resolve_data(train_data, val_data, test_data)
             self.runtime = Runtime(t.device, t.precision)
             self._setup(train_data, val_data)
@@ -254,6 +278,23 @@ class Trainer:
                 return self._run(wall_start)
         finally:
             restore_determinism(previous)
+            if self.state.step > 0:  # also after an error or interrupt: the weights have moved
+                _mark_trained(self.model)
+                self._has_trained = True
+
+    def _warn_if_trained_elsewhere(self) -> None:
+        """Warn when an earlier Trainer already trained this model and no checkpoint replaces its weights."""
+        if self.resume_from is not None or self._has_trained or not getattr(self.model, _TRAINED_ATTR, False):
+            return
+        warnings.warn(
+            f"this {type(self.model).__name__} was already trained by an earlier Trainer: this run starts from "
+            "those weights, not from a fresh initialisation. In a hyperparameter search (an Optuna objective) "
+            "build a fresh model inside the objective, e.g. `model = MLP(64, 10)` before `Trainer(model, ...)`, "
+            "so each trial starts from new weights. To continue on purpose, pass resume_from= a checkpoint or load "
+            "the weights you want with load_state_dict() first",
+            UserWarning,
+            stacklevel=3,  # the caller of train()
+        )
 
     # ------------------------------------------------------------------ setup
     def _resolve_data(self, train_data: Any, val_data: Any, test_data: Any) -> tuple[Any, Any, Any]:

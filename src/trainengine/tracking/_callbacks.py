@@ -232,7 +232,8 @@ class ExperimentDBCallback:
             self.db.close()
 
     def on_train_end(self, trainer: Any, results: dict[str, Any]) -> None:
-        self._finish("completed")
+        # A tuning trial stopped by its pruner ended on purpose, early: "pruned", not "completed".
+        self._finish("pruned" if results.get("stop_reason") == "pruned" else "completed")
 
     def on_exception(self, trainer: Any, exc: BaseException) -> None:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"

@@ -64,9 +64,9 @@ from trainengine.errors import TrainEngineError
 
 __all__ = ["ExperimentDB", "ExperimentDBError", "ExperimentDBValueError", "UnknownRunError", "RunStatus"]
 
-RunStatus = Literal["running", "completed", "failed", "interrupted"]
+RunStatus = Literal["running", "completed", "failed", "interrupted", "pruned"]
 _STATUSES: tuple[str, ...] = get_args(RunStatus)
-_TERMINAL = frozenset({"completed", "failed", "interrupted"})
+_TERMINAL = frozenset({"completed", "failed", "interrupted", "pruned"})
 SCHEMA_VERSION = 3
 _MAX_NAME = 255
 # Metric names whose best value is the largest (matched against the words of the last path part,

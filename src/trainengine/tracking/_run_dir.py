@@ -293,8 +293,9 @@ class RunDirectory:
         summary = {k: v for k, v in results.items() if k != "history"}
         summary["run_dir"] = str(self.path)
         summary.update(checkpoint_paths(trainer))
-        self._write({"type": "end", "status": "completed", **_jsonable(summary)})
-        self._finish("completed", results=summary)
+        status = "pruned" if results.get("stop_reason") == "pruned" else "completed"  # a tuning trial's pruner
+        self._write({"type": "end", "status": status, **_jsonable(summary)})
+        self._finish(status, results=summary)
 
     def on_exception(self, trainer: Any, exc: BaseException) -> None:
         if self.path is None:
