@@ -98,11 +98,36 @@ _KILLED_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("moment", ["budget released", "worker recorded"])
+def test_a_signal_between_trial_creation_and_objective_fails_that_trial_at_once(tmp_path, monkeypatch, moment):
+    """SIGTERM after Optuna created the trial and before the objective runs: the trial ends FAILED
+    at once (not left RUNNING, not trained to its end while the command waits to stop it)."""
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"), study_name="s")
+    stopper = _Stopper()
+    stopper.study = study
+    budget = _Budget(5, threading.Lock(), stopper)
+    signal_once = lambda: stopper.requested or stopper.handle(signal.SIGTERM, None)  # noqa: E731
+    if moment == "budget released":
+        release = budget.release
+        monkeypatch.setattr(budget, "release", lambda: (release(), signal_once()))
+    else:
+        set_user_attr = optuna.Trial.set_user_attr
+        monkeypatch.setattr(optuna.Trial, "set_user_attr", lambda t, k, v: (set_user_attr(t, k, v), signal_once()))
+    ran: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        ran.append(trial.number)
+        return 0.0
+
+    assert budget.acquire(study)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(_Gated(objective, budget, 0, stopper), callbacks=[budget.after_trial])
+    assert not ran  # the objective never started
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
+    assert not budget.held
+
+
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="flaky (2 of 7 runs): a SIGTERM that lands after Optuna creates a trial but before its objective "
-    "runs leaves the trial RUNNING until the storage heartbeat fails it; open in issue 14"
-)
 def test_a_killed_study_continues_where_it_stopped(tmp_path, capsys):
     """Kill the command mid-study; the same study, run again through the CLI with 2 workers, finishes
     its budget: numbers go on, no trial twice, every trial a child run of the study."""

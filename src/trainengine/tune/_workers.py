@@ -171,11 +171,14 @@ class _Gated:
 
     def __call__(self, trial: Any) -> Any:
         self.budget.release()
-        if self.stopper.requested:
-            raise KeyboardInterrupt("the worker is stopping")  # the trial is recorded FAILED
-        trial.set_user_attr("worker", self.worker)
+        # ``in_trial`` first, then the check: a signal before this line only set ``requested`` (and
+        # is seen below), one after it raises here; either way the trial ends FAILED at once instead
+        # of training to its end while the command waits to stop it.
         self.stopper.in_trial = True
         try:
+            if self.stopper.requested:
+                raise KeyboardInterrupt("the worker is stopping")  # the trial is recorded FAILED
+            trial.set_user_attr("worker", self.worker)
             return self.objective(trial)
         finally:
             self.stopper.in_trial = False
