@@ -8,7 +8,6 @@ the docs use this Trainer.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -17,6 +16,7 @@ from trainengine.config import TrainingConfig
 from trainengine.engine import Trainer as EngineTrainer
 from trainengine.engine import TrainerCallback
 from trainengine.tasks import TaskSpec
+from trainengine.tracking._parent import experiment_db_location
 
 __all__ = ["Trainer", "build_callbacks", "build_gradient_monitor"]
 
@@ -79,10 +79,11 @@ def build_callbacks(config: TrainingConfig, *, gradient_monitor: Any = None) -> 
         from trainengine.tracking._callbacks import TrackerCallback
 
         callbacks.append(TrackerCallback(tr.backends))
-    if tr.experiment_db and tr.write_run_dir:
+    db_location = experiment_db_location(config)
+    if db_location is not None:
         from trainengine.tracking._callbacks import ExperimentDBCallback
 
-        callbacks.append(ExperimentDBCallback(tr.db_url or str(Path(tr.output_dir) / "experiments.db")))
+        callbacks.append(ExperimentDBCallback(db_location))
     if tr.progress != "off":
         from trainengine.tracking import ConsoleProgress
 

@@ -19,8 +19,9 @@ from optuna.trial import TrialState
 
 from trainengine import TrainingConfigBuilder
 from trainengine.cli.main import main
+from trainengine.errors import ConfigError
 from trainengine.tracking import ExperimentDB
-from trainengine.tune import open_storage, tune_parallel, used_budget, worker_seed
+from trainengine.tune import open_storage, tune, tune_parallel, used_budget, worker_seed
 from trainengine.tune._workers import _Budget, _Gated, _Stopper
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,7 +107,11 @@ def test_a_signal_between_trial_creation_and_objective_fails_that_trial_at_once(
     stopper = _Stopper()
     stopper.study = study
     budget = _Budget(5, threading.Lock(), stopper)
-    signal_once = lambda: stopper.requested or stopper.handle(signal.SIGTERM, None)  # noqa: E731
+
+    def signal_once() -> None:
+        if not stopper.requested:
+            stopper.handle(signal.SIGTERM, None)
+
     if moment == "budget released":
         release = budget.release
         monkeypatch.setattr(budget, "release", lambda: (release(), signal_once()))
@@ -181,3 +186,15 @@ def test_a_killed_study_continues_where_it_stopped(tmp_path, capsys):
     names = {c["run_name"] for c in children}  # a trial interrupted before its run started has none
     assert {f"trial-{n:04d}" for n, t in trials.items() if t.state == TrialState.COMPLETE} <= names
     assert names <= {f"trial-{n:04d}" for n in range(8)}
+
+
+def test_workers_need_a_sampler_and_pruner_by_name(tmp_path):
+    """Objects and callbacks do not cross processes: refused before any study or folder exists."""
+    cfg = _config(tmp_path)
+    for bad in ({"sampler": optuna.samplers.RandomSampler()}, {"pruner": optuna.pruners.NopPruner()},
+                {"callbacks": [object()]}):  # fmt: skip
+        with pytest.raises(ConfigError, match="by name"):
+            tune(cfg, SPACE, 2, workers=2, **bad)
+    with pytest.raises(ConfigError, match="workers must be"):
+        tune(cfg, SPACE, 2, workers=0)
+    assert not (tmp_path / "w").exists()

@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,11 +47,13 @@ from rich.console import Console
 from rich.table import Table
 
 from trainengine.errors import ConfigError, TrainEngineError
+from trainengine.tracking._parent import AdoptChild, ParentRun, experiment_db_location
 
 if TYPE_CHECKING:
     from trainengine.config import TrainingConfig
     from trainengine.engine import BuiltRun
     from trainengine.evaluation._groups import GroupKind, GroupSummary
+    from trainengine.tracking._db import RunStatus
 
 __all__ = ["parse_seeds", "run_seed_group", "run_cv_group", "check_group_flags", "print_group_summary"]
 
@@ -117,17 +117,6 @@ def check_group_flags(seeds: str | None, cv: int | None, resume: str | None) -> 
 
 
 # ------------------------------------------------------------------------------------------- the group
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _db_location(config: TrainingConfig) -> str | None:
-    tr = config.tracking
-    if not tr.experiment_db:
-        return None
-    return tr.db_url or str(Path(tr.output_dir) / "experiments.db")  # assembly.build_callbacks' default
-
-
 def _child_metrics(results: dict[str, Any]) -> dict[str, float]:
     """Every final metric of a child (its last evaluation, the test split's if any) and, as
     ``best/<name>``, the best value of the monitored metric (the one checkpoint selection used)."""
@@ -142,30 +131,12 @@ def _child_metrics(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-class _AdoptChild:
-    """Links the child's ExperimentDB row (made by the run's own ExperimentDB callback, which runs
-    first) to the group's parent row as soon as the child starts."""
-
-    rank_zero_only = True
-
-    def __init__(self, db: Any, parent_id: int) -> None:
-        self.db = db
-        self.parent_id = parent_id
-        self.child_id: int | None = None
-
-    def on_train_start(self, trainer: Any) -> None:
-        child = trainer.state.extra.get("experiment_db_run_id")
-        if child is not None:
-            self.db.set_parent(child, self.parent_id)
-            self.child_id = int(child)
-
-
 class _Group:
     """The parent run of a group: its folder, run.json, lock, heartbeat and ExperimentDB row."""
 
     def __init__(self, config: TrainingConfig, kind: GroupKind, default_name: str) -> None:
         from trainengine._io import validate_name
-        from trainengine.tracking import RunDirLock, new_run_id
+        from trainengine.tracking import new_run_id
 
         self.config = config
         self.kind = kind
@@ -186,26 +157,15 @@ class _Group:
                 f"cannot create the group directory {self.path}: {exc.strerror} — choose a writable "
                 "tracking.output_dir (--output-dir)"
             ) from None
-        self._lock = RunDirLock(self.path)
-        self._lock.acquire()
-        self._facts_lock = threading.Lock()  # the heartbeat thread and the main thread both write run.json
-        self.facts: dict[str, Any] = {"run_id": self.name, "experiment": self.experiment, "status": "running"}
+        self.record = ParentRun(self.path, kind, config)
         self.children: list[dict[str, Any]] = []
-        self.db: Any = None
-        self.db_run_id: int | None = None
-        self._sink: Any = None
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return self.record.facts
 
     # -- lifetime ----------------------------------------------------------------------------------
     def start(self, details: dict[str, Any]) -> None:
-        import yaml
-
-        from trainengine._io import atomic_write_text
-        from trainengine._liveness import HEARTBEAT_INTERVAL_S
-        from trainengine.provenance import git_info, library_versions
-        from trainengine.tracking._callbacks import BackgroundSink
-
-        resolved = self.config.to_dict()
-        resolved["tracking"]["run_name"] = None
         flag = (
             f"--seeds {','.join(str(s) for s in details['seeds'])}" if self.kind == "seeds" else f"--cv {details['k']}"
         )
@@ -213,56 +173,7 @@ class _Group:
             f"# Base config of the {self.kind} group {self.experiment}/{self.name}. "
             f"Re-run: trainengine train --config {self.path / 'config.yaml'} {flag}\n"
         )
-        atomic_write_text(self.path / "config.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
-        self.facts = {
-            "run_id": self.name,
-            "experiment": self.experiment,
-            "status": "running",
-            "start_time": _now(),
-            "end_time": None,
-            "git": git_info(),
-            "versions": library_versions(),
-            "seed": self.config.training.seed,
-            "group": {"kind": self.kind, "num_children": 0, "children": [], "summary": None, **details},
-            "tags": list(self.config.tracking.tags),
-            "notes": self.config.tracking.notes,
-            "heartbeat_time": _now(),
-            "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,
-        }
-        self._write_facts()
-        location = _db_location(self.config)
-        if location is not None:
-            from trainengine.tracking import ExperimentDB
-
-            self.db = ExperimentDB(location)
-            self.db_run_id = self.db.log_run(
-                self.name,
-                config=self.config.to_dict(),
-                notes=self.config.tracking.notes,
-                tags=list(self.config.tracking.tags),
-                experiment=self.experiment,
-                run_dir=str(self.path),
-                heartbeat_interval_s=HEARTBEAT_INTERVAL_S,
-                group_kind=self.kind,
-            )
-            self.facts["group"]["db_run_id"] = self.db_run_id
-            self._write_facts()
-        # The parent has no training loop of its own: a thread keeps it alive (run.json and the
-        # database) while its children train, so a killed group shows as stale, not running forever.
-        self._sink = BackgroundSink("trainengine-group", heartbeat=self._heartbeat, heartbeat_s=HEARTBEAT_INTERVAL_S)
-
-    def _heartbeat(self) -> None:
-        with contextlib.suppress(OSError, TrainEngineError):  # a missed heartbeat is not worth a failed group
-            self._write_facts(heartbeat_time=_now())
-            if self.db is not None and self.db_run_id is not None:
-                self.db.heartbeat(self.db_run_id)
-
-    def _write_facts(self, **changes: Any) -> None:
-        from trainengine._io import atomic_write_json
-
-        with self._facts_lock:
-            self.facts.update(changes)
-            atomic_write_json(self.path / "run.json", self.facts)
+        self.record.start({"num_children": 0, "children": [], "summary": None, **details}, header)
 
     def child_config(self, name: str, **fields: Any) -> TrainingConfig:
         """The base config with the child's run directory inside the group's, and ``fields``
@@ -275,8 +186,8 @@ class _Group:
             experiment_name=self.name,
             run_name=name,
             # Same database as the parent: the default lives under output_dir, which changed.
-            db_url=_db_location(self.config),
-            experiment_db=self.db is not None,
+            db_url=experiment_db_location(self.config),
+            experiment_db=self.record.db_run_id is not None,
         )
         for dotted, value in fields.items():
             section, key = dotted.split(".", 1)
@@ -289,7 +200,8 @@ class _Group:
 
         index = len(self.children) + 1
         typer.echo(f"[{self.kind} {index}/{self.facts['group']['planned']}] {self.experiment}/{self.name}/{name}")
-        adopt = _AdoptChild(self.db, self.db_run_id) if self.db is not None and self.db_run_id is not None else None
+        location, parent = experiment_db_location(self.config), self.record.db_run_id
+        adopt = AdoptChild(location, parent) if location is not None and parent is not None else None
         child: dict[str, Any] = {"name": name, **facts, "status": "running", "run_dir": None, "db_run_id": None}
         self.children.append(child)
         self._record_children()
@@ -313,48 +225,27 @@ class _Group:
         return results
 
     def _record_children(self) -> None:
-        group = dict(self.facts["group"])
-        group["children"] = [{k: c[k] for k in ("name", "status", "run_dir") if k in c} for c in self.children]
-        group["num_children"] = len(self.children)
-        self._write_facts(group=group)
+        children = [{k: c[k] for k in ("name", "status", "run_dir") if k in c} for c in self.children]
+        self.record.update_group(children=children, num_children=len(self.children))
 
-    def finish(self, status: str, summary: GroupSummary | None = None, error: str | None = None) -> None:
-        if self._sink is not None:
-            with contextlib.suppress(Exception):  # the heartbeat thread's own failure must not hide the result
-                self._sink.close()
-            self._sink = None
-        changes: dict[str, Any] = {"status": status, "end_time": _now(), "heartbeat_time": _now()}
+    def finish(self, status: RunStatus, summary: GroupSummary | None = None, error: str | None = None) -> None:
+        results = metrics = None
         if summary is not None:
             path = summary.save(self.path)
-            group = dict(self.facts["group"], summary=path.name)
+            self.record.update_group(summary=path.name)
             monitor = next((c.get("best_metric_name") for c in self.children if c.get("best_metric_name")), None)
             stat = summary.metrics.get(f"best/{monitor}") if monitor else None
-            changes.update(
-                group=group,
-                results={
-                    # runs list reads these: the group's headline is the mean of its children's best values.
-                    "best_metric_name": monitor,
-                    "best_metric": None if stat is None else stat.mean,
-                    "best_metric_std": None if stat is None else stat.std,
-                    "best_metric_ci": None if stat is None or stat.ci is None else list(stat.ci),
-                    "steps": None,
-                },
-            )
-        if error is not None:
-            changes["error"] = error
-        try:
-            self._write_facts(**changes)
-            if self.db is not None and self.db_run_id is not None:
-                if summary is not None:
-                    means = {f"{n}/mean": m.mean for n, m in summary.metrics.items() if m.mean is not None}
-                    stds = {f"{n}/std": m.std for n, m in summary.metrics.items() if m.std is not None}
-                    if means or stds:
-                        self.db.log_metrics(self.db_run_id, {**means, **stds})
-                self.db.update_run_status(self.db_run_id, status, error=error)
-        finally:
-            if self.db is not None:
-                self.db.close()
-            self._lock.release()
+            results = {
+                # runs list reads these: the group's headline is the mean of its children's best values.
+                "best_metric_name": monitor,
+                "best_metric": None if stat is None else stat.mean,
+                "best_metric_std": None if stat is None else stat.std,
+                "best_metric_ci": None if stat is None or stat.ci is None else list(stat.ci),
+                "steps": None,
+            }
+            metrics = {f"{n}/mean": m.mean for n, m in summary.metrics.items() if m.mean is not None}
+            metrics.update({f"{n}/std": m.std for n, m in summary.metrics.items() if m.std is not None})
+        self.record.finish(status, results=results, metrics=metrics, error=error)
 
 
 def _is_interrupt(exc: BaseException) -> bool:
@@ -369,7 +260,7 @@ def _running(group: _Group) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        status = "interrupted" if _is_interrupt(exc) else "failed"
+        status: RunStatus = "interrupted" if _is_interrupt(exc) else "failed"
         child = next((c["name"] for c in reversed(group.children) if c["status"] != "completed"), None)
         reason = f"{type(exc).__name__}: {exc}"
         group.finish(status, error=f"child {child}: {reason}" if child else reason)

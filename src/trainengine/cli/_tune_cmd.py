@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -63,7 +62,7 @@ def tune_command(
     """
     import contextlib
 
-    from trainengine.tune import print_summary, tune, tune_parallel, watch_trials
+    from trainengine.tune import print_summary, tune, watch_trials
     from trainengine.tune._study import prepare_study
 
     cfg = resolve_config(config, preset, set_, {"tracking.output_dir": output_dir})
@@ -75,9 +74,8 @@ def tune_command(
     )  # fmt: skip
     table = watch_trials(setup.storage, setup.study_name, trials, wait_for=setup.study_dir / "run.json")
     with table if live else contextlib.nullcontext():
-        run = functools.partial(tune_parallel, workers=workers) if workers > 1 else tune
-        result = run(
-            cfg, space, trials, timeout=timeout, direction=direction, directions=directions,
+        result = tune(
+            cfg, space, trials, workers=workers, timeout=timeout, direction=direction, directions=directions,
             sampler=cast("SamplerName", sampler), pruner=cast("PrunerName | None", pruner), storage=storage,
             study_name=study_name, seed=seed, objective_metric=objective_metric,
         )  # fmt: skip

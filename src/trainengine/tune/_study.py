@@ -27,15 +27,14 @@ import dataclasses
 import logging
 import math
 import statistics
-import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from trainengine.errors import ConfigError, MissingExtraError, TrainEngineError
+from trainengine.tracking._parent import AdoptChild, experiment_db_location
 from trainengine.tune._pruning import PRUNED, PruningCallback
 from trainengine.tune._space import SearchSpace, load_space
 
@@ -44,6 +43,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from trainengine.config import TrainingConfig
+    from trainengine.tracking._db import RunStatus
     from trainengine.tune._report import TuneResult
 
 __all__ = [
@@ -295,14 +295,6 @@ def _resolve_objectives(
     return config, monitor, tuple(objectives)
 
 
-def _db_location(config: TrainingConfig) -> str | None:
-    """The ExperimentDB a run of ``config`` writes to (assembly.build_callbacks' default), or None."""
-    tr = config.tracking
-    if not (tr.experiment_db and tr.write_run_dir):
-        return None
-    return tr.db_url or str(Path(tr.output_dir) / "experiments.db")
-
-
 def prepare_study(
     base_config: TrainingConfig,
     space: SearchSpace | Mapping[str, Any] | str | Path,
@@ -342,7 +334,7 @@ def prepare_study(
         study_dir=study_dir,
         objectives=objectives,
         monitor=monitor,
-        db_location=_db_location(config),
+        db_location=experiment_db_location(config),
     )
 
 
@@ -535,30 +527,6 @@ def _latency_of(model: nn.Module, val_data: Any, config: TrainingConfig) -> floa
     return measure_latency_ms(model, inputs)
 
 
-class _AdoptTrial:
-    """Links the trial's ExperimentDB row (made by the run's own ExperimentDB callback, which runs
-    first) to the study's row as soon as the trial starts."""
-
-    rank_zero_only = True
-
-    def __init__(self, location: str, parent_id: int) -> None:
-        self.location = location
-        self.parent_id = parent_id
-        self.child_id: int | None = None
-
-    def on_train_start(self, trainer: Any) -> None:
-        child = trainer.state.extra.get("experiment_db_run_id")
-        if child is not None:
-            from trainengine.tracking import ExperimentDB
-
-            db = ExperimentDB(self.location)
-            try:
-                db.set_parent(int(child), self.parent_id)
-            finally:
-                db.close()
-            self.child_id = int(child)
-
-
 def _mark_pruned(results: Mapping[str, Any], child_id: int | None, location: str | None, step: int | None) -> None:
     """A pruned trial's run ends like a completed one; record it as ``pruned`` (run.json and the database)."""
     import json
@@ -616,7 +584,7 @@ class TrialObjective:
         built = build_from_config(config)
         pruning = None if setup.multi_objective else PruningCallback(trial, setup.objectives[0].name)
         adopt = (
-            _AdoptTrial(setup.db_location, setup.parent_db_run_id)
+            AdoptChild(setup.db_location, setup.parent_db_run_id)
             if setup.db_location is not None and setup.parent_db_run_id is not None
             else None
         )
@@ -653,116 +621,37 @@ class TrialObjective:
 
 
 # ------------------------------------------------------------------------------------------- the study run
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
 class _StudyRun:
-    """The study as a parent run: its folder's run.json, config.yaml, space.yaml, lock, heartbeat
-    and ExperimentDB row (``group_kind`` ``tune``); reopened when the study is continued."""
+    """The study as a parent run (:class:`~trainengine.tracking.ParentRun`, ``group_kind``
+    ``tune``) with its search space beside its base config; reopened when the study is continued."""
 
     def __init__(self, setup: StudySetup) -> None:
+        from trainengine.tracking._parent import ParentRun
+
         self.setup = setup
-        self.path = setup.study_dir
-        self.facts: dict[str, Any] = {}
-        self.db: Any = None
-        self.db_run_id: int | None = None
-        self._lock: Any = None
-        self._sink: Any = None
-        self._facts_lock = threading.Lock()  # the heartbeat thread and the main thread both write run.json
+        self.record = ParentRun(setup.study_dir, "tune", setup.base_config)
 
     def open(self, details: Mapping[str, Any]) -> int | None:
         """Take the folder, write (or reopen) the record; returns the study's ExperimentDB row id."""
-        import json
-
         import yaml
 
         from trainengine._io import atomic_write_text
-        from trainengine._liveness import HEARTBEAT_INTERVAL_S
-        from trainengine.provenance import git_info, library_versions
-        from trainengine.tracking import RunDirLock
-        from trainengine.tracking._callbacks import BackgroundSink
 
-        setup, tr = self.setup, self.setup.base_config.tracking
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = RunDirLock(self.path)
-        self._lock.acquire()  # one tune() per study folder; workers run trials without it
-        previous = self.path / "run.json"
-        if previous.is_file():
-            self.facts = json.loads(previous.read_text(encoding="utf-8"))
-            self.facts.setdefault("resumes", []).append({"time": _now()})
-            self.facts.update(status="running", end_time=None, heartbeat_time=_now())
-            self.facts.pop("error", None)
-        else:
-            self.facts = {
-                "run_id": self.path.name,
-                "experiment": self.path.parent.name,
-                "status": "running",
-                "start_time": _now(),
-                "end_time": None,
-                "git": git_info(),
-                "versions": library_versions(),
-                "seed": setup.base_config.training.seed,
-                "tags": list(tr.tags),
-                "notes": tr.notes,
-                "heartbeat_time": _now(),
-                "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,
-            }
-        self.facts["group"] = {
-            **self.facts.get("group", {}),
-            "kind": "tune",
+        setup, path = self.setup, self.setup.study_dir
+        header = (
+            f"# Base config of the study {path.parent.name}/{path.name}. Continue it: "
+            f"trainengine tune --config {path / 'config.yaml'} --space {path / 'space.yaml'} "
+            f"--study-name {setup.study_name}\n"
+        )
+        group = {
             "study_name": setup.study_name,
             "storage": setup.storage,
             "objectives": [dataclasses.asdict(o) for o in setup.objectives],
             **details,
         }
-        resolved = setup.base_config.to_dict()
-        resolved["tracking"]["run_name"] = None
-        header = (
-            f"# Base config of the study {self.path.parent.name}/{self.path.name}. Continue it: "
-            f"trainengine tune --config {self.path / 'config.yaml'} --space {self.path / 'space.yaml'} "
-            f"--study-name {setup.study_name}\n"
-        )
-        atomic_write_text(self.path / "config.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
-        atomic_write_text(self.path / "space.yaml", yaml.safe_dump(setup.space.to_dict(), sort_keys=False))
-        self._write_facts()
-        if setup.db_location is not None:
-            from trainengine.tracking import ExperimentDB, UnknownRunError
-
-            self.db = ExperimentDB(setup.db_location)
-            known = self.facts["group"].get("db_run_id")
-            if known is not None:
-                with contextlib.suppress(UnknownRunError):  # a new database: the row is made again below
-                    self.db.update_run_status(int(known), "running")
-                    self.db_run_id = int(known)
-            if self.db_run_id is None:
-                self.db_run_id = self.db.log_run(
-                    self.path.name,
-                    config=setup.base_config.to_dict(),
-                    notes=tr.notes,
-                    tags=list(tr.tags),
-                    experiment=self.path.parent.name,
-                    run_dir=str(self.path),
-                    heartbeat_interval_s=HEARTBEAT_INTERVAL_S,
-                    group_kind="tune",
-                )
-            self._write_facts(group={**self.facts["group"], "db_run_id": self.db_run_id})
-        # No training loop of its own: a thread keeps the record alive while the trials train.
-        self._sink = BackgroundSink("trainengine-study", heartbeat=self._heartbeat, heartbeat_s=HEARTBEAT_INTERVAL_S)
-        return self.db_run_id
-
-    def _heartbeat(self) -> None:
-        with contextlib.suppress(OSError, TrainEngineError):  # a missed heartbeat is not worth a failed study
-            self._write_facts(heartbeat_time=_now())
-            if self.db is not None and self.db_run_id is not None:
-                self.db.heartbeat(self.db_run_id)
-
-    def _write_facts(self, **changes: Any) -> None:
-        from trainengine._io import atomic_write_json
-
-        with self._facts_lock:
-            self.facts.update(changes)
-            atomic_write_json(self.path / "run.json", self.facts)
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / "space.yaml", yaml.safe_dump(setup.space.to_dict(), sort_keys=False))
+        return self.record.start(group, header)
 
     def record_trials(self, study: optuna.Study, _trial: Any = None) -> None:
         """An Optuna callback: the trials so far (every worker's) into run.json's ``group.children``."""
@@ -770,16 +659,12 @@ class _StudyRun:
             {"name": trial_run_name(t.number), "number": t.number, "status": _run_status(t.state.name)}
             for t in study.get_trials(deepcopy=False)
         ]
-        self._write_facts(group={**self.facts["group"], "children": children, "num_children": len(children)})
+        self.record.update_group(children=children, num_children=len(children))
 
-    def finish(self, status: str, result: TuneResult | None = None, error: str | None = None) -> None:
-        if self._sink is not None:
-            with contextlib.suppress(Exception):  # the heartbeat thread's own failure must not hide the result
-                self._sink.close()
-            self._sink = None
-        changes: dict[str, Any] = {"status": status, "end_time": _now(), "heartbeat_time": _now()}
+    def finish(self, status: RunStatus, result: TuneResult | None = None, error: str | None = None) -> None:
+        results = metrics = None
         if result is not None:
-            changes["results"] = {
+            results = {
                 # runs list reads these: the study's headline is its best trial's value.
                 "best_metric_name": result.objectives[0] if not result.multi_objective else None,
                 "best_metric": result.best_value,
@@ -787,19 +672,9 @@ class _StudyRun:
                 "steps": result.total_steps,
                 "summary": "study_summary.json",
             }
-        if error is not None:
-            changes["error"] = error
-        try:
-            self._write_facts(**changes)
-            if self.db is not None and self.db_run_id is not None:
-                if result is not None and result.best_value is not None:
-                    self.db.log_metrics(self.db_run_id, {f"best/{result.objectives[0]}": result.best_value})
-                self.db.update_run_status(self.db_run_id, status, error=error)
-        finally:
-            if self.db is not None:
-                self.db.close()
-            if self._lock is not None:
-                self._lock.release()
+            if result.best_value is not None:
+                metrics = {f"best/{result.objectives[0]}": result.best_value}
+        self.record.finish(status, results=results, metrics=metrics, error=error)
 
 
 def _run_status(state_name: str) -> str:
@@ -814,12 +689,16 @@ def _recorded(run: _StudyRun) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        status: RunStatus = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         run.finish(status, error=f"{type(exc).__name__}: {exc}")
         raise
 
 
 # ------------------------------------------------------------------------------------------- tune()
+# A trial failing with these is recorded FAILED with its run and the study goes on.
+_TRIAL_ERRORS = (TrainEngineError, ArithmeticError, RuntimeError, ValueError)
+
+
 def _name_of(component: Any) -> str:
     return component if isinstance(component, str) else type(component).__name__
 
@@ -841,6 +720,7 @@ def tune(
     seed: int | None = 0,
     objective_metric: str | None = None,
     callbacks: Sequence[Any] = (),
+    workers: int = 1,
 ) -> TuneResult:
     """Search hyperparameters with Optuna: every trial a training run of the sampled config.
 
@@ -871,6 +751,9 @@ def tune(
         objective_metric: optimise this evaluation metric (``val/accuracy``) instead of the
             config's monitored one; it becomes the trials' ``training.monitor``.
         callbacks: extra Trainer callbacks for every trial.
+        workers: run the trials in this many processes sharing the storage
+            (:func:`~trainengine.tune.run_workers`); with more than one, ``sampler`` and ``pruner``
+            are given by name and ``callbacks`` is empty (they do not cross processes).
 
     Returns:
         A :class:`~trainengine.tune.TuneResult`: best value and parameters, the best config,
@@ -900,6 +783,13 @@ def tune(
         raise ConfigError(f"timeout must be a number of seconds > 0, got {timeout!r}")
     if isinstance(sampler, str) and sampler not in _SAMPLERS:
         raise ConfigError(f"unknown sampler {sampler!r} — available: {', '.join(_SAMPLERS)}")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
+    if workers > 1 and not (isinstance(sampler, str) and (pruner is None or isinstance(pruner, str)) and not callbacks):
+        raise ConfigError(
+            "workers > 1 runs the trials in other processes: give sampler and pruner by name "
+            f"(sampler: {', '.join(_SAMPLERS)}; pruner: median, hyperband, none) and no callbacks"
+        )
     setup = prepare_study(
         base_config,
         space,
@@ -910,22 +800,34 @@ def tune(
         output_dir=output_dir,
         objective_metric=objective_metric,
     )
+    # Created here, before any worker starts: workers only load it.
     study = open_study(setup, sampler=sampler, pruner=pruner, seed=seed, load_if_exists=load_if_exists)
     run = _StudyRun(setup)
     with _recorded(run):
-        parent = run.open(
-            {"n_trials": n_trials, "sampler": _name_of(sampler), "pruner": _name_of(pruner) if pruner else "auto"}
-        )
+        details = {"n_trials": n_trials, "sampler": _name_of(sampler), "pruner": _name_of(pruner) if pruner else "auto"}
+        parent = run.open({**details, "workers": workers})
         setup = dataclasses.replace(setup, parent_db_run_id=parent)
-        remaining = n_trials - finished_trials(study)
-        if remaining > 0:
+        if workers > 1:
+            from trainengine.tune._workers import run_workers
+
+            run_workers(
+                setup,
+                n_trials,
+                num_workers=workers,
+                sampler=cast("SamplerName", sampler),  # a name: checked above
+                pruner=cast("PrunerName | None", pruner),
+                seed=seed,
+                timeout=timeout,
+                on_poll=lambda: run.record_trials(study),
+            )
+        elif (remaining := n_trials - finished_trials(study)) > 0:
             study.optimize(
                 TrialObjective(setup, callbacks),
                 n_trials=remaining,
                 timeout=timeout,
                 # A trial that fails (a diverging learning rate, an invalid combination, out of memory)
                 # is recorded FAILED with its run; the study goes on. Ctrl-C still stops it.
-                catch=(TrainEngineError, ArithmeticError, RuntimeError, ValueError),
+                catch=_TRIAL_ERRORS,
                 callbacks=[run.record_trials],
             )
         run.record_trials(study)

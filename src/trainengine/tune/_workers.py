@@ -22,7 +22,6 @@ been silent for the grace period (:func:`~trainengine.tune._study.open_storage`)
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import multiprocessing
 import os
@@ -37,15 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 from trainengine.errors import ConfigError, TrainEngineError
 from trainengine.tune._study import (
+    _TRIAL_ERRORS,
     PrunerName,
     SamplerName,
     StudySetup,
     TrialObjective,
-    _recorded,
-    _StudyRun,
     open_storage,
     open_study,
-    prepare_study,
 )
 
 if TYPE_CHECKING:
@@ -215,8 +212,7 @@ def _worker_main(setup_data: Mapping[str, Any], options: Mapping[str, Any], inde
             study.optimize(
                 _Gated(TrialObjective(setup), budget, index, stopper),
                 timeout=options["timeout"],
-                # As in tune(): a failing trial is recorded FAILED with its run and the study goes on.
-                catch=(TrainEngineError, ArithmeticError, RuntimeError, ValueError),
+                catch=_TRIAL_ERRORS,  # as in tune(): a failing trial is recorded FAILED and the study goes on
                 callbacks=[budget.after_trial],
             )
         finally:
@@ -445,63 +441,13 @@ def tune_parallel(
     n_trials: int,
     *,
     workers: int,
-    timeout: float | None = None,
-    direction: str | None = None,
-    directions: Sequence[str | tuple[str, str]] | None = None,
-    sampler: SamplerName = "tpe",
-    pruner: PrunerName | None = None,
-    storage: str | None = None,
-    study_name: str | None = None,
-    load_if_exists: bool = True,
-    output_dir: str | Path | None = None,
-    seed: int | None = 0,
-    objective_metric: str | None = None,
+    **options: Any,
 ) -> TuneResult:
-    """:func:`~trainengine.tune.tune` with its trials run by ``workers`` processes sharing the storage.
+    """:func:`~trainengine.tune.tune` with ``workers`` processes: ``tune(..., workers=workers)``.
 
-    The arguments are :func:`~trainengine.tune.tune`'s. The study run (``<study_dir>/run.json``,
-    its ExperimentDB row), the trials' runs and the report are the same; only who runs the
-    trials differs. ``n_trials`` is the study's total, trials of earlier runs included.
-
-    Raises:
-        ConfigError: as :func:`~trainengine.tune.tune`, or ``workers`` below 1.
-        TrainEngineError: a worker failed.
+    The other keyword arguments are :func:`~trainengine.tune.tune`'s (``sampler`` and ``pruner``
+    by name, no ``callbacks``). ``n_trials`` is the study's total, trials of earlier runs included.
     """
-    from trainengine.tune._report import write_report
+    from trainengine.tune._study import tune
 
-    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
-        raise ConfigError(f"n_trials must be a whole number >= 1, got {n_trials!r}")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ConfigError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
-    setup = prepare_study(
-        base_config,
-        space,
-        direction=direction,
-        directions=directions,
-        storage=storage,
-        study_name=study_name,
-        output_dir=output_dir,
-        objective_metric=objective_metric,
-    )
-    # Created here, before any worker starts: the workers only load it.
-    study = open_study(setup, sampler=sampler, pruner=pruner, seed=seed, load_if_exists=load_if_exists)
-    run = _StudyRun(setup)
-    with _recorded(run):
-        parent = run.open({"n_trials": n_trials, "sampler": sampler, "pruner": pruner or "auto", "workers": workers})
-        setup = dataclasses.replace(setup, parent_db_run_id=parent)
-        run_workers(
-            setup,
-            n_trials,
-            num_workers=workers,
-            sampler=sampler,
-            pruner=pruner,
-            seed=seed,
-            timeout=timeout,
-            on_poll=lambda: run.record_trials(study),
-        )
-        run.record_trials(study)
-        result = write_report(study, setup)
-    run.finish("completed", result)
-    return result
+    return tune(base_config, space, n_trials, workers=workers, **options)
