@@ -266,11 +266,13 @@ _BUILTINS: dict[Registry, dict[str, str]] = {
         "tabular_mlp": "trainengine.models._tabular:TabularMLP",
         "cnn": "trainengine.models._cnn:SmallCNN",
         "gpt": "trainengine.models._registry:_build_gpt",
+        "reward_model": "trainengine.models._reward:build_reward_model",
     },
     DATASETS: {
         "digits": "trainengine.data._builtin:_digits",
         "diabetes": "trainengine.data._builtin:_diabetes",
         "pystdlib": "trainengine.data._builtin:_pystdlib",
+        "prm": "trainengine.data._reward:load_prm",
     },
     DATA_FORMATS: {
         "csv": "trainengine.data._readers:read_csv",
@@ -285,6 +287,7 @@ _BUILTINS: dict[Registry, dict[str, str]] = {
         "regression": "trainengine.tasks._registry:regression_task",
         "language_modeling": "trainengine.tasks._registry:language_modeling_task",
         "vision": "trainengine.tasks._registry:vision_task",
+        "reward": "trainengine.tasks._registry:reward_task",
     },
     LOSSES: {
         "classification": "trainengine.tasks._losses:ClassificationLoss",
@@ -292,6 +295,7 @@ _BUILTINS: dict[Registry, dict[str, str]] = {
         "regression": "trainengine.tasks._losses:RegressionLoss",
         # Vision tasks in trainengine classify images, so they share the classification loss.
         "vision": "trainengine.tasks._losses:ClassificationLoss",
+        "reward": "trainengine.tasks._losses:StepRewardLoss",
     },
     SCHEDULES: {
         "cosine": "trainengine.engine.schedules:cosine_schedule",

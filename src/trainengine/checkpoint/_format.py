@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ __all__ = [
     "CheckpointMetadata",
     "LoadedCheckpoint",
     "checkpoint_name",
+    "is_checkpoint_name",
+    "CHECKPOINT_NAME_RE",
     "verify_checkpoint",
     "read_checkpoint",
     "read_metadata",
@@ -45,9 +48,33 @@ REPLACED_PREFIX = ".trash-replaced-"  # an old checkpoint moved aside while the 
 PICKLE_REFUSED = "pickle and torch.save files are refused because unpickling one can run arbitrary code"
 
 
-def checkpoint_name(step: int) -> str:
-    """Folder name of the checkpoint at ``step``: ``ckpt-000001200``."""
+#: The Hugging Face / seed 001 folder style: ``checkpoint_step_1200``.
+STEP_PREFIX = "checkpoint_step_"
+#: A checkpoint folder's name in either style; group 1 is the step.
+CHECKPOINT_NAME_RE = re.compile(rf"(?:{re.escape(CKPT_PREFIX)}|{re.escape(STEP_PREFIX)})(\d+)")
+
+
+def checkpoint_name(step: int, style: str = "ckpt") -> str:
+    """Folder name of the checkpoint at ``step``: ``ckpt-000001200``, or ``checkpoint_step_1200``
+    with ``style="checkpoint_step"`` (``checkpointing.folder_name``).
+
+    Example:
+        >>> checkpoint_name(1200), checkpoint_name(1200, "checkpoint_step")
+        ('ckpt-000001200', 'checkpoint_step_1200')
+    """
+    if style == "checkpoint_step":
+        return f"{STEP_PREFIX}{step}"
     return f"{CKPT_PREFIX}{step:09d}"
+
+
+def is_checkpoint_name(name: str) -> bool:
+    """Whether a folder name is a checkpoint's (either style).
+
+    Example:
+        >>> is_checkpoint_name("ckpt-000000010"), is_checkpoint_name("checkpoint_step_10"), is_checkpoint_name("x")
+        (True, True, False)
+    """
+    return CHECKPOINT_NAME_RE.fullmatch(name) is not None
 
 
 @dataclass

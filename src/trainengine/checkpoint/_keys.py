@@ -17,7 +17,14 @@ from torch import nn
 
 from trainengine.errors import CheckpointError
 
-__all__ = ["canonical_keys", "model_tensors", "load_model_state", "save_weights_file", "load_weights_file"]
+__all__ = [
+    "canonical_keys",
+    "model_tensors",
+    "checkpoint_weights",
+    "load_model_state",
+    "save_weights_file",
+    "load_weights_file",
+]
 
 _COMPILED = "_orig_mod"
 _DDP = "module."
@@ -99,13 +106,47 @@ def model_tensors(model: nn.Module | Mapping[str, torch.Tensor]) -> tuple[dict[s
     return tensors, aliases
 
 
+def _checkpoint_hook(model: nn.Module) -> Any:
+    """The model's ``checkpoint_state_dict`` method (looked up inside compile / DDP wrappers), or None."""
+    from trainengine.models._spec import unwrap_model  # lazy: models is a lower layer, kept off import time
+
+    hook = getattr(unwrap_model(model), "checkpoint_state_dict", None)
+    return hook if callable(hook) else None
+
+
+def checkpoint_weights(model: nn.Module | Mapping[str, torch.Tensor]) -> nn.Module | Mapping[str, torch.Tensor]:
+    """What a checkpoint stores of ``model``: its ``checkpoint_state_dict()`` when it has one, else the module.
+
+    A model may define ``checkpoint_state_dict() -> {key: tensor}`` (keys as in its own
+    ``state_dict``) to keep a checkpoint to the weights its spec cannot rebuild, e.g. a LoRA
+    model's adapters and head (:class:`trainengine.models.RewardModel`); :func:`load_model_state`
+    then requires exactly those keys. Whole-model weight files (:func:`save_weights_file`,
+    export bundles) always hold every weight.
+
+    Example:
+        >>> from torch import nn
+        >>> class Half(nn.Sequential):
+        ...     def checkpoint_state_dict(self):
+        ...         return {k: v for k, v in self.state_dict().items() if k.startswith("1.")}
+        >>> sorted(checkpoint_weights(Half(nn.Linear(2, 2), nn.Linear(2, 1))))
+        ['1.bias', '1.weight']
+    """
+    if isinstance(model, nn.Module):
+        hook = _checkpoint_hook(model)
+        if hook is not None:
+            return dict(hook())
+    return model
+
+
 def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], *, strict: bool = True) -> None:
     """Copy canonical-key weights into ``model``, whatever wrapper (compile, DDP) it has.
 
     Args:
         model: The target module (plain, ``torch.compile``'d or DDP-wrapped).
         state: ``{canonical_key: tensor}`` as stored in ``model.safetensors``.
-        strict: Refuse missing or unexpected keys (shape mismatches are always refused).
+        strict: Refuse missing or unexpected keys (shape mismatches are always refused). A model
+            with ``checkpoint_state_dict()`` (see :func:`checkpoint_weights`) needs only the keys
+            that method returns; other weights of the model may be present too.
 
     Raises:
         CheckpointError: Keys do not match (with ``strict``) or a shape differs; the message
@@ -116,7 +157,9 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], *, str
     target = {canon: orig for orig, canon in mapping.items()}
     remapped = {target[k]: v for k, v in state.items() if k in target}
     if strict:
-        missing = [k for k in target if k not in state]
+        hook = _checkpoint_hook(model)
+        required = set(canonical_keys(hook()).values()) if hook is not None else set(target)
+        missing = [k for k in target if k in required and k not in state]
         unexpected = [k for k in state if k not in target]
         if missing or unexpected:
             parts = []

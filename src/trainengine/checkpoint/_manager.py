@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import re
 import secrets
 import threading
 import time
@@ -26,7 +25,7 @@ from torch import nn
 from trainengine._io import atomic_write_text
 from trainengine.checkpoint._async import AsyncSave
 from trainengine.checkpoint._format import (
-    CKPT_PREFIX,
+    CHECKPOINT_NAME_RE,
     MANIFEST_FILE,
     META_FILE,
     REPLACED_PREFIX,
@@ -50,7 +49,7 @@ logger = logging.getLogger("trainengine")
 
 EMERGENCY_TAG = "emergency"
 INDEX_FILE = "index.json"
-_CKPT_RE = re.compile(re.escape(CKPT_PREFIX) + r"(\d+)")
+_CKPT_RE = CHECKPOINT_NAME_RE
 _SPLITS = ("train", "val", "test")
 
 
@@ -138,6 +137,7 @@ class CheckpointManager:
         mode: Literal["min", "max"] = "min",
         *,
         read_only: bool = False,
+        folder_name: Literal["ckpt", "checkpoint_step"] = "ckpt",
     ) -> None:
         problems = []
         for name, value, low in (("keep_best_k", keep_best_k, 0), ("keep_last_n", keep_last_n, 0)):
@@ -151,11 +151,14 @@ class CheckpointManager:
                 problems.append(f"{name}: must be None or an int >= 1, got {interval!r}")
         if mode not in ("min", "max"):
             problems.append(f"mode: must be 'min' or 'max', got {mode!r}")
+        if folder_name not in ("ckpt", "checkpoint_step"):
+            problems.append(f"folder_name: must be 'ckpt' or 'checkpoint_step', got {folder_name!r}")
         if not isinstance(monitor, str) or not monitor:
             problems.append(f"monitor: must be a metric name such as 'val/loss', got {monitor!r}")
         if problems:
             raise ConfigError(problems, prefix="invalid CheckpointManager arguments")
         self.checkpoint_dir = Path(checkpoint_dir)
+        self.folder_name = folder_name
         self.keep_best_k = keep_best_k
         self.keep_last_n = keep_last_n
         self.save_interval_epochs = save_interval_epochs
@@ -278,7 +281,7 @@ class CheckpointManager:
         if payload.model is not None:
             payload.model = stage(payload.model, self._buffers["model"])
         payload.state = stage(payload.state, self._buffers["state"])
-        handle = AsyncSave(step, self.checkpoint_dir / checkpoint_name(step))
+        handle = AsyncSave(step, self.checkpoint_dir / checkpoint_name(step, self.folder_name))
         handle.blocked_seconds = t1 - t0
         handle.stall_seconds = time.perf_counter() - t1
 
@@ -357,7 +360,8 @@ class CheckpointManager:
 
     def _write(self, payload: Payload) -> Path:
         with writer_lock(self.checkpoint_dir, blocking=True):
-            path = write_checkpoint(self.checkpoint_dir, payload, publish_lock=self._lock)
+            name = checkpoint_name(payload.step, self.folder_name)
+            path = write_checkpoint(self.checkpoint_dir, payload, publish_lock=self._lock, name=name)
             with self._lock:
                 try:
                     self.prune()

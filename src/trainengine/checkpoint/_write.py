@@ -32,7 +32,7 @@ from trainengine.checkpoint._format import (
     checkpoint_name,
 )
 from trainengine.checkpoint._fs import fsync_and_hash, fsync_dir, remove_tree, write_bytes_durably
-from trainengine.checkpoint._keys import model_tensors
+from trainengine.checkpoint._keys import checkpoint_weights, model_tensors
 from trainengine.errors import CheckpointError
 
 __all__ = ["Payload", "prepare", "materialize", "stage", "write_checkpoint"]
@@ -82,7 +82,8 @@ def prepare(
             raise CheckpointError(f"metric '{key}' must be a number, got {type(value).__name__} {value!r}") from None
     if state is not None and not isinstance(state, Mapping):
         raise CheckpointError(f"state must be a dict, got {type(state).__name__}")
-    weights, aliases = model_tensors(model) if model is not None else (None, {})
+    # checkpoint_weights: a model's checkpoint_state_dict() subset (LoRA adapters + head) when it has one.
+    weights, aliases = model_tensors(checkpoint_weights(model)) if model is not None else (None, {})
     tensors, skeleton = flatten_state(dict(state or {}))
     return Payload(step, epoch, weights, aliases, tensors, skeleton, dict(meta or {}), tag_list, clean_metrics)
 
@@ -131,9 +132,13 @@ def stage(tensors: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) ->
 
 
 def write_checkpoint(
-    checkpoint_dir: Path, payload: Payload, *, publish_lock: AbstractContextManager[Any] | None = None
+    checkpoint_dir: Path,
+    payload: Payload,
+    *,
+    publish_lock: AbstractContextManager[Any] | None = None,
+    name: str | None = None,
 ) -> Path:
-    """Write ``payload`` as ``<checkpoint_dir>/ckpt-<step>`` atomically; return the folder.
+    """Write ``payload`` as ``<checkpoint_dir>/ckpt-<step>`` (or ``name``) atomically; return the folder.
 
     The files go to a hidden ``.tmp-ckpt-*`` folder first (each fsynced, ``manifest.json``
     last), the folder is fsynced and renamed into place, then the parent is fsynced. An
@@ -145,12 +150,13 @@ def write_checkpoint(
         payload: What to write (tensors on CPU, contiguous, not sharing memory).
         publish_lock: Held only around the final renames, so readers listing the folder wait
             for a few milliseconds at most, never for the whole write.
+        name: The folder's name (:func:`checkpoint_name` of another style); None = ``ckpt-<step>``.
 
     Raises:
         CheckpointError: Anything failed (disk full, permissions, ...); the temporary folder
             is removed and earlier checkpoints are untouched.
     """
-    final = checkpoint_dir / checkpoint_name(payload.step)
+    final = checkpoint_dir / (name or checkpoint_name(payload.step))
     tmp = checkpoint_dir / f"{TMP_PREFIX}{payload.step:09d}-{secrets.token_hex(4)}"
     try:
         tmp.mkdir()

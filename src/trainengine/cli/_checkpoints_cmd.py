@@ -20,7 +20,9 @@ def _checkpoint_dir(run_dir: Path) -> Path:
     """The checkpoints of a run directory (or the folder itself when it holds checkpoints)."""
     if (run_dir / "checkpoints").is_dir():
         return run_dir / "checkpoints"
-    if run_dir.is_dir() and any(p.name.startswith("ckpt-") for p in run_dir.iterdir()):
+    from trainengine.checkpoint import is_checkpoint_name
+
+    if run_dir.is_dir() and any(is_checkpoint_name(p.name) for p in run_dir.iterdir()):
         return run_dir
     config = run_dir / "config.yaml"
     if config.is_file():

@@ -83,7 +83,9 @@ def evaluate_command(
     seed: int = typer.Option(0, "--seed", help="Resampling seed."),
     worst_k: int = typer.Option(20, "--worst-k", min=0, help="Highest-loss examples written to worst.jsonl."),
     device: str = typer.Option("cpu", "--device", help="Where the model runs (cpu, cuda, cuda:1)."),
-    output_dir: Path = typer.Option(..., "--output-dir", help="Folder for eval_metrics.json, worst.jsonl, plots."),
+    output_dir: Path = typer.Option(
+        ..., "--output-dir", "--output_dir", help="Folder for eval_metrics.json, worst.jsonl, plots."
+    ),
 ) -> None:
     """Evaluate a model: metrics with bootstrap CIs, segments, calibration, threshold, worst examples."""
     from trainengine.evaluation import evaluate

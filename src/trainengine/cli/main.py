@@ -28,6 +28,7 @@ from trainengine.cli._registry_cmd import registry_app
 from trainengine.cli._runs_cmd import runs_app
 from trainengine.cli._serve_cmd import serve_command
 from trainengine.cli._train import train_command
+from trainengine.cli._train_lora_cmd import train_lora_command
 from trainengine.cli._tune_cmd import tune_command
 from trainengine.errors import TrainEngineError
 
@@ -41,6 +42,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("train")(train_command)
+app.command("train-lora")(train_lora_command)
 app.command("quickstart")(quickstart_command)
 app.command("resume")(resume_command)
 app.command("logs")(logs_command)

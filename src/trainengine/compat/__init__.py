@@ -8,10 +8,11 @@ checkpoint format (safetensors + JSON, never pickle). ``docs/seed-guide.md`` map
 example to the engine's own way.
 
 Modules:
+    seed001: ``get_lora_config()`` and the other reward-model configs of seed 001 (LoRA process reward models).
     seed002: checkpoint manager, logger, tracker and metrics names of seed 002 ("engineering practice").
     seed004: ``ProductionTrainer`` and the schedule helpers of seed 004 ("training strategies").
 """
 
-from trainengine.compat import seed002, seed004
+from trainengine.compat import seed001, seed002, seed004
 
-__all__: list[str] = ["seed002", "seed004"]
+__all__: list[str] = ["seed001", "seed002", "seed004"]

@@ -22,7 +22,7 @@ Example:
     'training.max_grad_norm'
     >>> find_alias("grad_clip").canonical  # flat, as seed 002's training loop reads config.grad_clip
     'training.max_grad_norm'
-    >>> find_alias("model.mlp_dropout").canonical is None  # planned, not built yet
+    >>> find_alias("model.mlp_dropout") is None  # the engine's own name since issue 15
     True
 """
 
@@ -88,9 +88,6 @@ class ConfigAlias:
         return dict(self.values).get(value, value) if isinstance(value, str) else value
 
 
-_PLANNED_HEAD = "issue 15: seed 001's reward-model MLP head"
-_PLANNED_DATA = "issue 15: seed 001's reward-model data sets"
-
 #: The one table. Line numbers refer to /work/shared/seeds/00N_*.txt. A row whose ``canonical`` is
 #: None names a field that is planned: its issue replaces the row with the real field.
 CONFIG_ALIASES: tuple[ConfigAlias, ...] = (
@@ -143,17 +140,6 @@ CONFIG_ALIASES: tuple[ConfigAlias, ...] = (
     ),
     ConfigAlias("training.warmup_ratio", "scheduler.warmup_ratio", "001 l.199; 003 l.556"),
     ConfigAlias("training.eval_steps", "training.eval_interval_steps", "001 l.257-267; 003 l.560"),
-    # -- seed 001: fields of the reward-model issue, not built yet
-    ConfigAlias("model.mlp_hidden_dims", None, "001 l.66-77", note=_PLANNED_HEAD),
-    ConfigAlias("model.mlp_dropout", None, "001 l.72, 78, 213-224", note=_PLANNED_HEAD),
-    ConfigAlias("data.use_prm800k", None, "001 l.107, 117, 124", note=_PLANNED_DATA),
-    ConfigAlias("data.use_reveal", None, "001 l.108, 118, 125", note=_PLANNED_DATA),
-    ConfigAlias("data.use_eqasc", None, "001 l.109, 119, 126", note=_PLANNED_DATA),
-    ConfigAlias("data.prm800k_weight", None, "001 l.110", note=_PLANNED_DATA),
-    ConfigAlias("data.reveal_weight", None, "001 l.111, 128", note=_PLANNED_DATA),
-    ConfigAlias("data.eqasc_weight", None, "001 l.112, 129", note=_PLANNED_DATA),
-    ConfigAlias("data.prm800k_phase", None, "001 l.135-140", note=_PLANNED_DATA),
-    ConfigAlias("data.max_steps_per_example", None, "001 l.301-311", note=_PLANNED_DATA),
 )
 
 #: Seed sections that are not engine sections: their fields all live elsewhere (see the table).

@@ -81,11 +81,42 @@ def low_memory() -> dict[str, Any]:
     )
 
 
+def prm_lora() -> dict[str, Any]:
+    """Seed 001's process reward model: LoRA (r 16, alpha 32, dropout 0.1) on a language-model
+    backbone with an MLP head ``[1024, 256]``; lr 1e-4, cosine with 500 warmup steps, weight decay
+    0.01, clipping 1.0, evaluation every 100 steps, effective batch 16 (4 x 4), ``max_length``
+    2048, at most 10 steps per example, checkpoints every 500 steps.
+
+    The backbone is left to you: set ``model.name_or_path`` (a local folder or hub id) or
+    ``model.backbone_config``, and the data files (``data.prm800k_path``, ...).
+    Run it: ``trainengine train-lora --config my_prm.yaml``
+    """
+    return {
+        "training": {
+            "max_steps": 10000,
+            "batch_size": 4,
+            "gradient_accumulation_steps": 4,
+            "learning_rate": 1e-4,
+            "max_grad_norm": 1.0,
+            "eval_interval_steps": 100,
+            "eval_every_epoch": False,
+        },
+        "optimizer": {"name": "adamw", "weight_decay": 0.01},
+        "scheduler": {"name": "cosine", "warmup_steps": 500, "warmup_ratio": 0.0},
+        "checkpointing": {"enabled": True, "save_every_n_steps": 500, "keep_best_k": 3, "keep_last_n": 5},
+        "tracking": {"experiment_name": "prm_lora", "output_dir": "outputs"},
+        "data": {"dataset": "prm", "max_length": 2048, "max_steps_per_example": 10},
+        "model": {"architecture": "reward_model", "mlp_hidden_dims": [1024, 256], "mlp_dropout": 0.1},
+        "lora": {"enabled": True, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1},
+    }
+
+
 PRESETS: dict[str, Callable[[], dict[str, Any]]] = {
     "quick_prototype": quick_prototype,
     "baseline": baseline,
     "production": production,
     "low_memory": low_memory,
+    "prm_lora": prm_lora,
 }
 
 

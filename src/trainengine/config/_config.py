@@ -30,6 +30,7 @@ from trainengine.config._errors import (
 from trainengine.config._sections import (
     SECTION_TYPES,
     CheckpointingSection,
+    CurriculumSection,
     DataSection,
     DistributedSection,
     ExportSection,
@@ -42,6 +43,7 @@ from trainengine.config._sections import (
     TaskSection,
     TrackingSection,
     TrainingSection,
+    TransferSection,
 )
 from trainengine.config._yaml import MAX_DEPTH, ConfigYAMLError, load_yaml
 from trainengine.errors import ConfigError
@@ -188,6 +190,12 @@ class TrainingConfig(BaseModel):
     )
     task: TaskSection = Field(
         default_factory=TaskSection, description="Metrics reported while training, class weights."
+    )
+    curriculum: CurriculumSection = Field(
+        default_factory=CurriculumSection, description="Curriculum learning: phases, difficulty, sequence length."
+    )
+    transfer: TransferSection = Field(
+        default_factory=TransferSection, description="Freezing, discriminative learning rates, gradual unfreezing."
     )
     plugins: list[str] = Field(
         default_factory=list,

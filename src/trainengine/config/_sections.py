@@ -33,6 +33,9 @@ __all__ = [
     "DataSection",
     "ModelSection",
     "LoraSection",
+    "CurriculumPhase",
+    "CurriculumSection",
+    "TransferSection",
     "DistributedSection",
     "ExportSection",
     "MonitoringSection",
@@ -108,9 +111,6 @@ def _number_kind(annotation: Any) -> str | None:
 
 # Switches whose capability is not built yet. Nothing reads them, so accepting them would let a
 # user believe LoRA or DDP ran; each is refused until the issue that builds it removes its line here.
-_NOT_BUILT_LORA = (
-    "LoRA training is not built yet (planned with LoRA fine-tuning / reward models); remove it or set false"
-)
 _NOT_BUILT_DISTRIBUTED = (
     "distributed training is not built yet (planned: DDP / FSDP2 under torchrun) — nothing starts processes "
     "or wraps the model; remove it or set {default}"
@@ -337,6 +337,13 @@ class CheckpointingSection(Section):
     save_every_n_epochs: int | None = Field(
         1, ge=1, description="Save a checkpoint every N epochs; null disables epoch saves."
     )
+    folder_name: Literal["ckpt", "checkpoint_step"] = Field(
+        "ckpt",
+        description=(
+            "Checkpoint folder names: ckpt (ckpt-000001000) or checkpoint_step (checkpoint_step_1000, as Hugging "
+            "Face style scripts and seed 001 name them); both are read either way."
+        ),
+    )
     save_every_n_steps: int | None = Field(
         None, ge=1, description="Save a checkpoint every N optimizer steps; null disables step saves."
     )
@@ -514,8 +521,10 @@ class DataSection(Section):
     tokenizer: str = Field(
         "byte",
         description=(
-            "Text tokenizer: byte (UTF-8 bytes, vocabulary 256) or the path of a Hugging Face tokenizer folder / "
-            "tokenizer.json (needs trainengine[data]); saved with checkpoints and export bundles."
+            "Text tokenizer: byte (UTF-8 bytes, vocabulary 256), bpe / bpe:<N> (dataset prm: a byte-level BPE of N "
+            "tokens trained on the training texts) or the path of a Hugging Face tokenizer folder / tokenizer.json "
+            "(needs trainengine[data]); with dataset prm a local backbone tokenizer (model.name_or_path) takes "
+            "precedence over byte and bpe. Saved with checkpoints and export bundles."
         ),
     )
     image_size: int | None = Field(
@@ -529,6 +538,44 @@ class DataSection(Section):
         description=(
             "Folder of the parsed-data cache (memory-mapped Arrow files keyed by the files' hashes); null = "
             "$TRAINENGINE_DATA_CACHE, else ~/.cache/trainengine/data."
+        ),
+    )
+    # -- reasoning-step data for process reward models (dataset: prm; docs/reward-models.md) ----------
+    prm800k_path: str | None = Field(
+        None, description="PRM800K: a JSONL file, a glob or a folder of phase1_*/phase2_* JSONL files."
+    )
+    reveal_path: str | None = Field(None, description="REVEAL: a CSV file, a glob or a folder of CSV files.")
+    eqasc_path: str | None = Field(None, description="EQASC: a JSON-lines file, a glob or a folder.")
+    use_prm800k: bool = Field(True, description="Use PRM800K (when prm800k_path is set).")
+    use_reveal: bool = Field(
+        True, description="Use REVEAL (when reveal_path is set); evaluation only unless reveal_for_training."
+    )
+    use_eqasc: bool = Field(True, description="Use EQASC (when eqasc_path is set).")
+    reveal_for_training: bool = Field(
+        False,
+        description="Mix REVEAL into training; by default it is a test set only, as its published terms allow.",
+    )
+    prm800k_weight: float = Field(
+        0.5, ge=0.0, description="PRM800K's share of the training mix (weights are normalised)."
+    )
+    reveal_weight: float = Field(
+        0.25, ge=0.0, description="REVEAL's share of the training mix (with reveal_for_training)."
+    )
+    eqasc_weight: float = Field(0.25, ge=0.0, description="EQASC's share of the training mix.")
+    prm800k_phase: Literal[1, 2] | None = Field(
+        None, description="PRM800K phase files: 1 (simpler problems), 2 (harder); null = both."
+    )
+    max_steps_per_example: int = Field(
+        10, ge=1, le=10_000, description="Keep at most this many reasoning steps per example."
+    )
+    step_separator: str = Field(
+        "\n", description="Text put after every reasoning step; each step is scored at its last token."
+    )
+    source_fields: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description=(
+            "Per source (prm800k, reveal, eqasc): field or column names that differ from the published files', "
+            "e.g. {reveal: {step: step_text}} (docs/reward-models.md lists each source's fields)."
         ),
     )
 
@@ -596,6 +643,27 @@ class ModelSection(Section):
     d_ff: int | None = Field(None, ge=1, description="GPT feed-forward width; null = 4 x d_model.")
     tie_weights: bool = Field(True, description="Share the GPT token embedding with the output layer.")
     bias: bool = Field(False, description="Use biases in GPT linear layers and norms.")
+    # -- Hugging Face backbones (reward_model; docs/reward-models.md) ------------------------------
+    name_or_path: str | None = Field(
+        None,
+        description=(
+            "Backbone to load with transformers: a local folder, or a hub id where the network allows (reward_model)."
+        ),
+    )
+    backbone_config: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "Build a randomly initialised backbone from this transformers config instead (model_type plus its "
+            "fields, e.g. {model_type: llama, hidden_size: 64, num_hidden_layers: 2, ...})."
+        ),
+    )
+    mlp_hidden_dims: list[int] = Field(
+        default_factory=lambda: [1024, 256], description="Reward head: hidden widths of the MLP on each step."
+    )
+    mlp_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Reward head: dropout between MLP layers.")
+    freeze_backbone: bool = Field(
+        False, description="Train the head only (the backbone frozen); with lora.enabled the adapters train too."
+    )
 
     @field_validator("architecture")
     @classmethod
@@ -604,24 +672,19 @@ class ModelSection(Section):
 
 
 class LoraSection(Section):
-    """LoRA adapters for fine-tuning (not built yet: ``enabled: true`` is refused until it arrives)."""
+    """LoRA adapters (PEFT) on a Hugging Face backbone: only the adapters and the head train."""
 
-    enabled: bool = Field(
-        False, description="Train LoRA adapters instead of all weights (not built yet: true is refused)."
-    )
+    enabled: bool = Field(False, description="Train LoRA adapters on the backbone instead of its weights.")
     lora_r: int = Field(16, ge=1, le=4096, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
     target_modules: list[str] = Field(
-        default_factory=list, description="Module names to adapt; empty = the backbone's attention projections."
+        default_factory=list,
+        description=(
+            "Module names to adapt (q_proj, v_proj, ...); empty = the architecture's usual attention projections."
+        ),
     )
-
-    @field_validator("enabled")
-    @classmethod
-    def _lora_not_built(cls, value: bool) -> bool:
-        if value:
-            raise ValueError(_NOT_BUILT_LORA)
-        return value
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train with the adapters.")
 
 
 class DistributedSection(Section):
@@ -865,6 +928,109 @@ class TaskSection(Section):
         return value
 
 
+class CurriculumPhase(Section):
+    """One phase of a curriculum: until optimizer step ``until_step``, draw from these sources / examples."""
+
+    until_step: int = Field(..., ge=1, description="The phase lasts until this optimizer step (exclusive).")
+    weights: dict[str, float] | None = Field(
+        None, description="Source weights during the phase (prm800k: 1.0, eqasc: 0.0); null = data's weights."
+    )
+    filter: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "Keep examples whose fields match: a value (source: prm800k, phase: 1), a list of values, or a range "
+            "{min: 0, max: 0.5}; null = all."
+        ),
+    )
+
+
+class CurriculumSection(Section):
+    """Curriculum learning for any task: phases, easy-to-hard ordering, growing sequence length (docs/curriculum)."""
+
+    phases: list[CurriculumPhase] = Field(
+        default_factory=list, description="Phases in order; after the last one the whole data set is used."
+    )
+    difficulty: Literal["none", "field", "loss"] = Field(
+        "none",
+        description=(
+            "Easy-to-hard sampling: by an example field (difficulty_field), or by each example's loss under the "
+            "starting model (a scoring pass before training); none = off."
+        ),
+    )
+    difficulty_field: str = Field("difficulty", description="The example field scored when difficulty is field.")
+    start_fraction: float = Field(
+        0.3, gt=0.0, le=1.0, description="Difficulty: the easiest fraction of the data used at step 0."
+    )
+    full_data_step: int | None = Field(
+        None, ge=1, description="Difficulty: the step from which all data is used; null = half of the run."
+    )
+    start_length: int | None = Field(
+        None, ge=2, description="Sequence-length curriculum: the maximum length at step 0 (grows to data.max_length)."
+    )
+    full_length_step: int | None = Field(
+        None,
+        ge=1,
+        description="Sequence-length curriculum: the step that reaches data.max_length; null = half of the run.",
+    )
+
+
+class TransferSection(Section):
+    """Transfer learning: freezing by name, discriminative learning rates, gradual unfreezing.
+
+    docs/transfer-learning.md shows each.
+    """
+
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="Parameter-name patterns (fnmatch: backbone.*, *.layers.0.*) that do not train.",
+    )
+    unfreeze: list[str] = Field(
+        default_factory=list, description="Patterns that train even when freeze matches them (the head, norms)."
+    )
+    layer_groups: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Discriminative learning rates: patterns of parameter groups from the input to the output; the last "
+            "group gets training.learning_rate, each earlier one lr_decay times the next. Empty = found from the model."
+        ),
+    )
+    lr_decay: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Discriminative learning rates: the factor per group towards the input; null = off.",
+    )
+    unfreeze_at_epoch: dict[int, list[str]] = Field(
+        default_factory=dict,
+        description="Gradual unfreezing: epoch -> patterns that start training at that epoch ({2: [layer4.*]}).",
+    )
+    schedule: Literal["none", "progressive"] = Field(
+        "none",
+        description=(
+            "progressive: seed 003's three phases: the head alone, then the top half of the layer groups with "
+            "discriminative rates, then everything at a tenth of the rate (phase_epochs each)."
+        ),
+    )
+    phase_epochs: list[int] = Field(
+        default_factory=lambda: [2, 2], description="progressive: epochs of phase 1 and phase 2; phase 3 is the rest."
+    )
+
+    @field_validator("phase_epochs")
+    @classmethod
+    def _two_phases(cls, value: list[int]) -> list[int]:
+        if len(value) != 2 or any(e < 0 for e in value):
+            raise ValueError(f"must be two whole numbers >= 0 (epochs of phase 1 and phase 2), got {value!r}")
+        return value
+
+    @field_validator("unfreeze_at_epoch")
+    @classmethod
+    def _epochs(cls, value: dict[int, list[str]]) -> dict[int, list[str]]:
+        bad = sorted(e for e in value if e < 0)
+        if bad:
+            raise ValueError(f"epochs must be >= 0 (0 is the first epoch), got {bad}")
+        return value
+
+
 SECTION_TYPES: dict[str, type[Section]] = {
     "training": TrainingSection,
     "optimizer": OptimizerSection,
@@ -879,4 +1045,6 @@ SECTION_TYPES: dict[str, type[Section]] = {
     "monitoring": MonitoringSection,
     "registry": RegistrySection,
     "task": TaskSection,
+    "curriculum": CurriculumSection,
+    "transfer": TransferSection,
 }

@@ -90,7 +90,8 @@ def build_dataloader(
 
     * a ``torch.Generator`` seeded with ``seed``: the shuffle order and the workers' base seeds
       are reproducible and independent of the global RNG;
-    * :func:`collate_batch` as collate function (unless ``collate_fn`` is given): the in-memory
+    * :func:`collate_batch` as collate function (unless ``collate_fn`` is given, or the dataset has its
+      own ``collate_fn`` attribute): the in-memory
       datasets hand over whole pre-gathered batches, everything else is ``default_collate``d;
     * with ``num_workers > 0``: :func:`seed_worker` as ``worker_init_fn`` and persistent workers
       (no re-fork each epoch).
@@ -163,7 +164,7 @@ def build_dataloader(
         sampler=sampler,
         drop_last=drop_last,
         num_workers=num_workers,
-        collate_fn=collate_fn if collate_fn is not None else collate_batch,
+        collate_fn=collate_fn if collate_fn is not None else (getattr(dataset, "collate_fn", None) or collate_batch),
         pin_memory=pin_memory and _accelerator_available(),
         generator=generator,
         worker_init_fn=seed_worker if workers else None,

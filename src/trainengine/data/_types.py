@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 __all__ = ["TaskType", "DatasetInfo", "DatasetSplits", "DataLeakageWarning", "ReadOptions"]
 
-TaskType = Literal["classification", "regression", "language_modeling"]
+TaskType = Literal["classification", "regression", "language_modeling", "reward"]
 
 
 class DataLeakageWarning(UserWarning):

@@ -89,6 +89,16 @@ def load_data_for(config: TrainingConfig, task_spec: TaskSpec | None) -> Dataset
         raise ConfigError(
             "data.dataset is not set — name a built-in data set (digits, diabetes, pystdlib) or set data.train_file"
         )
+    from trainengine.registries import DATASETS
+
+    factory = DATASETS.get(d.dataset)
+    if getattr(factory, "takes_config", False):
+        # A data set that reads its own settings from the config (prm: the reasoning-step files,
+        # their weights, the backbone's tokenizer).
+        splits = factory(config=config)
+        if not isinstance(splits, DatasetSplits):
+            raise ConfigError(f"data set '{d.dataset}' returned {type(splits).__name__}; it must return DatasetSplits")
+        return splits
     return load_builtin(
         d.dataset,
         val_fraction=d.val_fraction,
@@ -119,6 +129,27 @@ def build_model_for(config: TrainingConfig, task_spec: TaskSpec, splits: Dataset
         ), None
     if arch == "tabular_mlp":
         raise ConfigError("model.architecture tabular_mlp needs data.categorical_encoding embedding on file data")
+    if arch == "reward_model":
+        from trainengine.models._reward import reward_model_kwargs
+
+        if task_spec.task_type != "reward":
+            raise ConfigError(
+                f"model.architecture reward_model needs the reward task (data.dataset prm), not {task_spec.task_type}"
+            )
+        kwargs = reward_model_kwargs(
+            m,
+            config.lora,
+            vocab_size=info.vocab_size,
+            pad_token_id=(info.extra.get("tokenizer") or {}).get("pad_id"),
+            # The random base and the head come from the seed; the spec records it, so evaluation,
+            # export and resume rebuild the same frozen weights.
+            init_seed=config.training.seed,
+        )
+        return build_model("reward_model", **kwargs), None
+    if config.lora.enabled:
+        raise ConfigError(
+            f"lora.enabled adapts a Hugging Face backbone: set model.architecture reward_model (not {arch})"
+        )
     if arch not in ("gpt", "cnn", "mlp"):
         # A registered model: its builder gets model.options plus the data-derived sizes it declares.
         model = build_model_for_data(

@@ -54,6 +54,7 @@ def _manager(config: Any, directory: Path, monitor: str, mode: Literal["min", "m
         save_interval_steps=c.save_every_n_steps,
         monitor=monitor,
         mode=mode,
+        folder_name=c.folder_name,
     )
 
 
@@ -174,7 +175,9 @@ def resolve_resume(config: Any, resume_from: str | Path | None) -> tuple[Path | 
         path = path / "checkpoints"  # a run directory
     if not path.exists():
         raise CheckpointError(f"cannot resume from {path}: it does not exist")
-    if (path / "manifest.json").exists() or path.name.startswith("ckpt-"):
+    from trainengine.checkpoint import is_checkpoint_name
+
+    if (path / "manifest.json").exists() or is_checkpoint_name(path.name):
         problems = CheckpointManager(path.parent).verify(path)
         if problems:
             raise CheckpointError(f"cannot resume from {path}: " + "; ".join(problems))

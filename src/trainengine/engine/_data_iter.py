@@ -4,6 +4,9 @@ A run resumed from a checkpoint sees the same batches in the same order as the r
 it: the checkpoint holds the random state the epoch's order was drawn from (the DataLoader's
 generator and torch's global RNG at the epoch's start) and ``TrainState.batch_in_epoch``; on
 resume the epoch's order is drawn again from those states and the consumed batches are skipped.
+An epoch-aware sampler (``set_epoch``: the curriculum sampler, ``DistributedSampler``) is told the
+epoch before each pass, and a curriculum sampler's own state (loss-based difficulty scores) is
+saved and restored with the data position.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 import torch
 
+from trainengine.data._curriculum import CurriculumBatchSampler
 from trainengine.engine._state import TrainState, capture_rng_state, restore_rng_state
 
 __all__ = ["DataIterator"]
@@ -53,19 +57,46 @@ class DataIterator:
 
     def generator(self) -> torch.Generator | None:
         """The generator the loader's sampler draws the order from (None: sequential data)."""
-        gen = getattr(self.loader, "generator", None)
-        return gen if gen is not None else getattr(getattr(self.loader, "sampler", None), "generator", None)
+        for owner in (self.loader, getattr(self.loader, "sampler", None), getattr(self.loader, "batch_sampler", None)):
+            gen = getattr(owner, "generator", None)
+            if gen is not None:
+                return gen
+        return None
+
+    def _curriculum(self) -> CurriculumBatchSampler | None:
+        """The loader's curriculum / mixing batch sampler (its scores travel in checkpoints), if any."""
+        sampler = getattr(self.loader, "batch_sampler", None)
+        return sampler if isinstance(sampler, CurriculumBatchSampler) else None
+
+    def _set_epoch(self) -> None:
+        """Tell an epoch-aware sampler (curriculum, DistributedSampler) which epoch it draws."""
+        for owner in (getattr(self.loader, "batch_sampler", None), getattr(self.loader, "sampler", None)):
+            set_epoch = getattr(owner, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(self.state.epoch)
+                return
 
     def state_dict(self) -> dict[str, Any]:
         """The random state the current epoch's order comes from (the next epoch's, between epochs)."""
         if self.state.batch_in_epoch == 0:  # between epochs: the next epoch starts from now
             gen = self.generator()
-            return {"generator": gen.get_state() if gen is not None else None, "global_rng": torch.get_rng_state()}
-        return dict(self._epoch_start)
+            out: dict[str, Any] = {
+                "generator": gen.get_state() if gen is not None else None,
+                "global_rng": torch.get_rng_state(),
+            }
+        else:
+            out = dict(self._epoch_start)
+        curriculum = self._curriculum()
+        if curriculum is not None:
+            out["sampler"] = curriculum.state_dict()
+        return out
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Resume at a checkpoint's position: the next :meth:`windows` redraws that epoch's order."""
         self._resume = dict(state) if state is not None else None
+        curriculum = self._curriculum()
+        if curriculum is not None and state is not None:
+            curriculum.load_state_dict(state.get("sampler"))
 
     def reset_wait(self) -> float:
         """The data wait since the last reset (seconds), and start counting again."""
@@ -78,6 +109,7 @@ class DataIterator:
         window: list[Any] = []
         to_device = self.to_device
         skip = self.state.batch_in_epoch  # resume mid-epoch: batches already consumed
+        self._set_epoch()
         gen = self.generator()
         resume_rng = None
         if self._resume is not None:

@@ -13,6 +13,7 @@ from trainengine.registries import OPTIMIZERS
 
 __all__ = [
     "OptimizerBuilder",
+    "no_decay_ids",
     "build_optimizer",
     "param_groups",
     "supports_found_inf",
@@ -24,17 +25,29 @@ __all__ = [
 _NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm, nn.Embedding)
 
 
+def no_decay_ids(model: nn.Module) -> set[int]:
+    """``id()`` of every parameter that is never weight-decayed: biases, norms, embeddings, scalars.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+        >>> sorted(n for n, p in model.named_parameters() if id(p) in no_decay_ids(model))
+        ['0.bias', '1.bias', '1.weight']
+    """
+    ids: set[int] = set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if isinstance(module, _NORM_TYPES) or name.endswith("bias") or param.ndim < 2:
+                ids.add(id(param))
+    return ids
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Split trainable parameters: decay matrices, never biases, norms or embeddings.
 
     Decaying a bias or a norm's gain only pulls it towards zero and hurts; the usual practice
     (GPT-2, BERT, nanoGPT) decays only weight matrices of linear and conv layers.
     """
-    no_decay_ids: set[int] = set()
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if isinstance(module, _NORM_TYPES) or name.endswith("bias") or param.ndim < 2:
-                no_decay_ids.add(id(param))
+    no_decay_ids_ = no_decay_ids(model)
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     seen: set[int] = set()
@@ -42,7 +55,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         if not param.requires_grad or id(param) in seen:
             continue
         seen.add(id(param))  # tied weights appear once
-        (no_decay if id(param) in no_decay_ids else decay).append(param)
+        (no_decay if id(param) in no_decay_ids_ else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
@@ -64,7 +77,12 @@ class OptimizerBuilder(Protocol):
 
 
 def build_optimizer(
-    model: nn.Module, cfg: OptimizerSection, learning_rate: float, device: torch.device
+    model: nn.Module,
+    cfg: OptimizerSection,
+    learning_rate: float,
+    device: torch.device,
+    *,
+    groups: list[dict] | None = None,
 ) -> torch.optim.Optimizer:
     """Build the optimizer ``config.optimizer.name`` from the OPTIMIZERS name -> builder table.
 
@@ -72,6 +90,9 @@ def build_optimizer(
     a device-side ``found_inf`` flag, so a step with non-finite gradients is skipped without
     reading anything back to the host. An optimizer added with
     :func:`~trainengine.registries.register_optimizer` is selectable by its name the same way.
+
+    ``groups`` replaces the default grouping (:func:`param_groups`): the ``transfer:`` section
+    passes per-layer-group learning rates, and parameters frozen now that train later.
 
     Raises:
         ValueError: the model has no trainable parameters.
@@ -83,7 +104,7 @@ def build_optimizer(
         >>> type(opt).__name__, [g["weight_decay"] for g in opt.param_groups]
         ('SGD', [0.01, 0.0])
     """
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay) if groups is None else groups
     params = [p for g in groups for p in g["params"]]
     if not params:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False) — nothing to train")

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sized
 from dataclasses import asdict, is_dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
-from torch.utils.data import IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
-from trainengine.data import InMemoryDataset, build_dataloader, check_overlap, fingerprint_dataset
-from trainengine.engine._step import split_batch
+from trainengine.data import (
+    InMemoryDataset,
+    build_dataloader,
+    check_overlap,
+    collate_batch,
+    fingerprint_dataset,
+    seed_worker,
+    to_dataset,
+)
+from trainengine.data._curriculum import CurriculumBatchSampler, curriculum_active, score_by_loss
+from trainengine.engine._step import call_model, extract_logits, split_batch
 from trainengine.errors import ConfigError, DataError, TaskError, TrainEngineError
 from trainengine.tasks import METRIC_MODES, SUPPORTED_METRICS, TaskSpec, balanced_class_weights
 
@@ -26,6 +36,7 @@ __all__ = [
     "monitor_mode_for",
     "canonical_metric",
     "build_loaders",
+    "attach_loss_scoring",
     "plan_total_steps",
     "record_data_facts",
     "check_label_values",
@@ -42,10 +53,13 @@ def build_loaders(config: Any, runtime: Any, train_data: Any, val_data: Any) -> 
     """
     t, d = config.training, config.data
     pin = runtime.pin_memory(d.pin_memory)
-    train_loader = build_dataloader(
-        train_data, batch_size=t.batch_size, shuffle=d.shuffle, seed=t.seed, drop_last=d.drop_last,
-        num_workers=d.num_workers, pin_memory=pin, deterministic=t.deterministic,
-    )  # fmt: skip
+    if _wants_curriculum(config, train_data):
+        train_loader = _curriculum_loader(config, train_data, pin)
+    else:
+        train_loader = build_dataloader(
+            train_data, batch_size=t.batch_size, shuffle=d.shuffle, seed=t.seed, drop_last=d.drop_last,
+            num_workers=d.num_workers, pin_memory=pin, deterministic=t.deterministic,
+        )  # fmt: skip
     if val_data is not None:
         eval_batch = t.eval_batch_size or 2 * t.batch_size
         val_loader = build_dataloader(
@@ -65,6 +79,76 @@ def build_loaders(config: Any, runtime: Any, train_data: Any, val_data: Any) -> 
             f"{' and '.join(needs)} need validation data — pass val_data to train() or use a built-in data set"
         )
     return train_loader, None
+
+
+def _wants_curriculum(config: Any, train_data: Any) -> bool:
+    """A ``curriculum`` section that asks for something, or training data with ``mixing_weights``.
+
+    Raises:
+        ConfigError: a curriculum asked for with a ready-made DataLoader (its batches are fixed).
+    """
+    if isinstance(train_data, DataLoader):
+        if curriculum_active(config.curriculum, None):
+            raise ConfigError(
+                "the curriculum section needs the training Dataset, but train_data is a DataLoader whose batches are "
+                "fixed — pass the dataset itself, or remove the curriculum section"
+            )
+        return False
+    return curriculum_active(config.curriculum, train_data)
+
+
+def _curriculum_loader(config: Any, train_data: Any, pin: bool) -> DataLoader:
+    """The training DataLoader drawing its batches from a :class:`CurriculumBatchSampler`.
+
+    The batch count per epoch is the plain loader's, so :func:`plan_total_steps` plans the same
+    run; the sampler's order depends only on ``training.seed``, the epoch and the position, so
+    the data iterator's mid-epoch resume (re-draw the epoch, skip the consumed batches) is exact.
+    """
+    t, d = config.training, config.data
+    dataset = to_dataset(train_data)
+    try:
+        n = len(cast(Sized, dataset))
+    except TypeError:
+        n = 0  # an IterableDataset: the sampler names the problem
+    batches = n // t.batch_size if d.drop_last else math.ceil(n / t.batch_size)
+    total = plan_total_steps(config, batches) if batches else None
+    generator = torch.Generator()
+    generator.manual_seed(t.seed)
+    sampler = CurriculumBatchSampler.from_config(dataset, config, total_steps=total, generator=generator)
+    workers = d.num_workers > 0
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=getattr(dataset, "collate_fn", None) or collate_batch,
+        num_workers=d.num_workers,
+        pin_memory=pin and torch.cuda.is_available(),
+        generator=generator,
+        worker_init_fn=seed_worker if workers else None,
+        persistent_workers=workers,
+    )
+
+
+def attach_loss_scoring(train_loader: Any, model: Any, loss_strategy: Any, runtime: Any, *, batch_size: int) -> None:
+    """``curriculum.difficulty: loss``: give the sampler its scoring pass (per-example loss of ``model``).
+
+    The pass runs when the first epoch is drawn, before the first step, so it scores the starting
+    model; a resumed run takes the scores from its checkpoint instead and skips the pass.
+    Does nothing for any other loader.
+    """
+    sampler = getattr(train_loader, "batch_sampler", None)
+    if not isinstance(sampler, CurriculumBatchSampler) or sampler.difficulty != "loss":
+        return
+
+    def forward(m: Any, batch: Any) -> tuple[Tensor, Tensor]:
+        inputs, labels = split_batch(batch)
+        return extract_logits(call_model(m, inputs)), labels
+
+    def scorer(dataset: Any) -> Any:
+        return score_by_loss(
+            model, dataset, loss_strategy, batch_size=batch_size, to_device=runtime.to_device, forward=forward
+        )
+
+    sampler.scorer = scorer
 
 
 def plan_total_steps(config: Any, batches_per_epoch: int | None) -> int:

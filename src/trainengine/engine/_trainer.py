@@ -49,6 +49,7 @@ from trainengine.engine._setup import (
 )
 from trainengine.engine._state import TrainState
 from trainengine.engine._step import StepOutput, StepRunner, call_model, extract_logits, split_batch
+from trainengine.engine._transfer import TransferSchedule
 from trainengine.engine.schedules import build_scheduler
 from trainengine.errors import ConfigError, DataError, TaskError, TrainEngineError
 from trainengine.tasks import TaskSpec
@@ -176,6 +177,7 @@ class Trainer:
         self.forward_model: Any = None  # torch.compile(model) or the model itself
         self.optimizer: Any = None
         self.scheduler: Any = None
+        self.transfer: TransferSchedule | None = None  # config.transfer's freezing and unfreezing
         self.step_runner: Any = None
         self.data_iter: Any = None  # DataIterator
         self.log_window: Any = None  # LogWindow
@@ -189,6 +191,7 @@ class Trainer:
         self.batches_per_epoch: int | None = None
         self.total_steps = 0
         self.num_parameters = 0
+        self.num_trainable_parameters = 0
 
         # -- loop control
         self.pending_signal: int | None = None  # set by SignalGuard; the loop stops at the next step boundary
@@ -334,7 +337,14 @@ class Trainer:
 
         self.model = rt.prepare_model(self.model)
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
-        self.optimizer = build_optimizer(self.model, cfg.optimizer, t.learning_rate, rt.device)
+        # config.transfer (freezing, per-layer-group lrs, unfreezing by epoch); None at its defaults.
+        self.transfer = TransferSchedule.from_config(self.model, cfg)
+        # At the start (LoRA adapters, a frozen backbone, transfer.freeze); gradual unfreezing adds more later.
+        self.num_trainable_parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        groups = (
+            None if self.transfer is None else self.transfer.param_groups(cfg.optimizer.weight_decay, t.learning_rate)
+        )
+        self.optimizer = build_optimizer(self.model, cfg.optimizer, t.learning_rate, rt.device, groups=groups)
         self.scheduler = build_scheduler(
             self.optimizer, cfg.scheduler, self.total_steps, monitor_mode=self.monitor_mode
         )
@@ -355,7 +365,8 @@ class Trainer:
         if self._halt_or_rollback:
             # halt/rollback act at the bad step itself, so its flag is read every step (opt-in cost).
             self.step_runner.check_on_host = True
-        self.callbacks = CallbackList(self._callback_objects, is_rank_zero=rt.is_rank_zero)
+        transfer_callbacks: list[TrainerCallback] = [] if self.transfer is None else [self.transfer]
+        self.callbacks = CallbackList(transfer_callbacks + self._callback_objects, is_rank_zero=rt.is_rank_zero)
         self.data_iter = DataIterator(self.train_loader, self.state, accumulation_steps=accum, to_device=rt.to_device)
         flops_fn = getattr(self.model, "num_flops_per_token", None)
         language_modeling = self.task_spec.task_type == "language_modeling"

@@ -305,6 +305,7 @@ def evaluate(
     files = _as_files(data)
     fingerprint: str | None = None
     target_mean = target_std = None
+    extra_data: Any = None  # reward: the test split (REVEAL, PRM800K's test files) is evaluated too
     if data is None or files is not None:
         if config is None:
             raise TrainEngineError(
@@ -317,6 +318,8 @@ def evaluate(
         target_mean, target_std = base.info.target_mean, base.info.target_std
         if files is None:
             data, fingerprint = base.val, base.info.fingerprint
+            if task.task_type == "reward" and base.test is not None:
+                extra_data = base.test
         else:
             if threshold_data is None:
                 threshold_data = base.val  # tune on validation, report on the files
@@ -336,9 +339,15 @@ def evaluate(
             fingerprint = None  # an iterable the fingerprint cannot read; recorded as null
     kw = {"batch_size": batch_size, "device": device, "target_mean": target_mean, "target_std": target_std}
     p = predict(model, data, task, **kw)  # type: ignore[arg-type]  # kw's values match predict's keywords
+    if extra_data is not None:
+        p = p.concat(predict(model, extra_data, task, **kw))  # type: ignore[arg-type]  # as above
     tuning = predict(model, threshold_data, task, **kw) if threshold_data is not None else None  # type: ignore[arg-type]  # as above
     overall, ci = _scored(p, n_bootstrap, confidence, seed)
     segments = _segments(segment_key, data, len(p), files)
+    if segments is None and p.groups is not None:
+        # Reward data: one segment per data source (PRM800K, REVEAL, EQASC), "per data set".
+        names = np.asarray(getattr(data, "sources", None) or [str(i) for i in range(int(p.groups.max()) + 1)])
+        segments = names[p.groups]
     per_segment: dict[str, dict[str, Any]] = {}
     if segments is not None:
         for seg in sorted({str(s) for s in segments}):

@@ -33,14 +33,19 @@ def reliability_diagram(confidence: np.ndarray, correct: np.ndarray, path: str |
 
     Example:
         >>> import tempfile
-        >>> p = reliability_diagram(np.array([0.9, 0.8, 0.3]), np.array([1, 1, 0]), tempfile.mktemp(suffix=".png"))
+        >>> p = reliability_diagram(np.array([0.9, 0.8, 0.3]), np.array([1, 0.5, 0]), tempfile.mktemp(suffix=".png"))
         >>> p.read_bytes()[:4] == b"\\x89PNG"
         True
     """
-    from sklearn.calibration import calibration_curve
-
     plt = _pyplot()
-    observed, predicted = calibration_curve(correct, confidence, n_bins=n_bins, strategy="uniform")
+    # scikit-learn's calibration_curve, but for soft targets too (a reward model's 0 / 0.5 / 1):
+    # equal-width bins of the confidence, each bin's mean confidence against its mean target.
+    conf, target = np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    bins = np.clip((conf * n_bins).astype(np.int64), 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    kept = count > 0
+    predicted = np.bincount(bins, weights=conf, minlength=n_bins)[kept] / count[kept]
+    observed = np.bincount(bins, weights=target, minlength=n_bins)[kept] / count[kept]
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     ax.plot(predicted, observed, marker="o", label="model")

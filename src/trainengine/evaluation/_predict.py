@@ -16,13 +16,15 @@ from trainengine.tasks import TaskSpec
 
 __all__ = ["Predictions", "predict", "task_kind"]
 
+_IGNORE_TARGET = -100.0  # a padding step of a reward batch (trainengine.tasks.IGNORE_TARGET)
+
 
 def task_kind(task_spec: TaskSpec) -> TaskKind:
     """The metric family of a task: vision is classification."""
     if task_spec.task_type in ("classification", "vision"):
         return "classification"
-    if task_spec.task_type == "regression":
-        return "regression"
+    if task_spec.task_type in ("regression", "reward"):
+        return "regression"  # reward: every scored reasoning step is one regression example
     return "language_modeling"
 
 
@@ -38,12 +40,15 @@ class Predictions:
         targets: classification: labels ``(n,)``; regression: targets ``(n,)``; LM: the number of
             scored tokens per example ``(n,)``.
         byte_counts: LM with a byte-level vocabulary (256 logits): bytes per example; else None.
+        groups: reward: the data source of each scored step (an index into the data's
+            ``sources``); else None.
     """
 
     task: TaskKind
     outputs: np.ndarray
     targets: np.ndarray
     byte_counts: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -58,7 +63,22 @@ class Predictions:
     def subset(self, index: np.ndarray) -> Predictions:
         """The predictions of the examples at ``index`` (a segment)."""
         bytes_ = None if self.byte_counts is None else self.byte_counts[index]
-        return Predictions(self.task, self.outputs[index], self.targets[index], bytes_)
+        groups = None if self.groups is None else self.groups[index]
+        return Predictions(self.task, self.outputs[index], self.targets[index], bytes_, groups)
+
+    def concat(self, other: Predictions) -> Predictions:
+        """These predictions followed by ``other``'s (the same task)."""
+
+        def join(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None or b is None else np.concatenate([a, b])
+
+        return Predictions(
+            self.task,
+            np.concatenate([self.outputs, other.outputs]),
+            np.concatenate([self.targets, other.targets]),
+            join(self.byte_counts, other.byte_counts),
+            join(self.groups, other.groups),
+        )
 
     def example_losses(self) -> np.ndarray:
         """Per-example loss ``(n,)``: cross-entropy, squared error, or mean token loss (nats)."""
@@ -133,6 +153,8 @@ def predict(
     model.to(dev).eval()
     outputs: list[np.ndarray] = []
     targets: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    reward = task_spec.task_type == "reward"
     vocab = 0
     from trainengine.engine._step import call_model, extract_logits
 
@@ -144,7 +166,14 @@ def predict(
                 labels = labels.to(dev)
                 logits = extract_logits(call_model(model, inputs)).float()
                 vocab = logits.shape[-1]
-                out, tgt = _gather(kind, logits, labels, task_spec.ignore_index)
+                if reward:  # the scored steps: (n_steps,) scores, targets and their sources
+                    scored = labels != _IGNORE_TARGET
+                    out, tgt = logits[scored], labels[scored].float()
+                    sources = inputs.get("source_ids") if isinstance(inputs, dict) else None
+                    if sources is not None:
+                        groups.append(sources.reshape(-1, 1).expand_as(labels)[scored].cpu().numpy())
+                else:
+                    out, tgt = _gather(kind, logits, labels, task_spec.ignore_index)
                 outputs.append(out.cpu().numpy())
                 targets.append(tgt.cpu().numpy())
     finally:
@@ -159,7 +188,8 @@ def predict(
     byte_counts = None
     if kind == "language_modeling" and vocab == 256:
         byte_counts = tgt_arr.astype(np.float64)  # a byte-level vocabulary: one byte per token
-    return Predictions(kind, out_arr, tgt_arr, byte_counts)
+    group_arr = np.concatenate(groups) if reward and len(groups) == len(outputs) else None
+    return Predictions(kind, out_arr, tgt_arr, byte_counts, group_arr)
 
 
 def _to(inputs: Any, device: torch.device) -> Any:

@@ -92,6 +92,7 @@ class EvaluationReport:
                 "n_bootstrap": self.n_bootstrap,
                 "seed": self.seed,
                 "per_segment": self.per_segment,
+                **({"per_dataset": self.per_dataset()} if self._by_source() else {}),
                 "confusion_matrix": self.confusion_matrix,
                 "threshold": self.threshold,
                 "checkpoint": self.checkpoint,
@@ -99,6 +100,13 @@ class EvaluationReport:
                 "created_at": self.created_at,
             }
         )
+
+    def _by_source(self) -> bool:
+        return self.predictions is not None and self.predictions.groups is not None and bool(self.per_segment)
+
+    def per_dataset(self) -> dict[str, dict[str, Any]]:
+        """Reward models: each data source's metrics (``{"prm800k": {"n": ..., "mse": ...}}``)."""
+        return {name: {"n": seg["n"], **seg["metrics"]} for name, seg in self.per_segment.items()}
 
     def summary(self) -> str:
         """``metric  value  [low, high]`` lines."""

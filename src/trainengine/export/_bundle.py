@@ -98,7 +98,8 @@ def create_export_bundle(
 
     Args:
         model: The trained module (compiled / DDP wrappers are unwrapped; it is copied to CPU
-            float32, the original is left untouched).
+            float32, the original is left untouched). A module with a ``for_export()`` method is
+            exported as what that returns (a LoRA reward model: its merged copy).
         config: The model config (e.g. a :class:`~trainengine.models.GPTConfig`, or
             ``{"architecture": ..., "kwargs": ...}``), used to rebuild the model when it was not
             made by :func:`~trainengine.models.build_model`.
@@ -177,6 +178,11 @@ def create_export_bundle(
             target_scaling = {"mean": float(label["mean"]), "std": float(label["std"])}
 
     source = unwrap_model(model)
+    for_export = getattr(source, "for_export", None)
+    if callable(for_export):
+        # The model's own export form, e.g. a LoRA model with its adapters merged into the weights
+        # (RewardModel.for_export): a plain module whose spec rebuilds it.
+        source = for_export()
     work = copy.deepcopy(source).to("cpu").float().eval()
     spec = model_spec(source, config)
     token_inputs = spec_task.modality == "tokens"

@@ -112,7 +112,9 @@ def inspect_source(checkpoint_path: Any, bundle_path: Any) -> ArtifactSource:
         raise RegistryError(
             f"{str(path)!r} is an export bundle; register it with bundle_path= instead of checkpoint_path="
         )
-    inner = sorted(p.name for p in path.glob("ckpt-*") if p.is_dir())
+    from trainengine.checkpoint import is_checkpoint_name
+
+    inner = sorted(p.name for p in path.iterdir() if p.is_dir() and is_checkpoint_name(p.name)) if path.is_dir() else []
     if inner:
         raise RegistryError(
             f"{str(path)!r} is a checkpoint directory holding {len(inner)} checkpoint(s); pass one of them, "

@@ -32,6 +32,8 @@ __all__ = [
     "ClassificationLoss",
     "LanguageModelingLoss",
     "RegressionLoss",
+    "StepRewardLoss",
+    "IGNORE_TARGET",
     "get_loss_strategy",
     "register_loss_strategy",
     "available_loss_strategies",
@@ -463,6 +465,64 @@ class RegressionLoss(LossStrategy):
         """Predictions with a trailing singleton output dimension removed (``[B, 1]`` -> ``[B]``)."""
         if logits.ndim == 2 and logits.shape[1] == 1:
             return logits.squeeze(1)
+        return logits
+
+
+#: The label of a padding step in a reward batch: skipped by the loss and the metrics.
+IGNORE_TARGET = -100.0
+
+
+class StepRewardLoss(LossStrategy):
+    """Squared error between per-step scores and per-step targets, padding steps skipped.
+
+    A process reward model scores every reasoning step of a solution: predictions ``[B, S]``
+    (scores in [0, 1]) against labels ``[B, S]`` (targets in [0, 1], :data:`IGNORE_TARGET` where
+    an example has fewer than ``S`` steps). The loss is the mean squared error over the real steps;
+    masking is arithmetic (no boolean indexing), so nothing syncs with the host.
+
+    Example:
+        >>> import torch
+        >>> loss = StepRewardLoss()
+        >>> scores = torch.tensor([[0.9, 0.2], [0.5, 0.0]])
+        >>> labels = torch.tensor([[1.0, 0.0], [0.5, IGNORE_TARGET]])
+        >>> round(float(loss(scores, labels)), 4)  # (0.01 + 0.04 + 0) / 3
+        0.0167
+    """
+
+    task_type: ClassVar[str] = "reward"
+    _expects = "reward expects float scores [B, S] and float labels [B, S] (one per reasoning step, -100.0 = none)"
+
+    def validate_inputs(self, logits: Tensor, labels: Tensor) -> None:
+        """Check both tensors are floating ``[B, S]`` with the same shape.
+
+        Raises:
+            TaskError: With expected and actual shapes and dtypes.
+        """
+        ok = logits.ndim == 2 and labels.ndim == 2 and logits.shape == labels.shape
+        if not ok or not logits.is_floating_point() or not labels.is_floating_point():
+            raise TaskError(f"{self._expects}; got scores {_describe(logits)} and labels {_describe(labels)}")
+
+    def _parts(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        dtype = torch.promote_types(_compute_dtype(logits), _compute_dtype(labels))
+        mask = labels.ne(IGNORE_TARGET)
+        error = (logits.to(dtype) - labels.to(dtype)).square() * mask
+        return error, mask
+
+    def loss_sum(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Sum of squared errors over the real steps (0-dim, float32 or wider)."""
+        self.validate_inputs(logits, labels)
+        return self._parts(logits, labels)[0].sum()
+
+    def num_targets(self, labels: Tensor) -> Tensor:
+        """The number of real steps as a 0-dim int64 tensor (no host sync)."""
+        return labels.ne(IGNORE_TARGET).sum()
+
+    def mean_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        error, mask = self._parts(logits, labels)
+        return error.sum() / mask.sum()
+
+    def predictions(self, logits: Tensor) -> Tensor:
+        """The scores themselves."""
         return logits
 
 

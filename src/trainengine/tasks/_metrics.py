@@ -47,6 +47,7 @@ SUPPORTED_METRICS: dict[str, tuple[str, ...]] = {
     "vision": ("loss", "accuracy", *_CLASS_METRICS),
     "language_modeling": ("loss", "perplexity", "accuracy"),
     "regression": ("loss", "mse", "mae", "r2"),
+    "reward": ("loss", "mse", "mae", "r2", "ece"),
 }
 
 #: Whether a lower ("min") or higher ("max") value of each metric is better.
@@ -57,6 +58,7 @@ METRIC_MODES: dict[str, str] = {
     "mse": "min",
     "mae": "min",
     "r2": "max",
+    "ece": "min",
     **dict.fromkeys(_CLASS_METRICS, "max"),
 }
 
@@ -215,6 +217,65 @@ class _Gathered(Metric):
         return cat(self.outputs), cat(self.targets)
 
 
+# Calibration bins of the reward task's ECE (as trainengine.evaluation's: torchmetrics' default).
+_ECE_BINS = 15
+
+
+class _StepScores(Metric):
+    """Sums over the real steps of a reward pass: error moments, target moments and calibration
+    bins, all filled by arithmetic masks and scatter-adds (no boolean indexing: no host sync).
+
+    ``ignore`` marks padding steps (labels equal to it are left out).
+    """
+
+    full_state_update = False
+    n: Tensor
+    sq_err: Tensor
+    abs_err: Tensor
+    t_sum: Tensor
+    t_sq: Tensor
+    bin_n: Tensor
+    bin_pred: Tensor
+    bin_target: Tensor
+
+    def __init__(self, ignore: float, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.ignore = ignore
+        for name in ("n", "sq_err", "abs_err", "t_sum", "t_sq"):
+            self.add_state(name, default=torch.zeros((), dtype=dtype), dist_reduce_fx="sum")
+        for name in ("bin_n", "bin_pred", "bin_target"):
+            self.add_state(name, default=torch.zeros(_ECE_BINS, dtype=dtype), dist_reduce_fx="sum")
+
+    def update(self, scores: Tensor, labels: Tensor) -> None:
+        dtype = self.n.dtype
+        mask = labels.ne(self.ignore).to(dtype)
+        pred, target = scores.to(dtype), labels.to(dtype) * mask
+        err = (pred - target) * mask
+        self.n += mask.sum()
+        self.sq_err += err.square().sum()
+        self.abs_err += err.abs().sum()
+        self.t_sum += target.sum()
+        self.t_sq += target.square().sum()
+        # 15 equal-width bins of the score; a score outside [0, 1] lands in the end bins.
+        bins = (pred.clamp(0, 1) * _ECE_BINS).long().clamp_max(_ECE_BINS - 1).flatten()
+        self.bin_n.scatter_add_(0, bins, mask.flatten())
+        self.bin_pred.scatter_add_(0, bins, (pred * mask).flatten())
+        self.bin_target.scatter_add_(0, bins, target.flatten())
+
+    def compute(self) -> dict[str, float]:
+        n = float(self.n)
+        if not n:
+            return dict.fromkeys(("mse", "mae", "r2", "ece"), math.nan)
+        sst = float(self.t_sq) - float(self.t_sum) ** 2 / n
+        gaps = (self.bin_pred - self.bin_target).abs().sum()  # sum over bins of n_b * |mean pred - mean target|
+        return {
+            "mse": float(self.sq_err) / n,
+            "mae": float(self.abs_err) / n,
+            "r2": 1.0 - float(self.sq_err) / sst if n >= 2 and sst > 0 else math.nan,
+            "ece": float(gaps) / n,
+        }
+
+
 def resolve_compute_metrics(ref: str | ComputeMetricsFn) -> ComputeMetricsFn:
     """The function a ``"module:function"`` reference names (a callable is returned as it is).
 
@@ -333,6 +394,13 @@ class TaskMetrics:
         self._mse = self._regression_metric(MeanSquaredError) if "mse" in self.names else None
         self._mae = self._regression_metric(MeanAbsoluteError) if "mae" in self.names else None
         self._r2 = self._regression_metric(R2Score) if "r2" in self.names else None
+        if task_type == "reward":  # masked per-step moments instead of the regression metrics
+            from trainengine.tasks._losses import IGNORE_TARGET
+
+            self._mse = self._mae = self._r2 = None
+            self._steps: _StepScores | None = _StepScores(IGNORE_TARGET, self._dtype).to(self.device)
+        else:
+            self._steps = None
         # Built at the first update, when the number of classes (the logits' width) is known.
         self._confmat: _ConfusionMatrix | None = None
         self._auc: _ScoreHistogram | None = None
@@ -408,6 +476,8 @@ class TaskMetrics:
                 self._auc.update(logits, labels)
         if self._gathered is not None:
             self._gathered.update(logits, labels)
+        if self._steps is not None:
+            self._steps.update(logits, labels)
 
         if self.task_type == "regression":
             # (B,) / (B, 1) / (B, K) -> labels' shape, accumulated in float64.
@@ -453,6 +523,8 @@ class TaskMetrics:
             # R2Score's sample count (an add_state tensor): R² needs at least two samples.
             if self._r2 is not None and int(cast(Tensor, self._r2.total)) >= 2:
                 values["r2"] = float(self._r2.compute())
+            if self._steps is not None:
+                values.update({k: v for k, v in self._steps.compute().items() if k in values})
             if math.isfinite(loss):  # metrics of non-finite outputs mean nothing (as accuracy above)
                 if self._confmat is not None:
                     values.update(_confusion_metrics(self._confmat.compute().cpu().numpy(), self.names))
@@ -501,6 +573,7 @@ class TaskMetrics:
             self._confmat,
             self._auc,
             self._gathered,
+            self._steps,
         ):
             if metric is not None:
                 metric.reset()
@@ -517,6 +590,7 @@ _DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "vision": ("loss", "accuracy"),
     "language_modeling": ("loss", "perplexity", "accuracy"),
     "regression": ("loss", "mse", "mae", "r2"),
+    "reward": ("loss", "mse", "mae", "r2", "ece"),
 }
 
 

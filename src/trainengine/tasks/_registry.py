@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from trainengine.tasks._spec import TaskSpec
 
-__all__ = ["classification_task", "regression_task", "language_modeling_task", "vision_task", "build_task_spec"]
+__all__ = [
+    "classification_task",
+    "regression_task",
+    "language_modeling_task",
+    "vision_task",
+    "reward_task",
+    "build_task_spec",
+]
 
 
 def classification_task(dataset: str) -> TaskSpec:
@@ -36,6 +43,11 @@ def language_modeling_task(dataset: str) -> TaskSpec:
 def vision_task(dataset: str) -> TaskSpec:
     """Image classification with the small CNN (the digits as 8x8 images)."""
     return TaskSpec.vision_tiny(dataset)
+
+
+def reward_task(dataset: str) -> TaskSpec:
+    """Per-step scores of reasoning chains (a process reward model)."""
+    return TaskSpec.reward(dataset)
 
 
 def build_task_spec(task: str, dataset: str) -> TaskSpec:

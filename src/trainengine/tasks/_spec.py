@@ -17,17 +17,17 @@ from trainengine.tasks._metrics import METRIC_MODES, SUPPORTED_METRICS, ComputeM
 
 __all__ = ["TaskSpec", "TaskType", "Modality", "Architecture", "MonitorMode"]
 
-TaskType = Literal["language_modeling", "classification", "regression", "vision"]
+TaskType = Literal["language_modeling", "classification", "regression", "vision", "reward"]
 Modality = Literal["tokens", "features", "image"]
-Architecture = Literal["mlp", "cnn", "gpt"]
+Architecture = Literal["mlp", "cnn", "gpt", "reward_model"]
 MonitorMode = Literal["min", "max"]
 
 # Modality each task type's loss strategy implies (LM logits are [B, T, V] over tokens; vision
 # means image classification). Classification and regression work on any input.
-_REQUIRED_MODALITY: dict[str, str] = {"language_modeling": "tokens", "vision": "image"}
+_REQUIRED_MODALITY: dict[str, str] = {"language_modeling": "tokens", "vision": "image", "reward": "tokens"}
 
 # The natural task of each built-in data set (trainengine.data).
-_DATASET_TASKS = ("diabetes", "digits", "pystdlib")
+_DATASET_TASKS = ("diabetes", "digits", "pystdlib", "prm")
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -121,8 +121,8 @@ class TaskSpec:
         ls = self.label_smoothing
         if isinstance(ls, bool) or not isinstance(ls, float) or not 0.0 <= ls < 1.0:
             p.append(f"label_smoothing must be a float in [0, 1), got {ls!r}")
-        elif self.task_type == "regression" and ls != 0.0:
-            p.append(f"label_smoothing applies to class targets; regression needs 0.0, got {ls!r}")
+        elif self.task_type in ("regression", "reward") and ls != 0.0:
+            p.append(f"label_smoothing applies to class targets; {self.task_type} needs 0.0, got {ls!r}")
         if not _is_int(self.ignore_index):
             p.append(f"ignore_index must be an int, got {self.ignore_index!r} (usual value: -100)")
         p.extend(self._metric_problems())
@@ -148,9 +148,9 @@ class TaskSpec:
                     f"num_classes must be an int >= 2 for a {self.task_type} task, got {n!r}; "
                     "for one continuous target use TaskSpec.regression"
                 ]
-        elif self.task_type == "regression":
+        elif self.task_type in ("regression", "reward"):
             if n is not None:
-                return [f"regression has no classes: num_classes must be None, got {n!r}"]
+                return [f"{self.task_type} has no classes: num_classes must be None, got {n!r}"]
         elif n is not None and (not _is_int(n) or n < 2):
             return [f"num_classes (vocabulary size) must be None or an int >= 2, got {n!r}"]
         return []
@@ -301,6 +301,32 @@ class TaskSpec:
         )
 
     @classmethod
+    def reward(cls, name: str = "prm") -> TaskSpec:
+        """Process reward modeling: a score in [0, 1] for every reasoning step of a solution.
+
+        The model (``reward_model``: a language-model backbone, optionally with LoRA, and an MLP
+        head) returns ``[B, S]`` scores; the loss is their squared error against the per-step
+        targets, padding steps skipped. Reports ``loss``, ``mse``, ``mae``, ``r2`` and ``ece``
+        (calibration of the scores, 15 bins); monitors ``val/loss`` (min).
+
+        Example:
+            >>> spec = TaskSpec.reward()
+            >>> spec.metrics, spec.default_architecture
+            (('loss', 'mse', 'mae', 'r2', 'ece'), 'reward_model')
+        """
+        return cls(
+            name=name,
+            task_type="reward",
+            num_classes=None,
+            modality="tokens",
+            monitor="val/loss",
+            monitor_mode="min",
+            metrics=("loss", "mse", "mae", "r2", "ece"),
+            default_dataset=None,
+            default_architecture="reward_model",
+        )
+
+    @classmethod
     def vision_tiny(
         cls,
         name: str = "digits",
@@ -392,6 +418,8 @@ class TaskSpec:
             return cls.regression(name="diabetes")
         if dataset_name == "pystdlib":
             return cls.language_modeling(name="pystdlib")
+        if dataset_name == "prm":
+            return cls.reward(name="prm")
         raise TaskError(
             f"no built-in task for dataset {dataset_name!r} — available: {', '.join(_DATASET_TASKS)}; "
             "for other data build a TaskSpec with a factory, e.g. TaskSpec.classification(name, num_classes)"

@@ -55,9 +55,13 @@ class ConsoleProgress:
         total = trainer.total_steps
         rt = trainer.runtime
         where = f" → {trainer.run_dir}" if trainer.run_dir is not None else ""
+        trainable = getattr(trainer, "num_trainable_parameters", trainer.num_parameters)
+        params = f"{trainer.num_parameters:,} parameters"
+        if trainable != trainer.num_parameters:
+            params += f" ({trainable:,} trainable, {trainable / max(trainer.num_parameters, 1):.2%})"
         self.console.print(
             f"[bold]trainengine[/] {trainer.task_spec.task_type} on {rt.device} ({rt.precision}), "
-            f"{trainer.num_parameters:,} parameters, {total} steps{where}"
+            f"{params}, {total} steps{where}"
         )
         if self.bar:
             self._progress = Progress(

@@ -203,6 +203,7 @@ class RunDirectory:
             "model": {
                 "class": type(model).__name__,
                 "num_parameters": trainer.num_parameters,
+                "num_trainable_parameters": getattr(trainer, "num_trainable_parameters", trainer.num_parameters),
                 "config": trainer.model_config_dict(),
                 "spec": model_spec(model, trainer.model_config),
             },
