@@ -250,3 +250,25 @@ def test_torch_save_file_in_place_of_weights_is_refused_as_pickle(ckpt_dir, tmp_
     ]
     with pytest.raises(CheckpointError, match=r"model.safetensors: not a safetensors file \(it is a zip archive"):
         read_checkpoint(path)
+
+
+def test_a_safetensors_header_whose_length_looks_like_a_pickle_opcode_is_read(tmp_path):
+    """A header of 896 bytes starts the file with 0x80 0x03, a pickle's protocol-3 opcode: it is a
+    valid safetensors file all the same (resume used to refuse such checkpoints as pickles)."""
+    import json as _json
+
+    import safetensors.torch
+    import torch
+
+    from trainengine.checkpoint import sniff_safetensors
+
+    header = _json.dumps({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    header += b" " * (896 - len(header))
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + torch.tensor([1.5]).numpy().tobytes())
+    assert path.read_bytes()[:2] == b"\x80\x03"
+    assert sniff_safetensors(path) is None
+    assert float(safetensors.torch.load_file(str(path))["x"]) == 1.5
+    pickled = tmp_path / "model.pt"
+    torch.save({"x": torch.zeros(1)}, pickled)
+    assert "pickle" in (sniff_safetensors(pickled) or "")

@@ -301,3 +301,23 @@ def test_a_second_manager_never_deletes_a_write_in_progress(ckpt_dir, monkeypatc
     assert list(ckpt_dir.glob(".tmp-ckpt-*")) and reader.list_checkpoints() == []
     release.set()
     assert handle.wait().name == "ckpt-000000001" and writer.verify(handle.path) == []
+
+
+def test_checkpoint_step_folders_are_written_listed_pruned_and_resumed_from(tmp_path):
+    """checkpointing.folder_name checkpoint_step (seed 001's outputs/<exp>/checkpoint_step_<N>)."""
+    from trainengine.engine import resolve_resume
+
+    mgr = CheckpointManager(tmp_path, keep_best_k=0, keep_last_n=2, folder_name="checkpoint_step")
+    model = nn.Linear(2, 1)
+    for step in (5, 10, 1000):
+        path = mgr.save(step=step, epoch=0, model=model, metrics={"val/loss": 1.0 / step})
+        assert path.name == f"checkpoint_step_{step}"
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_step_*")) == ["checkpoint_step_10", "checkpoint_step_1000"]
+    assert [info.step for info in mgr.list_checkpoints()] == [10, 1000]
+    # A manager of the other style reads them too, and resume accepts the folder itself.
+    assert [info.step for info in CheckpointManager(tmp_path, read_only=True).list_checkpoints()] == [10, 1000]
+    ckpt, _ = resolve_resume(None, str(tmp_path / "checkpoint_step_1000"))
+    assert ckpt == tmp_path / "checkpoint_step_1000"
+    assert read_checkpoint(ckpt).meta.step == 1000
+    with pytest.raises(ConfigError, match="folder_name"):
+        CheckpointManager(tmp_path, folder_name="step")  # type: ignore[arg-type]  # the wrong value is the test

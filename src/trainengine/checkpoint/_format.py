@@ -215,6 +215,21 @@ def sniff_safetensors(path: Path) -> str | None:
         size = path.stat().st_size
         with open(path, "rb") as fh:
             head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            if 2 <= n <= min(size - 8, 100_000_000) and fh.read(1) == b"{":
+                # A safetensors header first: its length's bytes may look like a pickle's opcode
+                # (a 896-byte header starts the file with 0x80 0x03).
+                fh.seek(8)
+                try:
+                    parsed = json.loads(fh.read(n))
+                except ValueError:
+                    parsed = None
+                if isinstance(parsed, dict):
+                    problem = _header_problem(parsed, size - 8 - n)
+                    if problem is None:
+                        return None
+                    return f"not a valid safetensors file ({problem}); it was truncated or damaged"
+            fh.seek(8)
             if head.startswith(b"PK\x03\x04"):
                 kind = "it is a zip archive, which is what torch.save writes around a pickle"
             elif head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:

@@ -328,6 +328,15 @@ class SchedulerSection(Section):
     def _known_schedule(cls, value: str) -> str:
         return _registered(registries.SCHEDULES, value)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Warmup is given one way: setting a length in steps clears a ratio and vice versa (seed
+        # 001's "longer warmup: config.training.warmup_ratio = 0.1" on a config with 500 steps),
+        # as a config layer that sets one does.
+        other = {"warmup_steps": "warmup_ratio", "warmup_ratio": "warmup_steps"}.get(name)
+        if other is not None and value and getattr(self, other):
+            super().__setattr__(other, 0 if other == "warmup_steps" else 0.0)
+        super().__setattr__(name, value)
+
 
 class CheckpointingSection(Section):
     """When and where checkpoints are written (the CheckpointManager arrives with checkpoints)."""

@@ -12,6 +12,7 @@ Example:
 
 from trainengine.data import _builtin  # noqa: F401  (registers digits, diabetes, pystdlib)
 from trainengine.data._convert import to_dataset
+from trainengine.data._curriculum import CurriculumBatchSampler, curriculum_active, score_by_loss
 from trainengine.data._datasets import (
     InMemoryDataset,
     ListDataset,
@@ -26,6 +27,22 @@ from trainengine.data._loader import build_dataloader, seed_worker
 from trainengine.data._overlap import check_overlap
 from trainengine.data._readers import read_csv, read_hf_disk, read_jsonl, read_parquet, row_location
 from trainengine.data._registry import DatasetFactory, list_datasets, load_builtin, register_dataset
+from trainengine.data._reward import LABEL_PAD, RewardCollator, RewardDataset, load_prm, split_reward_examples
+from trainengine.data._reward_readers import (
+    DEFAULT_FIELDS,
+    ReadReport,
+    RewardExample,
+    read_eqasc,
+    read_prm800k,
+    read_reveal,
+)
+from trainengine.data._reward_tokenize import (
+    StepTokenizer,
+    build_step_tokenizer,
+    encode_steps,
+    load_step_tokenizer,
+    train_bpe,
+)
 from trainengine.data._tabular import TabularDataset, fit_tabular, select_rows
 from trainengine.data._text import TokenFileDataset, read_text, token_stream, tokenize_to_cache
 from trainengine.data._tokenizers import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
@@ -75,4 +92,23 @@ __all__ = [
     "TokenWindowDataset",
     "ListDataset",
     "PreCollatedBatch",
+    "CurriculumBatchSampler",
+    "curriculum_active",
+    "score_by_loss",
+    "LABEL_PAD",
+    "RewardCollator",
+    "RewardDataset",
+    "load_prm",
+    "split_reward_examples",
+    "DEFAULT_FIELDS",
+    "ReadReport",
+    "RewardExample",
+    "read_eqasc",
+    "read_prm800k",
+    "read_reveal",
+    "StepTokenizer",
+    "build_step_tokenizer",
+    "encode_steps",
+    "load_step_tokenizer",
+    "train_bpe",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from trainengine.data._curriculum import CurriculumBatchSampler
+from trainengine.data import CurriculumBatchSampler
 from trainengine.engine._state import TrainState, capture_rng_state, restore_rng_state
 
 __all__ = ["DataIterator"]

@@ -13,15 +13,17 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from trainengine.data import (
+    CurriculumBatchSampler,
     InMemoryDataset,
     build_dataloader,
     check_overlap,
     collate_batch,
+    curriculum_active,
     fingerprint_dataset,
+    score_by_loss,
     seed_worker,
     to_dataset,
 )
-from trainengine.data._curriculum import CurriculumBatchSampler, curriculum_active, score_by_loss
 from trainengine.engine._step import call_model, extract_logits, split_batch
 from trainengine.errors import ConfigError, DataError, TaskError, TrainEngineError
 from trainengine.tasks import METRIC_MODES, SUPPORTED_METRICS, TaskSpec, balanced_class_weights

@@ -35,6 +35,7 @@ from trainengine.engine._logwindow import LogWindow
 from trainengine.engine._optim import build_optimizer
 from trainengine.engine._runtime import Runtime, peak_flops_for, restore_determinism, seed_everything
 from trainengine.engine._setup import (
+    attach_loss_scoring,
     build_loaders,
     canonical_metric,
     check_label_values,
@@ -337,6 +338,9 @@ class Trainer:
 
         self.model = rt.prepare_model(self.model)
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
+        attach_loss_scoring(  # curriculum.difficulty loss: score the data with the starting model
+            self.train_loader, self.model, self.loss_strategy, rt, batch_size=t.eval_batch_size or 2 * t.batch_size
+        )
         # config.transfer (freezing, per-layer-group lrs, unfreezing by epoch); None at its defaults.
         self.transfer = TransferSchedule.from_config(self.model, cfg)
         # At the start (LoRA adapters, a frozen backbone, transfer.freeze); gradual unfreezing adds more later.

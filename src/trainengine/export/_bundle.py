@@ -51,6 +51,9 @@ __all__ = ["create_export_bundle", "QUANTIZATION_METHODS"]
 
 QUANTIZATION_METHODS = ("dynamic-int8",)
 FORMAT_VERSION = 1
+_REWARD = "reward"  # the task type of process reward models (per-step scores)
+# examples.json of a reward bundle made without raw_examples: one fixture-like problem and its steps.
+_REWARD_EXAMPLE = {"problem": "What is 12 * 3 + 4?", "steps": ["12 * 3 = 36.", "36 + 4 = 40.", "The answer is 40."]}
 logger = logging.getLogger(__name__)
 
 
@@ -77,6 +80,7 @@ def create_export_bundle(
     tokenizer_dir: str | os.PathLike[str] | None = None,
     raw_examples: Sequence[Any] | None = None,
     class_names: Sequence[str] | None = None,
+    step_encoding: Mapping[str, Any] | None = None,
 ) -> Path:
     """Export ``model`` into ``<output_dir>/<name>_<YYYYmmdd_HHMMSS>/``, verified, with what runs it.
 
@@ -95,6 +99,13 @@ def create_export_bundle(
     size (and length) and compared with PyTorch; a difference above ``tolerance`` (relative to
     the output scale) fails the export naming the format. The bundle appears atomically: an
     export that fails leaves nothing behind.
+
+    A reward model (task type ``"reward"``) is exported with what serving needs to encode a
+    request ``{"problem": str, "steps": [str, ...]}`` exactly as in training: the step tokenizer
+    (``tokenizer.json``, or UTF-8 bytes) and the manifest's ``"reward"`` section (step
+    separator, ``max_length``, ``max_steps_per_example``, the tokenizer's prefix ids); its
+    ``examples.json`` holds problem/steps examples and their per-step scores. The bundle's
+    encoding of those examples is checked against the training encoding at export time.
 
     Args:
         model: The trained module (compiled / DDP wrappers are unwrapped; it is copied to CPU
@@ -137,6 +148,11 @@ def create_export_bundle(
             example batch (decoded back to raw records with ``preprocessing``).
         class_names: Classification: the name of each class, served as ``"label"`` with each
             prediction. Default: ``preprocessing["label"]["classes"]``.
+        step_encoding: Reward models: ``{"step_separator", "max_length", "max_steps_per_example"}``
+            of training. Default: ``training_config.data``. The tokenizer comes from
+            ``tokenizer_dir`` (the folder ``StepTokenizer.save`` wrote, e.g.
+            ``train_dataset.tokenizer.save(folder)``); without one, a run whose
+            ``data.tokenizer`` is ``byte`` (and no ``model.name_or_path``) serves UTF-8 bytes.
 
     Returns:
         The bundle folder.
@@ -172,6 +188,10 @@ def create_export_bundle(
     if not isinstance(model, nn.Module):
         raise ExportError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     serving = _serving(spec_task, preprocessing, tokenizer_dir, raw_examples, class_names)
+    if spec_task.task_type == _REWARD:
+        _reward_serving(serving, tokenizer_dir, step_encoding, training_config)
+    elif step_encoding is not None:
+        raise ExportError(f"step_encoding is for reward models; this task is {spec_task.task_type!r}")
     if target_scaling is None and serving.preprocessing is not None:
         label = serving.preprocessing.get("label") or {}
         if label.get("type") == "numeric" and label.get("mean") is not None and label.get("std") is not None:
@@ -190,6 +210,9 @@ def create_export_bundle(
     if example_input is None and reference_data is None and serving.preprocessing is not None:
         records = list(serving.raw_examples or _spec_records(serving.preprocessing))
         example_input = _encode_examples(serving.preprocessing, records)
+    if example_input is None and serving.reward is not None:
+        # A reward model's example: the first problem/steps example, encoded as the server encodes it.
+        example_input = serving.step_batch([serving.raw_examples[0]]).tokens  # type: ignore[index]  # set
     if example_input is None and reference_data is None and spec is None:
         example_input = infer_example_input(work, max_seq_len=max_seq_len)  # e.g. a plain nn.Sequential
     example = _example_batch(example_input, reference_data, spec, spec_task, max_seq_len)
@@ -354,6 +377,21 @@ class _Serving:
     tokenizer: Any = None  # the loaded tokenizers.Tokenizer (encodes raw text examples, decodes completions)
     raw_examples: list[Any] | None = None
     class_names: list[str] | None = None
+    reward: dict[str, Any] | None = None  # manifest["reward"]: how problem/steps examples are encoded
+    step_meta: dict[str, Any] | None = None  # the saved StepTokenizer's reward_tokenizer.json (pad, prefix ids)
+
+    def step_batch(self, examples: list[Any]) -> Any:
+        """Reward models: ``examples`` encoded by the serving runtime (a ``StepBatch``).
+
+        Raises:
+            ExportError: An example does not fit (``raw_examples[i].steps: ...``).
+        """
+        _runtime = standalone_runtime()
+        try:
+            encoding = _runtime.StepEncoding.from_manifest({"reward": self.reward})
+            return _runtime.encode_step_requests(examples, encoding, tokenizer=self.tokenizer)
+        except (_runtime.InputError, _runtime.BundleError) as exc:
+            raise ExportError(f"{str(exc).replace('inputs', 'raw_examples', 1)}; fix raw_examples") from None
 
     @property
     def shows_example(self) -> bool:
@@ -381,7 +419,7 @@ class _Serving:
                 f"{outputs.shape[-1]} outputs; pass one name per class, in class-index order"
             )
         vocab = (self.tokenizer_info or {}).get("vocab_size")
-        if vocab is not None and vocab > outputs.shape[-1]:
+        if self.reward is None and vocab is not None and vocab > outputs.shape[-1]:
             raise ExportError(
                 f"the tokenizer has {vocab} tokens but the model's vocabulary has {outputs.shape[-1]}: it gives ids "
                 "the model cannot read; pass the tokenizer the model was trained with"
@@ -405,6 +443,8 @@ class _Serving:
             manifest["tokenizer"] = dict(self.tokenizer_info)
         if self.class_names is not None:
             manifest["class_names"] = list(self.class_names)
+        if self.reward is not None:
+            manifest["reward"] = dict(self.reward)
 
 
 def _serving(
@@ -449,6 +489,12 @@ def _serving(
 
 def _tokenizer(out: _Serving, path: Path) -> None:
     """Resolve a tokenizer folder/file: a tokenizer.json (loaded with `tokenizers`) or a byte tokenizer."""
+    meta = path / _STEP_META if path.is_dir() else path.parent / _STEP_META
+    if meta.is_file():  # a reward model's StepTokenizer.save: pad id, prefix ids, how it was chosen
+        try:
+            out.step_meta = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"cannot read {meta}: {exc}; save the tokenizer again with StepTokenizer.save") from None
     if path.is_dir() and not (path / "tokenizer.json").is_file():
         config = path / "tokenizer_config.json"
         kind = None
@@ -477,6 +523,110 @@ def _tokenizer(out: _Serving, path: Path) -> None:
         raise ExportError(f"cannot load the tokenizer {file}: {exc}") from None
     out.tokenizer_file = file
     out.tokenizer_info = {"kind": "hf", "file": "tokenizer.json", "vocab_size": out.tokenizer.get_vocab_size()}
+
+
+_STEP_META = "reward_tokenizer.json"  # written beside the tokenizer by StepTokenizer.save (trainengine.data)
+
+
+def _setting(config: Any, section: str, name: str) -> Any:
+    """``config.<section>.<name>`` of a TrainingConfig or its dict (None when absent)."""
+    part = config.get(section) if isinstance(config, Mapping) else getattr(config, section, None)
+    return part.get(name) if isinstance(part, Mapping) else getattr(part, name, None)
+
+
+def _reward_serving(
+    out: _Serving,
+    tokenizer_dir: str | os.PathLike[str] | None,
+    step_encoding: Mapping[str, Any] | None,
+    training_config: Any,
+) -> None:
+    """A reward bundle's step encoding (``manifest["reward"]``), checked against the training encoding."""
+    given = dict(step_encoding) if step_encoding is not None else {}
+    unknown = sorted(set(given) - {"step_separator", "max_length", "max_steps_per_example"})
+    if unknown:
+        raise ExportError(
+            f"step_encoding has unknown key(s) {unknown}; it takes step_separator, max_length, max_steps_per_example"
+        )
+    settings = {
+        key: given[key] if key in given else _setting(training_config, "data", key)
+        for key in ("step_separator", "max_length", "max_steps_per_example")
+    }
+    missing = [key for key, value in settings.items() if value is None]
+    if missing:
+        raise ExportError(
+            f"a reward model's bundle needs the step encoding of training; {', '.join(missing)} unknown — pass "
+            "training_config= (its data section) or step_encoding={'step_separator': ..., 'max_length': ..., "
+            "'max_steps_per_example': ...}"
+        )
+    if tokenizer_dir is None:
+        byte = str(_setting(training_config, "data", "tokenizer") or "").strip().lower() == "byte"
+        if not byte or _setting(training_config, "model", "name_or_path"):
+            raise ExportError(
+                "a reward model's bundle needs its training tokenizer: pass tokenizer_dir= (the folder "
+                "StepTokenizer.save wrote, e.g. train_dataset.tokenizer.save(folder)); only a run with "
+                "data.tokenizer: byte and no model.name_or_path can do without"
+            )
+        out.tokenizer_info = {"kind": "byte", "file": None, "vocab_size": 256}
+    elif out.tokenizer_info is not None and out.tokenizer_info.get("kind") == "hf" and out.step_meta is None:
+        logger.warning(
+            "%s has no %s: the reward bundle assumes no prefix ids; save the tokenizer with StepTokenizer.save",
+            tokenizer_dir,
+            _STEP_META,
+        )
+    meta = out.step_meta or {}
+    out.reward = {
+        "step_separator": settings["step_separator"],
+        "max_length": settings["max_length"],
+        "max_steps_per_example": settings["max_steps_per_example"],
+        "prefix_ids": [int(i) for i in meta.get("prefix_ids") or []],
+        "pad_id": int(meta.get("pad_id") or 0),
+        "tokenizer_source": meta.get("source", (out.tokenizer_info or {}).get("kind")),
+    }
+    if out.raw_examples is None:
+        out.raw_examples = [dict(_REWARD_EXAMPLE)]
+    batch = out.step_batch(out.raw_examples)  # checks the settings and examples with the serving code
+    _check_training_encoding(out, batch, tokenizer_dir)
+
+
+def _check_training_encoding(out: _Serving, batch: Any, tokenizer_dir: str | os.PathLike[str] | None) -> None:
+    """The serving encoding of the examples must equal training's (``encode_steps`` with the saved tokenizer)."""
+    from trainengine.data import ByteTokenizer
+    from trainengine.data._reward_tokenize import StepTokenizer, encode_steps, load_step_tokenizer
+    from trainengine.errors import DataError
+
+    reward = out.reward or {}
+    try:
+        if tokenizer_dir is None:
+            tokenizer = StepTokenizer(ByteTokenizer(), source="byte", pad_id=0)
+        else:
+            folder = Path(tokenizer_dir)
+            tokenizer = load_step_tokenizer(folder if folder.is_dir() else folder.parent)
+    except (DataError, OSError, ValueError) as exc:
+        raise ExportError(f"cannot load the training tokenizer from {tokenizer_dir}: {exc}") from None
+    for i, example in enumerate(out.raw_examples or []):
+        if not isinstance(example, Mapping) or "problem" not in example:
+            continue  # token-id examples: nothing to encode
+        try:
+            expected = encode_steps(
+                tokenizer,
+                example["problem"],
+                example["steps"],
+                separator=reward["step_separator"],
+                max_length=reward["max_length"],
+                max_steps=reward["max_steps_per_example"],
+            )
+        except DataError as exc:
+            raise ExportError(f"raw_examples[{i}]: {exc}") from None
+        got = batch.tokens[i, : batch.lengths[i]]
+        if not (
+            np.array_equal(got, expected.input_ids) and np.array_equal(batch.positions[i], expected.step_positions)
+        ):
+            raise ExportError(
+                f"raw_examples[{i}]: the bundle's tokenizer ({(out.tokenizer_info or {}).get('kind')}) encodes it "
+                f"differently from the training tokenizer {tokenizer.name!r} ({tokenizer.source}); the bundle would "
+                "serve other token ids than the model was trained on — pass the tokenizer folder that "
+                "StepTokenizer.save wrote (tokenizer_dir=)"
+            )
 
 
 def _spec_records(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -508,6 +658,15 @@ def _examples(
     serving: _Serving,
 ) -> dict[str, Any]:
     """examples.json: inputs as /predict takes them and the predictions the bundle must give for them."""
+    if serving.reward is not None:
+        _runtime = standalone_runtime()
+
+        def score(batch: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return model(torch.as_tensor(batch)).detach().float().numpy()
+
+        inputs = serving.raw_examples or []
+        return {"inputs": inputs, "predictions": _runtime.score_steps(serving.step_batch(inputs), score)}
     if serving.raw_examples is None and serving.preprocessing is None:
         tokens = example.numpy() if task.modality == "tokens" else None
         predictions = _predictions(parity.expected[0], tokens, model, task, manifest, serving)

@@ -59,7 +59,10 @@ class ExportOnTrainEnd:
                     name=cfg.tracking.experiment_name,
                     reference_data=None if profile else _indexable(train_ds),
                     reference_profile=profile,
-                    example_input=_examples(_indexable(val_ds) or _indexable(train_ds)),
+                    # A reward model's example is a problem with its steps, encoded by the export itself.
+                    example_input=None
+                    if trainer.task_spec.task_type == "reward"
+                    else _examples(_indexable(val_ds) or _indexable(train_ds)),
                     eval_data=_indexable(val_ds),
                     lineage=lineage,
                     tolerance=1e-4 if cfg.export.verify else 1e30,  # verify off: record, never fail

@@ -209,6 +209,24 @@ def _inputs_section(manifest: Mapping[str, Any], example: Any) -> str:
             f"mean and std, categorical columns {prep['encoding']}-encoded (a value not seen in training counts "
             f"as other), missing values: {prep['missing_values']}. {answer}\n{shown_example}"
         )
+    reward = manifest.get("reward")
+    if reward:
+        tokenizer = manifest.get("tokenizer") or {}
+        tokens = (
+            f"the bundle's `{tokenizer['file']}` (the training tokenizer; needs the `tokenizers` package)"
+            if tokenizer.get("file")
+            else "UTF-8 bytes (the training tokenizer)"
+        )
+        return (
+            f'`POST /predict` takes `{{"problem": "...", "steps": ["...", ...]}}`, a list of them, or '
+            f'`{{"inputs": [...]}}` (clients that tokenize themselves send `{{"input_ids": [...], '
+            f'"step_positions": [...]}}`). Each example is encoded as in training: tokenized with {tokens}, '
+            f"each step followed by the separator {json.dumps(reward['step_separator'])}, at most "
+            f"{reward['max_steps_per_example']} steps and {reward['max_length']} tokens (trailing steps that do not "
+            'fit are dropped whole). The answer is `{"predictions": [{"scores": [one per scored step], "num_steps", '
+            '"steps_scored", "truncated", "problem_truncated"}, ...], "model": ..., "version": ...}`: scores in '
+            f"(0, 1), one per step that was scored; `truncated` says steps were left out.\n{shown_example}"
+        )
     tokenizer = manifest.get("tokenizer")
     if tokenizer and tokenizer.get("file"):
         return (

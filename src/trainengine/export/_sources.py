@@ -116,7 +116,8 @@ def export_checkpoint(
             reference_data, eval_data = splits.train, splits.val
             from trainengine.export._bundle import _first_inputs
 
-            example = _first_inputs(splits.val, 4)
+            # Reward examples (problem + steps, of many lengths) are encoded by the export itself.
+            example = None if task.task_type == "reward" else _first_inputs(splits.val, 4)
             if splits.info.target_mean is not None and splits.info.target_std is not None:
                 scaling = {"mean": splits.info.target_mean, "std": splits.info.target_std}
     profile = run_dir / "data_profile.json" if run_dir and (run_dir / "data_profile.json").is_file() else None

@@ -13,8 +13,10 @@ Example:
 from trainengine.models._cnn import SmallCNN
 from trainengine.models._common import count_parameters
 from trainengine.models._gpt import GPT, GPTConfig, check_sampling, generate_text, sample_next_token
+from trainengine.models._lora import apply_lora, default_target_modules, parameter_counts
 from trainengine.models._mlp import MLP
 from trainengine.models._registry import ModelBuilder, build_model, list_models, rebuild_model, register_model
+from trainengine.models._reward import RewardModel, build_reward_model
 from trainengine.models._spec import model_spec, unwrap_model
 from trainengine.models._tabular import TabularMLP
 
@@ -35,4 +37,9 @@ __all__ = [
     "model_spec",
     "rebuild_model",
     "unwrap_model",
+    "RewardModel",
+    "build_reward_model",
+    "apply_lora",
+    "default_target_modules",
+    "parameter_counts",
 ]

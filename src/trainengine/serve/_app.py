@@ -18,8 +18,13 @@ Endpoints:
   abandoned with a 503 (``Retry-After``). Language-model requests may also carry
   ``max_new_tokens`` (at most the server's ``max_new_tokens`` limit), ``temperature`` (0 = greedy,
   the default), ``top_k``, ``top_p`` and ``seed`` beside ``inputs``; an out-of-range value is a
-  422 naming the field. A client that disconnects (mid-upload or while its
-  request computes) stops the work and is counted with status 499, not as a server error.
+  422 naming the field. Reward models (process reward bundles) take ``{"problem": str, "steps":
+  [str, ...]}``, a list of those, or ``{"inputs": [...]}`` (or ``{"input_ids", "step_positions"}``
+  from clients that tokenize themselves), encode each as in training and answer ``{"scores":
+  [one per scored step], "num_steps", "steps_scored", "truncated", "problem_truncated"}`` per
+  example; missing or empty steps and wrong types are a 422 naming the field. A client that
+  disconnects (mid-upload or while its request computes) stops the work and is counted with
+  status 499, not as a server error.
 * ``GET /health`` — name, version, the bundle's content hash, uptime, runtime; never needs a key.
 * ``GET /metrics`` — Prometheus text: requests by endpoint and status, latency and batch-size
   histograms, the prediction distribution, and the drift score of the last ``drift_window``
@@ -58,6 +63,7 @@ from typing import Any, Literal
 if __package__:  # trainengine.serve._app
     from trainengine.serve._runtime import (
         MAX_NEW_TOKENS_LIMIT,
+        REWARD_TASK,
         SAMPLING_FIELDS,
         Bundle,
         BundleError,
@@ -67,6 +73,7 @@ if __package__:  # trainengine.serve._app
         OnnxPredictor,
         Predictor,
         load_bundle,
+        reward_inputs,
         sampling_options,
     )
 else:  # a bundle's server.py: the sibling inference.py is the runtime it was exported with
@@ -74,6 +81,7 @@ else:  # a bundle's server.py: the sibling inference.py is the runtime it was ex
     try:
         from inference import (  # type: ignore[no-redef]  # mypy sees both runtimes; one is imported
             MAX_NEW_TOKENS_LIMIT,
+            REWARD_TASK,
             SAMPLING_FIELDS,
             Bundle,
             BundleError,
@@ -83,11 +91,13 @@ else:  # a bundle's server.py: the sibling inference.py is the runtime it was ex
             OnnxPredictor,
             Predictor,
             load_bundle,
+            reward_inputs,
             sampling_options,
         )
     except ImportError:  # server.py copied alone: fall back to an installed trainengine
         from trainengine.serve._runtime import (
             MAX_NEW_TOKENS_LIMIT,
+            REWARD_TASK,
             SAMPLING_FIELDS,
             Bundle,
             BundleError,
@@ -97,6 +107,7 @@ else:  # a bundle's server.py: the sibling inference.py is the runtime it was ex
             OnnxPredictor,
             Predictor,
             load_bundle,
+            reward_inputs,
             sampling_options,
         )
 
@@ -173,6 +184,7 @@ class _Metrics:
         self.classes = None
         self.values = None
         self.next_token_probability = None
+        self.step_scores = None
         if self.task_type in ("classification", "vision"):
             self.classes = Counter(
                 "trainengine_serve_predicted_class", "Predictions by predicted class.", ["class_id"], registry=r
@@ -192,6 +204,13 @@ class _Metrics:
                 "trainengine_serve_prediction_value",
                 "Predicted values (buckets: the training targets' histogram edges when known).",
                 buckets=edges if len(edges) >= 2 else _VALUE_BUCKETS,
+                registry=r,
+            )
+        elif self.task_type == REWARD_TASK:
+            self.step_scores = Histogram(
+                "trainengine_serve_step_score",
+                "Predicted per-step scores of the reward model (one observation per scored step).",
+                buckets=_PROB_BUCKETS,
                 registry=r,
             )
         else:
@@ -249,6 +268,10 @@ class _Metrics:
             for p in predictions:
                 for v in p["values"] if "values" in p else (p["value"],):
                     self.values.observe(v)
+        elif self.step_scores is not None:
+            for p in predictions:
+                for v in p["scores"]:
+                    self.step_scores.observe(v)
         elif self.next_token_probability is not None:
             for p in predictions:
                 self.next_token_probability.observe(p["next_token_probability"])
@@ -541,12 +564,15 @@ def create_app(
     request_tokens = _limit("max_request_tokens", max_request_tokens, bundle, DEFAULT_MAX_REQUEST_TOKENS, int)
     # By default one example of the model's full context always fits in a batch.
     full_context = predictor.context_width(bundle.max_seq_len or 1)
+    if predictor.step_encoding is not None:  # a reward model: one example is at most max_length tokens
+        full_context = predictor.step_encoding.max_length
     batch_tokens = _limit(
         "max_batch_tokens", max_batch_tokens, bundle, max(DEFAULT_MAX_BATCH_TOKENS, full_context), int
     )
     timeout_s = _limit("request_timeout_s", request_timeout_s, bundle, DEFAULT_REQUEST_TIMEOUT_S, float)
     new_tokens_limit = _limit("max_new_tokens", max_new_tokens, bundle, MAX_NEW_TOKENS_LIMIT, int)
     language_model = bundle.task_type == "language_modeling"
+    reward_model = bundle.task_type == REWARD_TASK
     retry_after = str(math.ceil(timeout_s))
     threshold = bundle.monitoring.get("drift_threshold")
     metrics = _Metrics(bundle, runtime, max_batch, float(threshold) if isinstance(threshold, (int, float)) else None)
@@ -593,6 +619,8 @@ def create_app(
             payload = json.loads(body)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise _ClientError(400, f"request body is not valid JSON: {str(exc)[:200]}") from None
+        if reward_model:
+            return predict_steps(payload, check)
         if not isinstance(payload, dict) or "inputs" not in payload:
             got = "an object without it" if isinstance(payload, dict) else f"a JSON {type(payload).__name__}"
             raise _ClientError(422, f'inputs: missing; send {{"inputs": [example, ...]}}, got {got}', "inputs")
@@ -607,6 +635,25 @@ def create_app(
             raise _ClientError(422, str(exc), exc.field) from None
         metrics.observe_predictions(predictions)
         drift.add(batch)
+        response = {"predictions": predictions, "model": bundle.name, "version": bundle.version}
+        return json.dumps(response, allow_nan=False).encode("utf-8")
+
+    def predict_steps(payload: Any, check: Callable[[], None]) -> bytes:
+        """A reward request: {"problem", "steps"}, a list of them or {"inputs": [...]} -> per-step scores."""
+        try:
+            if isinstance(payload, dict):
+                request_sampling(payload)  # decoding options are refused by name
+            batch = predictor.encode_steps(
+                reward_inputs(payload), max_batch=max_batch, max_request_tokens=request_tokens
+            )
+            del payload
+            predictions = predictor.predict_steps(batch, max_batch_tokens=batch_tokens, check=check)
+        except LimitError as exc:
+            raise _ClientError(413, str(exc), exc.field) from None
+        except InputError as exc:
+            raise _ClientError(422, str(exc), exc.field) from None
+        metrics.observe_predictions(predictions)
+        drift.add(batch.tokens)
         response = {"predictions": predictions, "model": bundle.name, "version": bundle.version}
         return json.dumps(response, allow_nan=False).encode("utf-8")
 

@@ -34,7 +34,10 @@ What it does:
   ``{"class", "probabilities"}`` (plus ``"label"``, the class name, when the bundle has class
   names), regression ``{"value"}`` / ``{"values"}``, language modeling ``{"next_token",
   "next_token_probability", "completion"}`` (greedy, 16 new tokens, unless the request asks
-  for sampling: :class:`Sampling`, :func:`sampling_options`).
+  for sampling: :class:`Sampling`, :func:`sampling_options`), reward models ``{"scores": [one
+  per step], "num_steps", "steps_scored", "truncated", "problem_truncated"}`` for examples
+  ``{"problem": str, "steps": [str, ...]}`` encoded as in training (:class:`StepEncoding`,
+  :func:`encode_step_requests`, :func:`score_steps`).
 * **Measures drift** of recent inputs against the bundle's ``reference_profile.json`` with the
   same Jensen–Shannon divergence as ``trainengine.monitoring.compare_profiles`` (both use
   ``_numeric.py``)
@@ -107,6 +110,12 @@ __all__ = [
     "Sampling",
     "sampling_options",
     "load_tokenizer",
+    "StepEncoding",
+    "StepBatch",
+    "assemble_steps",
+    "reward_inputs",
+    "encode_step_requests",
+    "score_steps",
     "Predictor",
     "OnnxPredictor",
     "drift_divergences",
@@ -619,7 +628,7 @@ def model_input(tokens: np.ndarray) -> np.ndarray:
     return np.where(tokens == PAD, 0, tokens) if tokens.dtype.kind in "iu" else tokens
 
 
-def _pad(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+def _pad(rows: Sequence[Sequence[int]] | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
     batch = np.full((len(rows), int(lengths.max())), PAD, dtype=np.int64)
     for i, r in enumerate(rows):
@@ -851,6 +860,400 @@ def postprocess(
     return [{"class": int(c), "probabilities": p.tolist()} for c, p in zip(classes, probs, strict=True)]
 
 
+# ----------------------------------------------------------------------------- reward models
+REWARD_TASK = "reward"  # task_type of a process reward model: one score per reasoning step
+_TEXT_STEP_KEYS = ("problem", "steps")
+_TOKEN_STEP_KEYS = ("input_ids", "step_positions")
+_STEP_REQUEST = (
+    '{"problem": str, "steps": [str, ...]} (or, tokenized by the client, {"input_ids": [int, ...], '
+    '"step_positions": [int, ...]})'
+)
+
+
+@dataclass(frozen=True)
+class StepEncoding:
+    """How a reward bundle encodes a problem and its steps: exactly as in training.
+
+    The layout is ``prefix + problem + sep + step_1 + sep + ... + step_k + sep`` (each piece
+    tokenized on its own, without special tokens); step ``i`` is scored at the last token of
+    the separator after it. At most ``max_steps`` steps are kept, then trailing steps that do
+    not fit in ``max_length`` tokens are dropped whole (the answer says how many were scored).
+
+    Attributes:
+        separator: ``data.step_separator`` of the training run.
+        max_length: ``data.max_length``: most tokens per example.
+        max_steps: ``data.max_steps_per_example``: most steps scored per example.
+        prefix_ids: Ids put before every example (a backbone tokenizer's BOS), usually none.
+
+    Example:
+        >>> enc = StepEncoding.from_manifest(
+        ...     {"reward": {"step_separator": "\\n", "max_length": 64, "max_steps_per_example": 4}}
+        ... )
+        >>> enc.separator, enc.max_length, enc.max_steps, enc.prefix_ids
+        ('\\n', 64, 4, ())
+    """
+
+    separator: str
+    max_length: int
+    max_steps: int
+    prefix_ids: tuple[int, ...] = ()
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> StepEncoding:
+        """Read ``manifest["reward"]`` (written by the export).
+
+        Raises:
+            BundleError: The manifest has no usable ``reward`` section (an export from before
+                reward serving, or an edited manifest).
+        """
+        info = manifest.get("reward")
+        fix = "re-export the bundle with this version of trainengine"
+        if not isinstance(info, Mapping):
+            raise BundleError(
+                'the bundle is a reward model but its manifest has no "reward" section (the step separator, '
+                f"max_length and max_steps_per_example of training); {fix}"
+            )
+        sep, length, steps = info.get("step_separator"), info.get("max_length"), info.get("max_steps_per_example")
+        prefix = info.get("prefix_ids") or []
+        problems = []
+        if not isinstance(sep, str) or not sep:
+            problems.append(f"step_separator must be a non-empty string, got {sep!r}")
+        for name, value in (("max_length", length), ("max_steps_per_example", steps)):
+            if type(value) is not int or value < 1:
+                problems.append(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(prefix, list) or not all(type(i) is int and i >= 0 for i in prefix):
+            problems.append(f"prefix_ids must be a list of token ids, got {prefix!r}")
+        if problems:
+            raise BundleError(f'manifest "reward": {"; ".join(problems)}; {fix}')
+        return cls(str(sep), int(length), int(steps), tuple(int(i) for i in prefix))  # type: ignore[arg-type]  # checked
+
+
+@dataclass
+class StepBatch:
+    """Reward requests encoded for the model (:func:`encode_step_requests`).
+
+    Attributes:
+        tokens: int64 ``(B, T)``: each example's ids, right-padded with ``PAD``.
+        lengths: int64 ``(B,)``: real tokens per example.
+        positions: Per example, int64 ``(S,)``: the token index each scored step is read at.
+        num_steps: Steps each example sent.
+        problem_truncated: The problem was cut from the left to fit the first step.
+    """
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+    positions: list[np.ndarray]
+    num_steps: list[int]
+    problem_truncated: list[bool]
+
+
+def assemble_steps(
+    prefix: Sequence[int] | np.ndarray,
+    problem: np.ndarray,
+    steps: Sequence[np.ndarray],
+    sep: np.ndarray,
+    *,
+    max_length: int,
+    max_steps: int,
+) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """Join token pieces into one example, keeping whole steps within ``max_length`` (as training does).
+
+    The same rules as ``trainengine.data`` 's ``assemble`` (a test holds them equal): at most
+    ``max_steps`` steps; trailing steps that do not fit are dropped whole; when even the first
+    step does not fit after the problem, the problem is cut from the left, and when the first
+    step alone does not fit, it is cut from the left too (its separator always stays).
+
+    Returns:
+        ``(input_ids, step_positions, steps_kept, problem_truncated)``.
+
+    Raises:
+        InputError: ``max_length`` leaves no room for the prefix and one separator.
+
+    Example:
+        >>> a = lambda *x: np.asarray(x, dtype=np.int64)
+        >>> ids, pos, kept, _ = assemble_steps([], a(1, 2, 3), [a(4), a(5, 6)], a(9), max_length=6, max_steps=10)
+        >>> ids.tolist(), pos.tolist(), kept
+        ([1, 2, 3, 9, 4, 9], [5], 1)
+    """
+    pre = np.asarray(prefix, dtype=np.int64)
+    sep = np.asarray(sep, dtype=np.int64)
+    if len(pre) + len(sep) > max_length:
+        raise InputError(
+            "inputs",
+            f"max_length {max_length} leaves no room for one step: the prefix and step separator take "
+            f"{len(pre) + len(sep)} tokens",
+        )
+    head = np.concatenate([np.asarray(problem, dtype=np.int64), sep])
+    steps = list(steps)[:max_steps]
+    total, kept = len(pre) + len(head), 0
+    for s in steps:
+        need = len(s) + len(sep)
+        if total + need > max_length:
+            break
+        total += need
+        kept += 1
+    truncated = False
+    if kept == 0 and steps:
+        first = np.concatenate([np.asarray(steps[0], dtype=np.int64), sep])
+        room = max_length - len(pre) - len(first)
+        truncated = True
+        if room >= 0:
+            head = head[len(head) - room :] if room else head[:0]
+        else:
+            first = first[len(first) - (max_length - len(pre)) :]
+            head = head[:0]
+        pieces = [pre, head, first]
+        positions = [len(pre) + len(head) + len(first) - 1]
+        kept = 1
+    else:
+        pieces, positions = [pre, head], []
+        pos = len(pre) + len(head)
+        for s in steps[:kept]:
+            pieces += [np.asarray(s, dtype=np.int64), sep]
+            pos += len(s) + len(sep)
+            positions.append(pos - 1)
+    return np.concatenate(pieces), np.asarray(positions, dtype=np.int64), kept, truncated
+
+
+def reward_inputs(payload: Any) -> Any:
+    """The examples of a reward request: ``{"inputs": [...]}``, a list of examples, or one example.
+
+    Example:
+        >>> reward_inputs({"problem": "1+1?", "steps": ["2"]})
+        [{'problem': '1+1?', 'steps': ['2']}]
+        >>> reward_inputs({"inputs": [{"problem": "p", "steps": ["s"]}]})[0]["steps"]
+        ['s']
+    """
+    if isinstance(payload, dict):
+        if "inputs" in payload:
+            return payload["inputs"]
+        if any(key in payload for key in (*_TEXT_STEP_KEYS, *_TOKEN_STEP_KEYS)):
+            return [payload]
+        raise InputError(
+            "inputs",
+            f'missing; send {_STEP_REQUEST}, a list of them, or {{"inputs": [...]}}, got an object '
+            f"with keys {sorted(payload)[:5]}",
+        )
+    if isinstance(payload, list):
+        return payload
+    raise InputError("inputs", f"expected {_STEP_REQUEST} or a list of them, got {_describe(payload)}")
+
+
+def _text_ids(texts: list[str], tokenizer: Any, path: str) -> list[np.ndarray]:
+    """Token ids of each text without special tokens: the bundle's tokenizer, else UTF-8 bytes."""
+    try:
+        if tokenizer is None:
+            return [np.frombuffer(t.encode("utf-8"), dtype=np.uint8).astype(np.int64) for t in texts]
+        return [np.asarray(e.ids, dtype=np.int64) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    except UnicodeEncodeError as exc:
+        raise InputError(path, f"the text is not valid Unicode ({exc.reason}); send UTF-8 text") from None
+
+
+def _int_list(value: Any, path: str, what: str) -> np.ndarray:
+    if not isinstance(value, list) or not value:
+        raise InputError(path, f"expected a non-empty list of {what} (integers), got {_describe(value)}")
+    if not set(map(type, value)) <= {int}:
+        j = next(j for j, t in enumerate(value) if type(t) is not int)
+        raise InputError(f"{path}[{j}]", f"not an integer, got {_describe(value[j])}")
+    try:
+        return np.asarray(value, dtype=np.int64)
+    except OverflowError:
+        j = next(j for j, t in enumerate(value) if not -(2**63) <= t < 2**63)
+        raise InputError(f"{path}[{j}]", f"{value[j]} is out of range") from None
+
+
+def _encode_step_item(
+    item: Any, path: str, encoding: StepEncoding, sep: np.ndarray, tokenizer: Any, vocab: int | None
+) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """(ids, step positions, steps sent, problem truncated) of one reward example."""
+    if not isinstance(item, dict):
+        raise InputError(path, f"expected {_STEP_REQUEST}, got {_describe(item)}")
+    tokenized = any(key in item for key in _TOKEN_STEP_KEYS)
+    allowed = _TOKEN_STEP_KEYS if tokenized else _TEXT_STEP_KEYS
+    unknown = sorted(set(item) - set(allowed))
+    if unknown:
+        raise InputError(f"{path}.{unknown[0]}", f"unknown field; an example has exactly {', '.join(allowed)}")
+    missing = [key for key in allowed if key not in item]
+    if missing:
+        raise InputError(f"{path}.{missing[0]}", f"missing; send {_STEP_REQUEST}")
+    if tokenized:
+        ids = _int_list(item["input_ids"], f"{path}.input_ids", "token ids")
+        bad = (ids < 0) | (ids >= vocab) if vocab is not None else ids < 0
+        if bad.any():
+            j = int(np.argmax(bad))
+            limit = f"[0, {vocab})" if vocab is not None else ">= 0"
+            raise InputError(f"{path}.input_ids[{j}]", f"token id {int(ids[j])} is out of range {limit}")
+        if ids.size > encoding.max_length:
+            raise InputError(
+                f"{path}.input_ids",
+                f"{ids.size} tokens, more than the max_length of {encoding.max_length} the model was trained with; "
+                "drop trailing steps (or send text and let the server truncate whole steps)",
+            )
+        positions = _int_list(item["step_positions"], f"{path}.step_positions", "token indices")
+        bad = (positions < 0) | (positions >= ids.size)
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise InputError(
+                f"{path}.step_positions[{j}]",
+                f"{int(positions[j])} is not a token index of input_ids (0..{ids.size - 1}); "
+                "give the index of each step's last token",
+            )
+        return ids, positions, int(positions.size), False
+    problem, steps = item["problem"], item["steps"]
+    if not isinstance(problem, str):
+        raise InputError(f"{path}.problem", f"expected the problem's text (a string), got {_describe(problem)}")
+    if not isinstance(steps, list) or not steps:
+        raise InputError(f"{path}.steps", f"expected a non-empty list of step texts, got {_describe(steps)}")
+    for j, step in enumerate(steps):
+        if not isinstance(step, str):
+            raise InputError(f"{path}.steps[{j}]", f"expected the step's text (a string), got {_describe(step)}")
+        if not step:
+            raise InputError(f"{path}.steps[{j}]", "empty step; send its text (or leave the step out)")
+    pieces = _text_ids([problem, *steps[: encoding.max_steps]], tokenizer, path)
+    if vocab is not None:
+        for j, piece in enumerate(pieces):
+            if piece.size and int(piece.max()) >= vocab:
+                where = f"{path}.problem" if j == 0 else f"{path}.steps[{j - 1}]"
+                raise InputError(where, f"gives token id {int(piece.max())}, outside the model's vocabulary of {vocab}")
+    ids, positions, _kept, truncated = assemble_steps(
+        encoding.prefix_ids,
+        pieces[0],
+        pieces[1:],
+        sep,
+        max_length=encoding.max_length,
+        max_steps=encoding.max_steps,
+    )
+    return ids, positions, len(steps), truncated
+
+
+def encode_step_requests(
+    inputs: Any,
+    encoding: StepEncoding,
+    *,
+    tokenizer: Any = None,
+    vocab_size: int | None = None,
+    max_batch: int | None = None,
+    max_request_tokens: int | None = None,
+) -> StepBatch:
+    """Validate reward examples and encode each exactly as training did (:class:`StepEncoding`).
+
+    Args:
+        inputs: A non-empty list of examples, each ``{"problem": str, "steps": [str, ...]}``
+            (non-empty steps) or ``{"input_ids": [...], "step_positions": [...]}`` (tokenized by
+            the client: at most ``max_length`` ids, each position a token index).
+        encoding: The bundle's step encoding.
+        tokenizer: The bundle's ``tokenizers.Tokenizer``; ``None``: UTF-8 bytes are the ids.
+        vocab_size: The model's vocabulary (ids at or above it are refused).
+        max_batch: Refuse more examples than this.
+        max_request_tokens: Refuse more tokens in all than this (:class:`LimitError`).
+
+    Raises:
+        InputError: Naming the first offending field (``inputs[1].steps: ...``).
+        LimitError: Too many tokens in the request.
+
+    Example:
+        >>> enc = StepEncoding("\\n", max_length=64, max_steps=2)
+        >>> batch = encode_step_requests([{"problem": "1+1?", "steps": ["2", "so 2", "done"]}], enc)
+        >>> batch.positions[0].tolist(), batch.num_steps
+        ([6, 11], [3])
+        >>> encode_step_requests([{"problem": "p", "steps": []}], enc)
+        Traceback (most recent call last):
+        ...
+        InputError: inputs[0].steps: expected a non-empty list of step texts, got shape [0]
+    """
+    if not isinstance(inputs, list):
+        raise InputError("inputs", f"expected a list of examples, got {_describe(inputs)}")
+    if not inputs:
+        raise InputError("inputs", "empty batch; send at least one example")
+    if max_batch is not None and len(inputs) > max_batch:
+        raise InputError("inputs", f"{len(inputs)} examples exceed the batch limit of {max_batch}; split the request")
+    sep = _text_ids([encoding.separator], tokenizer, "inputs")[0]
+    if sep.size == 0:
+        raise BundleError(f"the step separator {encoding.separator!r} has no tokens under the bundle's tokenizer")
+    rows, positions, num_steps, truncated = [], [], [], []
+    total = 0
+    for i, item in enumerate(inputs):
+        ids, pos, n, cut = _encode_step_item(item, f"inputs[{i}]", encoding, sep, tokenizer, vocab_size)
+        rows.append(ids)
+        positions.append(pos)
+        num_steps.append(n)
+        truncated.append(cut)
+        total += ids.size
+        if max_request_tokens is not None and total > max_request_tokens:
+            raise LimitError(
+                "inputs",
+                f"the first {i + 1} of {len(inputs)} examples already hold {total} tokens, more than the limit of "
+                f"{max_request_tokens} tokens per request (max_request_tokens); send fewer or shorter examples",
+                "max_request_tokens",
+            )
+    tokens, lengths = _pad(rows)
+    return StepBatch(tokens, lengths, positions, num_steps, truncated)
+
+
+def score_steps(
+    batch: StepBatch,
+    forward: Callable[[np.ndarray], np.ndarray],
+    *,
+    max_batch_tokens: int | None = None,
+    check: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Per-step scores of encoded reward examples: ``{"scores", "num_steps", "steps_scored", "truncated", ...}``.
+
+    The model (``forward``: token ids ``(b, T)`` -> per-token scores ``(b, T)``) runs on examples of
+    one length at a time, unpadded, so every example is scored exactly as alone (whatever the
+    backbone's attention); each step's score is read at its position.
+
+    Args:
+        batch: From :func:`encode_step_requests`.
+        forward: Runs the model.
+        max_batch_tokens: Run on chunks of at most this many tokens (rows x length).
+        check: Called before every model call (a deadline; raising abandons the work).
+
+    Returns:
+        One dict per example: ``scores`` (one float in (0, 1) per scored step), ``num_steps``
+        (steps sent), ``steps_scored``, ``truncated`` (steps were left unscored: beyond
+        ``max_steps_per_example`` or ``max_length``) and ``problem_truncated``.
+
+    Raises:
+        LimitError: One example alone has more than ``max_batch_tokens`` tokens.
+        InputError: A score is not finite.
+        BundleError: The model does not return per-token scores ``(b, T)``.
+    """
+    out: list[dict[str, Any]] = [{}] * len(batch.lengths)
+    for length in np.unique(batch.lengths).tolist():
+        rows = np.flatnonzero(batch.lengths == length)
+        if max_batch_tokens is not None and length > max_batch_tokens:
+            raise LimitError(
+                f"inputs[{int(rows[0])}]",
+                f"{length} tokens, more than the limit of {max_batch_tokens} tokens per batch (max_batch_tokens)",
+                "max_batch_tokens",
+            )
+        per = max(1, max_batch_tokens // length) if max_batch_tokens is not None else len(rows)
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            if check is not None:
+                check()
+            scores = np.asarray(forward(np.ascontiguousarray(batch.tokens[chunk, :length])))
+            if scores.shape != (len(chunk), length):
+                raise BundleError(
+                    f"the reward model returned shape {list(scores.shape)} for {len(chunk)} sequences of {length} "
+                    "tokens; it must return one score per token [B, T] (RewardModel without step_positions)"
+                )
+            for j, i in enumerate(chunk.tolist()):
+                values = scores[j, batch.positions[i]].astype(np.float64)
+                if not np.isfinite(values).all():
+                    raise InputError(f"inputs[{i}]", "the model's score is not finite for this example")
+                kept = int(values.size)
+                out[i] = {
+                    "scores": values.tolist(),
+                    "num_steps": batch.num_steps[i],
+                    "steps_scored": kept,
+                    "truncated": kept < batch.num_steps[i],
+                    "problem_truncated": batch.problem_truncated[i],
+                }
+    return out
+
+
 # ----------------------------------------------------------------------------- predictors
 def load_tokenizer(bundle: Bundle) -> Any:
     """The bundle's training tokenizer (``manifest["tokenizer"]["file"]``, a ``tokenizer.json``), or ``None``.
@@ -906,8 +1309,12 @@ class Predictor(abc.ABC):
         self.bundle = bundle
         self.max_new_tokens = max_new_tokens
         self._tokens = bundle.task_type == "language_modeling"
-        self.tokenizer = load_tokenizer(bundle) if self._tokens else None  # None: byte-level text
+        self._reward = bundle.task_type == REWARD_TASK
+        # None: byte-level text (UTF-8 bytes are the token ids)
+        self.tokenizer = load_tokenizer(bundle) if self._tokens or self._reward else None
         self._decode = self.tokenizer.decode if self.tokenizer is not None else None
+        #: Reward bundles: how a problem and its steps are encoded (as in training); else None.
+        self.step_encoding = StepEncoding.from_manifest(bundle.manifest) if self._reward else None
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -934,6 +1341,34 @@ class Predictor(abc.ABC):
             preprocessing=self.bundle.preprocessing,
             tokenizer=self.tokenizer,
         )
+
+    def encode_steps(
+        self, inputs: Any, *, max_batch: int | None = None, max_request_tokens: int | None = None
+    ) -> StepBatch:
+        """Reward bundles: :func:`encode_step_requests` with this bundle's encoding, tokenizer and vocabulary.
+
+        Raises:
+            InputError: An example does not fit (the message names the field); or the bundle is
+                not a reward model.
+        """
+        if self.step_encoding is None:
+            raise InputError(
+                "inputs", f"problem/steps examples are for reward bundles; this one is {self.bundle.task_type}"
+            )
+        return encode_step_requests(
+            inputs,
+            self.step_encoding,
+            tokenizer=self.tokenizer,
+            vocab_size=_vocab_size(self.manifest, self.task),
+            max_batch=max_batch,
+            max_request_tokens=max_request_tokens,
+        )
+
+    def predict_steps(
+        self, batch: StepBatch, *, max_batch_tokens: int | None = None, check: Callable[[], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Reward bundles: :func:`score_steps` of an encoded batch with this predictor's model."""
+        return score_steps(batch, self.forward, max_batch_tokens=max_batch_tokens, check=check)
 
     def context_width(self, prompt_tokens: int, max_new_tokens: int | None = None) -> int:
         """The widest context a prompt of this many tokens reaches while its completion is generated."""
@@ -1033,9 +1468,14 @@ class Predictor(abc.ABC):
     def predict(self, inputs: Any, sampling: Sampling | None = None) -> list[dict[str, Any]]:
         """Predictions for a list of JSON examples (``sampling``: language models, see :func:`sampling_options`).
 
+        Reward bundles take ``{"problem": str, "steps": [str, ...]}`` examples (:meth:`encode_steps`)
+        and answer per-step scores (:func:`score_steps`).
+
         Raises:
             InputError: An example does not fit the model (the message names the field).
         """
+        if self._reward:
+            return self.predict_steps(self.encode_steps(inputs))
         return self.predict_array(self.preprocess(inputs), sampling=sampling)
 
 
@@ -1274,10 +1714,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             payload = json.loads(Path(args.input).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InputError("--input", f"cannot read {args.input} as JSON: {exc}") from None
-        inputs = payload.get("inputs") if isinstance(payload, dict) else payload
-        if isinstance(payload, dict) and "inputs" not in payload:
-            raise InputError("inputs", f'missing; {args.input} must hold {{"inputs": [example, ...]}}')
         predictor = OnnxPredictor(args.bundle, args.model)
+        if predictor.bundle.task_type == REWARD_TASK:
+            inputs = reward_inputs(payload)
+        else:
+            inputs = payload.get("inputs") if isinstance(payload, dict) else payload
+            if isinstance(payload, dict) and "inputs" not in payload:
+                raise InputError("inputs", f'missing; {args.input} must hold {{"inputs": [example, ...]}}')
         sampling = None
         if predictor.bundle.task_type == "language_modeling" and isinstance(payload, dict):
             limit = predictor.bundle.monitoring.get("max_new_tokens") or MAX_NEW_TOKENS_LIMIT
