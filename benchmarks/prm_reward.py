@@ -65,13 +65,13 @@ def _sum_step(rng: random.Random, kind: str) -> tuple[str, int]:
     return f"{a} + {b} = {c}", 1
 
 
-def _prm800k_line(rng: random.Random, n_steps: int, pad_words: int = 0) -> dict[str, Any]:
+def _prm800k_line(rng: random.Random, n_steps: int, pad_words: int = 0, p_wrong: float = 0.3) -> dict[str, Any]:
     """One PRM800K solution record: right / hedge steps, possibly ending at a wrong one."""
     steps: list[dict[str, Any]] = []
     finish = "solution"
     filler = " ".join(rng.choice(["we", "add", "the", "two", "digits", "next", "then"]) for _ in range(pad_words))
     for i in range(n_steps):
-        kind = rng.choices(["right", "wrong", "hedge"], weights=[0.55, 0.3, 0.15])[0]
+        kind = rng.choices(["right", "wrong", "hedge"], weights=[0.85 - p_wrong, p_wrong, 0.15])[0]
         text, rating = _sum_step(rng, kind)
         if filler:
             text = f"{filler} {text}"
@@ -111,8 +111,8 @@ def _eqasc_line(rng: random.Random, qid: int) -> dict[str, Any]:
                          "choices": [{"label": "A", "text": "yes", "chain_candidates": chains}]}}
 
 
-def write_synthetic(folder: Path, n_solutions: int, *, seed: int = 0, max_steps: int = 6, pad_words: int = 0,
-                    eqasc_questions: int = 0) -> dict[str, Any]:
+def write_synthetic(folder: Path, n_solutions: int, *, seed: int = 0, min_steps: int = 2, max_steps: int = 6,
+                    pad_words: int = 0, p_wrong: float = 0.3, eqasc_questions: int = 0) -> dict[str, Any]:
     """Write ``prm800k/phase1_train.jsonl`` + ``phase2_train.jsonl`` (and ``eqasc.jsonl``) into ``folder``."""
     rng = random.Random(seed)
     prm = folder / "prm800k"
@@ -121,7 +121,7 @@ def write_synthetic(folder: Path, n_solutions: int, *, seed: int = 0, max_steps:
     for phase, n in ((1, n_solutions // 2), (2, n_solutions - n_solutions // 2)):
         with open(prm / f"phase{phase}_train.jsonl", "w") as fh:
             for _ in range(n):
-                fh.write(json.dumps(_prm800k_line(rng, rng.randint(2, max_steps), pad_words)) + "\n")
+                fh.write(json.dumps(_prm800k_line(rng, rng.randint(min_steps, max_steps), pad_words, p_wrong)) + "\n")
         counts[f"phase{phase}"] = n
     if eqasc_questions:
         with open(folder / "eqasc.jsonl", "w") as fh:
@@ -390,6 +390,9 @@ def run_one(kind: str, args: argparse.Namespace, data_dir: Path, ckpt_root: Path
     t_build = time.perf_counter()
     built = build_from_config(config)
     build_s = time.perf_counter() - t_build
+    lengths = built.splits.train.lengths
+    print(f"{kind}: {len(lengths)} training examples, tokens per example mean {lengths.mean():.0f}, "
+          f"min {lengths.min()}, max {lengths.max()}", flush=True)
     params = sum(p.numel() for p in built.model.parameters())
     trainable = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
     clock = StepClock(args.warmup, args.steps)
@@ -406,6 +409,8 @@ def run_one(kind: str, args: argparse.Namespace, data_dir: Path, ckpt_root: Path
     du = subprocess.run(["du", "-sb", str(ckpt)], capture_output=True, text=True).stdout.split()[0]
     out = {
         "kind": kind,
+        "tokens_per_example_mean": float(lengths.mean()),
+        "tokens_per_example_min": int(lengths.min()),
         "parameters": params,
         "trainable": trainable,
         "trainable_share": trainable / params,
@@ -437,8 +442,10 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     if args.tiny:
         args.seq, args.batch_size, args.steps, args.warmup, args.solutions = 256, 2, 3, 2, 40
     work = Path(tempfile.mkdtemp(prefix="prm_gpu_"))
-    pad = max(1, args.seq // 30)  # words of filler per step: solutions of ~1-2k bytes at seq 2048
-    counts = write_synthetic(work / "data", args.solutions, seed=0, max_steps=12, pad_words=pad // 3)
+    # Long solutions (12-20 steps of ~seq/16 bytes, few wrong steps to end them early): most are
+    # truncated (whole steps) to data.max_length, so batches are ~seq tokens per row.
+    counts = write_synthetic(work / "data", args.solutions, seed=0, min_steps=12, max_steps=20,
+                             pad_words=max(1, args.seq // 80), p_wrong=0.02)
     cfg = backbone_config(args.tiny)
     n_backbone = count_backbone(cfg)
     print(f"backbone {cfg} -> {n_backbone:,} parameters (computed)", flush=True)
@@ -494,8 +501,8 @@ def main() -> None:
     g.add_argument("--tiny", action="store_true", help="tiny sizes: a CPU dry run")
     g.add_argument("--seq", type=int, default=2048)
     g.add_argument("--batch-size", type=int, default=8)
-    g.add_argument("--steps", type=int, default=20, help="timed steps")
-    g.add_argument("--warmup", type=int, default=8)
+    g.add_argument("--steps", type=int, default=30, help="timed steps")
+    g.add_argument("--warmup", type=int, default=10)
     g.add_argument("--solutions", type=int, default=600)
     g.add_argument("--order", default="lora,full")
     g.add_argument("--out", default=None, help="folder for prm_gpu.json")

@@ -164,3 +164,9 @@ def test_seed_001_loops_train_evaluate_and_compare(tmp_path, capsys):
     comparison = json.loads((tmp_path / "outputs" / "compare" / "comparison.json").read_text())
     assert comparison["best"] in {"checkpoint_step_4", "checkpoint_step_8"}
     assert "best by" in capsys.readouterr().out
+
+
+def test_the_shipped_prm_lora_config_validates():
+    config = TrainingConfig.load(REPO / "configs" / "prm_lora.yaml")
+    assert config.lora.enabled and config.model.architecture == "reward_model"
+    assert config.data.dataset == "prm" and config.export.formats == ["pytorch"]

@@ -55,7 +55,7 @@ from trainengine.data._reward_readers import (
     read_reveal,
     resolve_fields,
 )
-from trainengine.data._reward_tokenize import StepTokenizer, assemble, build_step_tokenizer
+from trainengine.data._reward_tokenize import StepTokenizer, assemble, build_step_tokenizer, encode_steps
 from trainengine.data._types import DatasetInfo, DatasetSplits
 from trainengine.errors import ConfigError, DataError
 
@@ -248,6 +248,31 @@ class RewardDataset(Dataset):
             "labels": torch.from_numpy(self._targets[index][: enc.num_steps].copy()),
             "source_id": int(self.source_ids[index]),
         }
+
+    def encode(self, problem: str, steps: Sequence[str]) -> dict[str, torch.Tensor]:
+        """A model-ready batch of one new solution, encoded exactly as this data set's examples.
+
+        ``model(**dataset.encode(problem, steps))`` gives the steps' scores ``[1, S]`` (the steps
+        beyond ``max_steps`` or ``max_length`` are left out: ``S`` may be fewer than given).
+
+        Raises:
+            DataError: no steps, or a step that is not text.
+        """
+        if not steps or not all(isinstance(step, str) for step in steps):
+            raise DataError(f"give the solution's steps as a non-empty list of strings, got {steps!r}")
+        enc = encode_steps(
+            self.tokenizer, problem, list(steps), separator=self.separator, max_length=self.max_length,
+            max_steps=self.max_steps,
+        )  # fmt: skip
+        item = {
+            "input_ids": torch.from_numpy(enc.input_ids),
+            "step_positions": torch.from_numpy(enc.step_positions),
+            "labels": torch.zeros(enc.num_steps, dtype=torch.float32),
+            "source_id": 0,
+        }
+        batch = self.collate_fn([item])
+        batch.pop("labels")
+        return batch
 
     def example(self, index: int) -> RewardExample:
         """The :class:`RewardExample` behind item ``index`` (texts, targets, meta)."""

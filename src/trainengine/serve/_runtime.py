@@ -628,7 +628,7 @@ def model_input(tokens: np.ndarray) -> np.ndarray:
     return np.where(tokens == PAD, 0, tokens) if tokens.dtype.kind in "iu" else tokens
 
 
-def _pad(rows: Sequence[Sequence[int]] | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _pad(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
     batch = np.full((len(rows), int(lengths.max())), PAD, dtype=np.int64)
     for i, r in enumerate(rows):
@@ -1186,7 +1186,10 @@ def encode_step_requests(
                 f"{max_request_tokens} tokens per request (max_request_tokens); send fewer or shorter examples",
                 "max_request_tokens",
             )
-    tokens, lengths = _pad(rows)
+    lengths = np.array([r.size for r in rows], dtype=np.int64)
+    tokens = np.full((len(rows), int(lengths.max())), PAD, dtype=np.int64)
+    for i, r in enumerate(rows):
+        tokens[i, : r.size] = r
     return StepBatch(tokens, lengths, positions, num_steps, truncated)
 
 
