@@ -6,7 +6,9 @@ Two modes, both through the public API (``TrainingConfig`` -> ``build_from_confi
 ``cpu``  A synthetic data set in the published PRM800K JSON-lines format (``phase1_train.jsonl``,
          ``phase2_train.jsonl``) and the EQASC format, with a learnable signal: every step is a
          one-digit sum ``a + b = c``; a right sum is rated 1, a wrong one -1 (and ends the solution,
-         as in PRM800K), a hedge ("maybe it is c") 0. A tiny random-initialised Llama backbone
+         as in PRM800K), a hedge ("maybe a + b is c") 0. By default (``--wrong far``) a wrong sum
+         is out of range (20..99), so the result alone tells it; ``--wrong near`` draws it from
+         0..18 (only doing the addition tells). A tiny random-initialised Llama backbone
          (hidden 64, 2 layers) with LoRA trains for a few hundred steps; validation at step 0 and
          at the end; then ``trainengine evaluate`` on the last checkpoint (per-data-set metrics).
          The test fixtures (``tests/fixtures/reward``) hold ~10 examples, too few to learn from,
@@ -57,7 +59,7 @@ def _sum_step(rng: random.Random, kind: str) -> tuple[str, int]:
     a, b = rng.randint(0, 9), rng.randint(0, 9)
     c = a + b
     if kind == "wrong":
-        pool = range(20, 100) if WRONG["mode"] == "far" else [v for v in range(0, 19) if v != a + b]
+        pool = range(20, 100) if WRONG["mode"] == "far" else [v for v in range(19) if v != a + b]
         c = rng.choice(list(pool))
         return f"{a} + {b} = {c}", -1
     if kind == "hedge":
@@ -77,12 +79,22 @@ def _prm800k_line(rng: random.Random, n_steps: int, pad_words: int = 0, p_wrong:
             text = f"{filler} {text}"
         if rating == -1:
             # PRM800K: the labeller found an error; no chosen completion; the solution ends here.
-            steps.append({"completions": [{"text": text, "rating": -1, "flagged": None}], "human_completion": None,
-                          "chosen_completion": None})
+            steps.append(
+                {
+                    "completions": [{"text": text, "rating": -1, "flagged": None}],
+                    "human_completion": None,
+                    "chosen_completion": None,
+                }
+            )
             finish = "found_error"
             break
-        steps.append({"completions": [{"text": text, "rating": rating, "flagged": None}], "human_completion": None,
-                      "chosen_completion": 0})
+        steps.append(
+            {
+                "completions": [{"text": text, "rating": rating, "flagged": None}],
+                "human_completion": None,
+                "chosen_completion": 0,
+            }
+        )
         if i == n_steps - 1:
             break
     problem = f"Problem {rng.randint(0, 10**9)}: check each sum."
@@ -104,15 +116,36 @@ def _eqasc_line(rng: random.Random, qid: int) -> dict[str, Any]:
         valid = rng.random() < 0.5
         f1, _ = _sum_step(rng, "right" if valid or rng.random() < 0.5 else "wrong")
         f2, _ = _sum_step(rng, "right" if valid else "wrong")
-        chains.append({"chain_id": f"q{qid}_{j}", "fact1": f1, "fact2": f2, "score": 0.5,
-                       "turk_label": {"label": "yes" if valid else "no"}})
-    return {"id": f"q{qid}", "answerKey": "A",
-            "question": {"stem": f"Question {qid}: are these sums right?",
-                         "choices": [{"label": "A", "text": "yes", "chain_candidates": chains}]}}
+        chains.append(
+            {
+                "chain_id": f"q{qid}_{j}",
+                "fact1": f1,
+                "fact2": f2,
+                "score": 0.5,
+                "turk_label": {"label": "yes" if valid else "no"},
+            }
+        )
+    return {
+        "id": f"q{qid}",
+        "answerKey": "A",
+        "question": {
+            "stem": f"Question {qid}: are these sums right?",
+            "choices": [{"label": "A", "text": "yes", "chain_candidates": chains}],
+        },
+    }
 
 
-def write_synthetic(folder: Path, n_solutions: int, *, seed: int = 0, min_steps: int = 2, max_steps: int = 6,
-                    pad_words: int = 0, p_wrong: float = 0.3, eqasc_questions: int = 0) -> dict[str, Any]:
+def write_synthetic(
+    folder: Path,
+    n_solutions: int,
+    *,
+    seed: int = 0,
+    min_steps: int = 2,
+    max_steps: int = 6,
+    pad_words: int = 0,
+    p_wrong: float = 0.3,
+    eqasc_questions: int = 0,
+) -> dict[str, Any]:
     """Write ``prm800k/phase1_train.jsonl`` + ``phase2_train.jsonl`` (and ``eqasc.jsonl``) into ``folder``."""
     rng = random.Random(seed)
     prm = folder / "prm800k"
@@ -202,8 +235,11 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
         "data": {
             "dataset": "prm",
             "prm800k_path": str(data_dir / "prm800k"),
-            **({"eqasc_path": str(data_dir / "eqasc.jsonl"), "eqasc_weight": 0.25, "prm800k_weight": 0.75}
-               if args.eqasc_questions else {}),
+            **(
+                {"eqasc_path": str(data_dir / "eqasc.jsonl"), "eqasc_weight": 0.25, "prm800k_weight": 0.75}
+                if args.eqasc_questions
+                else {}
+            ),
             "max_length": 256,
             "max_steps_per_example": 10,
             "val_fraction": 0.2,
@@ -222,8 +258,13 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
                 "max_position_embeddings": 512,
             },
         },
-        "lora": {"enabled": True, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0,
-                 "target_modules": args.targets.split(",") if args.targets else []},
+        "lora": {
+            "enabled": True,
+            "lora_r": 8,
+            "lora_alpha": 16,
+            "lora_dropout": 0.0,
+            "target_modules": args.targets.split(",") if args.targets else [],
+        },
         "checkpointing": {"enabled": True, "save_every_n_steps": args.steps, "folder_name": "checkpoint_step"},
         "tracking": {"output_dir": str(work / "outputs"), "experiment_name": "prm_cpu", "progress": "off"},
     }
@@ -248,8 +289,16 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
         found = sorted((work / "outputs").rglob("checkpoint_step_*"))
         ckpt = found[-1]
     eval_dir = work / "eval"
-    cmd = [str(Path(sys.executable).parent / "trainengine"), "evaluate", "--checkpoint", str(ckpt),
-           "--output_dir", str(eval_dir), "--n-bootstrap", "200"]
+    cmd = [
+        str(Path(sys.executable).parent / "trainengine"),
+        "evaluate",
+        "--checkpoint",
+        str(ckpt),
+        "--output_dir",
+        str(eval_dir),
+        "--n-bootstrap",
+        "200",
+    ]
     t_eval = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     eval_s = time.perf_counter() - t_eval
@@ -261,11 +310,18 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
         "date": date.today().isoformat(),
         "command": "python benchmarks/prm_reward.py cpu " + " ".join(sys.argv[2:]),
         "machine": _machine(),
-        "data": {"synthetic_solutions": counts, "train_examples": len(splits.train), "val_examples": len(splits.val),
-                 "val_steps": int(val_labels.size), "train_target_mean": float(train_labels.mean()),
-                 "counts": splits.info.extra.get("counts")},
-        "model": {"parameters": sum(p.numel() for p in built.model.parameters()),
-                  "trainable": sum(p.numel() for p in built.model.parameters() if p.requires_grad)},
+        "data": {
+            "synthetic_solutions": counts,
+            "train_examples": len(splits.train),
+            "val_examples": len(splits.val),
+            "val_steps": int(val_labels.size),
+            "train_target_mean": float(train_labels.mean()),
+            "counts": splits.info.extra.get("counts"),
+        },
+        "model": {
+            "parameters": sum(p.numel() for p in built.model.parameters()),
+            "trainable": sum(p.numel() for p in built.model.parameters() if p.requires_grad),
+        },
         "config": cfg_dict,
         "evals": recorder.evals,
         "val_mse_step0": first["val/mse"],
@@ -282,8 +338,10 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
         "eval_n": metrics.get("n"),
         "total_seconds": time.perf_counter() - t_start,
     }
-    print(f"val/mse step 0 {first['val/mse']:.4f} -> step {last['step']} {last['val/mse']:.4f} "
-          f"(drop {100 * drop:.1f}%; constant predictor {const_mse:.4f}); train {train_s:.1f}s, evaluate {eval_s:.1f}s")
+    print(
+        f"val/mse step 0 {first['val/mse']:.4f} -> step {last['step']} {last['val/mse']:.4f} "
+        f"(drop {100 * drop:.1f}%; constant predictor {const_mse:.4f}); train {train_s:.1f}s, evaluate {eval_s:.1f}s"
+    )
     print("per data set:", json.dumps(metrics.get("per_dataset"), indent=None))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
@@ -293,13 +351,28 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- GPU mode
 def backbone_config(tiny: bool) -> dict[str, Any]:
     if tiny:
-        return {"model_type": "llama", "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128,
-                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
-                "max_position_embeddings": 2048}
+        return {
+            "model_type": "llama",
+            "vocab_size": 512,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "max_position_embeddings": 2048,
+        }
     # Llama-style ~0.54B: 24 x (4 d^2 attention + 3 d f MLP + 2 d norms) + V d embeddings + d.
-    return {"model_type": "llama", "vocab_size": 32000, "hidden_size": 1024, "intermediate_size": 5504,
-            "num_hidden_layers": 24, "num_attention_heads": 16, "num_key_value_heads": 16,
-            "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
+    return {
+        "model_type": "llama",
+        "vocab_size": 32000,
+        "hidden_size": 1024,
+        "intermediate_size": 5504,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 16,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5,
+    }
 
 
 def count_backbone(c: dict[str, Any]) -> int:
@@ -375,15 +448,34 @@ def run_one(kind: str, args: argparse.Namespace, data_dir: Path, ckpt_root: Path
         },
         "optimizer": {"name": "adamw", "weight_decay": 0.01},
         "scheduler": {"name": "cosine", "warmup_steps": 5, "warmup_ratio": 0.0},
-        "data": {"dataset": "prm", "prm800k_path": str(data_dir / "prm800k"), "max_length": args.seq,
-                 "max_steps_per_example": 40, "val_fraction": 0.05},
-        "model": {"architecture": "reward_model", "mlp_hidden_dims": [1024, 256], "mlp_dropout": 0.1,
-                  "backbone_config": backbone_config(args.tiny)},
+        "data": {
+            "dataset": "prm",
+            "prm800k_path": str(data_dir / "prm800k"),
+            "max_length": args.seq,
+            "max_steps_per_example": 40,
+            "val_fraction": 0.05,
+        },
+        "model": {
+            "architecture": "reward_model",
+            "mlp_hidden_dims": [1024, 256],
+            "mlp_dropout": 0.1,
+            "backbone_config": backbone_config(args.tiny),
+        },
         "lora": {"enabled": kind == "lora", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1},
-        "checkpointing": {"enabled": True, "save_every_n_steps": total_steps, "checkpoint_dir": str(ckpt_root / kind),
-                          "save_final_weights": False, "keep_best_k": 0, "keep_last_n": 1},
-        "tracking": {"output_dir": str(ckpt_root / "runs"), "experiment_name": f"prm_gpu_{kind}", "progress": "plain",
-                     "write_run_dir": False},
+        "checkpointing": {
+            "enabled": True,
+            "save_every_n_steps": total_steps,
+            "checkpoint_dir": str(ckpt_root / kind),
+            "save_final_weights": False,
+            "keep_best_k": 0,
+            "keep_last_n": 1,
+        },
+        "tracking": {
+            "output_dir": str(ckpt_root / "runs"),
+            "experiment_name": f"prm_gpu_{kind}",
+            "progress": "plain",
+            "write_run_dir": False,
+        },
     }
     config = TrainingConfig.model_validate(cfg_dict)
     torch.manual_seed(0)
@@ -391,8 +483,11 @@ def run_one(kind: str, args: argparse.Namespace, data_dir: Path, ckpt_root: Path
     built = build_from_config(config)
     build_s = time.perf_counter() - t_build
     lengths = built.splits.train.lengths
-    print(f"{kind}: {len(lengths)} training examples, tokens per example mean {lengths.mean():.0f}, "
-          f"min {lengths.min()}, max {lengths.max()}", flush=True)
+    print(
+        f"{kind}: {len(lengths)} training examples, tokens per example mean {lengths.mean():.0f}, "
+        f"min {lengths.min()}, max {lengths.max()}",
+        flush=True,
+    )
     params = sum(p.numel() for p in built.model.parameters())
     trainable = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
     clock = StepClock(args.warmup, args.steps)
@@ -444,8 +539,15 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="prm_gpu_"))
     # Long solutions (12-20 steps of ~seq/16 bytes, few wrong steps to end them early): most are
     # truncated (whole steps) to data.max_length, so batches are ~seq tokens per row.
-    counts = write_synthetic(work / "data", args.solutions, seed=0, min_steps=12, max_steps=20,
-                             pad_words=max(1, args.seq // 80), p_wrong=0.02)
+    counts = write_synthetic(
+        work / "data",
+        args.solutions,
+        seed=0,
+        min_steps=12,
+        max_steps=20,
+        pad_words=max(1, args.seq // 80),
+        p_wrong=0.02,
+    )
     cfg = backbone_config(args.tiny)
     n_backbone = count_backbone(cfg)
     print(f"backbone {cfg} -> {n_backbone:,} parameters (computed)", flush=True)
@@ -466,16 +568,18 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     }
     if "lora" in by and "full" in by:
         out["checkpoint_ratio_lora_over_full"] = by["lora"]["checkpoint_bytes"] / by["full"]["checkpoint_bytes"]
-        out["model_file_ratio_lora_over_full"] = (
-            by["lora"]["checkpoint_files"].get("model.safetensors", 0)
-            / max(1, by["full"]["checkpoint_files"].get("model.safetensors", 1))
+        out["model_file_ratio_lora_over_full"] = by["lora"]["checkpoint_files"].get("model.safetensors", 0) / max(
+            1, by["full"]["checkpoint_files"].get("model.safetensors", 1)
         )
         out["tokens_per_s_ratio_lora_over_full"] = by["lora"]["tokens_per_s"] / by["full"]["tokens_per_s"]
         out["target_ratio"] = 0.02
         out["met"] = out["checkpoint_ratio_lora_over_full"] <= 0.02
-        print(f"checkpoint LoRA/full {100 * out['checkpoint_ratio_lora_over_full']:.3f}% "
-              f"(model file {100 * out['model_file_ratio_lora_over_full']:.3f}%), "
-              f"tokens/s LoRA/full {out['tokens_per_s_ratio_lora_over_full']:.3f}", flush=True)
+        print(
+            f"checkpoint LoRA/full {100 * out['checkpoint_ratio_lora_over_full']:.3f}% "
+            f"(model file {100 * out['model_file_ratio_lora_over_full']:.3f}%), "
+            f"tokens/s LoRA/full {out['tokens_per_s_ratio_lora_over_full']:.3f}",
+            flush=True,
+        )
     shutil.rmtree(work, ignore_errors=True)
     return out
 

@@ -172,3 +172,16 @@ def test_bootstrap_10k_examples_1000_resamples_is_fast() -> None:
     elapsed = time.perf_counter() - start
     assert all(c.low < c.estimate < c.high for c in cis.values())
     assert elapsed < 4.0, elapsed  # ~1 s on 2 cores; the benchmark records the number
+
+
+def test_r2_of_a_resample_with_constant_targets_is_undefined_not_huge():
+    """A resample drawing only equal targets has no variance: R² is NaN there (rounding used to
+    leave ~1e-17 in the total sum of squares and an R² near 1e16 as the interval's upper bound)."""
+    import numpy as np
+
+    from trainengine.evaluation._metrics import _r2
+
+    preds, targets = np.array([0.2, 0.9, 0.8, 0.7, 0.6]), np.array([0.0, 1.0, 1.0, 0.5, 0.5])
+    weights = np.array([[1, 1, 1, 0, 0], [0, 0, 0, 3, 2], [1, 1, 1, 1, 1]], dtype=float)
+    r2 = _r2(weights, preds, targets)
+    assert r2[0] == pytest.approx(0.865) and np.isnan(r2[1]) and r2[2] == pytest.approx(0.8)

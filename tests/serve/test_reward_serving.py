@@ -200,18 +200,29 @@ def test_examples_json_holds_problems_and_the_scores_the_bundle_gives(trained: T
     assert '"steps"' in (trained.bundle / "README.md").read_text()
 
 
-def test_a_reward_export_without_its_tokenizer_or_step_settings_is_refused(trained: Trained, tmp_path: Path) -> None:
+def test_a_reward_bundle_without_its_tokenizer_serves_token_ids_only(
+    trained: Trained, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from trainengine.tasks import TaskSpec
 
-    task = TaskSpec.reward("prm")
-    with pytest.raises(ExportError, match="tokenizer_dir"):  # a bpe run: bytes would be other token ids
-        create_export_bundle(trained.model, task_spec=task, training_config=trained.config, formats=["pytorch"],
-                             output_dir=tmp_path)  # fmt: skip
-    with pytest.raises(ExportError, match="step_encoding"):
-        trained.train.tokenizer.save(tmp_path / "tok")
-        create_export_bundle(trained.model, task_spec=task, tokenizer_dir=tmp_path / "tok", formats=["pytorch"],
-                             output_dir=tmp_path)  # fmt: skip
-    assert not list(tmp_path.glob("model_*"))
+    with caplog.at_level("WARNING"):  # a bpe run without tokenizer_dir: bytes would be other token ids
+        bundle = create_export_bundle(trained.model, task_spec=TaskSpec.reward("prm"), training_config=trained.config,
+                                      formats=["pytorch"], output_dir=tmp_path)  # fmt: skip
+    assert "token ids only" in caplog.text and "tokenizer_dir" in caplog.text
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["reward"]["text_inputs"] is False and "tokenizer" not in manifest
+    examples = json.loads((bundle / "examples.json").read_text())
+    assert set(examples["inputs"][0]) == {"input_ids", "step_positions"}
+    client = TestClient(create_app(bundle, runtime="torch"))
+    text = client.post("/predict", json={"problem": "p", "steps": ["s"]})
+    assert text.status_code == 422 and "token ids only" in text.json()["detail"]
+    ids = client.post("/predict", json={"inputs": examples["inputs"]})
+    assert ids.status_code == 200, ids.text
+    for got, want in zip(ids.json()["predictions"], examples["predictions"], strict=True):
+        assert np.allclose(got["scores"], want["scores"], atol=1e-6)
+    with pytest.raises(ExportError, match="raw_examples hold problem/steps text"):
+        create_export_bundle(trained.model, task_spec=TaskSpec.reward("prm"), formats=["pytorch"],
+                             raw_examples=[{"problem": "p", "steps": ["s"]}], output_dir=tmp_path / "x")  # fmt: skip
 
 
 def test_serving_assembles_steps_exactly_as_training() -> None:

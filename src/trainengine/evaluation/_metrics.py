@@ -171,7 +171,11 @@ def _r2(weights: np.ndarray, preds: np.ndarray, targets: np.ndarray) -> np.ndarr
     y = targets - targets.mean()  # centring changes no R^2 and keeps the sums well conditioned
     total = weights.sum(axis=1)
     ss_res = _wsum(weights, (preds - targets) ** 2)
-    ss_tot = _wsum(weights, y**2) - _wsum(weights, y) ** 2 / total
+    sq = _wsum(weights, y**2)
+    ss_tot = sq - _wsum(weights, y) ** 2 / total
+    # A resample whose targets are all equal has no variance: R^2 is undefined there (NaN), not
+    # the huge number that rounding left in ss_tot would give.
+    ss_tot = np.where(ss_tot > 1e-9 * sq, ss_tot, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         return 1.0 - ss_res / ss_tot
 

@@ -210,9 +210,9 @@ def create_export_bundle(
     if example_input is None and reference_data is None and serving.preprocessing is not None:
         records = list(serving.raw_examples or _spec_records(serving.preprocessing))
         example_input = _encode_examples(serving.preprocessing, records)
-    if example_input is None and serving.reward is not None:
+    if example_input is None and serving.reward is not None and serving.raw_examples:
         # A reward model's example: the first problem/steps example, encoded as the server encodes it.
-        example_input = serving.step_batch([serving.raw_examples[0]]).tokens  # type: ignore[index]  # set
+        example_input = serving.step_batch([serving.raw_examples[0]]).tokens
     if example_input is None and reference_data is None and spec is None:
         example_input = infer_example_input(work, max_seq_len=max_seq_len)  # e.g. a plain nn.Sequential
     example = _example_batch(example_input, reference_data, spec, spec_task, max_seq_len)
@@ -551,22 +551,30 @@ def _reward_serving(
         key: given[key] if key in given else _setting(training_config, "data", key)
         for key in ("step_separator", "max_length", "max_steps_per_example")
     }
+    problems = []
     missing = [key for key, value in settings.items() if value is None]
     if missing:
-        raise ExportError(
-            f"a reward model's bundle needs the step encoding of training; {', '.join(missing)} unknown — pass "
-            "training_config= (its data section) or step_encoding={'step_separator': ..., 'max_length': ..., "
-            "'max_steps_per_example': ...}"
+        problems.append(
+            f"the step encoding of training ({', '.join(missing)}) is unknown: pass training_config= (its data "
+            "section) or step_encoding={'step_separator': ..., 'max_length': ..., 'max_steps_per_example': ...}"
         )
     if tokenizer_dir is None:
         byte = str(_setting(training_config, "data", "tokenizer") or "").strip().lower() == "byte"
-        if not byte or _setting(training_config, "model", "name_or_path"):
-            raise ExportError(
-                "a reward model's bundle needs its training tokenizer: pass tokenizer_dir= (the folder "
-                "StepTokenizer.save wrote, e.g. train_dataset.tokenizer.save(folder)); only a run with "
-                "data.tokenizer: byte and no model.name_or_path can do without"
+        if byte and not _setting(training_config, "model", "name_or_path"):
+            out.tokenizer_info = {"kind": "byte", "file": None, "vocab_size": 256}  # trained on UTF-8 bytes
+        else:
+            problems.append(
+                "the training tokenizer is unknown: pass tokenizer_dir= (the folder StepTokenizer.save wrote, e.g. "
+                "train_dataset.tokenizer.save(folder)); only a run with data.tokenizer: byte and no "
+                "model.name_or_path can do without"
             )
-        out.tokenizer_info = {"kind": "byte", "file": None, "vocab_size": 256}
+    if problems:
+        # Still a working bundle, for clients that tokenize themselves; text requests get a 422 saying why.
+        logger.warning("the reward bundle will take token ids only, not problem/steps text: %s", "; ".join(problems))
+        out.reward = {**settings, "prefix_ids": [], "text_inputs": False}
+        if out.raw_examples is not None and any(isinstance(x, Mapping) and "problem" in x for x in out.raw_examples):
+            raise ExportError("raw_examples hold problem/steps text, which this bundle cannot encode: " + problems[0])
+        return
     elif out.tokenizer_info is not None and out.tokenizer_info.get("kind") == "hf" and out.step_meta is None:
         logger.warning(
             "%s has no %s: the reward bundle assumes no prefix ids; save the tokenizer with StepTokenizer.save",
@@ -581,6 +589,7 @@ def _reward_serving(
         "prefix_ids": [int(i) for i in meta.get("prefix_ids") or []],
         "pad_id": int(meta.get("pad_id") or 0),
         "tokenizer_source": meta.get("source", (out.tokenizer_info or {}).get("kind")),
+        "text_inputs": True,
     }
     if out.raw_examples is None:
         out.raw_examples = [dict(_REWARD_EXAMPLE)]
@@ -665,7 +674,11 @@ def _examples(
             with torch.no_grad():
                 return model(torch.as_tensor(batch)).detach().float().numpy()
 
-        inputs = serving.raw_examples or []
+        # Problem/steps examples; for a bundle without its tokenizer, the example batch as token ids
+        # scored at the middle and last tokens.
+        inputs = serving.raw_examples or [
+            {"input_ids": row, "step_positions": sorted({len(row) // 2, len(row) - 1})} for row in example.tolist()
+        ]
         return {"inputs": inputs, "predictions": _runtime.score_steps(serving.step_batch(inputs), score)}
     if serving.raw_examples is None and serving.preprocessing is None:
         tokens = example.numpy() if task.modality == "tokens" else None

@@ -565,7 +565,7 @@ def create_app(
     # By default one example of the model's full context always fits in a batch.
     full_context = predictor.context_width(bundle.max_seq_len or 1)
     if predictor.step_encoding is not None:  # a reward model: one example is at most max_length tokens
-        full_context = predictor.step_encoding.max_length
+        full_context = predictor.step_encoding.max_length or 1
     batch_tokens = _limit(
         "max_batch_tokens", max_batch_tokens, bundle, max(DEFAULT_MAX_BATCH_TOKENS, full_context), int
     )

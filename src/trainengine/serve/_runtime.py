@@ -879,10 +879,13 @@ class StepEncoding:
     the separator after it. At most ``max_steps`` steps are kept, then trailing steps that do
     not fit in ``max_length`` tokens are dropped whole (the answer says how many were scored).
 
+    A bundle exported without the training tokenizer and step settings has ``None`` for them
+    (:attr:`takes_text` is false): it serves requests tokenized by the client only.
+
     Attributes:
-        separator: ``data.step_separator`` of the training run.
-        max_length: ``data.max_length``: most tokens per example.
-        max_steps: ``data.max_steps_per_example``: most steps scored per example.
+        separator: ``data.step_separator`` of the training run (None: unknown).
+        max_length: ``data.max_length``: most tokens per example (None: unknown).
+        max_steps: ``data.max_steps_per_example``: most steps scored per example (None: unknown).
         prefix_ids: Ids put before every example (a backbone tokenizer's BOS), usually none.
 
     Example:
@@ -893,39 +896,43 @@ class StepEncoding:
         ('\\n', 64, 4, ())
     """
 
-    separator: str
-    max_length: int
-    max_steps: int
+    separator: str | None
+    max_length: int | None
+    max_steps: int | None
     prefix_ids: tuple[int, ...] = ()
+    text: bool = True  # the bundle has the training tokenizer (or trained on UTF-8 bytes)
+
+    @property
+    def takes_text(self) -> bool:
+        """Problem/steps text can be encoded (the separator, limits and tokenizer are known)."""
+        return self.text and self.separator is not None and self.max_length is not None and self.max_steps is not None
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> StepEncoding:
         """Read ``manifest["reward"]`` (written by the export).
 
+        Without one (an export from before reward serving) the bundle takes token ids only.
+
         Raises:
-            BundleError: The manifest has no usable ``reward`` section (an export from before
-                reward serving, or an edited manifest).
+            BundleError: The ``reward`` section holds a value of the wrong type (an edited manifest).
         """
         info = manifest.get("reward")
-        fix = "re-export the bundle with this version of trainengine"
+        fix = "re-export the bundle"
         if not isinstance(info, Mapping):
-            raise BundleError(
-                'the bundle is a reward model but its manifest has no "reward" section (the step separator, '
-                f"max_length and max_steps_per_example of training); {fix}"
-            )
+            return cls(None, None, None, text=False)
         sep, length, steps = info.get("step_separator"), info.get("max_length"), info.get("max_steps_per_example")
         prefix = info.get("prefix_ids") or []
         problems = []
-        if not isinstance(sep, str) or not sep:
+        if sep is not None and (not isinstance(sep, str) or not sep):
             problems.append(f"step_separator must be a non-empty string, got {sep!r}")
         for name, value in (("max_length", length), ("max_steps_per_example", steps)):
-            if type(value) is not int or value < 1:
+            if value is not None and (type(value) is not int or value < 1):
                 problems.append(f"{name} must be an integer >= 1, got {value!r}")
         if not isinstance(prefix, list) or not all(type(i) is int and i >= 0 for i in prefix):
             problems.append(f"prefix_ids must be a list of token ids, got {prefix!r}")
         if problems:
             raise BundleError(f'manifest "reward": {"; ".join(problems)}; {fix}')
-        return cls(str(sep), int(length), int(steps), tuple(int(i) for i in prefix))  # type: ignore[arg-type]  # checked
+        return cls(sep, length, steps, tuple(int(i) for i in prefix), text=info.get("text_inputs", True) is not False)
 
 
 @dataclass
@@ -1063,7 +1070,7 @@ def _int_list(value: Any, path: str, what: str) -> np.ndarray:
 
 
 def _encode_step_item(
-    item: Any, path: str, encoding: StepEncoding, sep: np.ndarray, tokenizer: Any, vocab: int | None
+    item: Any, path: str, encoding: StepEncoding, sep: np.ndarray | None, tokenizer: Any, vocab: int | None
 ) -> tuple[np.ndarray, np.ndarray, int, bool]:
     """(ids, step positions, steps sent, problem truncated) of one reward example."""
     if not isinstance(item, dict):
@@ -1083,7 +1090,7 @@ def _encode_step_item(
             j = int(np.argmax(bad))
             limit = f"[0, {vocab})" if vocab is not None else ">= 0"
             raise InputError(f"{path}.input_ids[{j}]", f"token id {int(ids[j])} is out of range {limit}")
-        if ids.size > encoding.max_length:
+        if encoding.max_length is not None and ids.size > encoding.max_length:
             raise InputError(
                 f"{path}.input_ids",
                 f"{ids.size} tokens, more than the max_length of {encoding.max_length} the model was trained with; "
@@ -1099,6 +1106,13 @@ def _encode_step_item(
                 "give the index of each step's last token",
             )
         return ids, positions, int(positions.size), False
+    if sep is None or encoding.max_length is None or encoding.max_steps is None:
+        raise InputError(
+            path,
+            'this bundle takes token ids only ({"input_ids": [...], "step_positions": [...]}): it was exported '
+            "without the training tokenizer and step settings; re-export it with tokenizer_dir= and "
+            "training_config= (or step_encoding=) to send problem/steps text",
+        )
     problem, steps = item["problem"], item["steps"]
     if not isinstance(problem, str):
         raise InputError(f"{path}.problem", f"expected the problem's text (a string), got {_describe(problem)}")
@@ -1167,8 +1181,10 @@ def encode_step_requests(
         raise InputError("inputs", "empty batch; send at least one example")
     if max_batch is not None and len(inputs) > max_batch:
         raise InputError("inputs", f"{len(inputs)} examples exceed the batch limit of {max_batch}; split the request")
-    sep = _text_ids([encoding.separator], tokenizer, "inputs")[0]
-    if sep.size == 0:
+    sep = (
+        _text_ids([encoding.separator], tokenizer, "inputs")[0] if encoding.takes_text and encoding.separator else None
+    )
+    if sep is not None and sep.size == 0:
         raise BundleError(f"the step separator {encoding.separator!r} has no tokens under the bundle's tokenizer")
     rows, positions, num_steps, truncated = [], [], [], []
     total = 0
