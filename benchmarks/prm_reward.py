@@ -390,6 +390,7 @@ class StepClock:
         self.t0 = self.t1 = 0.0
         self.tokens: Any = None
         self.counting = False
+        self.profiler: Any = None
 
     def _sync(self) -> None:
         import torch
@@ -407,6 +408,8 @@ class StepClock:
 
     def on_step_end(self, trainer: Any, output: Any) -> None:
         step = trainer.state.step
+        if self.profiler is not None:
+            self.profiler.step()
         if step == self.warmup:
             self._sync()
             self.t0 = time.perf_counter()
@@ -461,7 +464,12 @@ def run_one(kind: str, args: argparse.Namespace, data_dir: Path, ckpt_root: Path
             "mlp_dropout": 0.1,
             "backbone_config": backbone_config(args.tiny),
         },
-        "lora": {"enabled": kind == "lora", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.1},
+        "lora": {
+            "enabled": kind.startswith("lora"),
+            "lora_r": 16,
+            "lora_alpha": 32,
+            "lora_dropout": 0.0 if kind == "lora-nodrop" else 0.1,
+        },
         "checkpointing": {
             "enabled": True,
             "save_every_n_steps": total_steps,
@@ -493,9 +501,32 @@ def run_one(kind: str, args: argparse.Namespace, data_dir: Path, ckpt_root: Path
     clock = StepClock(args.warmup, args.steps)
     clock.attach(built.model)
     trainer = Trainer(built.model, built.model_config, config, built.task_spec, callbacks=[clock])
+    profile = None
+    if args.profile and cuda:
+        from torch.profiler import ProfilerActivity, schedule
+        from torch.profiler import profile as torch_profile
+
+        # Three steps inside the timed window (the clock's on_step_end advances the schedule).
+        profile = torch_profile(
+            activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+            schedule=schedule(wait=args.warmup + 2, warmup=1, active=3, repeat=1),
+        )
+        clock.profiler = profile
+        profile.__enter__()
     t_train = time.perf_counter()
-    trainer.train(built.splits.train, None)
+    try:
+        trainer.train(built.splits.train, None)
+    finally:
+        if profile is not None:
+            profile.__exit__(None, None, None)
     train_s = time.perf_counter() - t_train
+    if profile is not None:
+        for key in ("self_cuda_time_total", "self_cpu_time_total"):
+            table = profile.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=60)
+            print(f"--- {kind}: top ops by {key} (3 steps)\n{table}", flush=True)
+            if args.out:
+                with open(Path(args.out) / f"profile_{kind}.txt", "a") as fh:
+                    fh.write(f"--- {key}\n{table}\n")
     seconds = clock.t1 - clock.t0
     tokens = int(clock.tokens.item()) if clock.tokens is not None else 0
     folders = sorted(p for p in (ckpt_root / kind).iterdir() if p.is_dir())
@@ -566,6 +597,8 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
         "synthetic_solutions": counts,
         "runs": runs,
     }
+    for key in [k for k in by if k != "full" and "full" in by]:
+        out[f"tokens_per_s_ratio_{key}_over_full"] = by[key]["tokens_per_s"] / by["full"]["tokens_per_s"]
     if "lora" in by and "full" in by:
         out["checkpoint_ratio_lora_over_full"] = by["lora"]["checkpoint_bytes"] / by["full"]["checkpoint_bytes"]
         out["model_file_ratio_lora_over_full"] = by["lora"]["checkpoint_files"].get("model.safetensors", 0) / max(
@@ -608,7 +641,8 @@ def main() -> None:
     g.add_argument("--steps", type=int, default=30, help="timed steps")
     g.add_argument("--warmup", type=int, default=10)
     g.add_argument("--solutions", type=int, default=600)
-    g.add_argument("--order", default="lora,full")
+    g.add_argument("--order", default="lora,full", help="runs in order: lora, lora-nodrop (lora_dropout 0), full")
+    g.add_argument("--profile", action="store_true", help="print the top CUDA / CPU ops of 3 timed steps per run")
     g.add_argument("--out", default=None, help="folder for prm_gpu.json")
     g.add_argument("--json", default=None)
     args = parser.parse_args()

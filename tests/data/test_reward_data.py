@@ -222,8 +222,10 @@ def test_items_collate_and_step_positions_point_at_separators() -> None:
     items = [ds[i] for i in range(len(ds))]
     batch = ds.collate_fn(items)
     b = len(items)
-    t = max(len(it["input_ids"]) for it in items)
+    longest = max(len(it["input_ids"]) for it in items)
+    t = min(-(-longest // 64) * 64, ds.max_length)  # padded to a multiple of 64, at most max_length
     assert batch["input_ids"].shape == (b, t) and batch["attention_mask"].shape == (b, t)
+    assert int(batch["attention_mask"].sum(1).max()) == longest
     assert batch["step_positions"].shape == batch["labels"].shape == batch["step_mask"].shape == (b, 2)
     assert batch["labels"].dtype == torch.float32 and batch["step_mask"].dtype == torch.bool
     assert batch["source_ids"].tolist() == [it["source_id"] for it in items]

@@ -142,7 +142,15 @@ class RewardModel(nn.Module):
                     f"step_positions must be [B, S] with B={input_ids.shape[0]}, got {tuple(step_positions.shape)}"
                 )
             length = input_ids.shape[1]
-            if step_positions.numel() and (int(step_positions.max()) >= length or int(step_positions.min()) < 0):
+            # Checked where it is free (a CPU tensor): on an accelerator the check would stall
+            # every step on a device-to-host copy; there the positions come from the data set's
+            # own encoding (or the server's validated requests).
+            on_host = step_positions.device.type == "cpu"
+            if (
+                on_host
+                and step_positions.numel()
+                and (int(step_positions.max()) >= length or int(step_positions.min()) < 0)
+            ):
                 raise DataError(
                     f"step_positions must index tokens 0..{length - 1} of each sequence, got values "
                     f"{int(step_positions.min())}..{int(step_positions.max())}; truncate whole steps to max_length "
