@@ -16,7 +16,7 @@ from trainengine.cli.main import main
 from trainengine.config import PRESETS, TrainingConfig, TrainingSection
 from trainengine.errors import ConfigError
 
-PRESET_NAMES = ["quick_prototype", "baseline", "production", "low_memory"]
+PRESET_NAMES = ["quick_prototype", "baseline", "production", "low_memory", "prm_lora"]
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:
@@ -45,7 +45,7 @@ def bad_yaml(tmp_path) -> Path:
 # -- presets ---------------------------------------------------------------------------------------
 
 
-def test_config_presets_lists_the_four_presets(capsys):
+def test_config_presets_lists_every_preset(capsys):
     code, out, err = _run(capsys, "config", "presets")
     assert code == 0, err
     for name in PRESET_NAMES:
@@ -98,7 +98,7 @@ def test_config_show_explain_lists_every_field_with_its_description(capsys):
     # Every field is there, each by its full dotted path on one line.
     lines = out.splitlines()
     for row in TrainingConfig.explain():
-        hits = [line for line in lines if row["path"] in line]
+        hits = [line for line in lines if line.lstrip().startswith(row["path"] + " ")]
         assert hits, row["path"]
         assert row["description"] in hits[0]
 

@@ -286,20 +286,17 @@ def test_fields_in_other_sections_follow_the_config_the_section_was_read_from() 
 # -- planned fields ------------------------------------------------------------------------------
 
 
-def test_planned_seed_001_fields_say_which_issue_builds_them(tmp_path: Path) -> None:
+def test_seed_001_fields_are_the_engines_own(tmp_path: Path) -> None:
+    """Planned in the seed-API issue, built by the reward-model issue: plain fields now."""
     config = TrainingConfig()
-    with pytest.raises(ConfigError, match=r"model\.mlp_dropout: not built yet — planned in issue 15"):
-        # seed 001 l.72
-        config.model.mlp_dropout = 0.15  # Increase dropout
-    with pytest.raises(AttributeError, match=r"data\.use_prm800k: not built yet — planned in issue 15"):
-        _ = config.data.use_prm800k
+    config.model.mlp_dropout = 0.15  # seed 001 l.72: "Increase dropout"
+    assert config.model.mlp_dropout == 0.15 and config.data.use_prm800k is True
     path = tmp_path / "prm.yaml"
-    path.write_text("model:\n  mlp_hidden_dims: [1024, 256]\ndata:\n  use_reveal: true\n", encoding="utf-8")
-    with pytest.raises(ConfigError) as info:
-        TrainingConfig.load(path)
-    assert [p.split(":")[0] for p in info.value.problems] == ["model.mlp_hidden_dims", "data.use_reveal"]
-    with pytest.raises(ConfigError, match="planned in issue 15"):
-        parse_override("data.use_eqasc=true")
+    path.write_text("model:\n  mlp_hidden_dims: [1024, 256]\ndata:\n  use_reveal: false\n", encoding="utf-8")
+    loaded = TrainingConfig.load(path)
+    assert loaded.model.mlp_hidden_dims == [1024, 256] and loaded.data.use_reveal is False
+    assert parse_override("data.use_eqasc=false") == ("data", "use_eqasc", False)
+    assert not any(row.canonical is None for row in CONFIG_ALIASES)  # nothing planned is left
 
 
 # -- the table itself ----------------------------------------------------------------------------

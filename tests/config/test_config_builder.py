@@ -8,13 +8,13 @@ from trainengine.config import PRESETS, TrainingConfig, TrainingConfigBuilder, g
 from trainengine.errors import ConfigError
 
 DEFAULTS = TrainingConfig()
-PRESET_NAMES = ["quick_prototype", "baseline", "production", "low_memory"]
+PRESET_NAMES = ["quick_prototype", "baseline", "production", "low_memory", "prm_lora"]
 
 
 # -- presets ---------------------------------------------------------------------------------------
 
 
-def test_the_four_presets_are_registered():
+def test_the_presets_are_registered():
     assert set(PRESETS) == set(PRESET_NAMES)
 
 

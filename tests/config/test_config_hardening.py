@@ -214,7 +214,6 @@ def test_numbers_and_number_text_are_still_accepted():
 @pytest.mark.parametrize(
     "section,fields,expected",
     [
-        ("lora", {"enabled": True}, "lora.enabled: LoRA training is not built yet"),
         (
             "distributed",
             {"strategy": "ddp"},
@@ -233,10 +232,10 @@ def test_switches_whose_capability_is_not_built_are_refused(section, fields, exp
     assert problem.startswith(expected) and "remove it or set" in problem
 
 
-def test_cli_refuses_lora_and_ddp_from_a_file(tmp_path, capsys):
+def test_cli_refuses_ddp_from_a_file_and_accepts_lora(tmp_path, capsys):
     path = _write(tmp_path, "lora.yaml", "lora:\n  enabled: true\ndistributed:\n  strategy: ddp\n")
     code, err = _cli(capsys, "config", "validate", str(path))
-    assert code == 2 and "lora.enabled: LoRA training is not built yet" in err and "distributed.strategy" in err
+    assert code == 2 and "distributed.strategy" in err and "lora.enabled" not in err  # LoRA is built (issue 15)
 
 
 def test_the_defaults_of_unbuilt_sections_and_every_preset_still_validate():
@@ -244,4 +243,4 @@ def test_the_defaults_of_unbuilt_sections_and_every_preset_still_validate():
     assert config.lora.lora_r == 8 and config.distributed.strategy == "none"
     for name in PRESETS:
         built = TrainingConfigBuilder.from_preset(name).build()
-        assert not built.lora.enabled and built.distributed.strategy == "auto"
+        assert built.lora.enabled == (name == "prm_lora") and built.distributed.strategy == "auto"

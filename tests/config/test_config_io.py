@@ -127,6 +127,8 @@ def test_to_dict_is_plain_json_and_round_trips_through_from_dict():
         "monitoring",
         "registry",
         "task",
+        "curriculum",
+        "transfer",
         "plugins",
     }
     assert data["training"]["learning_rate"] == 5e-4

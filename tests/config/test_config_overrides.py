@@ -203,5 +203,5 @@ def test_unknown_dataset_is_caught_with_the_config():
     with pytest.raises(ConfigError) as info:
         TrainingConfig(data={"dataset": "digitz"})
     assert info.value.problems == [
-        "data.dataset: unknown dataset 'digitz' — available: diabetes, digits, pystdlib; did you mean 'digits'?"
+        "data.dataset: unknown dataset 'digitz' — available: diabetes, digits, prm, pystdlib; did you mean 'digits'?"
     ]

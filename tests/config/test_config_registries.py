@@ -78,7 +78,7 @@ def test_explain_lists_registry_choices_as_literals() -> None:
     rows = {r["path"]: r for r in TrainingConfig.explain(builtin_only=True)}
     assert rows["optimizer.name"]["type"] == "Literal['adam', 'adamw', 'sgd']"
     assert rows["tracking.backends"]["type"] == "list[Literal['console', 'jsonl', 'mlflow', 'tensorboard', 'wandb']]"
-    assert rows["data.dataset"]["type"] == "Literal['diabetes', 'digits', 'pystdlib'] | None"
+    assert rows["data.dataset"]["type"] == "Literal['diabetes', 'digits', 'prm', 'pystdlib'] | None"
     assert rows["model.architecture"]["type"].startswith("Literal['auto', ")
     assert rows["plugins"]["type"] == "list[str]"
 

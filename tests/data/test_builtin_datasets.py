@@ -43,7 +43,7 @@ def test_unknown_dataset_lists_available_and_suggests():
         load_builtin("digit")
     msg = str(ei.value)
     assert msg.startswith(f"unknown dataset 'digit' — available: {', '.join(list_datasets())}")
-    assert "diabetes, digits, pystdlib" in msg
+    assert "diabetes, digits, prm, pystdlib" in msg
     assert "did you mean 'digits'" in msg
 
 

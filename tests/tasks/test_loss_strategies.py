@@ -57,7 +57,7 @@ def test_unknown_strategy_error_lists_available_names() -> None:
     msg = str(info.value)
     assert "unknown loss strategy 'regresion'" in msg
     assert "did you mean 'regression'" in msg
-    assert "available: classification, language_modeling, regression, vision" in msg
+    assert "available: classification, language_modeling, regression, reward, vision" in msg
 
 
 def test_unknown_option_lists_accepted_ones() -> None:

@@ -28,7 +28,7 @@ def test_every_problem_of_every_parameter_is_listed_at_once():
             "training.epochs": {"type": "int", "low": 5, "high": 2},  # low > high
             "optimizer.name": {"type": "categorical", "choices": ["adamw", "sgdd"]},  # not an optimizer
             "model.dropout": {"type": "uniform", "low": 0, "high": 0.5},  # not a space type
-            "model.mlp_dropout": {"type": "float", "low": 0.1, "high": 0.2},  # a planned seed field
+            "model.mlp_dropout": {"type": "float", "low": 0.1, "high": 1.5},  # the field is < 1
             "optimizer.weight_decay": {"type": "float", "low": 0.0, "high": 0.1, "log": True},  # log from 0
         }
     )
@@ -42,7 +42,7 @@ def test_every_problem_of_every_parameter_is_listed_at_once():
     assert "training.epochs: low (5) is greater than high (2) — swap them" in problems
     assert any(p.startswith("optimizer.name: choice 'sgdd'") and "available: adam, adamw, sgd" in p for p in problems)
     assert any(p.startswith("model.dropout: type 'uniform'") for p in problems)
-    assert any(p.startswith("model.mlp_dropout: not built yet") for p in problems)
+    assert any(p.startswith("model.mlp_dropout: high 1.5 is outside the bounds") for p in problems)
     assert "optimizer.weight_decay: a log-scale range needs low > 0, got low 0.0" in problems
 
 

@@ -178,6 +178,11 @@ class TrainingConfigBuilder:
         return cls.from_preset("low_memory")
 
     @classmethod
+    def prm_lora(cls) -> TrainingConfigBuilder:
+        """Seed 001's LoRA process reward model (set the backbone and the data paths)."""
+        return cls.from_preset("prm_lora")
+
+    @classmethod
     def from_config(cls, config: TrainingConfig) -> TrainingConfigBuilder:
         return cls(config.to_dict())
 

@@ -471,6 +471,10 @@ def _type_name(annotation: Any) -> str:
 
 
 def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, str) and any(c in value for c in "\n\r\t"):
+        import json
+
+        return json.dumps(value)  # "\n" on one line: a YAML double-quoted scalar, as a user types it
     return (
         "null" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
     )

@@ -139,6 +139,12 @@ def load_builtin(
     if problem is not None:
         raise DataError(problem)
     _validate(val_fraction, seed, max_length, max_train_samples, max_val_samples, max_corpus_bytes)
+    if getattr(DATASETS.get(key), "takes_config", False):
+        raise DataError(
+            f"data set '{key}' reads its files and settings from a config (its data paths, the backbone's "
+            "tokenizer): set data.dataset in a TrainingConfig and use trainengine.engine.build_from_config(config) "
+            "or trainengine train"
+        )
     splits = DATASETS.get(key)(
         val_fraction=float(val_fraction),
         seed=seed,
