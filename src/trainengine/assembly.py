@@ -50,7 +50,8 @@ def build_callbacks(config: TrainingConfig, *, gradient_monitor: Any = None) -> 
     3. tracker back-ends (``tracking.backends``);
     4. the ExperimentDB record (``tracking.experiment_db`` with a run directory);
     5. console progress (``tracking.progress``);
-    6. the gradient monitor: ``gradient_monitor`` if given, else one built from ``monitoring``.
+    6. the gradient monitor: ``gradient_monitor`` if given, else one built from ``monitoring``;
+    7. the step profiler (``monitoring.profile_steps``) and sample prompts.
 
     Checkpoints, early stopping and fault handling are not callbacks: the engine's Trainer owns
     them (``trainer.checkpointer``), and callbacks read checkpoint paths from it.
@@ -91,6 +92,10 @@ def build_callbacks(config: TrainingConfig, *, gradient_monitor: Any = None) -> 
     monitor = gradient_monitor if gradient_monitor is not None else build_gradient_monitor(config)
     if monitor is not None:
         callbacks.append(monitor)
+    if config.monitoring.profile_steps:
+        from trainengine.monitoring._profiler import StepProfiler
+
+        callbacks.append(StepProfiler(config.monitoring.profile_steps, config.monitoring.profile_warmup_steps))
     if config.monitoring.sample_prompts:
         from trainengine.monitoring._samples import build_sample_prompts
 

@@ -85,6 +85,12 @@ def train_command(
     n_heads: int | None = typer.Option(None, "--n-heads", help="model.n_heads: built-in GPT attention heads"),
     n_layers: int | None = typer.Option(None, "--n-layers", help="model.n_layers: built-in GPT transformer blocks"),
     output_dir: str | None = typer.Option(None, "--output-dir", help="tracking.output_dir"),
+    profile: int | None = typer.Option(
+        None,
+        "--profile",
+        min=1,
+        help="monitoring.profile_steps: profile N steps after warm-up; trace and top kernels in <run_dir>/profile.",
+    ),
     resume: str | None = typer.Option(
         None, "--resume", help="auto (newest valid checkpoint of this run/experiment) or a checkpoint / run directory."
     ),
@@ -120,6 +126,7 @@ def train_command(
         "tracking.experiment_name": experiment_name,
         "tracking.run_name": run_name,
         "tracking.output_dir": output_dir,
+        "monitoring.profile_steps": profile,
     }
     if seeds is not None or cv is not None:
         from trainengine.cli import _groups

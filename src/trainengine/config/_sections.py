@@ -786,6 +786,19 @@ class MonitoringSection(Section):
     peak_flops: float | None = Field(
         None, gt=0.0, description="Peak FLOP/s of one device for MFU; null = looked up for known GPUs."
     )
+    profile_steps: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description=(
+            "Run torch.profiler over this many optimizer steps after profile_warmup_steps and write a trace "
+            "(Chrome / TensorBoard) and the top kernels and memory to <run_dir>/profile; null = off "
+            "(trainengine train --profile N)."
+        ),
+    )
+    profile_warmup_steps: int = Field(
+        5, ge=0, le=10_000, description="Steps to run (compilation, allocator, data loader warm-up) before profiling."
+    )
     profile_data: bool = Field(
         True,
         description=(
