@@ -77,9 +77,7 @@ class StepProfiler:
         self._prof = profile(
             activities=activities,
             # The profiler's own warm-up step is not recorded either: its numbers carry its start-up.
-            schedule=schedule(
-                wait=max(0, self.warmup - 1), warmup=min(1, self.warmup), active=self.steps, repeat=1
-            ),
+            schedule=schedule(wait=max(0, self.warmup - 1), warmup=min(1, self.warmup), active=self.steps, repeat=1),
             on_trace_ready=tensorboard_trace_handler(str(self.out_dir)),
             record_shapes=True,
             profile_memory=True,
