@@ -182,7 +182,30 @@ class TrainingSection(Section):
     deterministic: bool = Field(
         False, description="Bit-exact runs: deterministic algorithms and seeded data order (about 5-10% slower)."
     )
-    compile: bool = Field(False, description="Compile the model with torch.compile before training.")
+    compile: bool = Field(
+        False,
+        description=(
+            "Compile the training step's forward and loss as one graph with torch.compile (graph breaks and "
+            "recompilations are reported)."
+        ),
+    )
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode with training.compile (max-autotune tunes kernels: slower start)."
+    )
+    fused_loss: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Language modeling: a chunked linear + cross-entropy that never materialises the full logits; auto = on "
+            "where the model supports it (the built-in GPT, Hugging Face causal LMs)."
+        ),
+    )
+    activation_checkpointing: bool = Field(
+        False,
+        description=(
+            "Recompute each transformer block's activations in the backward pass: less memory, more compute "
+            "(built-in GPT blocks; Hugging Face models through their own activation checkpointing)."
+        ),
+    )
     eval_interval_steps: int | None = Field(
         None, ge=1, description="Evaluate every N optimizer steps; null = only at epoch ends."
     )

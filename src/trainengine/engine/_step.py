@@ -112,12 +112,17 @@ class StepRunner:
     """Forward/backward/accumulate/clip/step for one model and optimizer.
 
     Args:
-        model: the module to call (possibly ``torch.compile``d).
+        model: the module to call (the plain module: ``compiled`` calls it inside its graph).
         optimizer: its optimizer.
         loss_strategy: the task's loss (``loss_sum``, ``num_targets``, ``validate_inputs``).
         runtime: device and precision.
         max_grad_norm: clip threshold, or None for no clipping.
         scaler: GradScaler for fp16, else None.
+        compiled: a :class:`~trainengine.engine._compile.CompiledStep` (``training.compile``): forward
+            and loss of each micro-batch run as one compiled graph; None runs them eagerly.
+        fused: language modeling (``training.fused_loss``): ``(inputs, labels) -> (loss_sum,
+            num_targets)`` from the model's hidden states and head, never making the full logits
+            (:class:`~trainengine.engine._fused.FusedLMLoss`); None = logits and the task's loss.
     """
 
     def __init__(
@@ -131,8 +136,12 @@ class StepRunner:
         *,
         oom_policy: str = "raise",
         oom_max_splits: int = 3,
+        compiled: Any = None,
+        fused: Any = None,
     ) -> None:
         self.model = model
+        self.compiled = compiled
+        self.fused = fused
         self.optimizer = optimizer
         self.loss = loss_strategy
         self.runtime = runtime
@@ -196,6 +205,10 @@ class StepRunner:
         Returns:
             (mean loss per target over the window (detached, on the device), samples, tokens).
         """
+        if self.compiled is not None:
+            return self._forward_backward_compiled(window)
+        if self.fused is not None:
+            return self._forward_backward_fused(window)
         if len(window) == 1:
             inputs, labels = split_batch(window[0])
             with self.runtime.autocast():
@@ -221,6 +234,58 @@ class StepRunner:
             loss_acc = loss.detach() if loss_acc is None else loss_acc + loss.detach()
             num_samples += labels.shape[0]
             num_tokens += labels.numel()
+        assert loss_acc is not None  # a window is never empty
+        return loss_acc, num_samples, num_tokens
+
+    def _forward_backward_fused(self, window: Sequence[Any]) -> tuple[torch.Tensor, int, int]:
+        """:meth:`_forward_backward` with the fused linear + cross-entropy (no full logits)."""
+        split = [split_batch(b) for b in window]
+        if not self._validated:
+            labels = split[0][1]
+            if self.check_labels:  # label values need one read-back: the first batch only
+                vocab = self.fused.head.weight.shape[0]
+                self.loss.check_label_values(labels, num_classes=vocab, what="first training batch")
+            self._validated = True  # shapes and dtypes are checked by the fused loss itself
+        total = self.loss.num_targets(split[0][1])
+        for _, labels in split[1:]:
+            total = total + self.loss.num_targets(labels)
+        loss_acc: torch.Tensor | None = None
+        for inputs, labels in split:
+            with self.runtime.autocast():
+                loss_sum, _ = self.fused(inputs, labels)
+            # An all-padding window divides 0 by 0: NaN, so the step is skipped as non-finite.
+            loss = loss_sum / total
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            loss_acc = loss.detach() if loss_acc is None else loss_acc + loss.detach()
+        assert loss_acc is not None  # a window is never empty
+        return loss_acc, sum(lab.shape[0] for _, lab in split), sum(lab.numel() for _, lab in split)
+
+    def _forward_backward_compiled(self, window: Sequence[Any]) -> tuple[torch.Tensor, int, int]:
+        """:meth:`_forward_backward` with each micro-batch's forward and loss one compiled graph."""
+        step = self.compiled
+        split = [split_batch(b) for b in window]
+        if not self._validated:
+            # One eager forward (no_grad, eval mode) of the first micro-batch for the shape and
+            # label checks: a compiled graph gives no logits to check, and fails obscurely on bad shapes.
+            self._validate_once(step.validate_first(self.model, split[0][0], self.runtime), split[0][1])
+        num_samples = sum(labels.shape[0] for _, labels in split)
+        num_tokens = sum(labels.numel() for _, labels in split)
+        if len(split) == 1 and not step.accumulate:
+            inputs, labels = split[0]
+            loss = step(self.model, inputs, labels)
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            step.end_first_step()
+            return loss.detach(), num_samples, num_tokens
+        total = self.loss.num_targets(split[0][1])
+        for _, labels in split[1:]:
+            total = total + self.loss.num_targets(labels)
+        loss_acc: torch.Tensor | None = None
+        for inputs, labels in split:
+            # An all-padding window divides 0 by 0: NaN, so the step is skipped as non-finite.
+            loss = step(self.model, inputs, labels, total)
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            loss_acc = loss.detach() if loss_acc is None else loss_acc + loss.detach()
+        step.end_first_step()
         assert loss_acc is not None  # a window is never empty
         return loss_acc, num_samples, num_tokens
 

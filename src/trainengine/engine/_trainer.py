@@ -21,6 +21,7 @@ from torch import nn
 
 from trainengine.config import TrainingConfig
 from trainengine.data import build_dataloader
+from trainengine.engine._activation_ckpt import apply_activation_checkpointing
 from trainengine.engine._callbacks import CallbackList, TrainerCallback, early_stop_reason
 from trainengine.engine._checkpointing import (
     Checkpointer,
@@ -29,6 +30,7 @@ from trainengine.engine._checkpointing import (
     resolve_resume,
     restore_rng,
 )
+from trainengine.engine._compile import CompiledStep, compile_module
 from trainengine.engine._data_iter import DataIterator
 from trainengine.engine._faults import FaultHandler, RolledBack, SignalGuard
 from trainengine.engine._logwindow import LogWindow
@@ -175,7 +177,9 @@ class Trainer:
         self.runtime: Runtime | None = None
         self.train_loader: Any = None
         self.val_loader: Any = None
-        self.forward_model: Any = None  # torch.compile(model) or the model itself
+        self.forward_model: Any = None  # evaluation's forward: torch.compile(model) or the model itself
+        # training.compile: graph breaks and recompilations (CompiledStep.report), filled after the first step
+        self.compile_report: dict[str, Any] | None = None
         self.optimizer: Any = None
         self.scheduler: Any = None
         self.transfer: TransferSchedule | None = None  # config.transfer's freezing and unfreezing
@@ -193,6 +197,7 @@ class Trainer:
         self.total_steps = 0
         self.num_parameters = 0
         self.num_trainable_parameters = 0
+        self.fused_loss_active = False  # training.fused_loss in use (set up in _setup)
 
         # -- loop control
         self.pending_signal: int | None = None  # set by SignalGuard; the loop stops at the next step boundary
@@ -336,6 +341,8 @@ class Trainer:
         self.total_steps = plan_total_steps(cfg, self.batches_per_epoch)
         accum = t.gradient_accumulation_steps
 
+        if t.activation_checkpointing:  # in place, before the optimizer and compile; state_dict keys unchanged
+            self.info["activation_checkpointing_blocks"] = apply_activation_checkpointing(self.model)
         self.model = rt.prepare_model(self.model)
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         attach_loss_scoring(  # curriculum.difficulty loss: score the data with the starting model
@@ -352,10 +359,19 @@ class Trainer:
         self.scheduler = build_scheduler(
             self.optimizer, cfg.scheduler, self.total_steps, monitor_mode=self.monitor_mode
         )
-        # The loop calls the compiled module; self.model stays the plain one (canonical state-dict keys).
-        self.forward_model = torch.compile(self.model) if t.compile else self.model
+        # training.compile: each micro-batch's forward + loss is one compiled graph calling the plain
+        # self.model (canonical state-dict keys); evaluation calls a compiled module (default mode).
+        fused = self._fused_lm_loss()
+        self.fused_loss_active = fused is not None
+        compiled = (
+            CompiledStep(self.loss_strategy, rt, mode=t.compile_mode, accumulation_steps=accum, fused=fused)
+            if t.compile
+            else None
+        )
+        self.compile_report = compiled.report if compiled is not None else None
+        self.forward_model = compile_module(self.model) if t.compile else self.model
         self.step_runner = StepRunner(
-            self.forward_model,
+            self.model,
             self.optimizer,
             self.loss_strategy,
             rt,
@@ -363,6 +379,8 @@ class Trainer:
             rt.make_grad_scaler(),
             oom_policy=t.oom_policy,
             oom_max_splits=t.oom_max_splits,
+            compiled=compiled,
+            fused=fused if compiled is None else None,
         )
         self.step_runner.check_labels = "train" not in labels_checked  # else the first batch checks them
         self._check_val_labels = "val" not in labels_checked
@@ -380,6 +398,38 @@ class Trainer:
             peak_flops=peak_flops_for(rt.device, cfg.monitoring.peak_flops),
             flops_per_token=flops_fn(self.info.get("seq_len")) if callable(flops_fn) and language_modeling else None,
         )
+
+    def _fused_lm_loss(self) -> Any:
+        """The fused linear + cross-entropy for ``training.fused_loss`` (language modeling), or None.
+
+        ``auto`` uses it where the model supports it (the built-in GPT, the Hugging Face causal LMs
+        ``trainengine.engine._fused`` knows) and the task's loss is the built-in one; ``on``
+        refuses a model that does not support it; ``off`` never uses it.
+        """
+        from trainengine.engine._fused import fused_lm_loss_for, fused_loss_unsupported_reason
+        from trainengine.tasks._losses import LanguageModelingLoss
+
+        mode = self.config.training.fused_loss
+        if mode == "off" or self.task_spec.task_type != "language_modeling":
+            return None
+        strategy = self.loss_strategy
+        fused = None
+        if type(strategy) is LanguageModelingLoss:  # not a user-registered LM loss
+            fused = fused_lm_loss_for(
+                self.model, ignore_index=strategy.ignore_index, label_smoothing=strategy.label_smoothing
+            )
+        if fused is None:
+            reason = (
+                fused_loss_unsupported_reason(self.model)
+                if type(strategy) is LanguageModelingLoss
+                else f"the loss is {type(strategy).__name__}, not the built-in language-modeling loss"
+            )
+            if mode == "on":
+                raise ConfigError(
+                    f"training.fused_loss is on, but {reason}; set it to auto (the plain loss where unsupported) or off"
+                )
+            logger.info("fused LM loss not used: %s", reason)
+        return fused
 
     # ------------------------------------------------------------------ the loop
     def _run(self, wall_start: float) -> dict[str, Any]:

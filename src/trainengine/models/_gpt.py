@@ -253,6 +253,17 @@ class GPT(nn.Module):
         Raises:
             DataError (a ValueError): ``input_ids`` is not 2-D or ``T > max_seq_len``.
         """
+        return self.lm_head(self.forward_hidden(input_ids))  # (B, T, V)
+
+    def forward_hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The final hidden states ``[B, T, d_model]`` (after ``ln_f``): :meth:`forward` without ``lm_head``.
+
+        ``forward(ids) == lm_head(forward_hidden(ids))``. The engine's fused loss takes these and
+        ``lm_head.weight`` to compute the cross-entropy without the full ``[B, T, V]`` logits.
+
+        Raises:
+            DataError (a ValueError): ``input_ids`` is not 2-D or ``T > max_seq_len``.
+        """
         # Shape checks only: they are static under torch.compile (no sync, no graph break).
         if input_ids.dim() != 2:
             raise DataError(
@@ -274,8 +285,7 @@ class GPT(nn.Module):
         x = parts["drop"](tok_emb + pos_emb)
         for block in cast(nn.ModuleList, parts["h"]):
             x = block(x)
-        x = parts["ln_f"](x)
-        return self.lm_head(x)  # (B, T, V)
+        return parts["ln_f"](x)  # (B, T, C)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Count parameters, a tied embedding/head weight once.

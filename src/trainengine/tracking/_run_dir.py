@@ -221,6 +221,14 @@ class RunDirectory:
             "heartbeat_time": _now(),
             "heartbeat_interval_s": self.heartbeat_interval_s,
         }
+        speed = {
+            # training.compile: graph breaks and recompilations; filled in place after the first step,
+            # so heartbeats and the final write show it (its keys never change).
+            "compile": getattr(trainer, "compile_report", None),
+            "activation_checkpointing_blocks": trainer.info.get("activation_checkpointing_blocks"),
+            "fused_loss": bool(getattr(trainer, "fused_loss_active", False)),
+        }
+        self._facts["speed"] = speed
         self._write_facts()
         # Lines are written by a background thread: no disk I/O on the training thread.
         self._open_log()
