@@ -216,20 +216,15 @@ def sniff_safetensors(path: Path) -> str | None:
         with open(path, "rb") as fh:
             head = fh.read(8)
             n = int.from_bytes(head, "little") if len(head) == 8 else 0
-            if 2 <= n <= min(size - 8, 100_000_000) and fh.read(1) == b"{":
-                # A safetensors header first: its length's bytes may look like a pickle's opcode
-                # (a 896-byte header starts the file with 0x80 0x03).
-                fh.seek(8)
-                try:
-                    parsed = json.loads(fh.read(n))
-                except ValueError:
-                    parsed = None
-                if isinstance(parsed, dict):
-                    problem = _header_problem(parsed, size - 8 - n)
-                    if problem is None:
-                        return None
-                    return f"not a valid safetensors file ({problem}); it was truncated or damaged"
-            fh.seek(8)
+            length_ok = 2 <= n <= min(size - 8, 100_000_000)
+            # The header first: its length's bytes may look like a pickle's opcode (a 896-byte
+            # header starts the file with 0x80 0x03).
+            header = _json_or_none(fh.read(n)) if length_ok else None
+            if isinstance(header, dict):
+                problem = _header_problem(header, size - 8 - n)
+                if problem is None:
+                    return None
+                return f"not a valid safetensors file ({problem}); it was truncated or damaged"
             if head.startswith(b"PK\x03\x04"):
                 kind = "it is a zip archive, which is what torch.save writes around a pickle"
             elif head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
@@ -237,23 +232,17 @@ def sniff_safetensors(path: Path) -> str | None:
             elif len(head) < 8:
                 kind = f"only {size} bytes"
             else:
-                n = int.from_bytes(head, "little")
-                if n < 2 or n > size - 8 or n > 100_000_000:
-                    kind = "its header length is invalid"
-                else:
-                    try:
-                        header = json.loads(fh.read(n))
-                    except ValueError:
-                        header = None
-                    if isinstance(header, dict):
-                        problem = _header_problem(header, size - 8 - n)
-                        if problem is None:
-                            return None
-                        return f"not a valid safetensors file ({problem}); it was truncated or damaged"
-                    kind = "its header is not JSON"
+                kind = "its header is not JSON" if length_ok else "its header length is invalid"
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
     return f"not a safetensors file ({kind}); {PICKLE_REFUSED}"
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 def _header_problem(header: dict[str, Any], data_size: int) -> str | None:
