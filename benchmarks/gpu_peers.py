@@ -152,11 +152,16 @@ class StepTimer:
         timed = len(self.marks) - 1
         if timed < 1:
             raise RuntimeError(f"only {self.last_step} steps ran; expected {self.steps} (warm-up {self.warmup})")
-        diffs = [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
+        diffs = [(b - a) * 1e3 for a, b in zip(self.marks, self.marks[1:], strict=False)]
+        median = statistics.median(diffs)
+        # The slow tail: which timed steps (1-based optimizer step) took > 1.3x the median.
+        slow = [(self.warmup + i + 1, round(d, 2)) for i, d in enumerate(diffs) if d > 1.3 * median]
         return {
             "timed_steps": timed,
             "ms_per_step": (self.marks[-1] - self.marks[0]) / timed * 1e3,
-            "ms_per_step_median": statistics.median(diffs) * 1e3,
+            "ms_per_step_median": median,
+            "ms_per_step_max": max(diffs),
+            "slow_steps": slow[:20],
             "first_step_s": self.first_step_s,
         }
 

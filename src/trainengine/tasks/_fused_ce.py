@@ -53,18 +53,30 @@ __all__ = ["linear_cross_entropy", "default_chunk_size", "CHUNK_ELEMENTS"]
 
 # Elements of one chunk's [rows, V] logits: 2**26 = 128 MiB of bf16 / 256 MiB of fp32 temporaries.
 CHUNK_ELEMENTS = 2**26
+_ROW_ALIGN = 128  # chunk rows are a multiple of this (a matmul tile)
+#: On CUDA, accumulate the head's weight gradient with a bf16/fp16 matmul that writes float32
+#: (``addmm(..., out_dtype=float32)``) instead of a low-precision product added to it.
+FP32_OUT_MATMUL = True
 
 
 def default_chunk_size(num_rows: int, vocab_size: int) -> int:
     """Rows per chunk so that one chunk's logits hold about :data:`CHUNK_ELEMENTS` values.
 
+    The rows are spread evenly over the chunks and rounded up to a multiple of 128 (a matmul
+    tile), so no chunk is a thin remainder.
+
     Example:
         >>> default_chunk_size(16384, 50304)
-        1334
+        1280
         >>> default_chunk_size(10, 50304)
         10
     """
-    return max(1, min(num_rows, CHUNK_ELEMENTS // max(1, vocab_size)))
+    target = max(1, min(num_rows, CHUNK_ELEMENTS // max(1, vocab_size)))
+    chunks = -(-num_rows // target)
+    rows = -(-num_rows // chunks)
+    if rows > _ROW_ALIGN:
+        rows = -(-rows // _ROW_ALIGN) * _ROW_ALIGN
+    return min(rows, num_rows)
 
 
 def _matmul_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
@@ -103,6 +115,10 @@ def _chunk_pass(
     grad_w = torch.zeros(w.shape, dtype=acc, device=w.device) if need_w else None
     grad_b = torch.zeros(vocab, dtype=acc, device=w.device) if need_b and b is not None else None
     keep = 1.0 - label_smoothing
+    compiling = torch.compiler.is_compiling()
+    fp32_out = (
+        FP32_OUT_MATMUL and h.device.type == "cuda" and mm_dtype in (torch.bfloat16, torch.float16) and acc == torch.float32
+    )
     for start in range(0, n_rows, chunk_size):
         hc = hm[start : start + chunk_size]  # (n, C)
         yc = y[start : start + chunk_size]  # (n,)
@@ -118,16 +134,27 @@ def _chunk_pass(
         if grad_h is None and grad_w is None and grad_b is None:
             continue
         # d row / d z = softmax(z) - keep * one_hot(target) - label_smoothing / V; ignored rows: 0.
-        p = z.sub_(lse.unsqueeze(1)).exp_()  # (n, V), in place: z is this chunk's own temporary
-        p.scatter_add_(1, target, torch.full_like(target, -keep, dtype=acc))
-        if label_smoothing:
-            p.sub_(label_smoothing / vocab)
-        p.mul_(valid.unsqueeze(1).to(acc))
+        if compiling:
+            # One pointwise expression the compiler fuses into a single kernel: logits in, g out.
+            hit = torch.arange(vocab, device=z.device).unsqueeze(0) == target  # (n, V)
+            p = torch.exp(z - lse.unsqueeze(1)) - keep * hit.to(acc)
+            if label_smoothing:
+                p = p - label_smoothing / vocab
+            p = p * valid.unsqueeze(1).to(acc)
+        else:  # eager: in place on this chunk's own temporary, no (n, V) mask
+            p = z.sub_(lse.unsqueeze(1)).exp_()  # (n, V)
+            p.scatter_add_(1, target, torch.full_like(target, -keep, dtype=acc))
+            if label_smoothing:
+                p.sub_(label_smoothing / vocab)
+            p.mul_(valid.unsqueeze(1).to(acc))
         g = p.to(mm_dtype)  # (n, V): the matmuls of the gradient run where the logits' did
         if grad_h is not None:
             grad_h[start : start + chunk_size] = g @ wm  # (n, C)
         if grad_w is not None:
-            grad_w += (g.t() @ hc).to(acc)  # (V, C), summed over chunks in fp32
+            if fp32_out:  # one kernel: fp32 accumulator in, fp32 out
+                grad_w = torch.addmm(grad_w, g.t(), hc, out_dtype=acc)
+            else:
+                grad_w += (g.t() @ hc).to(acc)  # (V, C), summed over chunks in fp32
         if grad_b is not None:
             grad_b += p.sum(dim=0)  # (V,)
     return (
