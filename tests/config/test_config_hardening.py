@@ -244,3 +244,13 @@ def test_the_defaults_of_unbuilt_sections_and_every_preset_still_validate():
     for name in PRESETS:
         built = TrainingConfigBuilder.from_preset(name).build()
         assert built.lora.enabled == (name == "prm_lora") and built.distributed.strategy == "auto"
+
+
+def test_a_bare_yaml_on_off_is_the_word_for_an_auto_on_off_switch(tmp_path):
+    # YAML 1.1 reads `off` as False: `fused_loss: off` in a file must mean "off", not be refused.
+    text = "training:\n  fused_loss: off\n  compile: true\noptimizer:\n  fused: on\ndata:\n  pin_memory: no\n"
+    config = TrainingConfig.load(_write(tmp_path, "s.yaml", text))
+    assert config.training.fused_loss == "off" and config.training.compile is True
+    assert config.optimizer.fused == "on" and config.data.pin_memory == "off"
+    with pytest.raises(ConfigError, match="training.fused_loss"):
+        TrainingConfig.load(_write(tmp_path, "bad.yaml", "training:\n  fused_loss: 3\n"))

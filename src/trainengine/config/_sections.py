@@ -90,8 +90,12 @@ class Section(BaseModel):
         # pydantic's lax mode reads True as 1 and False as 0, so `--set training.epochs=true` or
         # `learning_rate: yes` became a number. Only booleans are refused: "3" and 3 stay accepted
         # for an int field, 3 for a float field.
+        annotation = cls.model_fields[info.field_name or ""].annotation
+        if isinstance(value, bool) and get_origin(annotation) is Literal and {"on", "off"} <= set(get_args(annotation)):
+            # YAML 1.1 reads a bare `off` / `on` (and yes/no) as a boolean: an auto/on/off switch means the word.
+            return "on" if value else "off"
         if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value)):
-            kind = _number_kind(cls.model_fields[info.field_name or ""].annotation)
+            kind = _number_kind(annotation)
             if kind is not None:
                 raise ValueError(f"must be {kind}, not a boolean (got {value!r}) — write the number itself")
         return value
