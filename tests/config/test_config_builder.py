@@ -324,3 +324,16 @@ def test_ambiguous_flat_read_is_an_attribute_error_naming_the_sections():
     with pytest.raises(AttributeError):
         _ = cfg.no_such_thing
     assert not hasattr(cfg, "enabled")
+
+
+def test_with_overrides_takes_dotted_paths_as_set_writes_them():
+    config = (
+        TrainingConfigBuilder()
+        .with_overrides({"training.fused_loss": "off", "optimizer.weight_decay": 0.2, "learning_rate": 0.1})
+        .build()
+    )
+    assert config.training.fused_loss == "off" and config.optimizer.weight_decay == 0.2
+    assert config.training.learning_rate == 0.1
+    # A typo in the field is named with the closest real one (it used to suggest the typo's own spelling).
+    with pytest.raises(ConfigError, match="unknown field training.fused_los — did you mean training.fused_loss"):
+        TrainingConfigBuilder().with_overrides({"training.fused_los": "off"}).build()

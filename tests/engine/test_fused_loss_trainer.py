@@ -14,14 +14,16 @@ from trainengine.errors import ConfigError
 from trainengine.models import GPT, GPTConfig
 
 
-def _run(tmp_path: Path, fused: str, accumulation: int = 1, model: nn.Module | None = None) -> tuple[list, dict]:
+def _run(
+    tmp_path: Path, fused: str, accumulation: int = 1, model: nn.Module | None = None, compile: bool = False
+) -> tuple[list, dict]:
     torch.manual_seed(0)
     tokens = torch.randint(0, 64, (32, 17), generator=torch.Generator().manual_seed(1))
     data = (tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())
     cfg = (
         TrainingConfigBuilder()
         .with_training(max_steps=4, batch_size=8, learning_rate=1e-2, fused_loss=fused, eval_every_epoch=False,
-                       gradient_accumulation_steps=accumulation, log_interval_steps=1)
+                       gradient_accumulation_steps=accumulation, log_interval_steps=1, compile=compile)
         .with_tracking(output_dir=str(tmp_path / fused), progress="off", experiment_db=False)
         .build()
     )  # fmt: skip
@@ -40,7 +42,7 @@ def _run(tmp_path: Path, fused: str, accumulation: int = 1, model: nn.Module | N
 
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_the_fused_loss_trains_like_the_plain_one(tmp_path, accumulation):
-    fused, fused_facts = _run(tmp_path, "auto", accumulation)
+    fused, fused_facts = _run(tmp_path, "on", accumulation)
     plain, plain_facts = _run(tmp_path, "off", accumulation)
     assert fused_facts["speed"]["fused_loss"] is True and plain_facts["speed"]["fused_loss"] is False
     assert len(fused) == len(plain) == 4
@@ -60,3 +62,11 @@ def test_on_refuses_a_model_without_hidden_states_and_head(tmp_path):
         _run(tmp_path, "on", model=Plain())
     losses, facts = _run(tmp_path, "auto", model=Plain())  # auto: the plain loss
     assert len(losses) == 4 and facts["speed"]["fused_loss"] is False
+
+
+def test_auto_takes_the_fused_loss_under_compile_only(tmp_path, monkeypatch):
+    # Eager the fused loss trades speed for memory (an explicit `on`); compiled it wins both.
+    monkeypatch.setenv("TRAINENGINE_COMPILE_BACKEND", "aot_eager")
+    _, eager = _run(tmp_path / "eager", "auto")
+    _, compiled = _run(tmp_path / "compiled", "auto", compile=True)
+    assert eager["speed"]["fused_loss"] is False and compiled["speed"]["fused_loss"] is True

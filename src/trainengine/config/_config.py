@@ -65,7 +65,7 @@ FLAT_FIELDS: dict[str, list[str]] = _flat_index()
 
 
 def route_flat_keys(data: dict[str, Any]) -> dict[str, Any]:
-    """Move flat keys (``learning_rate``) into their section (``training.learning_rate``).
+    """Move flat keys (``learning_rate``) and dotted ones (``"training.learning_rate"``) into their section.
 
     Raises:
         ConfigError: a flat key names a field of several sections, or no field at all.
@@ -100,6 +100,10 @@ def _route(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                 problems.append(f"{key}: must be a mapping of fields (got {type(value).__name__})")
                 continue
             nested.setdefault(key, {}).update(value)
+            continue
+        section, dot, field = key.partition(".") if isinstance(key, str) else ("", "", "")
+        if dot and section in SECTION_TYPES and field:  # a dotted path, as --set writes it
+            nested.setdefault(section, {})[field] = value
             continue
         sections = FLAT_FIELDS.get(key)
         if sections is None:

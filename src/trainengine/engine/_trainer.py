@@ -402,15 +402,23 @@ class Trainer:
     def _fused_lm_loss(self) -> Any:
         """The fused linear + cross-entropy for ``training.fused_loss`` (language modeling), or None.
 
-        ``auto`` uses it where the model supports it (the built-in GPT, the Hugging Face causal LMs
-        ``trainengine.engine._fused`` knows) and the task's loss is the built-in one; ``on``
-        refuses a model that does not support it; ``off`` never uses it.
+        ``auto`` uses it under ``training.compile`` where the model supports it (the built-in GPT,
+        the Hugging Face causal LMs ``trainengine.engine._fused`` knows) and the task's loss is the
+        built-in one; ``on`` uses it eagerly too and refuses a model that does not support it;
+        ``off`` never uses it.
         """
         from trainengine.engine._fused import fused_lm_loss_for, fused_loss_unsupported_reason
         from trainengine.tasks._losses import LanguageModelingLoss
 
-        mode = self.config.training.fused_loss
+        t = self.config.training
+        mode = t.fused_loss
         if mode == "off" or self.task_spec.task_type != "language_modeling":
+            return None
+        if mode == "auto" and not t.compile:
+            # Eager, the chunked loss's pointwise work runs as separate kernels: measured on an H200
+            # (GPT-2 small) it halves peak memory but costs 10-20% of the step time, so auto leaves it
+            # to `on`. Compiled, it is both faster and smaller than the plain loss (benchmarks/README.md).
+            logger.info("fused LM loss not used: auto takes it under training.compile; set it on to save memory")
             return None
         strategy = self.loss_strategy
         fused = None
