@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(BIN)/trainengine quickstart
 
-# System packages the tests need beyond pip (headless Chromium, the PostgreSQL server): installed
+# System packages the tests need beyond pip (headless Chromium, the PostgreSQL server, wrk): installed
 # when running as root, otherwise the script prints the one command to run.
 system-deps:
 	@if test -f scripts/system-deps.sh; then bash scripts/system-deps.sh; fi

@@ -85,6 +85,14 @@ def _exported_bundle(record) -> Path:
     return cached
 
 
+def _onnx_has_cuda() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def serve_command(
     target: str = typer.Argument(
         ...,
@@ -137,7 +145,25 @@ def serve_command(
         help="Seconds of compute per request before a 503 with Retry-After "
         "(default: the bundle's monitoring.json, else 30).",
     ),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    batch_max_size: int = typer.Option(
+        1,
+        "--batch-max-size",
+        min=1,
+        help="Adaptive batching: run concurrent requests' examples as one model call of at most this many "
+        "(1 = off, the lowest one-example latency).",
+    ),
+    batch_max_wait_ms: float = typer.Option(
+        2.0, "--batch-max-wait-ms", min=0.0, max=1000.0, help="Adaptive batching: how long a request waits for company."
+    ),
+    device: str = typer.Option(
+        "cpu",
+        "--device",
+        help="cpu or cuda[:N]: onnxruntime's CUDA provider where installed (onnxruntime-gpu), else the torch "
+        "runtime on the GPU.",
+    ),
+    log_level: str = typer.Option(
+        "info", "--log-level", help="uvicorn log level; warning drops the per-request access log line."
+    ),
 ) -> None:
     """Serve a bundle: POST /predict, GET /health, GET /metrics (Prometheus)."""
     from trainengine.serve._runtime import BundleError
@@ -150,7 +176,17 @@ def serve_command(
         )
     if model_file is not None and runtime != "onnx":
         raise TrainEngineError("--model picks an ONNX file; it applies to --runtime onnx only")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise TrainEngineError(f"--device must be cpu or cuda (cuda:N), got {device!r}")
     bundle = resolve_bundle(target, registry)
+    if device != "cpu" and runtime == "onnx" and not _onnx_has_cuda():
+        if model_file is not None:
+            raise TrainEngineError(
+                f"--device {device} with --model {model_file}: onnxruntime here has no CUDA provider "
+                "(pip install onnxruntime-gpu), and the torch runtime cannot run an ONNX file"
+            )
+        logger.warning("--device %s: onnxruntime has no CUDA provider here; serving with the torch runtime", device)
+        runtime = "torch"
     try:
         from trainengine.serve import serve
 
@@ -158,7 +194,7 @@ def serve_command(
         if runtime == "torch" and workers == 1:
             from trainengine.serve._torch import TorchPredictor
 
-            torch_predictor = TorchPredictor(bundle)
+            torch_predictor = TorchPredictor(bundle, device=device)
         serve(
             bundle,
             host=host,
@@ -174,6 +210,9 @@ def serve_command(
             max_request_tokens=max_request_tokens,
             max_batch_tokens=max_batch_tokens,
             request_timeout_s=request_timeout,
+            batch_max_size=batch_max_size,
+            batch_max_wait_ms=batch_max_wait_ms,
+            device=device,
         )
     except BundleError as exc:
         raise TrainEngineError(str(exc)) from exc

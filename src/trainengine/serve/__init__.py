@@ -94,7 +94,8 @@ def serve(
         api_key_env: Name of the environment variable holding the API key (none: no key).
         workers: uvicorn worker processes; metrics are aggregated across them.
         **options: ``model_file``, ``max_body_bytes``, ``max_batch``, ``log_level``,
-            ``torch_predictor``, ``max_request_tokens``, ``max_batch_tokens``, ``request_timeout_s``.
+            ``torch_predictor``, ``max_request_tokens``, ``max_batch_tokens``, ``request_timeout_s``,
+            ``batch_max_size`` / ``batch_max_wait_ms`` (adaptive batching), ``device`` (cpu, cuda).
 
     Example:
         >>> serve("exports/digits_20261122_054000", port=8080)  # doctest: +SKIP

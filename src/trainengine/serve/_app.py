@@ -56,6 +56,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +64,7 @@ from typing import Any, Literal
 if __package__:  # trainengine.serve._app
     from trainengine.serve._runtime import (
         MAX_NEW_TOKENS_LIMIT,
+        PAD,
         REWARD_TASK,
         SAMPLING_FIELDS,
         Bundle,
@@ -81,6 +83,7 @@ else:  # a bundle's server.py: the sibling inference.py is the runtime it was ex
     try:
         from inference import (  # type: ignore[no-redef]  # mypy sees both runtimes; one is imported
             MAX_NEW_TOKENS_LIMIT,
+            PAD,
             REWARD_TASK,
             SAMPLING_FIELDS,
             Bundle,
@@ -97,6 +100,7 @@ else:  # a bundle's server.py: the sibling inference.py is the runtime it was ex
     except ImportError:  # server.py copied alone: fall back to an installed trainengine
         from trainengine.serve._runtime import (
             MAX_NEW_TOKENS_LIMIT,
+            PAD,
             REWARD_TASK,
             SAMPLING_FIELDS,
             Bundle,
@@ -127,6 +131,10 @@ DEFAULT_MAX_BATCH_TOKENS = 8_192  # raised to fit one full-context example of th
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 CLIENT_CLOSED = 499  # nginx's "client closed request": counted apart from the 5xx server errors
 _RELEASE_AFTER_BYTES = 256 * 1024  # bodies at least this large hand freed memory back to the OS
+# The inline path: a small request of a fast model runs on the event loop, not in the thread pool,
+# whose hand-off (and 16 threads contending for the GIL) cost more than the model (issue 17).
+_INLINE_BODY_BYTES = 16 * 1024
+_INLINE_MAX_S = 0.001  # the recent mean compute time under which requests run inline
 
 log = logging.getLogger("trainengine.serve")
 
@@ -180,6 +188,8 @@ class _Metrics:
             buckets=batch_buckets,
             registry=r,
         )
+        self._children: dict[tuple[str, int], Any] = {}
+        self._class_children: dict[int, Any] = {}
         self.task_type = bundle.task_type
         self.classes = None
         self.values = None
@@ -253,8 +263,23 @@ class _Metrics:
         )
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint=endpoint, status=str(status)).inc()
-        self.latency.labels(endpoint=endpoint).observe(seconds)
+        # The labelled children are looked up once per (endpoint, status): labels() costs more than inc().
+        children = self._children.get((endpoint, status))
+        if children is None:
+            children = (
+                self.requests.labels(endpoint=endpoint, status=str(status)),
+                self.latency.labels(endpoint=endpoint),
+            )
+            self._children[(endpoint, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def _class_counter(self, class_id: int) -> Any:
+        child = self._class_children.get(class_id)
+        if child is None:
+            assert self.classes is not None
+            child = self._class_children[class_id] = self.classes.labels(class_id=str(class_id))
+        return child
 
     def observe_predictions(self, predictions: list[dict[str, Any]]) -> None:
         self.batch_size.observe(len(predictions))
@@ -263,7 +288,7 @@ class _Metrics:
             for p in predictions:
                 counts[p["class"]] = counts.get(p["class"], 0) + 1
             for c, n in counts.items():
-                self.classes.labels(class_id=str(c)).inc(n)
+                self._class_counter(c).inc(n)
         elif self.values is not None:
             for p in predictions:
                 for v in p["values"] if "values" in p else (p["value"],):
@@ -458,6 +483,143 @@ async def _disconnected(request: Any) -> None:
         await asyncio.sleep(0.05)  # not expected after the body; never spin
 
 
+class _ComputeTime:
+    """An exponential moving average of the CPU time a request's parse + model + answer took."""
+
+    def __init__(self) -> None:
+        self.mean_s = math.inf  # unknown until a request was measured: the thread pool first
+
+    def add(self, seconds: float) -> None:
+        self.mean_s = seconds if math.isinf(self.mean_s) else 0.9 * self.mean_s + 0.1 * seconds
+
+
+def _concat_batches(batches: Sequence[Any]) -> Any:
+    """Preprocessed batches as one: feature rows stacked; token rows right-padded to the widest."""
+    import numpy as np
+
+    if batches[0].ndim == 2 and np.issubdtype(batches[0].dtype, np.integer):
+        width = max(b.shape[1] for b in batches)
+        out = np.full((sum(len(b) for b in batches), width), PAD, dtype=batches[0].dtype)
+        row = 0
+        for b in batches:
+            out[row : row + len(b), : b.shape[1]] = b
+            row += len(b)
+        return out
+    return np.concatenate(batches, axis=0)
+
+
+class _Pending:
+    __slots__ = ("abandoned", "batch", "future", "key", "sampling")
+
+    def __init__(self, batch: Any, sampling: Any, key: Any, future: Any) -> None:
+        self.batch, self.sampling, self.key, self.future = batch, sampling, key, future
+        self.abandoned = False
+
+
+class _Batcher:
+    """Adaptive server-side batching: the examples of concurrent requests run as one model call.
+
+    A request's preprocessed batch waits at most ``max_wait_s`` for others with the same decoding
+    options, or until ``max_size`` examples are pending; the group runs in one worker thread (the
+    model runs one group at a time; arrivals meanwhile form the next group). A request that alone
+    fails (an example over ``max_batch_tokens``) cannot fail the others: a failed group runs again
+    request by request, so each gets its own answer or error.
+
+    Args:
+        run: ``(batch, sampling, check) -> predictions`` — blocking, called in the worker thread.
+        max_size: The most examples in one model call.
+        max_wait_s: The longest a request waits for company.
+    """
+
+    def __init__(self, run: Callable[..., list[Any]], max_size: int, max_wait_s: float) -> None:
+        self._run = run
+        self.max_size, self.max_wait_s = max_size, max_wait_s
+        self._pending: list[_Pending] = []
+        self._arrived: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="trainengine-batch")
+
+    async def submit(self, batch: Any, sampling: Any, key: Any) -> _Pending:
+        """Queue a batch; returns its entry (``await entry.future`` for the predictions)."""
+        loop = asyncio.get_running_loop()
+        if self._arrived is None:
+            self._arrived = asyncio.Event()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._work())
+        entry = _Pending(batch, sampling, key, loop.create_future())
+        self._pending.append(entry)
+        self._arrived.set()
+        return entry
+
+    def _group(self) -> list[_Pending]:
+        """The oldest request and the next ones with its key, up to ``max_size`` examples."""
+        first = self._pending[0]
+        group: list[_Pending] = []
+        size = 0
+        for entry in self._pending:
+            if entry.key == first.key and (not group or size + len(entry.batch) <= self.max_size):
+                group.append(entry)
+                size += len(entry.batch)
+        taken = {id(e) for e in group}
+        self._pending = [e for e in self._pending if id(e) not in taken]
+        return group
+
+    def _ready(self) -> bool:
+        first = self._pending[0]
+        return sum(len(e.batch) for e in self._pending if e.key == first.key) >= self.max_size
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._arrived is not None
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            while self._pending:
+                deadline = loop.time() + self.max_wait_s
+                while not self._ready() and (left := deadline - loop.time()) > 0:
+                    try:
+                        await asyncio.wait_for(self._arrived.wait(), left)
+                    except TimeoutError:
+                        break
+                    self._arrived.clear()
+                group = [e for e in self._group() if not e.abandoned and not e.future.done()]
+                if not group:
+                    continue
+                results = await loop.run_in_executor(self._executor, self._run_group, group)
+                for entry, (ok, value) in zip(group, results, strict=True):
+                    if not entry.future.done():
+                        (entry.future.set_result if ok else entry.future.set_exception)(value)
+
+    def _run_group(self, group: list[_Pending]) -> list[tuple[bool, Any]]:
+        def check() -> None:  # stop between model calls only when nobody waits any more
+            if all(e.abandoned for e in group):
+                raise _Abandoned
+
+        if len(group) > 1:
+            try:
+                predictions = self._run(_concat_batches([e.batch for e in group]), group[0].sampling, check)
+            except Exception:  # noqa: BLE001 - one request's problem: answer each alone below
+                pass
+            else:
+                out, row = [], 0
+                for entry in group:
+                    out.append((True, predictions[row : row + len(entry.batch)]))
+                    row += len(entry.batch)
+                return out
+        results: list[tuple[bool, Any]] = []
+        for entry in group:
+
+            def alone(entry: _Pending = entry) -> None:
+                if entry.abandoned:
+                    raise _Abandoned
+
+            try:
+                results.append((True, self._run(entry.batch, entry.sampling, alone)))
+            except Exception as exc:  # noqa: BLE001 - handed to the request's own future
+                results.append((False, exc))
+        return results
+
+
 def _limit(name: str, given: Any, bundle: Bundle, default: float, kind: type) -> Any:
     """A work limit: the argument, else the bundle's monitoring.json, else ``default``; validated."""
     value, source = (given, name) if given is not None else (bundle.monitoring.get(name), f"monitoring.json's {name}")
@@ -486,6 +648,9 @@ def create_app(
     max_batch_tokens: int | None = None,
     request_timeout_s: float | None = None,
     max_new_tokens: int | None = None,
+    batch_max_size: int = 1,
+    batch_max_wait_ms: float = 2.0,
+    device: str = "cpu",
 ) -> Any:
     """Build the FastAPI app that serves one export bundle.
 
@@ -516,6 +681,12 @@ def create_app(
         max_new_tokens: Language models: the most new tokens one request may ask for with its
             ``max_new_tokens`` field (more is a 422; default: ``monitoring.json``'s
             ``max_new_tokens``, else 256). Requests that do not ask get the 16-token completion.
+        batch_max_size: Adaptive batching: concurrent requests' examples run as one model call of
+            at most this many examples (1, the default: off — every request runs alone, for the
+            lowest one-example latency). Reward bundles and seeded sampling always run alone.
+        batch_max_wait_ms: Adaptive batching: how long a request waits for others to join its call.
+        device: ``cpu`` or ``cuda`` (``cuda:N``): onnxruntime's CUDA provider for ``runtime="onnx"``
+            (it must be installed: ``onnxruntime-gpu``), PyTorch on that device for ``"torch"``.
 
     Returns:
         A ``fastapi.FastAPI`` application.
@@ -545,11 +716,17 @@ def create_app(
             problems.append(f"{name} must be an integer >= 1, got {value!r}")
     if api_key is not None and not api_key:
         problems.append("api_key must be a non-empty string or None")
+    if not isinstance(batch_max_size, int) or isinstance(batch_max_size, bool) or batch_max_size < 1:
+        problems.append(f"batch_max_size must be an integer >= 1 (1 = no batching), got {batch_max_size!r}")
+    if not isinstance(batch_max_wait_ms, (int, float)) or not 0 <= batch_max_wait_ms <= 1000:
+        problems.append(f"batch_max_wait_ms must be a number of milliseconds in [0, 1000], got {batch_max_wait_ms!r}")
+    if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda"):
+        problems.append(f"device must be cpu or cuda (cuda:N), got {device!r}")
     if problems:
         raise ValueError("cannot create the server: " + "; ".join(problems))
 
     if runtime == "onnx":
-        predictor: Predictor = OnnxPredictor(bundle_dir, model_file)
+        predictor: Predictor = OnnxPredictor(bundle_dir, model_file, device=device)
     elif torch_predictor is not None:
         predictor = torch_predictor
     else:
@@ -559,7 +736,7 @@ def create_app(
             raise ValueError(
                 f"runtime 'torch' needs trainengine and torch ({exc}); the standalone server runs runtime 'onnx'"
             ) from exc
-        predictor = TorchPredictor(bundle_dir)
+        predictor = TorchPredictor(bundle_dir, device=device)
     bundle = predictor.bundle
     request_tokens = _limit("max_request_tokens", max_request_tokens, bundle, DEFAULT_MAX_REQUEST_TOKENS, int)
     # By default one example of the model's full context always fits in a batch.
@@ -606,37 +783,63 @@ def create_app(
     app.state.metrics = metrics
     app.state.drift = drift
 
+    compute = _ComputeTime()
+    # Small requests of a fast model: parse, predict and answer on the event loop (no thread hand-off).
+    inline_capable = not (language_model or reward_model) and batch_max_size == 1
+
     def handle_predict(body: bytes, check: Callable[[], None]) -> bytes:
         # Runs in the thread pool: JSON parsing and validation scale with the body, inference with the batch.
+        start = time.thread_time()  # CPU time: waiting for the GIL among busy threads is not the work's cost
         try:
             return predict_json(body, check)
         finally:
+            compute.add(time.thread_time() - start)
             if len(body) >= _RELEASE_AFTER_BYTES:
                 _release_memory()
 
-    def predict_json(body: bytes, check: Callable[[], None]) -> bytes:
+    def parse(body: bytes) -> tuple[Any, Any]:
+        """The request's preprocessed batch and decoding options (not for reward bundles)."""
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise _ClientError(400, f"request body is not valid JSON: {str(exc)[:200]}") from None
-        if reward_model:
-            return predict_steps(payload, check)
         if not isinstance(payload, dict) or "inputs" not in payload:
             got = "an object without it" if isinstance(payload, dict) else f"a JSON {type(payload).__name__}"
             raise _ClientError(422, f'inputs: missing; send {{"inputs": [example, ...]}}, got {got}', "inputs")
         try:
             sampling = request_sampling(payload)
-            batch = predictor.preprocess(payload["inputs"], max_batch=max_batch, max_request_tokens=request_tokens)
-            del payload  # the parsed JSON can be far larger than the batch
-            predictions = predictor.predict_array(batch, max_batch_tokens=batch_tokens, check=check, sampling=sampling)
+            return predictor.preprocess(payload["inputs"], max_batch=max_batch, max_request_tokens=request_tokens), (
+                sampling
+            )
         except LimitError as exc:
             raise _ClientError(413, str(exc), exc.field) from None
         except InputError as exc:
             raise _ClientError(422, str(exc), exc.field) from None
+
+    def answer(batch: Any, predictions: list[dict[str, Any]]) -> bytes:
         metrics.observe_predictions(predictions)
         drift.add(batch)
         response = {"predictions": predictions, "model": bundle.name, "version": bundle.version}
         return json.dumps(response, allow_nan=False).encode("utf-8")
+
+    def run_model(batch: Any, sampling: Any, check: Callable[[], None]) -> list[dict[str, Any]]:
+        return predictor.predict_array(batch, max_batch_tokens=batch_tokens, check=check, sampling=sampling)
+
+    def predict_json(body: bytes, check: Callable[[], None]) -> bytes:
+        if reward_model:
+            try:
+                payload = json.loads(body)
+            except (ValueError, RecursionError) as exc:
+                raise _ClientError(400, f"request body is not valid JSON: {str(exc)[:200]}") from None
+            return predict_steps(payload, check)
+        batch, sampling = parse(body)
+        try:
+            predictions = run_model(batch, sampling, check)
+        except LimitError as exc:
+            raise _ClientError(413, str(exc), exc.field) from None
+        except InputError as exc:
+            raise _ClientError(422, str(exc), exc.field) from None
+        return answer(batch, predictions)
 
     def predict_steps(payload: Any, check: Callable[[], None]) -> bytes:
         """A reward request: {"problem", "steps"}, a list of them or {"inputs": [...]} -> per-step scores."""
@@ -681,14 +884,79 @@ def create_app(
         log.warning("POST /predict: the client disconnected %s; counted as status %d", when, CLIENT_CLOSED)
         return Response(status_code=CLIENT_CLOSED)
 
-    @app.post("/predict")
-    async def predict(request: Request):
+    batcher = _Batcher(run_model, batch_max_size, batch_max_wait_ms / 1000.0) if batch_max_size > 1 else None
+
+    def no_check() -> None:
+        return None
+
+    def after_answer() -> None:
+        if drift.due():
+            # Off the request path: the response does not wait for the O(window) recomputation.
+            asyncio.get_running_loop().run_in_executor(None, drift.refresh)
+
+    def too_slow() -> Any:
+        return JSONResponse(
+            {
+                "detail": f"the request did not finish within the compute limit of {timeout_s:g} s "
+                "(request_timeout_s); send fewer or shorter examples, or retry later"
+            },
+            status_code=503,
+            headers={"retry-after": retry_after},
+        )
+
+    async def predict_batched(request: Any, body: bytes) -> Any:
+        """Adaptive batching: parse here (or in a thread when large), run with other requests' examples."""
+        small = len(body) <= _INLINE_BODY_BYTES
+        try:
+            batch, sampling = parse(body) if small else await run_in_threadpool(parse, body)
+        except _ClientError as exc:
+            return error_response(exc)
+        # Seeded sampling draws per example index: such a request runs alone, as it would unbatched.
+        key = object() if getattr(sampling, "seed", None) is not None else sampling
+        entry = await batcher.submit(batch, sampling, key)  # type: ignore[union-attr]  # only called with a batcher
+        left = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({entry.future, left}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+        if not entry.future.done():
+            entry.abandoned = True  # the group stops before its next model call once nobody waits
+            entry.future.cancel()
+            if left.done() and not left.cancelled() and left.exception() is None:
+                return client_closed("before its answer was ready")
+            return too_slow()
+        try:
+            predictions = entry.future.result()
+        except LimitError as exc:
+            return error_response(_ClientError(413, str(exc), exc.field))
+        except InputError as exc:
+            return error_response(_ClientError(422, str(exc), exc.field))
+        except _Abandoned:
+            return too_slow()
+        content = answer(batch, predictions) if small else await run_in_threadpool(answer, batch, predictions)
+        after_answer()
+        return Response(content, media_type="application/json")
+
+    async def predict(request: Request) -> Any:
         try:
             body = await _read_body(request, max_body_bytes)
         except _ClientError as exc:
             return error_response(exc)
         except ClientDisconnect:
             return client_closed("during the upload")
+        if batcher is not None and not reward_model:
+            return await predict_batched(request, body)
+        if inline_capable and len(body) <= _INLINE_BODY_BYTES and compute.mean_s < _INLINE_MAX_S:
+            # A fast model and a small body: the thread pool's hand-off would cost more than the work.
+            start = time.thread_time()
+            try:
+                content = predict_json(body, no_check)
+            except _ClientError as exc:
+                return error_response(exc)
+            finally:
+                compute.add(time.thread_time() - start)
+            after_answer()
+            return Response(content, media_type="application/json")
         deadline = time.monotonic() + timeout_s
         abandon = threading.Event()
 
@@ -714,18 +982,12 @@ def create_app(
         except _ClientError as exc:
             return error_response(exc)
         except _Abandoned:
-            return JSONResponse(
-                {
-                    "detail": f"the request did not finish within the compute limit of {timeout_s:g} s "
-                    "(request_timeout_s); send fewer or shorter examples, or retry later"
-                },
-                status_code=503,
-                headers={"retry-after": retry_after},
-            )
-        if drift.due():
-            # Off the request path: the response does not wait for the O(window) recomputation.
-            asyncio.get_running_loop().run_in_executor(None, drift.refresh)
+            return too_slow()
+        after_answer()
         return Response(content, media_type="application/json")
+
+    # A plain Starlette route: FastAPI's per-request parameter handling is not needed for a raw body.
+    app.router.add_route("/predict", predict, methods=["POST"])
 
     @app.get("/health")
     async def health():
@@ -769,8 +1031,8 @@ def create_app_from_env() -> Any:
     """App factory for uvicorn worker processes: options come from ``TRAINENGINE_SERVE_*`` variables.
 
     ``BUNDLE`` (required), ``RUNTIME``, ``MODEL_FILE``, ``MAX_BODY_BYTES``, ``MAX_BATCH``,
-    ``MAX_REQUEST_TOKENS``, ``MAX_BATCH_TOKENS``, ``REQUEST_TIMEOUT_S``, ``MAX_NEW_TOKENS`` and ``API_KEY_ENV`` (the
-    name of the variable that holds the key).
+    ``MAX_REQUEST_TOKENS``, ``MAX_BATCH_TOKENS``, ``REQUEST_TIMEOUT_S``, ``MAX_NEW_TOKENS``, ``BATCH_MAX_SIZE``,
+    ``BATCH_MAX_WAIT_MS``, ``DEVICE`` and ``API_KEY_ENV`` (the name of the variable that holds the key).
     """
     bundle = os.environ.get(ENV_PREFIX + "BUNDLE")
     if not bundle:
@@ -787,6 +1049,9 @@ def create_app_from_env() -> Any:
         max_batch_tokens=_env_number("MAX_BATCH_TOKENS", int),
         request_timeout_s=_env_number("REQUEST_TIMEOUT_S", float),
         max_new_tokens=_env_number("MAX_NEW_TOKENS", int),
+        batch_max_size=_env_int("BATCH_MAX_SIZE", 1),
+        batch_max_wait_ms=_env_number("BATCH_MAX_WAIT_MS", float) or 2.0,
+        device=os.environ.get(ENV_PREFIX + "DEVICE") or "cpu",
     )
 
 
@@ -817,6 +1082,9 @@ def run_server(
     max_batch_tokens: int | None = None,
     request_timeout_s: float | None = None,
     max_new_tokens: int | None = None,
+    batch_max_size: int = 1,
+    batch_max_wait_ms: float = 2.0,
+    device: str = "cpu",
 ) -> None:
     """Serve a bundle with uvicorn until interrupted (blocks).
 
@@ -857,6 +1125,9 @@ def run_server(
             max_batch_tokens=max_batch_tokens,
             request_timeout_s=request_timeout_s,
             max_new_tokens=max_new_tokens,
+            batch_max_size=batch_max_size,
+            batch_max_wait_ms=batch_max_wait_ms,
+            device=device,
         )
         uvicorn.run(app, host=host, port=port, log_level=log_level)
         return
@@ -875,6 +1146,9 @@ def run_server(
         "MAX_BATCH_TOKENS": "" if max_batch_tokens is None else str(max_batch_tokens),
         "REQUEST_TIMEOUT_S": "" if request_timeout_s is None else str(request_timeout_s),
         "MAX_NEW_TOKENS": "" if max_new_tokens is None else str(max_new_tokens),
+        "BATCH_MAX_SIZE": str(batch_max_size),
+        "BATCH_MAX_WAIT_MS": str(batch_max_wait_ms),
+        "DEVICE": device,
         "API_KEY_ENV": api_key_env or "",
     }
     saved = {k: os.environ.get(k) for k in [ENV_PREFIX + k for k in options] + ["PROMETHEUS_MULTIPROC_DIR"]}
@@ -914,6 +1188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="language models: tokens per model call")
     parser.add_argument("--request-timeout", type=float, default=None, help="seconds of compute per request")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="language models: most new tokens per request")
+    parser.add_argument("--batch-max-size", type=int, default=1, help="adaptive batching: examples per model call")
+    parser.add_argument("--batch-max-wait-ms", type=float, default=2.0, help="adaptive batching: longest wait")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (onnxruntime-gpu's CUDA provider)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     try:
@@ -929,6 +1206,9 @@ def main(argv: list[str] | None = None) -> int:
             max_batch_tokens=args.max_batch_tokens,
             request_timeout_s=args.request_timeout,
             max_new_tokens=args.max_new_tokens,
+            batch_max_size=args.batch_max_size,
+            batch_max_wait_ms=args.batch_max_wait_ms,
+            device=args.device,
         )
     except (BundleError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1507,9 +1507,12 @@ class OnnxPredictor(Predictor):
             ``model.int8.onnx``; must be a file of the bundle.
         num_threads: onnxruntime intra-op threads (default: onnxruntime's choice).
         max_new_tokens: Completion length of language-model predictions.
+        device: ``cpu``, or ``cuda`` / ``cuda:N`` for onnxruntime's CUDA execution provider
+            (``onnxruntime-gpu``; operators it lacks fall back to the CPU).
 
     Raises:
-        BundleError: The bundle fails verification or has no such model file.
+        BundleError: The bundle fails verification or has no such model file, or ``device`` is
+            CUDA and this onnxruntime has no CUDA provider.
 
     Example:
         >>> predictor = OnnxPredictor("bundle/")  # doctest: +SKIP
@@ -1526,12 +1529,26 @@ class OnnxPredictor(Predictor):
         *,
         num_threads: int | None = None,
         max_new_tokens: int = MAX_NEW_TOKENS,
+        device: str = "cpu",
     ) -> None:
         super().__init__(load_bundle(bundle_dir), max_new_tokens=max_new_tokens)
         try:
             import onnxruntime as ort
         except ImportError:
             raise BundleError("OnnxPredictor needs onnxruntime: pip install onnxruntime") from None
+        kind, _, index = device.partition(":")
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if kind == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BundleError(
+                    f"device {device!r}: this onnxruntime has no CUDA provider (available: "
+                    f"{', '.join(ort.get_available_providers())}); pip install onnxruntime-gpu, or serve with "
+                    "runtime 'torch' on the GPU"
+                )
+            providers = [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
+        elif kind != "cpu":
+            raise BundleError(f"device must be cpu or cuda (cuda:N), got {device!r}")
+        self.device = device
         listed = sorted(self.manifest.get("files") or {})
         default = ((self.manifest.get("formats") or {}).get("onnx") or {}).get("file", "model.onnx")
         self.model_file = model_file or default
@@ -1548,9 +1565,7 @@ class OnnxPredictor(Predictor):
         # the HTTP stack, that burns them (measured: batch-32 requests/s +40% without it, 2 cores).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(
-                str(self.bundle.path / self.model_file), options, providers=["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(str(self.bundle.path / self.model_file), options, providers=providers)
         except Exception as exc:
             raise BundleError(f"onnxruntime cannot load {self.model_file} of {self.bundle.path}: {exc}") from exc
         self.input_name = self.session.get_inputs()[0].name
