@@ -140,3 +140,22 @@ def test_the_torch_runtime_on_cuda_answers_like_the_cpu(digits_bundle, digits_va
     cpu = OnnxPredictor(digits_bundle.path).predict(rows)
     assert [p["class"] for p in gpu] == [p["class"] for p in cpu]
     np.testing.assert_allclose([p["probabilities"] for p in gpu], [p["probabilities"] for p in cpu], atol=1e-4)
+
+
+def test_a_model_that_raises_is_a_counted_500_not_a_dropped_connection(digits_bundle, digits_val, metrics_of):
+    # POST /predict skips the framework's layers: its own handler must turn a crash into a 500.
+    from fastapi.testclient import TestClient
+
+    app = create_app(digits_bundle.path)
+
+    def broken(x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the model broke")
+
+    app.state.predictor.forward = broken
+    with TestClient(app) as client:
+        response = client.post("/predict", json={"inputs": [digits_val[0][0].tolist()]})
+        assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
+        assert client.get("/predict").status_code == 405  # other methods still reach the router
+        metrics = metrics_of(client.get("/metrics").text)
+    key = ("trainengine_serve_requests_total", frozenset({("endpoint", "/predict"), ("status", "500")}))
+    assert metrics[key] == 1.0

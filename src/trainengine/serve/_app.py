@@ -385,10 +385,13 @@ async def _send_json(
 class _Observe:
     """ASGI middleware: API-key check (all but /health) and request count / latency for every response."""
 
-    def __init__(self, app: Any, metrics: _Metrics, api_key: bytes | None) -> None:
+    def __init__(
+        self, app: Any, metrics: _Metrics, api_key: bytes | None, predict: Callable[..., Any] | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.api_key = api_key
+        self.predict = predict  # POST /predict straight to its handler: no routing or framework layers
 
     def _authorized(self, scope: Mapping[str, Any], key: bytes) -> bool:
         given = _header(scope, b"x-api-key")
@@ -427,7 +430,10 @@ class _Observe:
                     [(b"www-authenticate", b"Bearer")],
                 )
                 return
-            await self.app(scope, receive, send_observed)
+            if self.predict is not None and path == "/predict" and scope.get("method") == "POST":
+                await self.predict(scope, receive, send_observed)
+            else:
+                await self.app(scope, receive, send_observed)
         finally:
             self.metrics.observe_request(endpoint, status, time.perf_counter() - start)
 
@@ -1011,8 +1017,18 @@ def create_app(
 
         return Response(await run_in_threadpool(render), media_type=CONTENT_TYPE_LATEST)
 
+    async def predict_asgi(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        # The hot path: the same handler as the route, without the framework's routing, exception and
+        # exit-stack layers around it (about a third of a small request's time on one core).
+        try:
+            response = await predict(Request(scope, receive))
+        except Exception:
+            log.exception("POST /predict failed")
+            response = JSONResponse({"detail": "internal server error"}, status_code=500)
+        await response(scope, receive, send)
+
     # Counts every response (401, 404, 413, 422, 500) and checks the key before any body is read.
-    app.add_middleware(_Observe, metrics=metrics, api_key=key)
+    app.add_middleware(_Observe, metrics=metrics, api_key=key, predict=predict_asgi)
     return app
 
 
