@@ -121,13 +121,15 @@ def test_the_cli_falls_back_to_the_torch_runtime_for_cuda_without_onnxruntime_gp
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(_serve_cmd, "_onnx_has_cuda", lambda: False)
-    monkeypatch.setattr("trainengine.serve._torch.TorchPredictor", lambda bundle, device: seen.update(device=device))
+    monkeypatch.setattr(
+        "trainengine.serve._torch.TorchPredictor", lambda bundle, device, num_threads: seen.update(device=device)
+    )
     monkeypatch.setattr("trainengine.serve.serve", lambda bundle, **kw: seen.update(kw))
     _serve_cmd.serve_command(
         str(digits_bundle.path), host="127.0.0.1", port=0, runtime="onnx", api_key_env=None, workers=1,
         registry=None, model_file=None, max_body_bytes=1024, max_batch=8, max_request_tokens=None,
         max_batch_tokens=None, request_timeout=None, batch_max_size=4, batch_max_wait_ms=1.0, device="cuda",
-        log_level="warning",
+        threads=None, log_level="warning",
     )  # fmt: skip
     assert seen["runtime"] == "torch" and seen["device"] == "cuda" and seen["batch_max_size"] == 4
 
@@ -159,3 +161,23 @@ def test_a_model_that_raises_is_a_counted_500_not_a_dropped_connection(digits_bu
         metrics = metrics_of(client.get("/metrics").text)
     key = ("trainengine_serve_requests_total", frozenset({("endpoint", "/predict"), ("status", "500")}))
     assert metrics[key] == 1.0
+
+
+def test_drift_rows_handed_over_from_many_threads_all_reach_the_window(digits_bundle, digits_val):
+    # Requests hand their rows to the drift window in O(1) and they enter it in bulk: none is lost.
+    app = create_app(digits_bundle.path, drift_window=5000)
+    drift = app.state.drift
+    rows = digits_val[0][:2]
+
+    def hand_over() -> None:
+        for _ in range(300):
+            drift.add(rows)
+
+    threads = [threading.Thread(target=hand_over) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert drift.window.num_examples < 2400  # folded every 256 batches: some still pending
+    drift.refresh(force=True)
+    assert drift.window.num_examples == 2400

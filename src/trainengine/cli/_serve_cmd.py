@@ -161,6 +161,12 @@ def serve_command(
         help="cpu or cuda[:N]: onnxruntime's CUDA provider where installed (onnxruntime-gpu), else the torch "
         "runtime on the GPU.",
     ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="CPU threads one model call may use (default: all cores); 1 suits many small concurrent requests.",
+    ),
     log_level: str = typer.Option(
         "info", "--log-level", help="uvicorn log level; warning drops the per-request access log line."
     ),
@@ -194,7 +200,7 @@ def serve_command(
         if runtime == "torch" and workers == 1:
             from trainengine.serve._torch import TorchPredictor
 
-            torch_predictor = TorchPredictor(bundle, device=device)
+            torch_predictor = TorchPredictor(bundle, device=device, num_threads=threads)
         serve(
             bundle,
             host=host,
@@ -213,6 +219,7 @@ def serve_command(
             batch_max_size=batch_max_size,
             batch_max_wait_ms=batch_max_wait_ms,
             device=device,
+            threads=threads,
         )
     except BundleError as exc:
         raise TrainEngineError(str(exc)) from exc

@@ -95,7 +95,8 @@ def serve(
         workers: uvicorn worker processes; metrics are aggregated across them.
         **options: ``model_file``, ``max_body_bytes``, ``max_batch``, ``log_level``,
             ``torch_predictor``, ``max_request_tokens``, ``max_batch_tokens``, ``request_timeout_s``,
-            ``batch_max_size`` / ``batch_max_wait_ms`` (adaptive batching), ``device`` (cpu, cuda).
+            ``batch_max_size`` / ``batch_max_wait_ms`` (adaptive batching), ``device`` (cpu, cuda),
+            ``threads`` (CPU threads per model call).
 
     Example:
         >>> serve("exports/digits_20261122_054000", port=8080)  # doctest: +SKIP

@@ -28,6 +28,7 @@ class TorchPredictor(Predictor):
         bundle_dir: The bundle's folder; every file is verified against the manifest first.
         device: Where the model runs (default CPU).
         max_new_tokens: Completion length of language-model predictions.
+        num_threads: ``torch.set_num_threads`` for the process (None: torch's default).
 
     Raises:
         ExportError: The bundle has no PyTorch weights or no model spec to rebuild the model from,
@@ -47,6 +48,7 @@ class TorchPredictor(Predictor):
         *,
         device: str | torch.device = "cpu",
         max_new_tokens: int = MAX_NEW_TOKENS,
+        num_threads: int | None = None,
     ) -> None:
         from safetensors.torch import load_file
 
@@ -82,6 +84,8 @@ class TorchPredictor(Predictor):
             if name not in state and original in state:
                 state[name] = state[original]
         load_model_state(self.model, state)
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
         self.device = torch.device(device)
         self.model.to(self.device).eval()
 
