@@ -181,3 +181,22 @@ def test_drift_rows_handed_over_from_many_threads_all_reach_the_window(digits_bu
     assert drift.window.num_examples < 2400  # folded every 256 batches: some still pending
     drift.refresh(force=True)
     assert drift.window.num_examples == 2400
+
+
+def test_on_a_gpu_unbatched_requests_take_turns_on_one_model_thread(gpt_bundle, live_server):
+    # device="cuda" with a predictor built here on the CPU: the scheduling, not the device, is under test.
+    from trainengine.serve._torch import TorchPredictor
+
+    app = create_app(gpt_bundle.path, runtime="torch", torch_predictor=TorchPredictor(gpt_bundle.path), device="cuda")
+    names: list[str] = []
+    forward = app.state.predictor.forward
+
+    def recorded(x: np.ndarray) -> np.ndarray:
+        names.append(threading.current_thread().name)
+        return forward(x)
+
+    app.state.predictor.forward = recorded
+    with live_server(app) as server:
+        responses = asyncio.run(_post_all(server.url, [{"inputs": [t], "max_new_tokens": 3} for t in "abcdef"]))
+    assert [r.status_code for r in responses] == [200] * 6
+    assert len(set(names)) == 1 and names[0].startswith("trainengine-gpu"), set(names)
