@@ -135,8 +135,25 @@ class Trainer(EngineTrainer):
         callbacks: list[TrainerCallback] | None = None,
     ) -> None:
         super().__init__(model, config, training_config, task_spec, callbacks=callbacks)
+        # One process, or DDP under torchrun (distributed.strategy): docs/distributed.md.
+        from trainengine.distributed import make_runtime
+
+        self.runtime_factory = make_runtime
+
         # Visible to callbacks (MetricsEngineCallback turns the monitor's findings into alerts).
         self.gradient_monitor = (
             gradient_monitor if gradient_monitor is not None else build_gradient_monitor(self.config)
         )
         self.add_callbacks(build_callbacks(self.config, gradient_monitor=self.gradient_monitor), first=True)
+
+    def train(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`trainengine.engine.Trainer.train`; under several processes a peer's failure is named as such."""
+        try:
+            return super().train(*args, **kwargs)
+        except RuntimeError as exc:
+            from trainengine.distributed import peer_failure
+
+            error = peer_failure(self.runtime, exc)
+            if error is None:
+                raise
+            raise error from exc

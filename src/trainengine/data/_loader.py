@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, Sampler
 
 from trainengine.data._convert import to_dataset
 from trainengine.data._datasets import collate_batch
@@ -71,6 +71,45 @@ class _ShuffledIndices(RandomSampler):
         torch.randperm(n, generator=self.generator)
 
 
+class _RankShard(Sampler[int]):
+    """Process ``rank``'s share of an order every process draws alike (``order[rank::world]``).
+
+    ``pad``: the order is padded with its own first indices to a multiple of ``world`` (PyTorch's
+    DistributedSampler rule), so every process gets as many samples — and steps — as the others;
+    ``drop_last``: cut to a multiple instead. Neither: the last processes may get one sample fewer
+    (evaluation, where no collective runs per batch). The order is streamed, never listed whole.
+    """
+
+    def __init__(self, base: Any, n: int, rank: int, world: int, *, pad: bool, drop_last: bool) -> None:
+        self.base, self.n, self.rank, self.world = base, n, rank, world
+        self.pad, self.drop_last = pad, drop_last
+
+    def _total(self) -> int:
+        if self.drop_last:
+            return self.n - self.n % self.world
+        return -(-self.n // self.world) * self.world if self.pad else self.n
+
+    def __len__(self) -> int:
+        total = self._total()
+        return len(range(self.rank, total, self.world))
+
+    def __iter__(self) -> Iterator[int]:
+        total = self._total()
+        head: list[int] = []
+        need = max(0, total - self.n)  # padding: the first indices again
+        i = 0
+        for i, index in enumerate(self.base):
+            if len(head) < need:
+                head.append(index)
+            if i >= total:
+                continue  # drop_last: past the cut (the order is still drawn whole: the generator moves alike)
+            if i % self.world == self.rank:
+                yield index
+        for j, index in enumerate(head, start=self.n):
+            if j % self.world == self.rank:
+                yield index
+
+
 def build_dataloader(
     data: Any,
     *,
@@ -82,6 +121,9 @@ def build_dataloader(
     pin_memory: bool = False,
     deterministic: bool = False,
     collate_fn: Callable[[Any], Any] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    pad_shards: bool = True,
 ) -> DataLoader:
     """Make a DataLoader whose sample order depends only on ``seed``.
 
@@ -110,6 +152,11 @@ def build_dataloader(
             the others and batch order may vary between runs; ``True`` keeps sampler order.
             With 0 or 1 worker the order is always the sampler's.
         collate_fn: replaces :func:`collate_batch` (e.g. for padding).
+        rank: this process's rank among ``world_size`` (torchrun): it loads ``order[rank::world]``
+            of the order every process draws alike from ``seed``.
+        world_size: processes sharing the data (1: all of it here).
+        pad_shards: with ``world_size > 1`` and not ``drop_last``: pad the order to a multiple of
+            ``world_size`` (every process runs as many steps); False leaves shards uneven (evaluation).
 
     Returns:
         The DataLoader.
@@ -127,6 +174,12 @@ def build_dataloader(
         True
     """
     if isinstance(data, DataLoader):
+        if world_size > 1 and not isinstance(data.sampler, DistributedSampler):
+            raise DataError(
+                f"a ready-made DataLoader cannot be split over {world_size} processes: every process would load all "
+                "of it. Pass the Dataset itself (the engine shards it per rank), or give your DataLoader a "
+                "torch.utils.data.DistributedSampler"
+            )
         return data
     _check_int("batch_size", batch_size, 1)
     _check_int("num_workers", num_workers, 0)
@@ -156,7 +209,16 @@ def build_dataloader(
     extra: dict[str, Any] = {}
     if _HAS_IN_ORDER:  # DataLoader(in_order=...) exists from torch 2.6
         extra["in_order"] = deterministic or num_workers < 2
-    sampler = _ShuffledIndices(cast(Sized, dataset), generator=generator) if shuffle and n is not None else None
+    sampler: Any = _ShuffledIndices(cast(Sized, dataset), generator=generator) if shuffle and n is not None else None
+    if world_size > 1:
+        if n is None:
+            raise DataError(
+                f"an iterable dataset of unknown length cannot be split over {world_size} processes by the engine; "
+                "shard it inside the iterable (torch.distributed.get_rank() / get_world_size()), or pass a "
+                "map-style Dataset"
+            )
+        base = sampler if sampler is not None else range(n)
+        sampler = _RankShard(base, n, rank, world_size, pad=pad_shards, drop_last=drop_last)
     return DataLoader(
         dataset,
         batch_size=batch_size,

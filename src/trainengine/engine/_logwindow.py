@@ -86,6 +86,14 @@ class LogWindow:
         flat = [v for pair in self.pending for v in pair]
         values = flat if isinstance(flat[0], float) else torch.stack([t.float() for t in flat]).tolist()
         losses, flags = values[0::2], values[1::2]
+        rt = self.runtime
+        if rt.world_size > 1:
+            # Each process holds its share of every step's loss (its loss sum over the global window's
+            # targets): the step's loss is their sum; a step skipped anywhere counts as skipped.
+            losses = rt.all_reduce_sum(torch.tensor(losses, dtype=torch.float64, device=rt.device)).tolist()
+            flags = rt.all_reduce_max(torch.tensor(flags, dtype=torch.float64, device=rt.device)).tolist()
+            self.samples *= rt.world_size  # every process trains on equally many samples per step
+            self.tokens *= rt.world_size
         kept = [v for v, bad in zip(losses, flags, strict=True) if not bad]
         skipped_now = int(sum(flags))
         state.num_nonfinite_steps += skipped_now

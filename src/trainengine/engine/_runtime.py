@@ -101,10 +101,11 @@ def restore_determinism(previous: dict[str, Any]) -> None:
 
 
 def _refuse_multi_process() -> None:
-    """Refuse to start under a multi-process launcher: distributed training is not built yet.
+    """Refuse to start a single-process runtime under a multi-process launcher.
 
     Under ``torchrun --nproc-per-node 2`` every rank would otherwise train the whole model on the
     whole data set on its own and write the same run directory, while the user believes DDP ran.
+    The distributed runtime (``trainengine.distributed``) is the one for that case.
 
     Raises:
         ConfigError: ``WORLD_SIZE`` is above 1.
@@ -112,9 +113,9 @@ def _refuse_multi_process() -> None:
     world = os.environ.get("WORLD_SIZE", "1")
     if world.isdigit() and int(world) > 1:
         raise ConfigError(
-            f"this process was launched as one of WORLD_SIZE={world} processes (torchrun?), but "
-            "distributed training (DDP / FSDP2) is not built yet: every rank would train alone. "
-            "Run one process (plain `trainengine train` / python), or unset WORLD_SIZE"
+            f"this process was launched as one of WORLD_SIZE={world} processes (torchrun?), but this Trainer "
+            "runs one process: every rank would train alone. Use trainengine.Trainer (or `trainengine train`), "
+            "whose runtime follows distributed.strategy, or run one process"
         )
 
 
@@ -131,8 +132,9 @@ class Runtime:
     local_rank: int = 0
     world_size: int = 1
 
-    def __init__(self, device: str = "auto", precision: str = "auto") -> None:
-        _refuse_multi_process()
+    def __init__(self, device: str = "auto", precision: str = "auto", *, _distributed: bool = False) -> None:
+        if not _distributed:
+            _refuse_multi_process()
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.autocast_dtype = _DTYPES.get(self.precision)
@@ -163,6 +165,31 @@ class Runtime:
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device)
+
+    # The seams a multi-process runtime fills in (trainengine.distributed.DistributedRuntime);
+    # in one process they cost nothing.
+    def wrap_for_training(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the training step calls (DDP under several processes; here the model itself)."""
+        return model
+
+    def no_sync(self, model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager[Any]:
+        """Under DDP, skip the gradient all-reduce of a micro-batch that is not the window's last."""
+        return contextlib.nullcontext()
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum of ``tensor`` over processes (one process: the tensor itself)."""
+        return tensor
+
+    def all_reduce_max(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The maximum of ``tensor`` over processes (one process: the tensor itself)."""
+        return tensor
+
+    def broadcast_text(self, text: str | None) -> str | None:
+        """Rank 0's ``text`` on every process (one process: the text itself)."""
+        return text
+
+    def close(self) -> None:
+        """Release what the runtime holds (a process group); nothing in one process."""
 
     def to_device(self, batch: Any) -> Any:
         """Move tensors (also inside tuples, lists and dicts) to the device without blocking."""

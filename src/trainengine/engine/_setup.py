@@ -55,18 +55,23 @@ def build_loaders(config: Any, runtime: Any, train_data: Any, val_data: Any) -> 
     """
     t, d = config.training, config.data
     pin = runtime.pin_memory(d.pin_memory)
+    # Under several processes each loads its own shard of the order they all draw from the seed.
+    shard = {"rank": runtime.rank, "world_size": runtime.world_size}
     if _wants_curriculum(config, train_data):
+        if runtime.world_size > 1:
+            raise ConfigError("the curriculum section is not available under several processes yet; train on one")
         train_loader = _curriculum_loader(config, train_data, pin)
     else:
         train_loader = build_dataloader(
             train_data, batch_size=t.batch_size, shuffle=d.shuffle, seed=t.seed, drop_last=d.drop_last,
-            num_workers=d.num_workers, pin_memory=pin, deterministic=t.deterministic,
+            num_workers=d.num_workers, pin_memory=pin, deterministic=t.deterministic, **shard,
         )  # fmt: skip
     if val_data is not None:
         eval_batch = t.eval_batch_size or 2 * t.batch_size
         val_loader = build_dataloader(
-            val_data, batch_size=eval_batch, shuffle=False, seed=t.seed, num_workers=d.num_workers, pin_memory=pin
-        )
+            val_data, batch_size=eval_batch, shuffle=False, seed=t.seed, num_workers=d.num_workers, pin_memory=pin,
+            pad_shards=False, **shard,
+        )  # fmt: skip
         return train_loader, val_loader
     needs = [
         name

@@ -209,7 +209,8 @@ class StepRunner:
             return self._forward_backward_compiled(window)
         if self.fused is not None:
             return self._forward_backward_fused(window)
-        if len(window) == 1:
+        world = self.runtime.world_size
+        if len(window) == 1 and world == 1:
             inputs, labels = split_batch(window[0])
             with self.runtime.autocast():
                 logits = extract_logits(call_model(self.model, inputs))
@@ -218,19 +219,19 @@ class StepRunner:
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             return loss.detach(), labels.shape[0], labels.numel()
         split = [split_batch(b) for b in window]
-        total = self.loss.num_targets(split[0][1])
-        for _, labels in split[1:]:
-            total = total + self.loss.num_targets(labels)
+        total = self._window_targets(split)
         loss_acc: torch.Tensor | None = None
         num_samples = num_tokens = 0
-        for inputs, labels in split:
-            with self.runtime.autocast():
-                logits = extract_logits(call_model(self.model, inputs))
-            self._validate_once(logits, labels)
-            loss_sum = self.loss.loss_sum(logits, labels)
-            # An all-padding window divides 0 by 0: NaN, so the step is skipped as non-finite.
-            loss = loss_sum / total
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        for i, (inputs, labels) in enumerate(split):
+            # DDP: gradients are all-reduced once, in the backward of the window's last micro-batch.
+            with self.runtime.no_sync(self.model, sync=i == len(split) - 1):
+                with self.runtime.autocast():
+                    logits = extract_logits(call_model(self.model, inputs))
+                self._validate_once(logits, labels)
+                loss_sum = self.loss.loss_sum(logits, labels)
+                # An all-padding window divides 0 by 0: NaN, so the step is skipped as non-finite.
+                loss = loss_sum / total
+                self._backward(loss, world)
             loss_acc = loss.detach() if loss_acc is None else loss_acc + loss.detach()
             num_samples += labels.shape[0]
             num_tokens += labels.numel()
@@ -270,24 +271,39 @@ class StepRunner:
             self._validate_once(step.validate_first(self.model, split[0][0], self.runtime), split[0][1])
         num_samples = sum(labels.shape[0] for _, labels in split)
         num_tokens = sum(labels.numel() for _, labels in split)
-        if len(split) == 1 and not step.accumulate:
+        world = self.runtime.world_size
+        if len(split) == 1 and not step.accumulate and world == 1:
             inputs, labels = split[0]
             loss = step(self.model, inputs, labels)
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             step.end_first_step()
             return loss.detach(), num_samples, num_tokens
-        total = self.loss.num_targets(split[0][1])
-        for _, labels in split[1:]:
-            total = total + self.loss.num_targets(labels)
+        total = self._window_targets(split)
         loss_acc: torch.Tensor | None = None
-        for inputs, labels in split:
-            # An all-padding window divides 0 by 0: NaN, so the step is skipped as non-finite.
-            loss = step(self.model, inputs, labels, total)
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        for i, (inputs, labels) in enumerate(split):
+            with self.runtime.no_sync(self.model, sync=i == len(split) - 1):
+                # An all-padding window divides 0 by 0: NaN, so the step is skipped as non-finite.
+                loss = step(self.model, inputs, labels, total)
+                self._backward(loss, world)
             loss_acc = loss.detach() if loss_acc is None else loss_acc + loss.detach()
         step.end_first_step()
         assert loss_acc is not None  # a window is never empty
         return loss_acc, num_samples, num_tokens
+
+    def _window_targets(self, split: Sequence[tuple[Any, torch.Tensor]]) -> Any:
+        """Targets of the whole window — over every process: the loss of a global batch, token-exact."""
+        total = self.loss.num_targets(split[0][1])
+        for _, labels in split[1:]:
+            total = total + self.loss.num_targets(labels)
+        if self.runtime.world_size > 1:  # one all-reduce per optimizer step
+            total = self.runtime.all_reduce_sum(torch.as_tensor(total, device=self.runtime.device))
+        return total
+
+    def _backward(self, loss: torch.Tensor, world: int) -> None:
+        # DDP averages gradients over processes; loss_sum / global targets * world undoes that, so the
+        # gradient is the one of the global window's summed loss over its targets.
+        scaled = loss * world if world > 1 else loss
+        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
 
     def _validate_once(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         if not self._validated:

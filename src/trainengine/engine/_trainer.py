@@ -13,6 +13,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -169,6 +170,9 @@ class Trainer:
             max_nonfinite_fraction=t.max_nonfinite_fraction,
         )
         self.gradient_monitor = gradient_monitor
+        #: ``(device, precision, distributed section) -> Runtime``; None = one process. The public
+        #: ``trainengine.Trainer`` sets ``trainengine.distributed.make_runtime`` (DDP under torchrun).
+        self.runtime_factory: Callable[[str, str, Any], Runtime] | None = None
         self._callback_objects: list[TrainerCallback] = (
             [gradient_monitor] if gradient_monitor is not None else []
         ) + list(callbacks or [])
@@ -279,7 +283,10 @@ class Trainer:
             self.resume_from, self.resume_run_dir = resolve_resume(cfg, resume_from)
             self._warn_if_trained_elsewhere()
             train_data, val_data, self.test_data = self._resolve_data(train_data, val_data, test_data)
-            self.runtime = Runtime(t.device, t.precision)
+            factory = self.runtime_factory
+            self.runtime = (
+                factory(t.device, t.precision, cfg.distributed) if factory else Runtime(t.device, t.precision)
+            )
             self._setup(train_data, val_data)
             if self.resume_from is not None:
                 self.load_checkpoint_into_self(self.resume_from)
@@ -287,6 +294,8 @@ class Trainer:
                 return self._run(wall_start)
         finally:
             restore_determinism(previous)
+            if self.runtime is not None:
+                self.runtime.close()  # a process group this run created: every rank leaves it, also on errors
             if self.state.step > 0:  # also after an error or interrupt: the weights have moved
                 _mark_trained(self.model)
                 self._has_trained = True
@@ -344,6 +353,8 @@ class Trainer:
         if t.activation_checkpointing:  # in place, before the optimizer and compile; state_dict keys unchanged
             self.info["activation_checkpointing_blocks"] = apply_activation_checkpointing(self.model)
         self.model = rt.prepare_model(self.model)
+        if not rt.is_rank_zero:
+            self.checkpointer = None  # rank 0 writes the checkpoints (every rank holds the same weights)
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         attach_loss_scoring(  # curriculum.difficulty loss: score the data with the starting model
             self.train_loader, self.model, self.loss_strategy, rt, batch_size=t.eval_batch_size or 2 * t.batch_size
@@ -370,8 +381,10 @@ class Trainer:
         )
         self.compile_report = compiled.report if compiled is not None else None
         self.forward_model = compile_module(self.model) if t.compile else self.model
+        # DDP under several processes: the step calls the wrapper, everything else the plain module.
+        self.train_model = rt.wrap_for_training(self.model)
         self.step_runner = StepRunner(
-            self.model,
+            self.train_model,
             self.optimizer,
             self.loss_strategy,
             rt,
@@ -413,6 +426,12 @@ class Trainer:
         t = self.config.training
         mode = t.fused_loss
         if mode == "off" or self.task_spec.task_type != "language_modeling":
+            return None
+        if self._runtime().world_size > 1:
+            # The fused loss calls the model's body and head directly, past DDP's gradient hooks.
+            if mode == "on":
+                raise ConfigError("training.fused_loss on is not available under DDP yet; set it to auto or off")
+            logger.info("fused LM loss not used: several processes (DDP)")
             return None
         if mode == "auto" and not t.compile:
             # Eager, the chunked loss's pointwise work runs as separate kernels: measured on an H200

@@ -1,0 +1,205 @@
+"""The runtime of one process among several under ``torchrun``: process group, DDP, collectives.
+
+:class:`DistributedRuntime` is the :class:`~trainengine.engine.Runtime` the engine's seam was
+built for. It reads its identity from torchrun's environment (``RANK``, ``LOCAL_RANK``,
+``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``), initialises the default process group (NCCL on
+CUDA, gloo on the CPU) with ``distributed.timeout_s`` bounding every collective, wraps the model
+for training in :class:`torch.nn.parallel.DistributedDataParallel`, and provides the few
+collectives the loop needs: the window's target count (sum), the stop decision (max) and the
+logged values.
+
+:func:`make_runtime` picks the runtime for a config: this one when launched as several processes
+and ``distributed.strategy`` allows it, else the single-process runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from trainengine.engine import Runtime
+from trainengine.errors import ConfigError, TrainEngineError
+
+__all__ = ["DistributedRuntime", "make_runtime", "peer_failure", "world_size_from_env"]
+
+logger = logging.getLogger("trainengine")
+
+
+def world_size_from_env() -> int:
+    """``WORLD_SIZE`` set by torchrun (1 when absent or not a number)."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    return int(value) if value.isdigit() else 1
+
+
+_PEER_SIGNS = ("connection closed by peer", "connection reset by peer", "timed out", "timeout", "broken pipe")
+
+
+def peer_failure(runtime: Any, exc: BaseException) -> TrainEngineError | None:
+    """The clear error for a collective that failed because another process died or stalled, else None."""
+    if not isinstance(runtime, DistributedRuntime):
+        return None
+    text = str(exc)
+    if not (isinstance(exc, dist.DistError) or any(sign in text.lower() for sign in _PEER_SIGNS)):
+        return None
+    first = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+    return TrainEngineError(
+        f"rank {runtime.rank}: another process of this run failed or stopped answering (within "
+        f"distributed.timeout_s), so this one stops too; the failing rank's own log has the cause. "
+        f"Resume with resume_from='auto' once it is fixed. ({first})"
+    )
+
+
+def make_runtime(device: str, precision: str, distributed: Any) -> Runtime:
+    """The runtime for this process: distributed under torchrun (WORLD_SIZE > 1), else one process.
+
+    Raises:
+        ConfigError: several processes with ``distributed.strategy: none``, or a strategy not built.
+    """
+    world = world_size_from_env()
+    strategy = getattr(distributed, "strategy", "auto")
+    if world <= 1:
+        if strategy in ("ddp", "fsdp2"):
+            logger.info("distributed.strategy %s with one process: training in one process", strategy)
+        return Runtime(device, precision)
+    if strategy == "none":
+        raise ConfigError(
+            f"this process is one of WORLD_SIZE={world} processes (torchrun), but distributed.strategy is none: "
+            "every rank would train alone. Set distributed.strategy to ddp (or auto), or run one process"
+        )
+    if strategy == "fsdp2":
+        raise ConfigError("distributed.strategy fsdp2 is not built yet (planned with sharded checkpoints); use ddp")
+    return DistributedRuntime(device, precision, distributed)
+
+
+class DistributedRuntime(Runtime):
+    """One of ``WORLD_SIZE`` processes: DDP over NCCL (CUDA) or gloo (CPU).
+
+    Args:
+        device: ``auto`` / ``cuda`` (this process's ``cuda:LOCAL_RANK``) / ``cpu``.
+        precision: as for :class:`~trainengine.engine.Runtime`.
+        distributed: the config's ``distributed`` section (backend, timeout_s, DDP options).
+
+    Raises:
+        ConfigError: torchrun's environment is incomplete, or the backend does not fit the device.
+    """
+
+    def __init__(self, device: str, precision: str, distributed: Any) -> None:
+        missing = [k for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise ConfigError(
+                f"distributed training needs torchrun's environment ({', '.join(missing)} unset); launch with "
+                "`trainengine train --nproc-per-node N ...` or `torchrun --nproc-per-node N ...`"
+            )
+        self.rank = int(os.environ["RANK"])
+        self.local_rank = int(os.environ["LOCAL_RANK"])
+        self.world_size = int(os.environ["WORLD_SIZE"])
+        self.options = distributed
+        cuda = (torch.cuda.is_available() and device in ("auto", "cuda")) or device.startswith("cuda")
+        if cuda:
+            if not torch.cuda.is_available():
+                raise ConfigError(f"training.device is {device}, but CUDA is not available in rank {self.rank}")
+            torch.cuda.set_device(self.local_rank)
+            device = f"cuda:{self.local_rank}"
+        elif device == "auto":
+            device = "cpu"
+        super().__init__(device, precision, _distributed=True)
+        backend = getattr(distributed, "backend", "auto")
+        if backend == "auto":
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+        if backend == "nccl" and self.device.type != "cuda":
+            raise ConfigError("distributed.backend nccl needs CUDA devices; use gloo (or auto) on the CPU")
+        self.backend = backend
+        timeout = datetime.timedelta(seconds=float(getattr(distributed, "timeout_s", 600.0)))
+        self.owns_group = not dist.is_initialized()
+        if self.owns_group:
+            kwargs: dict[str, Any] = {"backend": backend, "timeout": timeout}
+            if self.device.type == "cuda":
+                kwargs["device_id"] = self.device
+            dist.init_process_group(**kwargs)
+        self._flag = torch.zeros(1, device=self.device)
+
+    # ------------------------------------------------------------------ the model
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Move the model to this rank's device; BatchNorm becomes SyncBatchNorm (``sync_batchnorm``)."""
+        if getattr(self.options, "sync_batchnorm", True) and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        ):
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model.to(self.device)
+
+    def wrap_for_training(self, model: nn.Module) -> nn.Module:
+        """The model in DistributedDataParallel (the plain module stays the one checkpoints see)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        o = self.options
+        return DistributedDataParallel(
+            model,
+            device_ids=[self.local_rank] if self.device.type == "cuda" else None,
+            bucket_cap_mb=float(getattr(o, "bucket_cap_mb", 25.0)),
+            find_unused_parameters=bool(getattr(o, "find_unused_parameters", False)),
+            static_graph=bool(getattr(o, "static_graph", False)),
+        )
+
+    @contextlib.contextmanager
+    def no_sync(self, model: nn.Module, sync: bool) -> Iterator[None]:
+        """Skip DDP's gradient all-reduce for this backward unless ``sync`` (the window's last micro-batch)."""
+        skip = getattr(model, "no_sync", None)
+        if sync or not callable(skip):
+            yield
+            return
+        with skip():
+            yield
+
+    # ------------------------------------------------------------------ collectives
+    def any_rank(self, flag: bool) -> bool:
+        """True when ``flag`` is set on any rank: every rank stops at the same step."""
+        self._flag.fill_(1.0 if flag else 0.0)
+        dist.all_reduce(self._flag, op=dist.ReduceOp.MAX)
+        return bool(self._flag.item())
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum over ranks (a new tensor; the input is left as it was)."""
+        out = tensor.detach().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    def all_reduce_max(self, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.detach().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.MAX)
+        return out
+
+    def broadcast_text(self, text: str | None) -> str | None:
+        """Rank 0's ``text`` on every rank, as UTF-8 bytes in tensors (no pickling, unlike broadcast_object_list)."""
+        data = b"" if text is None else text.encode("utf-8")
+        size = torch.tensor([len(data) if text is not None else -1], dtype=torch.int64, device=self.device)
+        dist.broadcast(size, src=0)
+        n = int(size.item())
+        if n < 0:
+            return None
+        buffer = torch.zeros(n, dtype=torch.uint8, device=self.device)
+        if self.rank == 0:
+            buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        dist.broadcast(buffer, src=0)
+        return bytes(buffer.cpu().tolist()).decode("utf-8")
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def close(self) -> None:
+        """Destroy the process group this runtime created (at the end of training)."""
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(world_size=self.world_size, backend=self.backend, strategy="ddp")
+        return info

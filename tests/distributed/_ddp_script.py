@@ -1,0 +1,55 @@
+"""Run by the distributed tests under torchrun (and once in one process): train and write the results.
+
+python _ddp_script.py OUT_JSON OUTPUT_DIR BATCH_SIZE ACCUMULATION [raise_on_rank]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+
+from trainengine import TaskSpec, Trainer, TrainingConfigBuilder
+from trainengine.models import MLP
+
+
+def main() -> None:
+    out, output_dir, batch, accumulation = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    raise_on = int(sys.argv[5]) if len(sys.argv) > 5 else -1
+    g = torch.Generator().manual_seed(0)
+    centers = torch.eye(3, 8) * 2.0
+    y = torch.randint(0, 3, (192,), generator=g)
+    x = centers[y] + 0.5 * torch.randn(192, 8, generator=g)
+    cfg = (
+        TrainingConfigBuilder()
+        .with_training(epochs=2, batch_size=batch, gradient_accumulation_steps=accumulation, learning_rate=0.05,
+                       log_interval_steps=1, device="cpu", seed=0)
+        .with_scheduler(name="constant")
+        .with_checkpointing(enabled=True, save_every_n_epochs=1)
+        .with_tracking(output_dir=output_dir, progress="off", experiment_db=False, run_name="ddp")
+        .with_distributed(timeout_s=30)
+        .build()
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = MLP(8, 3, hidden_dims=(16,), dropout=0.0)
+
+    class Boom:
+        def on_step_end(self, trainer, output):
+            if trainer.state.step == 3 and int(os.environ.get("RANK", "0")) == raise_on:
+                raise RuntimeError(f"rank {raise_on} fails on purpose")
+
+    trainer = Trainer(model, None, cfg, TaskSpec.classification("blobs", 3), callbacks=[Boom()])
+    results = trainer.train((x[:160], y[:160]), (x[160:], y[160:]))
+    if int(os.environ.get("RANK", "0")) == 0:
+        losses = [r["loss"] for r in results["history"]["train"]]
+        weights = {k: v.tolist() for k, v in trainer.model.state_dict().items()}
+        val = results["history"]["val"][-1]
+        with open(out, "w") as f:
+            json.dump({"losses": losses, "weights": weights, "val": val, "run_dir": results["run_dir"],
+                       "steps": results["steps"]}, f)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""DDP under torchrun on the CPU (gloo): two processes train like one with the same global batch.
+
+Each test launches ``python -m torch.distributed.run --standalone --nproc-per-node 2`` on
+``_ddp_script.py`` (≈ 10 s on 2 cores: two interpreters importing torch); the suite has at most
+a handful of such launches (issue 18).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).with_name("_ddp_script.py")
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _run(tmp_path: Path, name: str, *args: str, procs: int) -> subprocess.CompletedProcess[str]:
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}"]
+    command = [*(launch if procs > 1 else [sys.executable]), str(SCRIPT), str(tmp_path / f"{name}.json"),
+               str(tmp_path / name), *args]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=170, cwd=tmp_path)
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
+    # One process: micro-batch 32, accumulation 2. Two: micro-batch 16 each, accumulation 2 — the same
+    # 64 samples per step (rank r loads order[r::2]); the loss of the global window, token-exact.
+    one = _run(tmp_path, "one", "32", "2", procs=1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run(tmp_path, "two", "16", "2", procs=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert a["steps"] == b["steps"] == 6
+    assert b["losses"] == pytest.approx(a["losses"], abs=1e-5)
+    assert b["val"]["val/loss"] == pytest.approx(a["val"]["val/loss"], abs=1e-5)  # metrics reduced over ranks
+    for name, w in a["weights"].items():
+        np.testing.assert_allclose(b["weights"][name], w, atol=1e-5, err_msg=name)
+    # Rank 0 alone writes: one run directory, one set of checkpoints.
+    runs = list((tmp_path / "two").rglob("run.json"))
+    assert len(runs) == 1
+    checkpoints = sorted(p.name for p in (runs[0].parent / "checkpoints").iterdir() if p.is_dir())
+    assert len(checkpoints) == 2, checkpoints  # one per epoch, written once
+
+
+def test_a_rank_that_raises_stops_the_other_without_a_hang(tmp_path):
+    run = _run(tmp_path, "boom", "16", "1", "1", procs=2)
+    assert run.returncode != 0
+    log = run.stdout + run.stderr
+    assert "rank 1 fails on purpose" in log
+    assert "another process of this run failed" in log  # rank 0's own message, not only gloo's
