@@ -86,11 +86,13 @@ def test_other_seed_choices_map_too(tmp_path):
 
 
 @pytest.mark.parametrize(("rank", "world_size"), [(0, 2), (1, 1)])
-def test_more_than_one_process_is_refused_until_distributed_training_exists(tmp_path, rank, world_size):
+def test_a_rank_or_world_size_that_is_not_this_process_is_refused(tmp_path, rank, world_size):
+    # Several processes are DDP under torchrun (tests/distributed); outside it they would train alone.
     train, val = _loaders()
     with pytest.raises(ConfigError, match=f"world_size={world_size}") as info:
         ProductionTrainer(_model(), train, val, _config(tmp_path), rank=rank, world_size=world_size)
-    assert "distributed training is not built yet" in str(info.value)
+    assert "does not match this process (RANK=0, WORLD_SIZE=1)" in str(info.value)
+    assert f"torchrun --nproc-per-node {world_size}" in str(info.value)
 
 
 def test_unknown_key_and_too_long_warmup_say_how_to_fix(tmp_path):

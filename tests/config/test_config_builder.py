@@ -117,7 +117,7 @@ def test_fluent_setters_return_the_builder_and_land_in_their_sections():
         .with_data(dataset="digits")
         .with_model(architecture="mlp", hidden_dims=[16])
         .with_lora(lora_r=4)
-        .with_distributed(strategy="none")  # the only non-default a distributed field takes today
+        .with_distributed(strategy="none")
         .with_export(formats=["onnx"])
         .with_monitoring(gradient_check_interval=3)
         .build()

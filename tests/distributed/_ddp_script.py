@@ -1,12 +1,17 @@
 """Run by the distributed tests under torchrun (and once in one process): train and write the results.
 
-python _ddp_script.py OUT_JSON OUTPUT_DIR BATCH_SIZE ACCUMULATION [raise_on_rank]
+python _ddp_script.py OUT_JSON OUTPUT_DIR BATCH_SIZE ACCUMULATION [RAISE_ON_RANK [SIGNAL_AT_STEP [resume]]]
+
+RAISE_ON_RANK: that rank raises at step 3 (-1: none). SIGNAL_AT_STEP: rank 0 sends SIGTERM to the
+launcher there (torchrun forwards it to every rank, as a scheduler's preemption would). ``resume``:
+``resume_from="auto"``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 import torch
@@ -18,6 +23,8 @@ from trainengine.models import MLP
 def main() -> None:
     out, output_dir, batch, accumulation = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     raise_on = int(sys.argv[5]) if len(sys.argv) > 5 else -1
+    signal_at = int(sys.argv[6]) if len(sys.argv) > 6 else 0
+    resume = "auto" if len(sys.argv) > 7 and sys.argv[7] == "resume" else None
     g = torch.Generator().manual_seed(0)
     centers = torch.eye(3, 8) * 2.0
     y = torch.randint(0, 3, (192,), generator=g)
@@ -37,11 +44,14 @@ def main() -> None:
 
     class Boom:
         def on_step_end(self, trainer, output):
-            if trainer.state.step == 3 and int(os.environ.get("RANK", "0")) == raise_on:
+            rank = int(os.environ.get("RANK", "0"))
+            if trainer.state.step == 3 and rank == raise_on:
                 raise RuntimeError(f"rank {raise_on} fails on purpose")
+            if trainer.state.step == signal_at and rank == 0:
+                os.kill(os.getppid(), signal.SIGTERM)  # the launcher forwards it to every rank
 
     trainer = Trainer(model, None, cfg, TaskSpec.classification("blobs", 3), callbacks=[Boom()])
-    results = trainer.train((x[:160], y[:160]), (x[160:], y[160:]))
+    results = trainer.train((x[:160], y[:160]), (x[160:], y[160:]), resume_from=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         losses = [r["loss"] for r in results["history"]["train"]]
         weights = {k: v.tolist() for k, v in trainer.model.state_dict().items()}

@@ -53,3 +53,20 @@ def test_a_rank_that_raises_stops_the_other_without_a_hang(tmp_path):
     log = run.stdout + run.stderr
     assert "rank 1 fails on purpose" in log
     assert "another process of this run failed" in log  # rank 0's own message, not only gloo's
+
+
+def test_a_preempted_two_rank_run_resumes_bit_identical(tmp_path):
+    # Rank 0 sends SIGTERM to torchrun at step 4 (a scheduler's preemption): every rank finishes the
+    # step, rank 0 writes the emergency checkpoint, and the relaunch with resume_from="auto" ends
+    # with exactly the weights of a run that was never stopped.
+    whole = _run(tmp_path, "whole", "16", "1", procs=2)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    stopped = _run(tmp_path, "cut", "16", "1", "-1", "4", procs=2)
+    assert stopped.returncode != 0 and "training interrupted by SIGTERM after step 4" in stopped.stderr
+    assert list((tmp_path / "cut").rglob("ckpt-000000004"))
+    resumed = _run(tmp_path, "cut", "16", "1", "-1", "0", "resume", procs=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("whole", "cut"))
+    assert a["steps"] == b["steps"] == 10
+    for name, w in a["weights"].items():
+        assert np.array_equal(np.asarray(b["weights"][name]), np.asarray(w)), name

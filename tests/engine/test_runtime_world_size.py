@@ -1,4 +1,7 @@
-"""Under a multi-process launcher the single-process engine refuses to start (issue 10, item 14)."""
+"""Under a multi-process launcher the single-process runtime refuses to start (issue 10, item 14).
+
+The distributed runtime (trainengine.distributed, tests/distributed) is the one for several processes.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from trainengine.engine import Runtime
 
 def test_world_size_above_one_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match=r"WORLD_SIZE=2 .*not built yet"):
+    with pytest.raises(ConfigError, match=r"WORLD_SIZE=2 .*this Trainer runs one process"):
         Runtime("cpu", "fp32")
 
 

@@ -12,8 +12,9 @@ if TYPE_CHECKING:
 
 __all__ = ["resolve_config", "STATE"]
 
-# Global CLI flags (set by the app callback).
-STATE: dict[str, Any] = {"debug": False}
+# Global CLI flags (set by the app callback) and the command line as given (set by main(): a
+# multi-process `train` re-runs it under torchrun).
+STATE: dict[str, Any] = {"debug": False, "argv": None}
 
 
 def resolve_config(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from trainengine.cli._common import resolve_config
+from trainengine.cli._common import STATE, resolve_config
+from trainengine.errors import ConfigError
 
 __all__ = ["train_command", "run_training"]
 
@@ -51,6 +53,40 @@ def _one_or_list(values: list[str] | None) -> str | list[str] | None:
     if not values:
         return None
     return values[0] if len(values) == 1 else list(values)
+
+
+def _maybe_launch(cfg: Any, launch_flags: dict[str, Any]) -> None:
+    """Re-run this command under torchrun when it asks for several processes; exits with its code.
+
+    The config is resolved (and so checked) here first: a mistake is one error, not one per rank.
+    """
+    import os
+    import shlex
+
+    from trainengine.cli import _launch
+
+    options = _launch.plan_launch(cfg.distributed, os.environ, **launch_flags)
+    if options is None:
+        return
+    original = STATE["argv"] if STATE["argv"] is not None else sys.argv[1:]
+    argv = _launch.launcher_argv(options, _launch.strip_launch_flags(original))
+    typer.echo(f"launching {options.world_size} processes: {shlex.join(argv)}", err=True)
+    raise typer.Exit(_launch.launch(argv, os.environ))
+
+
+def _refuse_multi_process_group(cfg: Any, launch_flags: dict[str, Any]) -> None:
+    """--seeds / --cv groups train their runs one after another in one process."""
+    import os
+
+    from trainengine.cli import _launch
+
+    env_world = os.environ.get("WORLD_SIZE", "1")
+    several = _launch.plan_launch(cfg.distributed, os.environ, **launch_flags) is not None
+    if several or (env_world.isdigit() and int(env_world) > 1):
+        raise ConfigError(
+            "--seeds / --cv train their runs in one process; leave out --nproc-per-node / --nnodes "
+            "(and distributed.nproc_per_node) or train the runs one by one"
+        )
 
 
 def train_command(
@@ -106,8 +142,41 @@ def train_command(
         help="K-fold cross-validation over the training split (stratified for classification): one run per fold, "
         "mean ± std of every metric, cv_summary.json.",
     ),
+    nproc_per_node: int | None = typer.Option(
+        None,
+        "--nproc-per-node",
+        min=1,
+        help="Processes on this node (default: distributed.nproc_per_node); above 1 the run starts under torchrun. "
+        "See docs/distributed.md.",
+    ),
+    nnodes: int | None = typer.Option(
+        None, "--nnodes", min=1, help="Nodes in the job (default: distributed.nnodes); above 1 needs --rdzv-endpoint."
+    ),
+    node_rank: int | None = typer.Option(
+        None, "--node-rank", min=0, help="This node's index, 0..nnodes-1 (torchrun's static rendezvous)."
+    ),
+    rdzv_endpoint: str | None = typer.Option(
+        None, "--rdzv-endpoint", help="HOST:PORT where the nodes meet (usually the first node), the same on every node."
+    ),
+    max_restarts: int | None = typer.Option(
+        None,
+        "--max-restarts",
+        min=0,
+        help="Restart the whole group this many times after a worker fails; resume with --resume auto.",
+    ),
 ) -> None:
-    """Train a model. Precedence: flags > --set > file > preset > defaults."""
+    """Train a model. Precedence: flags > --set > file > preset > defaults.
+
+    With --nproc-per-node N (or distributed.nproc_per_node: N) above 1, the same command runs in N
+    processes under torchrun; inside a torchrun worker the launch flags are ignored.
+    """
+    launch_flags = {
+        "nproc_per_node": nproc_per_node,
+        "nnodes": nnodes,
+        "node_rank": node_rank,
+        "rdzv_endpoint": rdzv_endpoint,
+        "max_restarts": max_restarts,
+    }
     flags = {
         "training.learning_rate": learning_rate,
         "training.batch_size": batch_size,
@@ -134,11 +203,13 @@ def train_command(
         _groups.check_group_flags(seeds, cv, resume)
         seed_list = _groups.parse_seeds(seeds) if seeds is not None else []
         cfg = resolve_config(config, preset, set_, flags)
+        _refuse_multi_process_group(cfg, launch_flags)
         summary = _groups.run_seed_group(cfg, seed_list) if seeds is not None else _groups.run_cv_group(cfg, cv or 0)
         _groups.print_group_summary(summary)
         typer.echo(f"group directory: {_groups.group_dir_of(summary, cfg)}")
         return
     cfg = resolve_config(config, preset, set_, flags)
+    _maybe_launch(cfg, launch_flags)
     results = run_training(cfg, resume_from=resume)
     if results.get("run_dir"):
         # On its own line: the summary table may fold a long path at narrow widths.

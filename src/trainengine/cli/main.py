@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also used by ``python -m trainengine``)."""
     args = sys.argv[1:] if argv is None else argv
     STATE["debug"] = "--debug" in args
+    STATE["argv"] = list(args)
     try:
         # Without standalone mode, click returns a command's typer.Exit code instead of exiting.
         code = app(args=args, prog_name="trainengine", standalone_mode=False)

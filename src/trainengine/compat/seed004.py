@@ -26,6 +26,7 @@ import difflib
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,10 @@ class ProductionTrainer:
         train_loader: Training batches ``(inputs, targets)``; used as given.
         val_loader: Validation batches, or None (no evaluation, no early stopping).
         config: The seed's config dict; missing keys take :meth:`get_default_config`'s values.
-        rank: Process rank; only 0.
-        world_size: Number of processes; only 1 until distributed training exists.
+        rank: This process's rank; under torchrun it must match ``RANK`` (else 0).
+        world_size: Number of processes; under torchrun it must match ``WORLD_SIZE`` (else 1).
+            Several processes train with DDP (docs/distributed.md); the loaders must then carry a
+            ``DistributedSampler``, as the seed's own script builds them.
         training_config: Base engine config for what the seed dict does not cover (tracking
             output, device, data loader settings); the seed keys are written over it.
 
@@ -126,7 +129,7 @@ class ProductionTrainer:
         results: What the last :meth:`train` returned (None before).
 
     Raises:
-        ConfigError: ``world_size > 1`` or ``rank != 0``, an unknown config key, a value the
+        ConfigError: ``rank`` / ``world_size`` that do not match the process, an unknown config key, a value the
             engine refuses, or a warmup not shorter than the run.
 
     Example:
@@ -139,7 +142,7 @@ class ProductionTrainer:
         Traceback (most recent call last):
         ...
         trainengine.errors.ConfigError: invalid ProductionTrainer arguments (1 problem):
-          - world_size=2 (rank=0): distributed training is not built yet ...
+          - world_size=2 (rank=0) does not match this process (RANK=0, WORLD_SIZE=1): ...
     """
 
     def __init__(
@@ -153,10 +156,13 @@ class ProductionTrainer:
         *,
         training_config: TrainingConfig | None = None,
     ) -> None:
-        if world_size != 1 or rank != 0:
+        env_rank, env_world = int(os.environ.get("RANK", "0") or 0), int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if (rank, world_size) != (env_rank, env_world):
+            # DDP runs under torchrun, which gives every process its RANK and WORLD_SIZE.
             raise ConfigError(
-                f"world_size={world_size} (rank={rank}): distributed training is not built yet (planned: DDP / "
-                "FSDP2 under torchrun), so ProductionTrainer runs one process: use rank=0, world_size=1",
+                f"world_size={world_size} (rank={rank}) does not match this process (RANK={env_rank}, "
+                f"WORLD_SIZE={env_world}): launch the script with `torchrun --nproc-per-node {world_size} ...` "
+                "(it sets both), or pass rank=0, world_size=1 for one process",
                 prefix="invalid ProductionTrainer arguments",
             )
         if not isinstance(model, nn.Module):

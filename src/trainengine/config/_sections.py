@@ -113,12 +113,9 @@ def _number_kind(annotation: Any) -> str | None:
     return {int: "a whole number", float: "a number"}.get(arg)
 
 
-# Switches whose capability is not built yet. Nothing reads them, so accepting them would let a
-# user believe LoRA or DDP ran; each is refused until the issue that builds it removes its line here.
-_NOT_BUILT_DISTRIBUTED = (
-    "distributed training is not built yet (planned: DDP / FSDP2 under torchrun) — nothing starts processes "
-    "or wraps the model; remove it or set {default}"
-)
+# distributed.strategy: fsdp2 is named in the schema (configs can be written for it) but nothing
+# shards the model yet; accepting it would let a user believe FSDP2 ran.
+_FSDP2_PLANNED = "planned: FSDP2 arrives with sharded checkpoints (issue 18, next step); use ddp"
 
 
 def _registered(registry: registries.Registry, value: Any, *, also: tuple[str, ...] = ()) -> Any:
@@ -725,34 +722,66 @@ class LoraSection(Section):
 
 
 class DistributedSection(Section):
-    """Multi-process training under torchrun (not built yet: only the defaults are accepted)."""
+    """Multi-process training under torchrun: DDP today, FSDP2 next (see docs/distributed.md).
+
+    The strategy takes effect when the process runs under a launcher (``torchrun``, or
+    ``trainengine train --nproc-per-node N``, which starts torchrun itself); ``nproc_per_node`` and
+    ``nnodes`` are read only by that launch, the DDP fields only by the DDP wrapper. Every rank
+    stops within ``timeout_s`` when another one fails, instead of hanging in a collective.
+    """
 
     strategy: Literal["auto", "none", "ddp", "fsdp2"] = Field(
         "auto",
-        description="ddp / fsdp2: several processes (not built yet: refused); auto and none train in one process.",
+        description=(
+            "auto: DDP when launched with WORLD_SIZE > 1, else one process; none: one process (a multi-process "
+            "launch is refused); ddp: DistributedDataParallel; fsdp2: planned (refused for now)."
+        ),
     )
     backend: Literal["auto", "nccl", "gloo"] = Field(
-        "auto", description="Process-group backend: nccl or gloo (not built yet: only auto is accepted)."
+        "auto", description="Process-group backend: auto = nccl on CUDA devices, gloo on the CPU."
     )
     nproc_per_node: int = Field(
         1,
         ge=1,
         le=1024,
-        description="Processes per node when trainengine launches torchrun itself (not built yet: only 1 is accepted).",
+        description=(
+            "Processes per node; above 1, `trainengine train` starts torchrun itself (--nproc-per-node wins over it)."
+        ),
+    )
+    nnodes: int = Field(
+        1,
+        ge=1,
+        le=65536,
+        description="Nodes for `trainengine train` to launch on; above 1 it needs --rdzv-endpoint HOST:PORT.",
     )
     find_unused_parameters: bool = Field(
-        False, description="DDP: allow parameters that get no gradient in a step (not built yet: true is refused)."
+        False,
+        description="DDP: allow parameters that get no gradient in a step (costs one extra graph traversal per step).",
+    )
+    static_graph: bool = Field(
+        False,
+        description="DDP: the set of used parameters never changes between steps, so DDP can optimise its buckets.",
+    )
+    bucket_cap_mb: float = Field(
+        25.0, gt=0.0, le=65536.0, description="DDP: gradient bucket size in MiB (the all-reduce granularity)."
+    )
+    sync_batchnorm: bool = Field(
+        True, description="DDP: convert BatchNorm layers to SyncBatchNorm (statistics over the global batch)."
+    )
+    timeout_s: float = Field(
+        600.0,
+        gt=0.0,
+        le=86400.0,
+        description=(
+            "Bound on every collective, in seconds: when a rank fails, the others stop with a clear message within it."
+        ),
     )
 
-    @field_validator("strategy", "backend", "nproc_per_node", "find_unused_parameters")
+    @field_validator("strategy")
     @classmethod
-    def _distributed_not_built(cls, value: Any, info: ValidationInfo) -> Any:
-        allowed = {"strategy": ("auto", "none"), "backend": ("auto",), "nproc_per_node": (1,)}
-        ok = allowed.get(info.field_name or "", (False,))
-        if value not in ok or isinstance(value, bool) != isinstance(ok[0], bool):
-            raise ValueError(
-                f"got {value!r}, but " + _NOT_BUILT_DISTRIBUTED.format(default=" or ".join(map(str, ok)).lower())
-            )
+    def _fsdp2_not_built(cls, value: str) -> str:
+        if value == "fsdp2":
+            raise ValueError(f"'fsdp2' is not built yet — {_FSDP2_PLANNED}")
         return value
 
 

@@ -352,6 +352,11 @@ class Trainer:
 
         if t.activation_checkpointing:  # in place, before the optimizer and compile; state_dict keys unchanged
             self.info["activation_checkpointing_blocks"] = apply_activation_checkpointing(self.model)
+        if rt.world_size > 1 and t.nonfinite_policy == "rollback":
+            raise ConfigError(
+                "training.nonfinite_policy rollback is not available under several processes yet (every rank would "
+                "have to reload rank 0's checkpoint); use skip or halt"
+            )
         self.model = rt.prepare_model(self.model)
         if not rt.is_rank_zero:
             self.checkpointer = None  # rank 0 writes the checkpoints (every rank holds the same weights)
