@@ -70,3 +70,17 @@ def test_a_preempted_two_rank_run_resumes_bit_identical(tmp_path):
     assert a["steps"] == b["steps"] == 10
     for name, w in a["weights"].items():
         assert np.array_equal(np.asarray(b["weights"][name]), np.asarray(w)), name
+
+
+def test_trainengine_train_nproc_per_node_launches_ddp_through_torchrun(tmp_path):
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "trainengine", "train", "--preset", "quick_prototype",
+               "--set", "data.dataset=digits", "--set", "training.epochs=1", "--set", f"tracking.output_dir={out}",
+               "--set", "tracking.progress=off", "--nproc-per-node", "2"]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=170, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "torch.distributed.run --nproc-per-node 2" in run.stdout + run.stderr
+    facts = [json.loads(p.read_text()) for p in out.rglob("run.json")]
+    assert len(facts) == 1 and facts[0]["status"] == "completed"
+    assert facts[0]["runtime"] == {"device": "cpu", "precision": "fp32", "world_size": 2, "backend": "gloo",
+                                   "strategy": "ddp"}  # fmt: skip
