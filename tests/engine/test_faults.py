@@ -275,3 +275,15 @@ def test_async_checkpoints_are_complete_and_resumable(make_config, blobs):
     cfg.training.max_steps = 16
     resumed = Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1], resume_from=results["run_dir"])
     assert resumed["steps"] == 16
+
+
+def test_a_signal_at_an_epochs_last_batch_resumes_into_the_next_epoch(make_config, blobs):
+    # 160 samples / 16 = 10 batches per epoch: the emergency checkpoint at step 10 holds a consumed
+    # epoch; the resumed run ends that epoch and goes on (it used to stop: "produced no batches").
+    cfg = make_config(max_steps=20, epochs=2).with_tracking(run_name="edge").build()
+    with pytest.raises(TrainingInterrupted) as info:
+        Trainer(MLP(4, 3), None, cfg, CLS3, callbacks=[SendSignal(10, signal.SIGTERM)]).train(blobs[0], blobs[1])
+    assert info.value.step == 10
+    run_dir = info.value.checkpoint_path.parent.parent
+    results = Trainer(MLP(4, 3), None, cfg, CLS3).train(blobs[0], blobs[1], resume_from=run_dir)
+    assert results["steps"] == 20 and results["epochs"] == 2

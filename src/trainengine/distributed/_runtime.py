@@ -125,6 +125,8 @@ class DistributedRuntime(Runtime):
                 kwargs["device_id"] = self.device
             dist.init_process_group(**kwargs)
         self._flag = torch.zeros(1, device=self.device)
+        self._stop_local = torch.zeros(2, dtype=torch.int64, device=self.device)  # [stop wanted, signalled]
+        self._stop_seen: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ the model
     def prepare_model(self, model: nn.Module) -> nn.Module:
@@ -164,6 +166,27 @@ class DistributedRuntime(Runtime):
         self._flag.fill_(1.0 if flag else 0.0)
         dist.all_reduce(self._flag, op=dist.ReduceOp.MAX)
         return bool(self._flag.item())
+
+    def reduce_window_targets(self, total: Any) -> torch.Tensor:
+        """The window's targets summed over ranks — with this rank's stop flag in the same all-reduce.
+
+        The one collective of a step besides DDP's own: ``[targets, stop]`` as int64. The flag's sum
+        stays on the device until :meth:`stop_agreed` reads it (at the log interval only).
+        """
+        packed = torch.cat([torch.as_tensor(total, device=self.device).to(torch.int64).reshape(1), self._stop_local])
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+        self._stop_seen = packed[1:]
+        return packed[0]
+
+    def note_stop(self, flag: bool, *, signal: bool = False) -> None:
+        self._stop_local[0] = 1 if flag else 0
+        self._stop_local[1] = 1 if signal else 0
+
+    def stop_agreed(self) -> tuple[bool, bool]:
+        if self._stop_seen is None:
+            return False, False
+        stop, signalled = self._stop_seen.tolist()  # the one read-back, at the log interval
+        return stop > 0, signalled > 0
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum over ranks (a new tensor; the input is left as it was)."""

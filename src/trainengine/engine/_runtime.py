@@ -188,6 +188,17 @@ class Runtime:
         """Rank 0's ``text`` on every process (one process: the text itself)."""
         return text
 
+    def reduce_window_targets(self, total: Any) -> Any:
+        """The window's target count over all processes (one process: ``total`` itself)."""
+        return total
+
+    def note_stop(self, flag: bool, *, signal: bool = False) -> None:
+        """This process wants to stop (``signal``: because it was signalled); carried by the next reduction."""
+
+    def stop_agreed(self) -> tuple[bool, bool]:
+        """(any process wants to stop, any was signalled) as of the last reduction (one process: never asked)."""
+        return False, False
+
     def close(self) -> None:
         """Release what the runtime holds (a process group); nothing in one process."""
 

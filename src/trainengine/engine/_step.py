@@ -295,8 +295,8 @@ class StepRunner:
         total = self.loss.num_targets(split[0][1])
         for _, labels in split[1:]:
             total = total + self.loss.num_targets(labels)
-        if self.runtime.world_size > 1:  # one all-reduce per optimizer step
-            total = self.runtime.all_reduce_sum(torch.as_tensor(total, device=self.runtime.device))
+        if self.runtime.world_size > 1:  # one all-reduce per optimizer step (the stop flags ride along)
+            total = self.runtime.reduce_window_targets(total)
         return total
 
     def _backward(self, loss: torch.Tensor, world: int) -> None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import sys
 import time
+import types
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +62,18 @@ from trainengine.errors import ConfigError, DataError, TaskError, TrainEngineErr
 from trainengine.tasks import TaskSpec
 
 __all__ = ["Trainer"]
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
+
+
+def _caller_outside_package() -> int:
+    """``warnings.warn``'s ``stacklevel`` of the first frame outside trainengine, seen from the caller."""
+    level = 1
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
 
 logger = logging.getLogger("trainengine")
 
@@ -311,7 +326,7 @@ class Trainer:
             "so each trial starts from new weights. To continue on purpose, pass resume_from= a checkpoint or load "
             "the weights you want with load_state_dict() first",
             UserWarning,
-            stacklevel=3,  # the caller of train()
+            stacklevel=_caller_outside_package(),  # the user's train() line, however many layers wrap it
         )
 
     # ------------------------------------------------------------------ setup
@@ -517,11 +532,11 @@ class Trainer:
         """One pass over the training data from the current position; returns whether to stop."""
         st = self.state
         self.callbacks.fire("on_epoch_start", self, st.epoch)
-        step_at_epoch_start, stop = st.step, False
+        step_at_epoch_start, batch_at_epoch_start, stop = st.step, st.batch_in_epoch, False
         try:
             for window in self.data_iter.windows():
                 self._train_step(window)
-                stop = self._should_stop()
+                stop = self._should_stop(per_step=True)
                 if stop:
                     break
         except RolledBack:
@@ -529,8 +544,9 @@ class Trainer:
             return self._should_stop()  # the data position changed: the next epoch pass starts from the checkpoint
         if self.pending_signal is not None:
             return True
-        if st.step == step_at_epoch_start and not stop:
-            # An exhausted iterable would otherwise spin here forever.
+        if st.step == step_at_epoch_start and not stop and batch_at_epoch_start == 0:
+            # An exhausted iterable would otherwise spin here forever. (A run resumed from a checkpoint
+            # taken after an epoch's last batch starts with that epoch consumed: it only ends it.)
             raise DataError(
                 f"the training data produced no batches in epoch {st.epoch} — an iterable that can be "
                 "iterated only once? Set training.max_steps within one pass, or pass a Dataset"
@@ -575,7 +591,7 @@ class Trainer:
         """An in-loop evaluation is skipped when the run ends now (the final evaluation covers it)."""
         return self.state.step < self.total_steps and self._stop_reason is None and self.pending_signal is None
 
-    def _should_stop(self) -> bool:
+    def _should_stop(self, *, per_step: bool = False) -> bool:
         """Whether the loop stops now: decided here only, once per step and at epoch ends.
 
         Gathers the stop requests (``request_stop`` from callbacks, early stopping, a signal)
@@ -587,7 +603,21 @@ class Trainer:
             reason = early_stop_reason(self, self._patience)
             if reason is not None:
                 self.request_stop(reason, early=True)
-        if self._runtime().any_rank(self._stop_reason is not None or self.pending_signal is not None):
+        rt = self._runtime()
+        local = self._stop_reason is not None or self.pending_signal is not None
+        if per_step and rt.world_size > 1:
+            # No collective and no read-back of its own per step: the flags ride in the next step's
+            # all-reduce of the window's targets, and every rank reads the sums at the same steps.
+            rt.note_stop(local, signal=self.pending_signal is not None)
+            if st.step % self._log_every == 0:
+                stop, signalled = rt.stop_agreed()
+                if signalled and self.pending_signal is None:
+                    # A peer was signalled (preemption reaches ranks at different moments): every
+                    # rank stops as interrupted at this same step, so rank 0's checkpoint is exact.
+                    self.pending_signal = signal.SIGTERM
+                if stop:
+                    return True
+        elif rt.any_rank(local):
             return True
         # Epochs done also when steps fall short (skipped batches).
         return st.step >= self.total_steps or (t.max_steps is None and st.epoch >= t.epochs)
