@@ -28,6 +28,8 @@ class ExportOnTrainEnd:
         True
     """
 
+    rank_zero_only = True  # one bundle per run, written by the process that owns the run directory
+
     def on_train_end(self, trainer: Any, results: dict[str, Any]) -> None:
         from trainengine.export import create_export_bundle
         from trainengine.provenance import git_info
