@@ -137,7 +137,7 @@ def test_a_killed_study_continues_where_it_stopped(tmp_path, capsys):
     """Kill the command mid-study; the same study, run again through the CLI with 2 workers, finishes
     its budget: numbers go on, no trial twice, every trial a child run of the study."""
     config, space = tmp_path / "base.yaml", tmp_path / "space.yaml"
-    _config(tmp_path, max_steps=30).save(config)
+    _config(tmp_path, max_steps=150).save(config)  # long enough trials: the kill lands mid-study
     space.write_text(yaml.safe_dump(SPACE))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(config), str(space)], env=env)
