@@ -216,9 +216,19 @@ class DistributedRuntime(Runtime):
     def barrier(self) -> None:
         dist.barrier()
 
-    def close(self) -> None:
-        """Destroy the process group this runtime created (at the end of training)."""
-        if self.owns_group and dist.is_initialized():
+    def close(self, *, clean: bool = True) -> None:
+        """Destroy the process group this runtime created (at the end of training).
+
+        After a clean end every rank first waits at a barrier: no rank tears its connections down
+        while a peer still has a collective in flight (rank 0 writes the last checkpoint and the
+        run record after the others are done). After an error the peers may be gone: no barrier.
+        """
+        if not (self.owns_group and dist.is_initialized()):
+            return
+        try:
+            if clean:
+                dist.barrier()
+        finally:
             dist.destroy_process_group()
             self.owns_group = False
 

@@ -199,8 +199,12 @@ class Runtime:
         """(any process wants to stop, any was signalled) as of the last reduction (one process: never asked)."""
         return False, False
 
-    def close(self) -> None:
-        """Release what the runtime holds (a process group); nothing in one process."""
+    def close(self, *, clean: bool = True) -> None:
+        """Release what the runtime holds (a process group); nothing in one process.
+
+        ``clean``: training ended without an error, so every rank reaches this point (a
+        distributed runtime waits for the others before it leaves the group).
+        """
 
     def to_device(self, batch: Any) -> Any:
         """Move tensors (also inside tuples, lists and dicts) to the device without blocking."""

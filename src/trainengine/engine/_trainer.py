@@ -9,6 +9,8 @@ those default callbacks attached from the config.
 
 from __future__ import annotations
 
+import gc
+
 import logging
 import math
 import signal
@@ -196,6 +198,7 @@ class Trainer:
         self.runtime: Runtime | None = None
         self.train_loader: Any = None
         self.val_loader: Any = None
+        self.train_model: Any = None  # what the step calls: the model, or its DDP wrapper
         self.forward_model: Any = None  # evaluation's forward: torch.compile(model) or the model itself
         # training.compile: graph breaks and recompilations (CompiledStep.report), filled after the first step
         self.compile_report: dict[str, Any] | None = None
@@ -294,6 +297,7 @@ class Trainer:
         cfg = self.config
         t = cfg.training
         previous = seed_everything(t.seed, deterministic=t.deterministic)
+        clean = False
         try:
             self.resume_from, self.resume_run_dir = resolve_resume(cfg, resume_from)
             self._warn_if_trained_elsewhere()
@@ -306,14 +310,26 @@ class Trainer:
             if self.resume_from is not None:
                 self.load_checkpoint_into_self(self.resume_from)
             with SignalGuard(self):
-                return self._run(wall_start)
+                results = self._run(wall_start)
+            clean = True
+            return results
         finally:
             restore_determinism(previous)
             if self.runtime is not None:
-                self.runtime.close()  # a process group this run created: every rank leaves it, also on errors
+                self._release_wrapper()
+                self.runtime.close(clean=clean)  # a process group this run created: every rank leaves it
             if self.state.step > 0:  # also after an error or interrupt: the weights have moved
                 _mark_trained(self.model)
                 self._has_trained = True
+
+    def _release_wrapper(self) -> None:
+        """Drop the DDP wrapper before its process group goes: its reducer holds communication work
+        whose tensors must be freed while the interpreter is alive (freed at exit, gloo can abort)."""
+        if self.train_model is not None and self.train_model is not self.model:
+            self.train_model = self.model
+            if self.step_runner is not None:
+                self.step_runner.model = self.model
+            gc.collect()
 
     def _warn_if_trained_elsewhere(self) -> None:
         """Warn when an earlier Trainer already trained this model and no checkpoint replaces its weights."""
