@@ -10,7 +10,6 @@ those default callbacks attached from the config.
 from __future__ import annotations
 
 import gc
-
 import logging
 import math
 import signal
