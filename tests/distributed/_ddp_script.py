@@ -2,6 +2,8 @@
 
 python _ddp_script.py OUT_JSON OUTPUT_DIR BATCH_SIZE ACCUMULATION [RAISE_ON_RANK [SIGNAL_AT_STEP [resume]]]
 
+STRATEGY (environment, default ddp): the distributed.strategy (fsdp2 shards the MLP's layers).
+
 RAISE_ON_RANK: that rank raises at step 3 (-1: none). SIGNAL_AT_STEP: rank 0 sends SIGTERM to the
 launcher there (torchrun forwards it to every rank, as a scheduler's preemption would). ``resume``:
 ``resume_from="auto"``.
@@ -29,6 +31,7 @@ def main() -> None:
     centers = torch.eye(3, 8) * 2.0
     y = torch.randint(0, 3, (192,), generator=g)
     x = centers[y] + 0.5 * torch.randn(192, 8, generator=g)
+    wrap = ["Linear"] if os.environ.get("STRATEGY") == "fsdp2" else []
     cfg = (
         TrainingConfigBuilder()
         .with_training(epochs=2, batch_size=batch, gradient_accumulation_steps=accumulation, learning_rate=0.05,
@@ -36,7 +39,7 @@ def main() -> None:
         .with_scheduler(name="constant")
         .with_checkpointing(enabled=True, save_every_n_epochs=1)
         .with_tracking(output_dir=output_dir, progress="off", experiment_db=False, run_name="ddp")
-        .with_distributed(timeout_s=30)
+        .with_distributed(timeout_s=30, strategy=os.environ.get("STRATEGY", "ddp"), fsdp_wrap_modules=wrap)
         .build()
     )  # fmt: skip
     torch.manual_seed(0)
@@ -52,9 +55,11 @@ def main() -> None:
 
     trainer = Trainer(model, None, cfg, TaskSpec.classification("blobs", 3), callbacks=[Boom()])
     results = trainer.train((x[:160], y[:160]), (x[160:], y[160:]), resume_from=resume)
+    # FSDP2: the model's parameters are shards; the trainer gathered the final weights whole on rank 0.
+    full_weights = trainer.full_weights if trainer.full_weights is not None else trainer.model.state_dict()
     if int(os.environ.get("RANK", "0")) == 0:
         losses = [r["loss"] for r in results["history"]["train"]]
-        weights = {k: v.tolist() for k, v in trainer.model.state_dict().items()}
+        weights = {k: v.tolist() for k, v in full_weights.items()}
         val = results["history"]["val"][-1]
         with open(out, "w") as f:
             json.dump({"losses": losses, "weights": weights, "val": val, "run_dir": results["run_dir"],

@@ -121,11 +121,14 @@ class LoadedCheckpoint:
             (``optimizer.load_state_dict`` moves them next to the parameters; RNG states must
             stay on CPU).
         meta: The checkpoint's metadata.
+        sharded: A sharded (FSDP2) checkpoint's table from ``state.json`` (``world_size``, the
+            optimizer's skeleton); None for a checkpoint written by one process.
     """
 
     model_state: dict[str, torch.Tensor]
     state: dict[str, Any]
     meta: CheckpointMetadata
+    sharded: dict[str, Any] | None = None
 
 
 # ----------------------------------------------------------------------------- verifying
@@ -173,7 +176,7 @@ def verify_checkpoint(path: str | os.PathLike[str], *, hashes: Mapping[str, str]
     problems = [
         f"{name}: not listed in {MANIFEST_FILE}" for name in (STATE_FILE, STATE_JSON, META_FILE) if name not in listed
     ]
-    present = {p.name for p in path.iterdir()} - {MANIFEST_FILE}
+    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if not p.is_dir()} - {MANIFEST_FILE}
     problems += [f"{name}: unexpected file, not listed in {MANIFEST_FILE}" for name in sorted(present - set(listed))]
     for name, entry in listed.items():
         problems += _verify_file(path, name, entry, (hashes or {}).get(name))
@@ -181,7 +184,14 @@ def verify_checkpoint(path: str | os.PathLike[str], *, hashes: Mapping[str, str]
 
 
 def _verify_file(folder: Path, name: str, entry: Any, known_sha256: str | None = None) -> list[str]:
-    if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith(".") or not isinstance(entry, dict):
+    # A relative path: a file of the folder, or of one of its subfolders (a sharded checkpoint's shards/).
+    parts = name.split("/") if isinstance(name, str) else [""]
+    if (
+        not isinstance(name, str)
+        or "\\" in name
+        or any(not p or p.startswith(".") for p in parts)
+        or not isinstance(entry, dict)
+    ):
         return [f"{MANIFEST_FILE}: malformed entry {name!r}"]
     file = folder / name
     if not file.is_file():
@@ -273,7 +283,11 @@ def _header_problem(header: dict[str, Any], data_size: int) -> str | None:
 
 
 def read_checkpoint(
-    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", verify: bool = True
+    path: str | os.PathLike[str],
+    *,
+    map_location: str | torch.device = "cpu",
+    verify: bool = True,
+    shards: bool = True,
 ) -> LoadedCheckpoint:
     """Read a checkpoint folder: safetensors and JSON only, never pickle.
 
@@ -281,6 +295,8 @@ def read_checkpoint(
         path: The ``ckpt-*`` folder.
         map_location: Device for the model weights (state tensors stay on CPU).
         verify: Check sizes and SHA-256 against the manifest first (reads every byte once more).
+        shards: A sharded checkpoint: assemble the whole weights and optimizer state from every
+            rank's shard (False: leave them out, for a caller that loads the slices itself).
 
     Returns:
         The model weights, the rebuilt ``state`` dict and the metadata.
@@ -324,7 +340,26 @@ def read_checkpoint(
     state = unflatten_state(state_doc.get("skeleton"), state_tensors)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path / STATE_JSON}: the stored state is a {type(state).__name__}, expected a dict")
-    return LoadedCheckpoint(model_state=model_state, state=state, meta=metadata_from_doc(meta_doc, path))
+    sharded = state_doc.get("sharded")
+    if sharded is not None and not isinstance(sharded, dict):
+        raise CheckpointError(f"{path / STATE_JSON}: malformed 'sharded' table")
+    if sharded and shards:  # FSDP2: whole tensors assembled from every rank's shard
+        model_state, state["optimizer"] = _read_sharded(path, sharded, map_location)
+    meta = metadata_from_doc(meta_doc, path)
+    return LoadedCheckpoint(model_state=model_state, state=state, meta=meta, sharded=sharded)
+
+
+def _read_sharded(
+    path: Path, sharded: dict[str, Any], map_location: str | torch.device
+) -> tuple[dict[str, torch.Tensor], Any]:
+    from trainengine.checkpoint._sharded import MODEL_PREFIX, OPTIM_PREFIX, optimizer_to_named, read_full_tensors
+
+    full = read_full_tensors(path)
+    device = map_location if isinstance(map_location, str) else str(map_location)
+    model = {k[len(MODEL_PREFIX) :]: v.to(device) for k, v in full.items() if k.startswith(MODEL_PREFIX)}
+    optim = {k[len(OPTIM_PREFIX) :]: v for k, v in full.items() if k.startswith(OPTIM_PREFIX)}
+    skeleton = sharded.get("optimizer_skeleton")
+    return model, optimizer_to_named(unflatten_state(skeleton, optim)) if skeleton is not None else None
 
 
 def read_metadata(path: str | os.PathLike[str]) -> CheckpointMetadata:

@@ -358,10 +358,38 @@ class CheckpointManager:
                 f"cannot {what} in {self.checkpoint_dir}: this CheckpointManager was opened with read_only=True"
             )
 
-    def _write(self, payload: Payload) -> Path:
+    def complete(
+        self,
+        tmp: Path,
+        *,
+        written: Mapping[str, dict[str, Any]],
+        state_extra: Mapping[str, Any],
+        step: int,
+        epoch: int,
+        state: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        tags: list[str] | tuple[str, ...] = (),
+    ) -> Path:
+        """Finish a checkpoint whose large files other processes already wrote into ``tmp``, then prune.
+
+        A sharded (FSDP2) save: every rank wrote its shards into the temporary folder ``tmp``;
+        this writes the rest of the state, the metadata and the manifest (listing ``written``
+        with their sizes and hashes), and renames the folder into place like :meth:`save`.
+
+        Raises:
+            CheckpointError: The write failed; ``tmp`` is removed, earlier checkpoints are intact.
+        """
+        self._refuse_if_read_only("save a checkpoint")
+        self._finish_pending()
+        payload = prepare(step=step, epoch=epoch, model=None, state=state, metrics=metrics, meta=meta, tags=tags)
+        payload.state = materialize(payload.state)
+        return self._write(payload, tmp=tmp, written=written, state_extra=state_extra)
+
+    def _write(self, payload: Payload, **sharded: Any) -> Path:
         with writer_lock(self.checkpoint_dir, blocking=True):
             name = checkpoint_name(payload.step, self.folder_name)
-            path = write_checkpoint(self.checkpoint_dir, payload, publish_lock=self._lock, name=name)
+            path = write_checkpoint(self.checkpoint_dir, payload, publish_lock=self._lock, name=name, **sharded)
             with self._lock:
                 try:
                     self.prune()

@@ -137,6 +137,9 @@ def write_checkpoint(
     *,
     publish_lock: AbstractContextManager[Any] | None = None,
     name: str | None = None,
+    tmp: Path | None = None,
+    written: Mapping[str, dict[str, Any]] | None = None,
+    state_extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``payload`` as ``<checkpoint_dir>/ckpt-<step>`` (or ``name``) atomically; return the folder.
 
@@ -151,16 +154,21 @@ def write_checkpoint(
         publish_lock: Held only around the final renames, so readers listing the folder wait
             for a few milliseconds at most, never for the whole write.
         name: The folder's name (:func:`checkpoint_name` of another style); None = ``ckpt-<step>``.
+        tmp: A temporary folder that already holds files of this checkpoint (a sharded save's
+            shards, written by every rank); None = a new one.
+        written: ``{relative path: {"size", "sha256"}}`` of those files, listed in the manifest.
+        state_extra: Entries added to ``state.json`` (a sharded checkpoint's ``sharded`` table).
 
     Raises:
         CheckpointError: Anything failed (disk full, permissions, ...); the temporary folder
             is removed and earlier checkpoints are untouched.
     """
     final = checkpoint_dir / (name or checkpoint_name(payload.step))
-    tmp = checkpoint_dir / f"{TMP_PREFIX}{payload.step:09d}-{secrets.token_hex(4)}"
-    try:
+    if tmp is None:
+        tmp = checkpoint_dir / f"{TMP_PREFIX}{payload.step:09d}-{secrets.token_hex(4)}"
         tmp.mkdir()
-        files: dict[str, dict[str, Any]] = {}
+    try:
+        files: dict[str, dict[str, Any]] = dict(written or {})
         if payload.model is not None:
             files[MODEL_FILE] = _save_tensors(tmp / MODEL_FILE, payload.model)
         files[STATE_FILE] = _save_tensors(tmp / STATE_FILE, payload.state)
@@ -168,6 +176,7 @@ def write_checkpoint(
             "format_version": FORMAT_VERSION,
             "skeleton": payload.skeleton,
             "model": {"file": MODEL_FILE if payload.model is not None else None, "aliases": payload.aliases},
+            **(state_extra or {}),
         }
         files[STATE_JSON] = _write_bytes(tmp / STATE_JSON, _dumps(state_doc))
         files[META_FILE] = _write_bytes(tmp / META_FILE, _dumps(_meta_doc(payload), indent=2))

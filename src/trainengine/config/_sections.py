@@ -113,11 +113,6 @@ def _number_kind(annotation: Any) -> str | None:
     return {int: "a whole number", float: "a number"}.get(arg)
 
 
-# distributed.strategy: fsdp2 is named in the schema (configs can be written for it) but nothing
-# shards the model yet; accepting it would let a user believe FSDP2 ran.
-_FSDP2_PLANNED = "planned: FSDP2 arrives with sharded checkpoints (issue 18, next step); use ddp"
-
-
 def _registered(registry: registries.Registry, value: Any, *, also: tuple[str, ...] = ()) -> Any:
     """``value`` when it is in ``registry`` (or one of ``also``), else a ValueError naming the
     registered names and the closest one (to_config_error adds the field's dotted path)."""
@@ -722,19 +717,20 @@ class LoraSection(Section):
 
 
 class DistributedSection(Section):
-    """Multi-process training under torchrun: DDP today, FSDP2 next (see docs/distributed.md).
+    """Multi-process training under torchrun: DDP or FSDP2 (see docs/distributed.md).
 
     The strategy takes effect when the process runs under a launcher (``torchrun``, or
     ``trainengine train --nproc-per-node N``, which starts torchrun itself); ``nproc_per_node`` and
-    ``nnodes`` are read only by that launch, the DDP fields only by the DDP wrapper. Every rank
-    stops within ``timeout_s`` when another one fails, instead of hanging in a collective.
+    ``nnodes`` are read only by that launch, the DDP fields only by DDP and the ``fsdp_`` fields only
+    by FSDP2. Every rank stops within ``timeout_s`` when another one fails, instead of hanging in a collective.
     """
 
     strategy: Literal["auto", "none", "ddp", "fsdp2"] = Field(
         "auto",
         description=(
             "auto: DDP when launched with WORLD_SIZE > 1, else one process; none: one process (a multi-process "
-            "launch is refused); ddp: DistributedDataParallel; fsdp2: planned (refused for now)."
+            "launch is refused); ddp: DistributedDataParallel; fsdp2: fully_shard (parameters, gradients and "
+            "optimizer state sharded over the processes, sharded checkpoints)."
         ),
     )
     backend: Literal["auto", "nccl", "gloo"] = Field(
@@ -777,12 +773,31 @@ class DistributedSection(Section):
         ),
     )
 
-    @field_validator("strategy")
-    @classmethod
-    def _fsdp2_not_built(cls, value: str) -> str:
-        if value == "fsdp2":
-            raise ValueError(f"'fsdp2' is not built yet — {_FSDP2_PLANNED}")
-        return value
+    fsdp_wrap_modules: list[str] = Field(
+        default_factory=list,
+        description=(
+            "FSDP2: class names of the modules sharded as one unit each (e.g. [Block]); empty = every element of "
+            "the model's ModuleLists (its transformer blocks). The rest of the model is sharded with the root."
+        ),
+    )
+    fsdp_reshard_after_forward: bool = Field(
+        True,
+        description=(
+            "FSDP2: free each unit's gathered parameters after its forward and gather them again for the backward "
+            "(less memory); false keeps them until the backward (less communication)."
+        ),
+    )
+    fsdp_cpu_offload: bool = Field(
+        False,
+        description="FSDP2: keep parameters, gradients and optimizer state on the CPU; the optimizer steps there.",
+    )
+    fsdp_reduce_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description=(
+            "FSDP2: dtype of the gradient reduce-scatter. With training.precision bf16 the parameters are gathered "
+            "in bf16; reducing in float32 keeps the gradient sum exact to fp32."
+        ),
+    )
 
 
 class ExportSection(Section):

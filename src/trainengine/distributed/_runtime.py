@@ -28,7 +28,7 @@ from torch import nn
 from trainengine.engine import Runtime
 from trainengine.errors import ConfigError, TrainEngineError
 
-__all__ = ["DistributedRuntime", "make_runtime", "peer_failure", "world_size_from_env"]
+__all__ = ["DistributedRuntime", "FSDPRuntime", "make_runtime", "peer_failure", "world_size_from_env"]
 
 logger = logging.getLogger("trainengine")
 
@@ -75,7 +75,7 @@ def make_runtime(device: str, precision: str, distributed: Any) -> Runtime:
             "every rank would train alone. Set distributed.strategy to ddp (or auto), or run one process"
         )
     if strategy == "fsdp2":
-        raise ConfigError("distributed.strategy fsdp2 is not built yet (planned with sharded checkpoints); use ddp")
+        return FSDPRuntime(device, precision, distributed)
     return DistributedRuntime(device, precision, distributed)
 
 
@@ -205,8 +205,8 @@ class DistributedRuntime(Runtime):
         size = torch.tensor([len(data) if text is not None else -1], dtype=torch.int64, device=self.device)
         dist.broadcast(size, src=0)
         n = int(size.item())
-        if n < 0:
-            return None
+        if n <= 0:
+            return None if n < 0 else ""
         buffer = torch.zeros(n, dtype=torch.uint8, device=self.device)
         if self.rank == 0:
             buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
@@ -236,3 +236,128 @@ class DistributedRuntime(Runtime):
         info = super().describe()
         info.update(world_size=self.world_size, backend=self.backend, strategy="ddp")
         return info
+
+
+class FSDPRuntime(DistributedRuntime):
+    """One of ``WORLD_SIZE`` processes under FSDP2: parameters, gradients and optimizer state sharded.
+
+    :meth:`prepare_model` applies ``fully_shard`` to each unit (``distributed.fsdp_wrap_modules``,
+    by default every element of the model's ModuleLists: its transformer blocks) and then to the
+    root, on a one-dimensional device mesh over all ranks. The module stays the same object (its
+    parameters become DTensors), so the optimizer is built over the shards and the step calls it
+    directly. Checkpoints are sharded: every rank writes its slices through DCP
+    (:mod:`trainengine.distributed._checkpoint`).
+    """
+
+    def __init__(self, device: str, precision: str, distributed: Any) -> None:
+        super().__init__(device, precision, distributed)
+        self.units: list[str] = []
+        self.checkpoint_io = ShardedCheckpointIO(self)
+        if self.precision == "fp16":
+            self.close(clean=False)
+            raise ConfigError(
+                "training.precision fp16 is not supported with distributed.strategy fsdp2 (its loss scaler is not "
+                "shard-aware); use bf16, or fp32"
+            )
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Shard ``model`` in place with ``fully_shard`` (each unit, then the root); returns it."""
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+        o = self.options
+        if getattr(o, "sync_batchnorm", True) and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        ):
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(self.device)
+        mesh = init_device_mesh(self.device.type, (self.world_size,))
+        reduce = torch.float32 if getattr(o, "fsdp_reduce_dtype", "float32") == "float32" else torch.bfloat16
+        param_dtype = torch.bfloat16 if self.precision == "bf16" else None
+        kwargs: dict[str, Any] = {
+            "mesh": mesh,
+            "mp_policy": MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce),
+            "offload_policy": CPUOffloadPolicy() if getattr(o, "fsdp_cpu_offload", False) else OffloadPolicy(),
+        }
+        units = fsdp_units(model, list(getattr(o, "fsdp_wrap_modules", []) or []))
+        reshard = bool(getattr(o, "fsdp_reshard_after_forward", True))
+        for _, unit in units:
+            fully_shard(unit, reshard_after_forward=reshard, **kwargs)
+        fully_shard(model, reshard_after_forward=reshard if units else False, **kwargs)
+        self.units = [name for name, _ in units]
+        return model
+
+    def wrap_for_training(self, model: nn.Module) -> nn.Module:
+        """FSDP2 shards the module in place (:meth:`prepare_model`): the step calls it as it is."""
+        return model
+
+    @contextlib.contextmanager
+    def no_sync(self, model: nn.Module, sync: bool) -> Iterator[None]:
+        """Reduce-scatter the gradients on the window's last micro-batch only (accumulate unsharded before)."""
+        setter = getattr(model, "set_requires_gradient_sync", None)
+        if callable(setter):
+            setter(sync)
+        yield
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(strategy="fsdp2", fsdp_units=len(self.units))
+        return info
+
+
+class ShardedCheckpointIO:
+    """The engine's way to sharded checkpoints: every rank calls :meth:`save` / :meth:`load` together."""
+
+    def __init__(self, runtime: DistributedRuntime) -> None:
+        self.runtime = runtime
+
+    def save(self, **kwargs: Any) -> Any:
+        from trainengine.distributed._checkpoint import save_sharded
+
+        return save_sharded(self.runtime, **kwargs)
+
+    def full_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The whole weights on rank 0's CPU ({} elsewhere); a collective (the run's final weights)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state: dict[str, Any] = dict(get_model_state_dict(model, options=options))
+        return state
+
+    def load(self, path: Any, model: nn.Module, optimizer: Any) -> Any:
+        from trainengine.distributed._checkpoint import load_sharded
+
+        return load_sharded(self.runtime, path, model, optimizer)
+
+
+def fsdp_units(model: nn.Module, class_names: list[str]) -> list[tuple[str, nn.Module]]:
+    """The modules FSDP2 shards as one unit each, outermost first (see ``distributed.fsdp_wrap_modules``).
+
+    Raises:
+        ConfigError: a class name that no module of the model has.
+    """
+    found: list[tuple[str, nn.Module]] = []
+    inside: list[str] = []
+
+    def nested(name: str) -> bool:
+        return any(name.startswith(prefix + ".") for prefix in inside)
+
+    if class_names:
+        present = {type(m).__name__ for m in model.modules()}
+        unknown = [c for c in class_names if c not in present]
+        if unknown:
+            raise ConfigError(
+                f"distributed.fsdp_wrap_modules: the model has no module of class {', '.join(unknown)}; its classes "
+                f"are {', '.join(sorted(present))}"
+            )
+        for name, module in model.named_modules():
+            if name and type(module).__name__ in class_names and not nested(name):
+                found.append((name, module))
+                inside.append(name)
+        return found
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and not nested(name):
+            for i, child in enumerate(module):
+                found.append((f"{name}.{i}", child))
+            inside.append(name)
+    return found

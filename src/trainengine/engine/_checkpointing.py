@@ -58,15 +58,18 @@ def _manager(config: Any, directory: Path, monitor: str, mode: Literal["min", "m
     )
 
 
-def capture_training_state(trainer: Trainer) -> dict[str, Any]:
-    """Everything but the weights that a resume needs, as a nested dict of tensors and scalars."""
+def capture_training_state(trainer: Trainer, *, optimizer: bool = True) -> dict[str, Any]:
+    """Everything but the weights that a resume needs, as a nested dict of tensors and scalars.
+
+    ``optimizer=False`` leaves the optimizer out (a sharded checkpoint stores it through DCP).
+    """
     from trainengine.checkpoint import named_optimizer_state
     from trainengine.engine._state import capture_rng_state
 
     scaler = trainer.step_runner.scaler
-    return {
+    out = {
         # With parameter names, so the state loads into any grouping of the same parameters.
-        "optimizer": named_optimizer_state(trainer.optimizer, trainer.model),
+        "optimizer": named_optimizer_state(trainer.optimizer, trainer.model) if optimizer else None,
         "scheduler": trainer.scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "train_state": trainer.state.state_dict(),
@@ -75,6 +78,9 @@ def capture_training_state(trainer: Trainer) -> dict[str, Any]:
         "callbacks": _callback_states(trainer),
         "history": trainer.history,
     }
+    if not optimizer:
+        del out["optimizer"]
+    return out
 
 
 def _callback_states(trainer: Trainer) -> dict[str, Any]:
@@ -83,12 +89,16 @@ def _callback_states(trainer: Trainer) -> dict[str, Any]:
     return {name: get() for name, get in getters.items() if callable(get)}
 
 
-def restore_training_state(trainer: Trainer, loaded: Any) -> None:
-    """Put a set-up Trainer back at the checkpoint (weights are loaded by the caller)."""
+def restore_training_state(trainer: Trainer, loaded: Any, *, optimizer: bool = True) -> None:
+    """Put a set-up Trainer back at the checkpoint (weights are loaded by the caller).
+
+    ``optimizer=False``: the caller loaded the optimizer too (a sharded checkpoint).
+    """
     from trainengine.checkpoint import load_optimizer_state
 
     state = loaded.state
-    load_optimizer_state(trainer.optimizer, state["optimizer"], trainer.model, where=str(loaded.meta.path))
+    if optimizer:
+        load_optimizer_state(trainer.optimizer, state["optimizer"], trainer.model, where=str(loaded.meta.path))
     trainer.scheduler.load_state_dict(state["scheduler"])
     scaler = trainer.step_runner.scaler
     if scaler is not None and state.get("scaler"):
@@ -116,20 +126,76 @@ def checkpoint_meta(trainer: Trainer) -> dict[str, Any]:
         "git": git_info(),
         "versions": library_versions(),
         "run_dir": str(trainer.run_dir) if trainer.run_dir is not None else None,
+        "world_size": getattr(
+            trainer.runtime, "world_size", 1
+        ),  # a resume on another world size is refused or resharded
         # File data: what serving needs to see inputs as training did (export reads it from here).
         "data": {k: trainer.info[k] for k in ("preprocessing", "tokenizer", "tokenizer_json") if trainer.info.get(k)},
     }
 
 
 def load_checkpoint_into(trainer: Trainer, path: Path) -> None:
-    """Restore weights and the full training state from a checkpoint into a set-up trainer."""
+    """Restore weights and the full training state from a checkpoint into a set-up trainer.
+
+    Under FSDP2 every rank loads its slices (any saved world size, resharded by DCP). Elsewhere a
+    sharded checkpoint is assembled whole; a whole checkpoint written by another number of
+    processes is refused, because its data order cannot continue exactly.
+
+    Raises:
+        CheckpointError: the checkpoint is corrupt, or was written by another world size under DDP.
+    """
     from trainengine.checkpoint import CheckpointManager, load_model_state
 
-    loaded = CheckpointManager(Path(path).parent).read(path)
-    load_model_state(trainer.model, loaded.model_state)  # plain, compiled or DDP-wrapped
-    restore_training_state(trainer, loaded)
+    rt = trainer._runtime()
+    if rt.checkpoint_io is not None:
+        got = rt.checkpoint_io.load(Path(path), trainer.model, trainer.optimizer)
+        if got.rank_state is not None:
+            got.state["rng"] = got.rank_state["rng"]  # this rank's own streams
+        restore_training_state(trainer, got, optimizer=False)
+        saved_world = got.saved_world
+        resharded = True
+    else:
+        loaded = CheckpointManager(Path(path).parent).read(path)
+        saved_world = int((loaded.sharded or {}).get("world_size") or loaded.meta.extra.get("world_size") or 1)
+        resharded = loaded.sharded is not None
+        if saved_world != rt.world_size and not resharded:
+            raise CheckpointError(
+                f"cannot resume {path} on {rt.world_size} process(es): it was written by {saved_world}, and the data "
+                "order of a run depends on its number of processes, so it would not continue exactly. Relaunch with "
+                f"--nproc-per-node {saved_world} (world size {saved_world}), or train with distributed.strategy fsdp2, "
+                "whose sharded checkpoints resume on any number of processes"
+            )
+        load_model_state(trainer.model, loaded.model_state)  # plain, compiled or DDP-wrapped
+        restore_training_state(trainer, loaded)
+    if saved_world != rt.world_size:
+        saved_config = (got.meta if rt.checkpoint_io is not None else loaded.meta).config or {}
+        saved_batch = int((saved_config.get("training") or {}).get("batch_size") or trainer.config.training.batch_size)
+        _rescale_position(trainer, saved_world * saved_batch, rt.world_size)
     st = trainer.state
     logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, st.step, st.epoch, st.batch_in_epoch)
+
+
+def _rescale_position(trainer: Trainer, saved_micro_batch: int, world: int) -> None:
+    """The position inside the epoch in micro-batches of this run (the same samples seen).
+
+    ``saved_micro_batch``: the samples of one micro-batch over all processes of the saved run.
+    Each global micro-batch is a contiguous stretch of the epoch's order, so the position carries
+    over exactly when the sample count divides into this run's windows.
+    """
+    st = trainer.state
+    t = trainer.config.training
+    samples = st.batch_in_epoch * saved_micro_batch
+    window = t.batch_size * world * t.gradient_accumulation_steps
+    st.batch_in_epoch = samples // window * t.gradient_accumulation_steps
+    kept = st.batch_in_epoch // t.gradient_accumulation_steps * window
+    logger.warning(
+        "resuming a checkpoint written by another number of processes on %d: the run continues after %d samples of "
+        "epoch %d%s",
+        world,
+        kept,
+        st.epoch,
+        "" if kept == samples else f" (rounded down from {samples}: those samples are seen twice)",
+    )
 
 
 def resolve_resume(config: Any, resume_from: str | Path | None) -> tuple[Path | None, Path | None]:
@@ -249,6 +315,7 @@ class Checkpointer:
         self.manager: Any = None  # a CheckpointManager, opened on the first save
         self.last_path: Path | None = None
         self.stalls: list[float] = []  # async saves: seconds the loop waited for each copy
+        self.writes = True  # this process writes checkpoint folders (False: FSDP2 ranks other than 0)
         self._handle: Any = None  # the asynchronous write in flight
 
     @classmethod
@@ -277,11 +344,16 @@ class Checkpointer:
             ConfigError: periodic checkpoints with neither folder.
         """
         self.directory = checkpoint_dir_for(self.config, trainer.run_dir)
+        rt = trainer._runtime()
+        self.writes = rt.is_rank_zero  # sharded saves: every rank writes shards, rank 0 the rest
+        if rt.checkpoint_io is not None and rt.world_size > 1:  # the other ranks have no run directory
+            shared = rt.broadcast_text(str(self.directory) if self.directory is not None else None)
+            self.directory = Path(shared) if shared is not None else None
         if self.directory is None and self.periodic:
             raise ConfigError(
                 "checkpointing needs a folder: set checkpointing.checkpoint_dir or keep tracking.write_run_dir on"
             )
-        if self.periodic:
+        if self.periodic and self.writes:
             self._ensure_manager()
         # Emergency-only: nothing touches the disk unless a checkpoint is actually written.
 
@@ -296,21 +368,26 @@ class Checkpointer:
 
     def step_end(self, trainer: Trainer) -> None:
         """After a step's logging and evaluation: save when ``save_every_n_steps`` asks for it."""
-        if self.every_n_steps and self.manager.should_save(step=trainer.state.step):
+        step = trainer.state.step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
             self.save(trainer)
 
     def epoch_end(self, trainer: Trainer, epoch: int) -> None:
         """After ``on_epoch_end``: save when ``save_every_n_epochs`` asks (once per step)."""
         saved_this_step = self.last_path is not None and self.last_path.name.endswith(f"{trainer.state.step:09d}")
-        if self.every_n_epochs and self.manager.should_save(epoch_end=epoch) and not saved_this_step:
+        if self.every_n_epochs and (epoch + 1) % self.every_n_epochs == 0 and not saved_this_step:
             self.save(trainer)
 
     def save(self, trainer: Trainer, tags: tuple[str, ...] = (), *, force_sync: bool = False) -> Path | None:
         """Write a checkpoint of the trainer now; returns its path (None if the save failed and we go on)."""
-        self._ensure_manager()
+        io = trainer._runtime().checkpoint_io
+        if self.writes:
+            self._ensure_manager()
         trainer.flush_log()  # the loss history in the checkpoint is complete up to this step
         metrics = dict(trainer.history["val"][-1]) if trainer.history["val"] else {}
         metrics = {k: v for k, v in metrics.items() if k not in ("step", "epoch") and isinstance(v, (int, float))}
+        if io is not None:
+            return self._save_sharded(trainer, io, tags, metrics)
         kwargs: dict[str, Any] = {
             "step": trainer.state.step,
             "epoch": trainer.state.epoch,
@@ -337,6 +414,42 @@ class Checkpointer:
             {"path": str(path) if path else None, "step": trainer.state.step, "tags": list(tags)},
         )
         return path
+
+    def _save_sharded(self, trainer: Trainer, io: Any, tags: tuple[str, ...], metrics: dict[str, Any]) -> Path | None:
+        """FSDP2: every rank writes its shards, rank 0 the rest (synchronously: DCP's own threads write)."""
+        from trainengine.engine._state import capture_rng_state
+
+        st = trainer.state
+        state = capture_training_state(trainer, optimizer=False)
+        manager, meta = self.manager, trainer.checkpoint_meta() if self.writes else None
+
+        def publish(tmp: Path, written: dict[str, dict[str, Any]], optimizer_skeleton: Any) -> Path:
+            sharded = {"world_size": trainer._runtime().world_size, "optimizer_skeleton": optimizer_skeleton}
+            return manager.complete(
+                tmp, written=written, state_extra={"sharded": sharded}, step=st.step, epoch=st.epoch,
+                state=state, metrics=metrics, meta=meta, tags=list(tags),
+            )  # fmt: skip
+
+        assert self.directory is not None  # start() picked it, or refused to go on without one
+        try:
+            path = io.save(
+                directory=self.directory,
+                step=st.step,
+                model=trainer.model,
+                optimizer=trainer.optimizer,
+                rank_state={"rng": capture_rng_state()},
+                publish=publish if self.writes else None,
+            )
+        except (CheckpointError, OSError) as exc:
+            self._failed(trainer, exc)
+            return None
+        if path is None:  # the other ranks: the same folder rank 0 completed
+            from trainengine.checkpoint import checkpoint_name
+
+            path = self.directory / checkpoint_name(st.step, self.config.checkpointing.folder_name)
+        self.last_path = path
+        trainer.callbacks.fire("on_checkpoint", trainer, {"path": str(path), "step": st.step, "tags": list(tags)})
+        return Path(path)
 
     def _failed(self, trainer: Trainer, exc: BaseException) -> None:
         message = f"checkpoint at step {trainer.state.step} failed: {exc}"

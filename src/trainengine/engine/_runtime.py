@@ -131,6 +131,9 @@ class Runtime:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    # Sharded checkpoints (FSDP2): an object with save(...) / load(...) that every rank calls
+    # together (trainengine.distributed._checkpoint); None = rank 0 writes whole checkpoints.
+    checkpoint_io: Any = None
 
     def __init__(self, device: str = "auto", precision: str = "auto", *, _distributed: bool = False) -> None:
         if not _distributed:

@@ -70,8 +70,10 @@ def build_loaders(config: Any, runtime: Any, train_data: Any, val_data: Any) -> 
         eval_batch = t.eval_batch_size or 2 * t.batch_size
         val_loader = build_dataloader(
             val_data, batch_size=eval_batch, shuffle=False, seed=t.seed, num_workers=d.num_workers, pin_memory=pin,
-            pad_shards=False, **shard,
+            pad_shards=False, **(shard if runtime.checkpoint_io is None else {}),
         )  # fmt: skip
+        # FSDP2 (sharded parameters): every rank evaluates the whole set, because each forward takes part in the
+        # parameter all-gathers and uneven shards would leave a rank waiting; the metrics' ratios are unchanged.
         return train_loader, val_loader
     needs = [
         name

@@ -149,6 +149,7 @@ class StepRunner:
         self.scaler = scaler
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self._device_skip = supports_found_inf(optimizer) and scaler is None
+        self.sharded = runtime.checkpoint_io is not None  # FSDP2: the parameters are DTensors
         # On the CPU reading a value is no device sync: check non-finite steps on the host.
         self.check_on_host = runtime.device.type == "cpu"
         self._validated = False
@@ -336,6 +337,8 @@ class StepRunner:
         else:
             grads = [p.grad for p in self.params if p.grad is not None]
             total_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        if self.sharded:  # FSDP2: a DTensor (replicated after the reduction); the flag math wants a tensor
+            total_norm = total_norm.full_tensor()  # type: ignore[attr-defined]
         if self.check_on_host:
             loss_value = loss.item()
             skip = not math.isfinite(loss_value + total_norm.item())

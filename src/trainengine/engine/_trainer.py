@@ -198,6 +198,8 @@ class Trainer:
         self.train_loader: Any = None
         self.val_loader: Any = None
         self.train_model: Any = None  # what the step calls: the model, or its DDP wrapper
+        # FSDP2: the final weights gathered whole on rank 0 at the end (the run directory's model.safetensors)
+        self.full_weights: dict[str, torch.Tensor] | None = None
         self.forward_model: Any = None  # evaluation's forward: torch.compile(model) or the model itself
         # training.compile: graph breaks and recompilations (CompiledStep.report), filled after the first step
         self.compile_report: dict[str, Any] | None = None
@@ -387,9 +389,15 @@ class Trainer:
                 "training.nonfinite_policy rollback is not available under several processes yet (every rank would "
                 "have to reload rank 0's checkpoint); use skip or halt"
             )
+        if rt.checkpoint_io is not None and cfg.export.enabled:
+            raise ConfigError(
+                "export.enabled is not available under distributed.strategy fsdp2 (the weights are sharded over the "
+                "processes): export the run's last checkpoint afterwards, e.g. `trainengine checkpoints consolidate "
+                "<checkpoint>` then `trainengine export` on the consolidated folder"
+            )
         self.model = rt.prepare_model(self.model)
-        if not rt.is_rank_zero:
-            self.checkpointer = None  # rank 0 writes the checkpoints (every rank holds the same weights)
+        if not rt.is_rank_zero and rt.checkpoint_io is None:
+            self.checkpointer = None  # DDP: rank 0 writes the checkpoints (every rank holds the same weights)
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         attach_loss_scoring(  # curriculum.difficulty loss: score the data with the starting model
             self.train_loader, self.model, self.loss_strategy, rt, batch_size=t.eval_batch_size or 2 * t.batch_size
@@ -528,6 +536,9 @@ class Trainer:
             results = self._results(wall_start)
             if test_metrics:
                 results["test_metrics"] = test_metrics
+            io = self._runtime().checkpoint_io
+            if io is not None and self.config.checkpointing.save_final_weights:  # sharded: gathered by every rank
+                self.full_weights = io.full_state(self.model)
             cb.fire("on_train_end", self, results)
             return results
         except BaseException as exc:

@@ -295,7 +295,7 @@ class RunDirectory:
             return
         if trainer.config.checkpointing.save_final_weights:
             save_weights(
-                trainer.model,
+                getattr(trainer, "full_weights", None) or trainer.model,  # FSDP2: gathered whole
                 self.path / _WEIGHTS,
                 metadata={"run_id": self._facts["run_id"], "step": str(trainer.state.step)},
             )
@@ -385,13 +385,17 @@ def checkpoint_paths(trainer: Any) -> dict[str, str | None]:
 
 
 def save_weights(model: Any, path: Path, metadata: dict[str, str] | None = None) -> Path:
-    """Save a model's weights as safetensors, handling tied weights and compiled wrappers."""
-    from safetensors.torch import save_model
+    """Save a model's weights (or a state dict of whole tensors) as safetensors, handling tied weights
+    and compiled wrappers."""
+    from safetensors.torch import save_file, save_model
 
-    module = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-    module = getattr(module, "module", module)  # DDP wrapper
     tmp = path.with_name(f".{path.name}.tmp")
-    save_model(module, str(tmp), metadata=metadata)
+    if isinstance(model, dict):
+        save_file({k: v.contiguous() for k, v in model.items()}, str(tmp), metadata=metadata)
+    else:
+        module = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+        module = getattr(module, "module", module)  # DDP wrapper
+        save_model(module, str(tmp), metadata=metadata)
     os.replace(tmp, path)
     return path
 

@@ -1,0 +1,198 @@
+"""Saving and resuming sharded (FSDP2) checkpoints: every rank writes its slices, rank 0 completes the folder.
+
+The storage format is :mod:`trainengine.checkpoint._sharded`. A save is a collective: every rank
+calls :func:`save_sharded` at the same step. The steps:
+
+1. rank 0 names and creates the temporary folder (its name is broadcast as text);
+2. every rank writes its slices of the weights and the optimizer's tensors through DCP, then its
+   own RNG streams and the sizes and hashes of its files (``ranks/rank-<r>.*``);
+3. rank 0 writes the rest of the state (JSON skeleton + small tensors), the metadata and the
+   manifest, and renames the folder into place under the checkpoint folder's lock;
+4. rank 0's outcome is broadcast: every rank raises the same error when the save failed, so
+   ``checkpointing.on_save_error`` acts the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainengine.checkpoint import flatten_state, read_checkpoint, unflatten_state, verify_checkpoint
+from trainengine.checkpoint._format import TMP_PREFIX
+from trainengine.checkpoint._fs import hash_file, remove_tree
+from trainengine.checkpoint._sharded import (
+    MODEL_PREFIX,
+    OPTIM_PREFIX,
+    RANKS_DIR,
+    SHARDS_DIR,
+    load_shards,
+    read_rank_state,
+    save_shards,
+    shard_files_of_rank,
+    write_rank_state,
+)
+from trainengine.errors import CheckpointError
+
+__all__ = ["save_sharded", "load_sharded", "ShardedLoad"]
+
+logger = logging.getLogger("trainengine")
+
+# rank 0 completes the folder: (tmp folder, written files, optimizer skeleton) -> final path
+Publish = Callable[[Path, dict[str, dict[str, Any]], Any], Path]
+
+
+def save_sharded(
+    runtime: Any,
+    *,
+    directory: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rank_state: Mapping[str, Any],
+    publish: Publish | None,
+) -> Path | None:
+    """Write a sharded checkpoint of ``model`` and ``optimizer``; a collective (every rank calls it).
+
+    Args:
+        runtime: the FSDP2 runtime (rank, broadcast, barrier).
+        directory: the checkpoint folder (the same on every rank).
+        rank_state: this rank's own state (its RNG streams), stored in ``ranks/rank-<r>``.
+        publish: rank 0: completes the temporary folder (state, metadata, manifest, rename) and
+            returns the checkpoint's path; None on the other ranks.
+
+    Returns:
+        The checkpoint's folder on rank 0, None elsewhere.
+
+    Raises:
+        CheckpointError: the save failed on some rank (the same error on every rank).
+    """
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    rank = runtime.rank
+    token = runtime.broadcast_text(secrets.token_hex(4) if rank == 0 else None)
+    tmp = directory / f"{TMP_PREFIX}{step:09d}-{token}"
+    error = ""
+    if rank == 0:
+        try:
+            (tmp / SHARDS_DIR).mkdir(parents=True)
+        except OSError as exc:
+            error = f"cannot create {tmp}: {exc.strerror or exc}"
+    _raise_if(runtime.broadcast_text(error))
+    path: Path | None = None
+    try:
+        model_state: dict[str, Any] = dict(get_model_state_dict(model))
+        optim_tensors, optim_skeleton = flatten_state(get_optimizer_state_dict(model, optimizer), root="optimizer")
+        tensors: dict[str, Any] = {MODEL_PREFIX + k: v for k, v in model_state.items()}
+        tensors.update({OPTIM_PREFIX + k: v for k, v in optim_tensors.items()})
+        save_shards(tmp, tensors)
+        files = {}
+        for file in shard_files_of_rank(tmp, rank):
+            size, digest = hash_file(file)
+            files[file.relative_to(tmp).as_posix()] = {"size": size, "sha256": digest}
+        write_rank_state(tmp, rank, rank_state, {"files": files})
+        runtime.barrier()  # every rank's files are on disk
+        if publish is not None:
+            written: dict[str, dict[str, Any]] = {}
+            for r in range(runtime.world_size):
+                loaded = read_rank_state(tmp, r)
+                if loaded is None:
+                    raise CheckpointError(f"rank {r} wrote no {RANKS_DIR}/rank-{r:05d}.json")
+                written.update(loaded[1].get("files") or {})
+                for suffix in (".json", ".safetensors"):
+                    name = f"{RANKS_DIR}/rank-{r:05d}{suffix}"
+                    size, digest = hash_file(tmp / name)
+                    written[name] = {"size": size, "sha256": digest}
+            path = publish(tmp, written, optim_skeleton)
+    except Exception as exc:  # noqa: BLE001 - reported to every rank below
+        error = f"sharded checkpoint of step {step} failed on rank {rank}: {exc}"
+        logger.error("%s", error)
+        if rank == 0:
+            remove_tree(tmp)
+    _raise_if(runtime.broadcast_text(error if rank == 0 else None))
+    return path
+
+
+def _raise_if(error: str | None) -> None:
+    if error:
+        raise CheckpointError(error)
+
+
+class ShardedLoad:
+    """What :func:`load_sharded` read besides the weights and the optimizer (loaded in place)."""
+
+    def __init__(self, state: dict[str, Any], meta: Any, rank_state: dict[str, Any] | None, saved_world: int):
+        self.state = state
+        self.meta = meta
+        self.rank_state = rank_state
+        self.saved_world = saved_world
+
+
+def load_sharded(runtime: Any, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> ShardedLoad:
+    """Load a checkpoint into an FSDP2 ``model`` and its ``optimizer`` on every rank (a collective).
+
+    A sharded checkpoint of any world size is resharded by DCP; a one-process (or DDP)
+    checkpoint is distributed from its full tensors. Rank 0 verifies the manifest once and every
+    rank gets its verdict.
+
+    Raises:
+        CheckpointError: the checkpoint is corrupt, or written for another model or optimizer.
+    """
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    problems = "; ".join(verify_checkpoint(path)) if runtime.rank == 0 else None
+    problems = runtime.broadcast_text(problems)
+    if problems:
+        raise CheckpointError(f"checkpoint {path} is corrupt or incomplete: {problems}")
+    loaded = read_checkpoint(path, verify=False, shards=False)
+    doc = loaded.sharded
+    state = dict(loaded.state)
+    saved_optim = state.pop("optimizer", None)
+    if doc is None:  # a full checkpoint (one process, DDP): every rank keeps its slices of it
+        full = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(model, dict(loaded.model_state), options=full)
+        if saved_optim is not None:
+            set_optimizer_state_dict(model, optimizer, _named_to_fqn(saved_optim), options=full)
+        return ShardedLoad(state, loaded.meta, None, int(loaded.meta.extra.get("world_size") or 1))
+    template = get_optimizer_state_dict(model, optimizer)  # before the weights: it initialises empty states
+    optim_targets, _ = flatten_state(template, root="optimizer")
+    model_targets = get_model_state_dict(model)
+    targets: dict[str, Any] = {MODEL_PREFIX + k: v for k, v in model_targets.items()}
+    targets.update({OPTIM_PREFIX + k: v for k, v in optim_targets.items()})
+    load_shards(path, targets)
+    set_model_state_dict(model, model_targets)
+    set_optimizer_state_dict(model, optimizer, unflatten_state(doc.get("optimizer_skeleton"), optim_targets))
+    saved_world = int(doc.get("world_size") or 1)
+    own = read_rank_state(path, runtime.rank) if saved_world == runtime.world_size else None
+    return ShardedLoad(state, loaded.meta, own[0] if own is not None else None, saved_world)
+
+
+def _named_to_fqn(named: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine's named optimizer state (integer ids + ``param_names``) keyed by parameter names."""
+    state = named.get("state") or {}
+    groups, by_name = [], {}
+    for group in named.get("param_groups") or []:
+        group = dict(group)
+        names = group.pop("param_names", None)
+        if names is None:
+            raise CheckpointError(
+                "the checkpoint's optimizer state has no parameter names (written by an older version); "
+                "resume it with distributed.strategy ddp or in one process"
+            )
+        for i, name in zip(group["params"], names, strict=True):
+            if i in state:
+                by_name[name] = state[i]
+        group["params"] = list(names)
+        groups.append(group)
+    return {"state": by_name, "param_groups": groups}
