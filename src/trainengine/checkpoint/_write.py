@@ -164,10 +164,12 @@ def write_checkpoint(
             is removed and earlier checkpoints are untouched.
     """
     final = checkpoint_dir / (name or checkpoint_name(payload.step))
+    fresh = tmp is None
     if tmp is None:
         tmp = checkpoint_dir / f"{TMP_PREFIX}{payload.step:09d}-{secrets.token_hex(4)}"
-        tmp.mkdir()
     try:
+        if fresh:
+            tmp.mkdir()
         files: dict[str, dict[str, Any]] = dict(written or {})
         if payload.model is not None:
             files[MODEL_FILE] = _save_tensors(tmp / MODEL_FILE, payload.model)
