@@ -3,6 +3,7 @@
 python _ddp_script.py OUT_JSON OUTPUT_DIR BATCH_SIZE ACCUMULATION [RAISE_ON_RANK [SIGNAL_AT_STEP [resume]]]
 
 STRATEGY (environment, default ddp): the distributed.strategy (fsdp2 shards the MLP's layers).
+ASYNC_SAVE=1: checkpointing.async_save.
 
 RAISE_ON_RANK: that rank raises at step 3 (-1: none). SIGNAL_AT_STEP: rank 0 sends SIGTERM to the
 launcher there (torchrun forwards it to every rank, as a scheduler's preemption would). ``resume``:
@@ -37,7 +38,7 @@ def main() -> None:
         .with_training(epochs=2, batch_size=batch, gradient_accumulation_steps=accumulation, learning_rate=0.05,
                        log_interval_steps=1, device="cpu", seed=0)
         .with_scheduler(name="constant")
-        .with_checkpointing(enabled=True, save_every_n_epochs=1)
+        .with_checkpointing(enabled=True, save_every_n_epochs=1, async_save=os.environ.get("ASYNC_SAVE") == "1")
         .with_tracking(output_dir=output_dir, progress="off", experiment_db=False, run_name="ddp")
         .with_distributed(timeout_s=30, strategy=os.environ.get("STRATEGY", "ddp"), fsdp_wrap_modules=wrap)
         .build()

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from trainengine.checkpoint import flatten_state, read_checkpoint, unflatten_state, verify_checkpoint
@@ -39,7 +42,7 @@ from trainengine.checkpoint._sharded import (
 )
 from trainengine.errors import CheckpointError
 
-__all__ = ["save_sharded", "load_sharded", "ShardedLoad"]
+__all__ = ["save_sharded", "save_sharded_async", "load_sharded", "ShardedLoad", "ShardedAsyncSave"]
 
 logger = logging.getLogger("trainengine")
 
@@ -60,7 +63,7 @@ def save_sharded(
     """Write a sharded checkpoint of ``model`` and ``optimizer``; a collective (every rank calls it).
 
     Args:
-        runtime: the FSDP2 runtime (rank, broadcast, barrier).
+        runtime: the FSDP2 runtime (rank, world size, device).
         directory: the checkpoint folder (the same on every rank).
         rank_state: this rank's own state (its RNG streams), stored in ``ranks/rank-<r>``.
         publish: rank 0: completes the temporary folder (state, metadata, manifest, rename) and
@@ -70,52 +73,205 @@ def save_sharded(
         The checkpoint's folder on rank 0, None elsewhere.
 
     Raises:
-        CheckpointError: the save failed on some rank (the same error on every rank).
+        CheckpointError: the save failed on some rank (every rank raises).
     """
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+    comm = _Comm(runtime)
+    tmp = _begin(comm, directory, step)
+    tensors, optim_skeleton = _tensors(model, optimizer)
+    return _write_and_publish(comm, tmp, step, tensors, optim_skeleton, rank_state, publish)
 
-    rank = runtime.rank
-    token = runtime.broadcast_text(secrets.token_hex(4) if rank == 0 else None)
+
+class ShardedAsyncSave:
+    """An asynchronous sharded save in flight: :meth:`wait` returns its path or raises its error."""
+
+    def __init__(self, step: int, path: Path) -> None:
+        self.step = step
+        self.path = path
+        self.stall_seconds = 0.0  # what the training loop waited: the copy of this rank's slices to the CPU
+        self.write_seconds = 0.0
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def wait(self) -> Path:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error if isinstance(error, CheckpointError) else CheckpointError(str(error))
+        return self.path
+
+
+def save_sharded_async(
+    runtime: Any,
+    *,
+    group: Any,
+    buffers: dict[str, torch.Tensor],
+    directory: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rank_state: Mapping[str, Any],
+    publish: Publish | None,
+    final: Path,
+) -> ShardedAsyncSave:
+    """Like :func:`save_sharded`, but the loop waits only for the copy of this rank's slices to the CPU.
+
+    The copy goes into ``buffers`` (kept between saves, pinned on a GPU); a background thread writes
+    them through DCP and completes the folder, communicating over ``group`` (a gloo process group
+    of its own, so it never interleaves with the training's collectives). The caller waits for the
+    previous save before starting the next one.
+    """
+    comm = _Comm(runtime)
+    start = time.perf_counter()
+    tmp = _begin(comm, directory, step)
+    tensors, optim_skeleton = _tensors(model, optimizer)
+    staged = _stage(tensors, buffers)
+    handle = ShardedAsyncSave(step, final)
+    handle.stall_seconds = time.perf_counter() - start
+    background = _Comm(runtime, group)
+
+    def run() -> None:
+        began = time.perf_counter()
+        try:
+            _write_and_publish(background, tmp, step, staged, optim_skeleton, rank_state, publish)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+            handle._error = exc
+        finally:
+            handle.write_seconds = time.perf_counter() - began
+
+    handle._thread = threading.Thread(target=run, name=f"trainengine-sharded-ckpt-{step}", daemon=True)
+    handle._thread.start()
+    return handle
+
+
+class _Comm:
+    """The collectives a save needs, on the default group (the loop's thread) or a gloo group of its own."""
+
+    def __init__(self, runtime: Any, group: Any = None) -> None:
+        self.rank, self.world_size = runtime.rank, runtime.world_size
+        self.group = group
+        self.device = torch.device("cpu") if group is not None else runtime.device
+
+    def any(self, flag: bool) -> bool:
+        t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return bool(t.item())
+
+    def text(self, text: str | None) -> str:
+        """Rank 0's ``text`` on every rank (UTF-8 bytes in tensors; "" for None)."""
+        data = (text or "").encode("utf-8") if self.rank == 0 else b""
+        size = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
+        dist.broadcast(size, src=0, group=self.group)
+        n = int(size.item())
+        if n == 0:
+            return ""
+        buffer = torch.zeros(n, dtype=torch.uint8, device=self.device)
+        if self.rank == 0:
+            buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        dist.broadcast(buffer, src=0, group=self.group)
+        return bytes(buffer.cpu().tolist()).decode("utf-8")
+
+
+def _begin(comm: _Comm, directory: Path, step: int) -> Path:
+    """Rank 0 creates the temporary folder; every rank learns its name (or rank 0's error)."""
+    token = comm.text(secrets.token_hex(4) if comm.rank == 0 else None)
     tmp = directory / f"{TMP_PREFIX}{step:09d}-{token}"
     error = ""
-    if rank == 0:
+    if comm.rank == 0:
         try:
             (tmp / SHARDS_DIR).mkdir(parents=True)
         except OSError as exc:
             error = f"cannot create {tmp}: {exc.strerror or exc}"
-    _raise_if(runtime.broadcast_text(error))
-    path: Path | None = None
+    _raise_if(comm.text(error))
+    return tmp
+
+
+def _tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], Any]:
+    """The weights and the optimizer's tensors (this rank's slices), and the optimizer's JSON skeleton."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    model_state: dict[str, Any] = dict(get_model_state_dict(model))
+    optim_tensors, optim_skeleton = flatten_state(get_optimizer_state_dict(model, optimizer), root="optimizer")
+    tensors: dict[str, Any] = {MODEL_PREFIX + k: v for k, v in model_state.items()}
+    tensors.update({OPTIM_PREFIX + k: v for k, v in optim_tensors.items()})
+    return tensors, optim_skeleton
+
+
+def _stage(tensors: Mapping[str, Any], buffers: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Copy this rank's slices into CPU ``buffers`` (reused between saves), keeping the DTensor layout."""
+    from torch.distributed.tensor import DTensor
+
+    out: dict[str, Any] = {}
+    on_gpu = False
+    for key, value in tensors.items():
+        local = value.to_local() if isinstance(value, DTensor) else value
+        pin = local.device.type == "cuda"
+        buf = buffers.get(key)
+        if buf is None or buf.shape != local.shape or buf.dtype != local.dtype or (pin and not buf.is_pinned()):
+            buf = torch.empty(local.shape, dtype=local.dtype, pin_memory=pin)
+            buffers[key] = buf
+        buf.copy_(local.detach(), non_blocking=pin)
+        on_gpu |= pin
+        if isinstance(value, DTensor):
+            buf = DTensor.from_local(
+                buf, value.device_mesh, value.placements, run_check=False, shape=value.shape, stride=value.stride()
+            )
+        out[key] = buf
+    if on_gpu:
+        torch.cuda.synchronize()
+    return out
+
+
+def _write_and_publish(
+    comm: _Comm,
+    tmp: Path,
+    step: int,
+    tensors: Mapping[str, Any],
+    optim_skeleton: Any,
+    rank_state: Mapping[str, Any],
+    publish: Publish | None,
+) -> Path | None:
+    """Every rank writes its files; when all succeeded, rank 0 completes the folder. Raises on every rank."""
+    rank, error = comm.rank, ""
     try:
-        model_state: dict[str, Any] = dict(get_model_state_dict(model))
-        optim_tensors, optim_skeleton = flatten_state(get_optimizer_state_dict(model, optimizer), root="optimizer")
-        tensors: dict[str, Any] = {MODEL_PREFIX + k: v for k, v in model_state.items()}
-        tensors.update({OPTIM_PREFIX + k: v for k, v in optim_tensors.items()})
-        save_shards(tmp, tensors)
+        save_shards(tmp, tensors, process_group=comm.group)
         files = {}
         for file in shard_files_of_rank(tmp, rank):
             size, digest = hash_file(file)
             files[file.relative_to(tmp).as_posix()] = {"size": size, "sha256": digest}
         write_rank_state(tmp, rank, rank_state, {"files": files})
-        runtime.barrier()  # every rank's files are on disk
-        if publish is not None:
-            written: dict[str, dict[str, Any]] = {}
-            for r in range(runtime.world_size):
-                loaded = read_rank_state(tmp, r)
-                if loaded is None:
-                    raise CheckpointError(f"rank {r} wrote no {RANKS_DIR}/rank-{r:05d}.json")
-                written.update(loaded[1].get("files") or {})
-                for suffix in (".json", ".safetensors"):
-                    name = f"{RANKS_DIR}/rank-{r:05d}{suffix}"
-                    size, digest = hash_file(tmp / name)
-                    written[name] = {"size": size, "sha256": digest}
-            path = publish(tmp, written, optim_skeleton)
-    except Exception as exc:  # noqa: BLE001 - reported to every rank below
+    except Exception as exc:  # noqa: BLE001 - every rank learns that some rank failed
         error = f"sharded checkpoint of step {step} failed on rank {rank}: {exc}"
         logger.error("%s", error)
+    if comm.any(bool(error)):  # also the barrier: every rank's files are on disk
         if rank == 0:
             remove_tree(tmp)
-    _raise_if(runtime.broadcast_text(error if rank == 0 else None))
+        raise CheckpointError(error or f"sharded checkpoint of step {step} failed on another rank (see its log)")
+    path: Path | None = None
+    if publish is not None:
+        try:
+            path = publish(tmp, _written(tmp, comm.world_size), optim_skeleton)
+        except Exception as exc:  # noqa: BLE001 - sent to every rank below
+            error = f"sharded checkpoint of step {step}: {exc}"
+            remove_tree(tmp)
+    _raise_if(comm.text(error if rank == 0 else None))
     return path
+
+
+def _written(tmp: Path, world_size: int) -> dict[str, dict[str, Any]]:
+    """Sizes and hashes of every rank's files: the shards from each rank's own record, the rank files hashed here."""
+    written: dict[str, dict[str, Any]] = {}
+    for r in range(world_size):
+        loaded = read_rank_state(tmp, r)
+        if loaded is None:
+            raise CheckpointError(f"rank {r} wrote no {RANKS_DIR}/rank-{r:05d}.json")
+        written.update(loaded[1].get("files") or {})
+        for suffix in (".json", ".safetensors"):
+            name = f"{RANKS_DIR}/rank-{r:05d}{suffix}"
+            size, digest = hash_file(tmp / name)
+            written[name] = {"size": size, "sha256": digest}
+    return written
 
 
 def _raise_if(error: str | None) -> None:
@@ -151,8 +307,8 @@ def load_sharded(runtime: Any, path: Path, model: nn.Module, optimizer: torch.op
         set_optimizer_state_dict,
     )
 
-    problems = "; ".join(verify_checkpoint(path)) if runtime.rank == 0 else None
-    problems = runtime.broadcast_text(problems)
+    comm = _Comm(runtime)
+    problems = comm.text("; ".join(verify_checkpoint(path)) if runtime.rank == 0 else None)
     if problems:
         raise CheckpointError(f"checkpoint {path} is corrupt or incomplete: {problems}")
     loaded = read_checkpoint(path, verify=False, shards=False)

@@ -310,11 +310,22 @@ class ShardedCheckpointIO:
 
     def __init__(self, runtime: DistributedRuntime) -> None:
         self.runtime = runtime
+        self._group: Any = None  # a gloo group of the asynchronous saves' own (created by the first one)
+        self._buffers: dict[str, torch.Tensor] = {}  # the CPU copies, reused between asynchronous saves
 
     def save(self, **kwargs: Any) -> Any:
         from trainengine.distributed._checkpoint import save_sharded
 
         return save_sharded(self.runtime, **kwargs)
+
+    def save_async(self, **kwargs: Any) -> Any:
+        """Copy this rank's slices to the CPU and write them in a background thread (see save_sharded_async)."""
+        from trainengine.distributed._checkpoint import save_sharded_async
+
+        if self._group is None:  # a collective: every rank reaches its first asynchronous save together
+            timeout = datetime.timedelta(seconds=float(getattr(self.runtime.options, "timeout_s", 600.0)))
+            self._group = dist.new_group(backend="gloo", timeout=timeout)
+        return save_sharded_async(self.runtime, group=self._group, buffers=self._buffers, **kwargs)
 
     def full_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The whole weights on rank 0's CPU ({} elsewhere); a collective (the run's final weights)."""

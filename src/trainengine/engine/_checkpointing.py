@@ -8,6 +8,7 @@ and position, callback state and the loss history).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -416,39 +417,48 @@ class Checkpointer:
         return path
 
     def _save_sharded(self, trainer: Trainer, io: Any, tags: tuple[str, ...], metrics: dict[str, Any]) -> Path | None:
-        """FSDP2: every rank writes its shards, rank 0 the rest (synchronously: DCP's own threads write)."""
+        """FSDP2: every rank writes its shards, rank 0 the rest; ``async_save``: in a background thread."""
         from trainengine.engine._state import capture_rng_state
 
-        st = trainer.state
+        st, world, asynchronous = trainer.state, trainer._runtime().world_size, self.config.checkpointing.async_save
+        step, epoch = st.step, st.epoch
         state = capture_training_state(trainer, optimizer=False)
+        if asynchronous:  # written after the loop moved on: a copy of this moment (the history list keeps growing)
+            state = copy.deepcopy(state)
         manager, meta = self.manager, trainer.checkpoint_meta() if self.writes else None
 
         def publish(tmp: Path, written: dict[str, dict[str, Any]], optimizer_skeleton: Any) -> Path:
-            sharded = {"world_size": trainer._runtime().world_size, "optimizer_skeleton": optimizer_skeleton}
+            sharded = {"world_size": world, "optimizer_skeleton": optimizer_skeleton}
             return manager.complete(
-                tmp, written=written, state_extra={"sharded": sharded}, step=st.step, epoch=st.epoch,
+                tmp, written=written, state_extra={"sharded": sharded}, step=step, epoch=epoch,
                 state=state, metrics=metrics, meta=meta, tags=list(tags),
             )  # fmt: skip
 
+        from trainengine.checkpoint import checkpoint_name
+
         assert self.directory is not None  # start() picked it, or refused to go on without one
+        final = self.directory / checkpoint_name(step, self.config.checkpointing.folder_name)
+        kwargs: dict[str, Any] = {
+            "directory": self.directory,
+            "step": step,
+            "model": trainer.model,
+            "optimizer": trainer.optimizer,
+            "rank_state": {"rng": capture_rng_state()},
+            "publish": publish if self.writes else None,
+        }
         try:
-            path = io.save(
-                directory=self.directory,
-                step=st.step,
-                model=trainer.model,
-                optimizer=trainer.optimizer,
-                rank_state={"rng": capture_rng_state()},
-                publish=publish if self.writes else None,
-            )
+            if asynchronous:
+                self.finish()  # one save in flight: the previous one's error surfaces here, on every rank
+                self._handle = io.save_async(final=final, **kwargs)
+                self.stalls.append(self._handle.stall_seconds)
+                path = final
+            else:
+                path = io.save(**kwargs) or final  # the other ranks: the folder rank 0 completed
         except (CheckpointError, OSError) as exc:
             self._failed(trainer, exc)
             return None
-        if path is None:  # the other ranks: the same folder rank 0 completed
-            from trainengine.checkpoint import checkpoint_name
-
-            path = self.directory / checkpoint_name(st.step, self.config.checkpointing.folder_name)
         self.last_path = path
-        trainer.callbacks.fire("on_checkpoint", trainer, {"path": str(path), "step": st.step, "tags": list(tags)})
+        trainer.callbacks.fire("on_checkpoint", trainer, {"path": str(path), "step": step, "tags": list(tags)})
         return Path(path)
 
     def _failed(self, trainer: Trainer, exc: BaseException) -> None:
