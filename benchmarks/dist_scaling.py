@@ -1,9 +1,10 @@
 """Multi-GPU training through trainengine's own Trainer under torchrun: DDP scaling, FSDP2 memory, checkpoint stalls.
 
 Every measured run is a fresh ``python -m torch.distributed.run --standalone --nproc-per-node N`` of this
-same file (``--worker``), started by this script one after the other. Each rank writes one JSON line of its
+same file (``--worker``), started by this script one after the other. Each rank writes a JSON file of its
 measurements into the run's temporary folder; this process reads them back, prints a table and writes
-everything to ``--out``.
+everything to ``--out`` (after every launch, so a run cut short keeps what it measured), the launches' output
+to the same name with ``.log``.
 
 The model and data are those of ``benchmarks/gpu_peers.py`` (its ``_build``: trainengine's built-in ``GPT``,
 no biases, tied head, synthetic tokens) and the Trainer set-up is its ``te_compiled`` runner's (``_te_config``:
@@ -27,19 +28,26 @@ Modes:
            compile on (--no-compile: off), micro-batch 8 x 1024 per GPU, 40 steps (10 warm-up), 2 processes;
            once with distributed.strategy ddp and once with fsdp2. Prints peak memory per GPU and tokens/s
            of each; an out-of-memory failure is recorded as that run's result ("OOM").
-  ckpt     the same model under fsdp2 (--ckpt-strategy), saving a checkpoint every 10 steps (at 10, 20, 30,
-           40 of 40), once with checkpointing.async_save false and once true. Per save: the seconds the
-           training thread spent in ``trainer.checkpointer.save`` (device synchronised before and after), the
-           excess of the step that contains the save over the median step, and the stall the engine itself
-           recorded (``trainer.checkpointer.stalls``, async saves only). Sharded (fsdp2) saves are synchronous
-           in the engine as written: if async_save is ignored there, both rows show the same blocked time and
-           the engine records no stalls (the table says so).
+  ckpt     the same model under fsdp2 (--ckpt-strategy), 30 steps, a checkpoint every 10 (at 10, 20 and 30;
+           the first two inside the timed window), once with checkpointing.async_save false and once true.
+           Per save: the seconds the training thread spent in ``trainer.checkpointer.save`` (the device
+           synchronised before and after: "blocked"), the excess of the step that contains the save over the
+           median step (a background write competing with training shows here), the stall the engine itself
+           recorded (``trainer.checkpointer.stalls``: async saves only) and the background write time. If the
+           engine ignores async_save for a strategy, both rows block alike and it records no stalls (printed).
 
-On the 2-GPU machine (torch 2.11, CUDA), from the repository root:
+On the 2-GPU machine (torch 2.11, CUDA), from the repository root (times are estimates, not measured):
 
-  python benchmarks/dist_scaling.py --mode scaling --out scaling.json   # ~3 min: two compiled GPT-2 runs
-  python benchmarks/dist_scaling.py --mode fsdp --out fsdp.json         # ~4-5 min: ddp then fsdp2, 1B
-  python benchmarks/dist_scaling.py --mode ckpt --out ckpt.json         # ~4-5 min: sync then async saves, 1B
+  python benchmarks/dist_scaling.py --mode scaling --out $OUT/scaling.json   # ~3 min: two compiled GPT-2 runs
+  python benchmarks/dist_scaling.py --mode fsdp --out $OUT/fsdp.json         # ~4-5 min: ddp then fsdp2, 1B
+  python benchmarks/dist_scaling.py --mode ckpt --out $OUT/ckpt.json         # ~5-6 min: sync then async saves
+
+Seen on the CPU with the working tree of 2026-12-01 (engine problems, not this script's): a synchronous
+sharded (fsdp2) save of a model with tied weights fails in DCP's safetensors writer ("Some tensors share
+memory": transformer.wte.weight / lm_head.weight), so the ckpt mode's async_save false row errors unless
+``--tie-weights no`` (an untied head: 1.11B parameters instead of 1.01B); and under ddp a save at a step that
+is not a multiple of training.log_interval_steps deadlocks (rank 0 alone all-reduces the log window), so keep
+``--ckpt-every`` a multiple of ``--log-interval``.
 
 (``--workdir DIR`` puts the temporary run folders, checkpoints included, on another disk; a 1B checkpoint with
 its AdamW state is ~12 GB and only the newest one is kept. ``--set KEY=VALUE`` adds a config override to every
@@ -89,7 +97,7 @@ SHAPES = {
     "tiny": {"layers": 2, "heads": 2, "d": 64, "vocab": 512, "seq": 64},
 }
 # Per-mode defaults: (batch per process, steps, warm-up steps); --tiny: (4, 12, 4).
-DEFAULTS = {"scaling": (16, 60, 10), "fsdp": (8, 40, 10), "ckpt": (8, 40, 10)}
+DEFAULTS = {"scaling": (16, 60, 10), "fsdp": (8, 40, 10), "ckpt": (8, 30, 10)}
 TINY_DEFAULTS = (4, 12, 4)
 
 
@@ -109,6 +117,17 @@ def _is_oom(exc: BaseException | None) -> bool:
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return False
+
+
+def _error_text(exc: BaseException) -> str:
+    """The error's type and message, its start and end kept when long (DCP errors embed whole tracebacks)."""
+    text = f"{type(exc).__name__}: {str(exc).strip()}"
+    return text if len(text) <= 3000 else text[:1500] + "\n[...]\n" + text[-1500:]
+
+
+def _first_line(text: Any, limit: int = 160) -> str:
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    return lines[0][:limit] if lines else ""
 
 
 def _peak_rss_gib() -> float:
@@ -153,8 +172,8 @@ class _SaveTimer:
                     "step": trainer_.state.step,
                     "call_s": t1 - t0,
                     "blocked_s": t2 - t0,
-                    "engine_stall_s": handle.stall_seconds if new else None,
-                    "engine_wait_previous_s": handle.blocked_seconds if new else None,
+                    "engine_stall_s": getattr(handle, "stall_seconds", None) if new else None,
+                    "engine_wait_previous_s": getattr(handle, "blocked_seconds", None) if new else None,
                 }
             )
             self._handles.append(handle if new else None)
@@ -189,6 +208,7 @@ def worker(spec: dict[str, Any]) -> None:
     out_path = workdir / "ranks" / f"rank-{rank:05d}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"rank": rank, "world_size": world, "device": str(device)}
+    record["device_name"] = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
 
     def write(extra: dict[str, Any]) -> None:
         record.update(extra)
@@ -204,8 +224,18 @@ def worker(spec: dict[str, Any]) -> None:
     # _build's "dry_run" branch is the one that takes the GPT's shape from ``shapes`` (at GPT-2-small shapes
     # it is the same GPTConfig as its gpt2_small(bias=False) branch).
     built = _build({"workload": "gpt", "dry_run": True}, shapes, spec["batch"] * world * (steps + 2))
+    if not spec["tie_weights"]:  # a separate head weight (_build's GPT ties it to the token embedding)
+        import dataclasses
+
+        from trainengine.models import GPT
+
+        torch.manual_seed(0)
+        built["model"] = GPT(dataclasses.replace(built["model"].config, tie_weights=False))
+        built["num_parameters"] = built["model"].num_parameters()
+        built["flops_per_token"] = built["model"].num_flops_per_token(shapes["seq"])
     record["num_parameters"] = built["num_parameters"]
     record["flops_per_token"] = built["flops_per_token"]
+    record["tie_weights"] = spec["tie_weights"]
 
     peers_spec = {
         "runner": "te_compiled" if spec["compile"] else "te_eager",
@@ -215,7 +245,7 @@ def worker(spec: dict[str, Any]) -> None:
     }
     builder = TrainingConfigBuilder.from_config(_te_config(peers_spec, shapes, str(workdir)))
     builder = (
-        builder.with_training(device=spec["device"], seed=0, log_interval_steps=10)
+        builder.with_training(device=spec["device"], seed=0, log_interval_steps=spec["log_interval"])
         .with_tracking(progress="off", experiment_db=False, write_run_dir=True, run_name="bench")
         .with_distributed(strategy=spec["strategy"], timeout_s=spec["collective_timeout_s"])
     )
@@ -257,7 +287,7 @@ def worker(spec: dict[str, Any]) -> None:
             # Record the failure before the engine tears the process group down: under NCCL a rank whose
             # peer is stuck in a collective may wait there, so a failed rank leaves at once instead.
             traceback.print_exception(exc)
-            write({"error": f"{type(exc).__name__}: {str(exc).strip()[:2000]}", "oom": _is_oom(exc)})
+            write({"error": _error_text(exc), "oom": _is_oom(exc)})
             if world > 1:
                 sys.stderr.flush()
                 os._exit(3)
@@ -268,7 +298,7 @@ def worker(spec: dict[str, Any]) -> None:
     except BaseException as exc:
         if not out_path.exists():  # failed before the loop (set-up, sharding, moving the model)
             traceback.print_exc()
-            write({"error": f"{type(exc).__name__}: {str(exc).strip()[:2000]}", "oom": _is_oom(exc)})
+            write({"error": _error_text(exc), "oom": _is_oom(exc)})
         raise
     saves.finish()
     summary = timer.summary()
@@ -295,6 +325,22 @@ def worker(spec: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (read from /proc), the ones found last first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out[::-1]
+
+
 def _launch(spec: dict[str, Any], nproc: int, args: argparse.Namespace, log: Any, label: str) -> dict[str, Any]:
     """One torchrun launch of this file's worker; returns the per-rank records and the outcome."""
     workdir = Path(tempfile.mkdtemp(prefix=f"dist_scaling_{label}_", dir=args.workdir))
@@ -317,23 +363,18 @@ def _launch(spec: dict[str, Any], nproc: int, args: argparse.Namespace, log: Any
     log.write(f"=== {label}: {nproc} process(es)\n$ {' '.join(cmd[:-1])} '<spec>'\n{json.dumps(spec)}\n")
     log.flush()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     timed_out = False
     try:
         rc = proc.wait(timeout=args.run_timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
-        for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 30)):  # the launch's own process group
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=grace)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        rc = proc.returncode
+        # The workers are torchrun's children in sessions of their own, and the engine turns SIGTERM into a
+        # graceful stop that a rank stuck in a collective never reaches: kill this launch's processes by id.
+        for pid in [*_descendants(proc.pid), proc.pid]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        rc = proc.wait()
     wall = time.perf_counter() - t0
     log.write(f"=== {label}: exit code {rc}, {wall:.1f} s{' (timed out)' if timed_out else ''}\n")
     log.flush()
@@ -444,18 +485,32 @@ def main() -> None:
     parser.add_argument("--nproc", type=int, default=2, help="fsdp / ckpt: processes (default 2)")
     parser.add_argument("--batch-size", type=int, default=None, help="micro-batch per process (scaling 16, else 8)")
     parser.add_argument("--seq", type=int, default=None, help="tokens per sequence (default 1024; tiny 64)")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (scaling 60, else 40)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps per run (scaling 60, fsdp 40, ckpt 30)"
+    )
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first, compilation included (10)")
     parser.add_argument("--layers", type=int, default=None, help="override the model's layers")
     parser.add_argument("--d-model", type=int, default=None, help="override the model's width")
     parser.add_argument("--heads", type=int, default=None, help="override the model's heads")
     parser.add_argument("--vocab", type=int, default=None, help="override the vocabulary size")
+    parser.add_argument(
+        "--tie-weights",
+        choices=["yes", "no"],
+        default="yes",
+        help="share the head's weight with the token embedding (the built-in GPT's default; yes)",
+    )
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--no-compile", action="store_true", help="training.compile false (default true)")
     parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument("--ckpt-every", type=int, default=None, help="ckpt: save every N steps (default 10; tiny 4)")
     parser.add_argument("--ckpt-strategy", default="fsdp2", choices=["fsdp2", "ddp", "none"], help="ckpt: strategy")
     parser.add_argument("--ckpt-async", default="false,true", help="ckpt: async_save values, in order")
+    parser.add_argument(
+        "--log-interval",
+        type=int,
+        default=None,
+        help="training.log_interval_steps (default 10; tiny 4). Under ddp keep --ckpt-every a multiple of it",
+    )
     parser.add_argument("--sync-every-step", action="store_true", help="synchronise after every step (ckpt: always)")
     parser.add_argument(
         "--set", action="append", default=[], help="config override for every run, e.g. distributed.bucket_cap_mb=50"
@@ -502,9 +557,11 @@ def main() -> None:
         "steps": steps,
         "warmup": warmup,
         "precision": args.precision,
+        "tie_weights": args.tie_weights == "yes",
         "compile": not args.no_compile,
         "lr": args.lr,
         "sync_every_step": args.sync_every_step or mode == "ckpt",
+        "log_interval": args.log_interval or (4 if args.tiny else 10),
         "collective_timeout_s": args.collective_timeout_s,
         "set": args.set,
     }
@@ -530,7 +587,7 @@ def main() -> None:
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "mode": mode,
-        "device": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu",
+        "device_name": None,  # what the workers report (this process does not touch the GPUs)
         "gpus": gpus,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -580,7 +637,8 @@ def main() -> None:
                     }
         return s
 
-    print(f"{meta['command']}\n{meta['device']} x {gpus or 1}, torch {meta['versions']['torch']}; log: {log_path}")
+    visible = f" ({gpus} GPUs visible)" if gpus is not None else ""
+    print(f"{meta['command']}\n{device}{visible}, torch {meta['versions']['torch']}; log: {log_path}")
     with log_path.open("w") as log:
         for label, nproc, spec in plan:
             if device == "cuda" and gpus is not None and gpus < nproc:
@@ -599,6 +657,9 @@ def main() -> None:
                 row["engine_stalls_s"] = r0.get("engine_stalls_s")
                 row["checkpoint_bytes_on_disk"] = run["checkpoint_bytes_on_disk"]
             row["ranks"] = run["ranks"]
+            meta["device_name"] = meta["device_name"] or next(
+                (r["device_name"] for r in run["ranks"] if r.get("device_name")), None
+            )
             rows.append(row)
             if row["status"] == "ok":
                 print(
@@ -607,7 +668,9 @@ def main() -> None:
                     flush=True,
                 )
             else:
-                print(f"{label:24s} {row['status']}: {str(row.get('error', ''))[:300]}", flush=True)
+                lines = [x.strip() for x in str(row.get("error") or "").splitlines() if x.strip()]
+                shown = lines[:1] + (["..."] if len(lines) > 5 else []) + lines[max(1, len(lines) - 4) :]
+                print(f"{label:24s} {row['status']}: " + "\n    ".join(shown), flush=True)
             dump()
     dump()
 
@@ -633,7 +696,7 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
             if not r.get("saves"):
-                print(f"| {r['label']} | — | {r['status']} {str(r.get('error', ''))[:120]} | | | | |")
+                print(f"| {r['label']} | — | {r['status']}: {_first_line(r.get('error'))} | | | | |")
             for x in r.get("saves") or []:
                 print(
                     f"| {r['label']} | {x['step']} | {_fmt(x.get('blocked_s_max_rank'), '.3f')} | "
@@ -646,7 +709,7 @@ def main() -> None:
                 print(
                     f"{r['label']}: {_tps(r)} tokens/s over the timed steps (saves included), median step "
                     f"{_fmt((r['saves'] or [{}])[0].get('median_step_s'), '.3f')} s; one checkpoint "
-                    f"{_fmt(size / 1e9 if size else None, '.2f')} GB; engine-recorded async stalls: "
+                    f"{_fmt(size / 1e6 if size else None, ',.1f')} MB on disk; engine-recorded async stalls: "
                     f"{r.get('engine_stalls_s') or 'none'}"
                 )
     s = summary(rows)
@@ -670,7 +733,7 @@ def main() -> None:
                 f"{_fmt(v['mean_blocked_s_per_save_after_first'], '.3f')} s); engine recorded async stalls: "
                 f"{'yes' if v['engine_recorded_async_stalls'] else 'no'}"
             )
-    print(f"\nwrote {out_path} and {log_path} ({meta['elapsed_s']:.0f} s)")
+    print(f"\n{meta['device_name']}; wrote {out_path} and {log_path} ({meta['elapsed_s']:.0f} s)")
     if any(r.get("status") not in ("ok", "OOM") and not str(r.get("status")).startswith("skipped") for r in rows):
         sys.exit(1)
 

@@ -56,6 +56,7 @@ Example:
 """
 
 from trainengine.checkpoint._async import AsyncSave
+from trainengine.checkpoint._consolidate import consolidate_checkpoint
 from trainengine.checkpoint._flatten import flatten_state, unflatten_state
 from trainengine.checkpoint._format import (
     FORMAT_VERSION,
@@ -78,6 +79,7 @@ __all__ = [
     "import_pt_checkpoint",
     "read_pt_checkpoint",
     "CheckpointManager",
+    "consolidate_checkpoint",
     "CheckpointInfo",
     "CheckpointMetadata",
     "LoadedCheckpoint",

@@ -357,6 +357,12 @@ def _read_sharded(
     full = read_full_tensors(path)
     device = map_location if isinstance(map_location, str) else str(map_location)
     model = {k[len(MODEL_PREFIX) :]: v.to(device) for k, v in full.items() if k.startswith(MODEL_PREFIX)}
+    for alias, target in (sharded.get("aliases") or {}).items():  # tied weights, written once
+        if target not in model:
+            raise CheckpointError(
+                f"{path / STATE_JSON}: tied weight '{alias}' points at '{target}', which no shard holds"
+            )
+        model[alias] = model[target]
     optim = {k[len(OPTIM_PREFIX) :]: v for k, v in full.items() if k.startswith(OPTIM_PREFIX)}
     skeleton = sharded.get("optimizer_skeleton")
     return model, optimizer_to_named(unflatten_state(skeleton, optim)) if skeleton is not None else None

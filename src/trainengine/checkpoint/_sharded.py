@@ -78,9 +78,16 @@ def shard_files_of_rank(folder: Path, rank: int) -> list[Path]:
 def _reader(folder: Path) -> Any:
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 
+    from trainengine.checkpoint._format import PICKLE_REFUSED, sniff_safetensors
+
     shards = folder / SHARDS_DIR
-    if not shards.is_dir() or not any(shards.glob("*.safetensors")):
+    files = sorted(shards.glob("*.safetensors")) if shards.is_dir() else []
+    if not files:
         raise CheckpointError(f"{folder}: no {SHARDS_DIR}/*.safetensors — not a sharded checkpoint, or it is damaged")
+    for file in files:  # before DCP's reader opens them: a pickle under a .safetensors name is named as such
+        reason = sniff_safetensors(file)
+        if reason:
+            raise CheckpointError(f"{file}: {reason}; {PICKLE_REFUSED}")
     return HuggingFaceStorageReader(str(shards))
 
 

@@ -1,4 +1,4 @@
-"""``trainengine resume RUN_DIR``, ``trainengine checkpoints list|verify RUN_DIR``, ``checkpoints import FILE.pt``."""
+"""``trainengine resume RUN_DIR``, ``checkpoints list|verify RUN_DIR``, ``consolidate CKPT``, ``import FILE.pt``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from rich.table import Table
 from trainengine.errors import CheckpointError
 
 checkpoints_app = typer.Typer(
-    help="List and verify the checkpoints of a run; import a torch.save checkpoint.", no_args_is_help=True
+    help="List and verify the checkpoints of a run; consolidate a sharded one; import a torch.save checkpoint.",
+    no_args_is_help=True,
 )
 
 
@@ -124,6 +125,25 @@ def import_command(
 
     path = import_pt_checkpoint(file, output, step=step, overwrite=overwrite)
     typer.echo(f"imported {file} -> {path}")
+
+
+@checkpoints_app.command("consolidate")
+def consolidate_command(
+    checkpoint: Path = typer.Argument(..., help="A sharded ckpt-* folder (written under distributed.strategy fsdp2)."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Folder to write ckpt-<step> into (default: <run>/consolidated)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a consolidated checkpoint of the same step."),
+) -> None:
+    """Turn a sharded (FSDP2) checkpoint into an ordinary one: the whole weights in one model.safetensors.
+
+    Every rank's shards are verified and assembled in this one process; the result exports,
+    registers and resumes in one process like any checkpoint.
+    """
+    from trainengine.checkpoint import consolidate_checkpoint
+
+    path = consolidate_checkpoint(checkpoint, output, overwrite=overwrite)
+    typer.echo(f"consolidated {checkpoint} -> {path}")
 
 
 def resume_command(

@@ -46,7 +46,7 @@ __all__ = ["save_sharded", "save_sharded_async", "load_sharded", "ShardedLoad", 
 
 logger = logging.getLogger("trainengine")
 
-# rank 0 completes the folder: (tmp folder, written files, optimizer skeleton) -> final path
+# rank 0 completes the folder: (tmp folder, written files, the sharded table of state.json) -> final path
 Publish = Callable[[Path, dict[str, dict[str, Any]], Any], Path]
 
 
@@ -77,8 +77,8 @@ def save_sharded(
     """
     comm = _Comm(runtime)
     tmp = _begin(comm, directory, step)
-    tensors, optim_skeleton = _tensors(model, optimizer)
-    return _write_and_publish(comm, tmp, step, tensors, optim_skeleton, rank_state, publish)
+    tensors, doc = _tensors(model, optimizer)
+    return _write_and_publish(comm, tmp, step, tensors, doc, rank_state, publish)
 
 
 class ShardedAsyncSave:
@@ -125,7 +125,7 @@ def save_sharded_async(
     comm = _Comm(runtime)
     start = time.perf_counter()
     tmp = _begin(comm, directory, step)
-    tensors, optim_skeleton = _tensors(model, optimizer)
+    tensors, doc = _tensors(model, optimizer)
     staged = _stage(tensors, buffers)
     handle = ShardedAsyncSave(step, final)
     handle.stall_seconds = time.perf_counter() - start
@@ -134,7 +134,7 @@ def save_sharded_async(
     def run() -> None:
         began = time.perf_counter()
         try:
-            _write_and_publish(background, tmp, step, staged, optim_skeleton, rank_state, publish)
+            _write_and_publish(background, tmp, step, staged, doc, rank_state, publish)
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
             handle._error = exc
         finally:
@@ -187,15 +187,27 @@ def _begin(comm: _Comm, directory: Path, step: int) -> Path:
     return tmp
 
 
-def _tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], Any]:
-    """The weights and the optimizer's tensors (this rank's slices), and the optimizer's JSON skeleton."""
+def _tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The weights and the optimizer's tensors (this rank's slices), and what ``state.json`` says of them.
+
+    A tied weight (an embedding shared with the output layer) is one tensor under two names: it is
+    written once, and the other name is recorded as an alias (``{"aliases": {alias: name}}``).
+    """
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
-    model_state: dict[str, Any] = dict(get_model_state_dict(model))
+    owner: dict[int, str] = {}  # tied parameters are one Parameter object under several names (alike on every rank)
+    aliases: dict[str, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in owner:
+            aliases[name] = owner[id(param)]
+        else:
+            owner[id(param)] = name
+    tensors: dict[str, Any] = {
+        MODEL_PREFIX + key: value for key, value in get_model_state_dict(model).items() if key not in aliases
+    }
     optim_tensors, optim_skeleton = flatten_state(get_optimizer_state_dict(model, optimizer), root="optimizer")
-    tensors: dict[str, Any] = {MODEL_PREFIX + k: v for k, v in model_state.items()}
     tensors.update({OPTIM_PREFIX + k: v for k, v in optim_tensors.items()})
-    return tensors, optim_skeleton
+    return tensors, {"optimizer_skeleton": optim_skeleton, "aliases": aliases}
 
 
 def _stage(tensors: Mapping[str, Any], buffers: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -228,7 +240,7 @@ def _write_and_publish(
     tmp: Path,
     step: int,
     tensors: Mapping[str, Any],
-    optim_skeleton: Any,
+    doc: dict[str, Any],
     rank_state: Mapping[str, Any],
     publish: Publish | None,
 ) -> Path | None:
@@ -251,7 +263,7 @@ def _write_and_publish(
     path: Path | None = None
     if publish is not None:
         try:
-            path = publish(tmp, _written(tmp, comm.world_size), optim_skeleton)
+            path = publish(tmp, _written(tmp, comm.world_size), doc)
         except Exception as exc:  # noqa: BLE001 - sent to every rank below
             error = f"sharded checkpoint of step {step}: {exc}"
             remove_tree(tmp)
@@ -324,7 +336,8 @@ def load_sharded(runtime: Any, path: Path, model: nn.Module, optimizer: torch.op
     template = get_optimizer_state_dict(model, optimizer)  # before the weights: it initialises empty states
     optim_targets, _ = flatten_state(template, root="optimizer")
     model_targets = get_model_state_dict(model)
-    targets: dict[str, Any] = {MODEL_PREFIX + k: v for k, v in model_targets.items()}
+    aliases = doc.get("aliases") or {}  # tied weights: loaded once, under the name that was written
+    targets: dict[str, Any] = {MODEL_PREFIX + k: v for k, v in model_targets.items() if k not in aliases}
     targets.update({OPTIM_PREFIX + k: v for k, v in optim_targets.items()})
     load_shards(path, targets)
     set_model_state_dict(model, model_targets)

@@ -79,6 +79,25 @@ def make_runtime(device: str, precision: str, distributed: Any) -> Runtime:
     return DistributedRuntime(device, precision, distributed)
 
 
+def _attempt_store(world_size: int, timeout: datetime.timedelta) -> Any:
+    """Under torchrun's agent store: the store with a prefix of this restart attempt, else None.
+
+    torchrun (``--max-restarts``) keeps one agent-hosted store for all attempts of a run, and the
+    workers' default process group writes its peers' addresses under the same keys every time:
+    after a restart a rank can read an address of the previous attempt before its peer has
+    overwritten it, and fail with "connectFullMesh failed ... Connection refused" (seen on torch
+    2.13 with gloo). A prefix per attempt (``TORCHELASTIC_RESTART_COUNT``) keeps each attempt's
+    keys apart.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() != "true":
+        return None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False, timeout=timeout
+    )
+    return dist.PrefixStore(f"trainengine/attempt_{attempt}", store)
+
+
 class DistributedRuntime(Runtime):
     """One of ``WORLD_SIZE`` processes: DDP over NCCL (CUDA) or gloo (CPU).
 
@@ -123,6 +142,9 @@ class DistributedRuntime(Runtime):
             kwargs: dict[str, Any] = {"backend": backend, "timeout": timeout}
             if self.device.type == "cuda":
                 kwargs["device_id"] = self.device
+            store = _attempt_store(self.world_size, timeout)
+            if store is not None:
+                kwargs.update(store=store, rank=self.rank, world_size=self.world_size)
             dist.init_process_group(**kwargs)
         self._flag = torch.zeros(1, device=self.device)
         self._stop_local = torch.zeros(2, dtype=torch.int64, device=self.device)  # [stop wanted, signalled]

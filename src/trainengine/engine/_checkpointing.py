@@ -316,7 +316,10 @@ class Checkpointer:
         self.manager: Any = None  # a CheckpointManager, opened on the first save
         self.last_path: Path | None = None
         self.stalls: list[float] = []  # async saves: seconds the loop waited for each copy
-        self.writes = True  # this process writes checkpoint folders (False: FSDP2 ranks other than 0)
+        # This process writes checkpoint folders. False on ranks other than 0: under DDP they only take part in
+        # the save's collectives (the log flush), under FSDP2 they write their shards as well.
+        self.writes = True
+        self._saved_step: int | None = None  # the step of the last save (every rank: the same decisions)
         self._handle: Any = None  # the asynchronous write in flight
 
     @classmethod
@@ -347,7 +350,7 @@ class Checkpointer:
         self.directory = checkpoint_dir_for(self.config, trainer.run_dir)
         rt = trainer._runtime()
         self.writes = rt.is_rank_zero  # sharded saves: every rank writes shards, rank 0 the rest
-        if rt.checkpoint_io is not None and rt.world_size > 1:  # the other ranks have no run directory
+        if rt.world_size > 1:  # the other ranks have no run directory: rank 0's folder, everywhere
             shared = rt.broadcast_text(str(self.directory) if self.directory is not None else None)
             self.directory = Path(shared) if shared is not None else None
         if self.directory is None and self.periodic:
@@ -375,7 +378,7 @@ class Checkpointer:
 
     def epoch_end(self, trainer: Trainer, epoch: int) -> None:
         """After ``on_epoch_end``: save when ``save_every_n_epochs`` asks (once per step)."""
-        saved_this_step = self.last_path is not None and self.last_path.name.endswith(f"{trainer.state.step:09d}")
+        saved_this_step = self._saved_step == trainer.state.step
         if self.every_n_epochs and (epoch + 1) % self.every_n_epochs == 0 and not saved_this_step:
             self.save(trainer)
 
@@ -384,11 +387,14 @@ class Checkpointer:
         io = trainer._runtime().checkpoint_io
         if self.writes:
             self._ensure_manager()
-        trainer.flush_log()  # the loss history in the checkpoint is complete up to this step
+        trainer.flush_log()  # the loss history in the checkpoint is complete up to this step (a collective)
+        self._saved_step = trainer.state.step
         metrics = dict(trainer.history["val"][-1]) if trainer.history["val"] else {}
         metrics = {k: v for k, v in metrics.items() if k not in ("step", "epoch") and isinstance(v, (int, float))}
         if io is not None:
-            return self._save_sharded(trainer, io, tags, metrics)
+            return self._save_sharded(trainer, io, tags, metrics, asynchronous=not force_sync)
+        if not self.writes:
+            return None  # DDP: rank 0 holds the same weights and writes them
         kwargs: dict[str, Any] = {
             "step": trainer.state.step,
             "epoch": trainer.state.epoch,
@@ -416,19 +422,22 @@ class Checkpointer:
         )
         return path
 
-    def _save_sharded(self, trainer: Trainer, io: Any, tags: tuple[str, ...], metrics: dict[str, Any]) -> Path | None:
+    def _save_sharded(
+        self, trainer: Trainer, io: Any, tags: tuple[str, ...], metrics: dict[str, Any], *, asynchronous: bool
+    ) -> Path | None:
         """FSDP2: every rank writes its shards, rank 0 the rest; ``async_save``: in a background thread."""
         from trainengine.engine._state import capture_rng_state
 
-        st, world, asynchronous = trainer.state, trainer._runtime().world_size, self.config.checkpointing.async_save
+        st, world = trainer.state, trainer._runtime().world_size
+        asynchronous = asynchronous and self.config.checkpointing.async_save
         step, epoch = st.step, st.epoch
         state = capture_training_state(trainer, optimizer=False)
         if asynchronous:  # written after the loop moved on: a copy of this moment (the history list keeps growing)
             state = copy.deepcopy(state)
         manager, meta = self.manager, trainer.checkpoint_meta() if self.writes else None
 
-        def publish(tmp: Path, written: dict[str, dict[str, Any]], optimizer_skeleton: Any) -> Path:
-            sharded = {"world_size": world, "optimizer_skeleton": optimizer_skeleton}
+        def publish(tmp: Path, written: dict[str, dict[str, Any]], doc: dict[str, Any]) -> Path:
+            sharded = {"world_size": world, **doc}
             return manager.complete(
                 tmp, written=written, state_extra={"sharded": sharded}, step=step, epoch=epoch,
                 state=state, metrics=metrics, meta=meta, tags=list(tags),

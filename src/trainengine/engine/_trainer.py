@@ -198,6 +198,7 @@ class Trainer:
         self.train_loader: Any = None
         self.val_loader: Any = None
         self.train_model: Any = None  # what the step calls: the model, or its DDP wrapper
+        self._world = 1  # processes training together (the runtime's world size, set up by train())
         # FSDP2: the final weights gathered whole on rank 0 at the end (the run directory's model.safetensors)
         self.full_weights: dict[str, torch.Tensor] | None = None
         self.forward_model: Any = None  # evaluation's forward: torch.compile(model) or the model itself
@@ -396,8 +397,6 @@ class Trainer:
                 "<checkpoint>` then `trainengine export` on the consolidated folder"
             )
         self.model = rt.prepare_model(self.model)
-        if not rt.is_rank_zero and rt.checkpoint_io is None:
-            self.checkpointer = None  # DDP: rank 0 writes the checkpoints (every rank holds the same weights)
         self.num_parameters = sum(p.numel() for p in self.model.parameters())
         attach_loss_scoring(  # curriculum.difficulty loss: score the data with the starting model
             self.train_loader, self.model, self.loss_strategy, rt, batch_size=t.eval_batch_size or 2 * t.batch_size
@@ -438,6 +437,7 @@ class Trainer:
             compiled=compiled,
             fused=fused if compiled is None else None,
         )
+        self._world = rt.world_size
         self.step_runner.check_labels = "train" not in labels_checked  # else the first batch checks them
         self._check_val_labels = "val" not in labels_checked
         if self._halt_or_rollback:
@@ -602,8 +602,9 @@ class Trainer:
         )  # read back at the next log
         st.step += 1
         st.batch_in_epoch += len(window)
-        st.samples_seen += num_samples
-        st.tokens_seen += num_tokens
+        world = self._world  # the run's counts: every process trains on equally many (padded shards)
+        st.samples_seen += num_samples * world
+        st.tokens_seen += num_tokens * world
         if self._has_step_end:
             self.callbacks.fire("on_step_end", self, StepOutput(loss, found_inf, num_samples, num_tokens))
         if st.step % self._log_every == 0:
