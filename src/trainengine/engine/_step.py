@@ -148,8 +148,11 @@ class StepRunner:
         self.max_grad_norm = max_grad_norm
         self.scaler = scaler
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
-        self._device_skip = supports_found_inf(optimizer) and scaler is None
         self.sharded = runtime.checkpoint_io is not None  # FSDP2: the parameters are DTensors
+        # The fused optimizer's found_inf flag is a plain tensor; with DTensor parameters it would be mixed with
+        # DTensors in one op, which DTensor refuses. Sharded runs read the flag back instead (not yet measured on
+        # a GPU: see benchmarks/README.md).
+        self._device_skip = supports_found_inf(optimizer) and scaler is None and not self.sharded
         # On the CPU reading a value is no device sync: check non-finite steps on the host.
         self.check_on_host = runtime.device.type == "cpu"
         self._validated = False
