@@ -4,7 +4,7 @@ Every module of ``src/trainengine`` is parsed with :mod:`ast` and every ``import
 collected — module level, inside functions and under ``if TYPE_CHECKING`` alike (a lazy import is
 still a dependency). Each top-level part of the package (``engine``, ``_sql``, ...) has a layer:
 
-    0  errors, _io, _sql, _hashing, _numeric, _preprocess, provenance, registries
+    0  errors, _io, _sql, _hashing, _numeric, _preprocess, _alerting, _storage, provenance, registries
     1  config
     2  tasks, data, models
     3  checkpoint, probes
@@ -18,7 +18,8 @@ A part may import any part of a lower layer, and a part of its own layer only al
 everything, so nothing inside the package imports from it except ``__version__``. Inside
 ``models`` the modules import each other without a cycle. The bundle's standalone code
 (``serve/_runtime.py`` copied as ``inference.py``, with ``_hashing.py``, ``_numeric.py`` and
-``_preprocess.py``) imports nothing from trainengine but those modules.
+``_preprocess.py``; ``serve/_alerting.py`` copied as ``alerting.py`` with ``_alerting.py``) imports nothing
+from trainengine but those modules.
 
 A failure lists every offending import as ``file:line``. The same contract is written out for
 people in docs/architecture.md.
@@ -36,7 +37,19 @@ PACKAGE = "trainengine"
 ROOT = "<facade>"  # trainengine/__init__.py
 
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_io", "_sql", "_hashing", "_numeric", "_preprocess", "_liveness", "provenance", "registries"),
+    (
+        "errors",
+        "_io",
+        "_sql",
+        "_hashing",
+        "_numeric",
+        "_preprocess",
+        "_liveness",
+        "_alerting",
+        "_storage",
+        "provenance",
+        "registries",
+    ),
     ("config",),
     ("tasks", "data", "models"),
     ("checkpoint", "probes"),
@@ -54,6 +67,8 @@ SAME_LAYER: dict[tuple[str, str], str] = {
     ("_io", "errors"): "file helpers raise the package's errors",
     ("_liveness", "errors"): "a locked run directory is a TrainEngineError (exit 2)",
     ("registries", "errors"): "an unknown name raises ConfigError",
+    ("_alerting", "errors"): "invalid alert settings raise ConfigError (a bundle's copy defines its own)",
+    ("_storage", "errors"): "an unusable storage location raises ConfigError",
     ("provenance", "errors"): "provenance helpers may raise the package's errors",
     ("monitoring", "tracking"): "MetricsEngine(use_wandb=True) logs through the W&B tracker",
     ("export", "tracking"): "export reads run directories written by tracking",
@@ -69,6 +84,9 @@ STANDALONE: dict[str, set[str]] = {
     "trainengine._hashing": set(),
     "trainengine._numeric": set(),
     "trainengine._preprocess": set(),
+    # In the package it raises trainengine's ConfigError; a bundle's _alerting.py defines a stand-in.
+    "trainengine._alerting": {"trainengine.errors"},
+    "trainengine.serve._alerting": {"trainengine._alerting"},
 }
 
 

@@ -1,7 +1,7 @@
 """One registry mechanism for everything a config selects by name.
 
 Models, data sets, task types, loss strategies, learning-rate schedules, optimizers, tracker
-back-ends and export formats are each a :class:`Registry`: ``name -> object``. The config
+back-ends, export formats and alert actions are each a :class:`Registry`: ``name -> object``. The config
 validates its name fields against them (an unknown name lists the registered ones and suggests the
 closest), and the builders look the name up, so adding a schedule, a tracker, a model or an export
 format is one ``register`` call and a name in YAML.
@@ -54,6 +54,7 @@ __all__ = [
     "OPTIMIZERS",
     "TRACKERS",
     "EXPORT_FORMATS",
+    "JOB_TYPES",
     "ENTRY_POINT_GROUP",
     "load_plugins",
     "load_entry_point_plugins",
@@ -66,6 +67,7 @@ __all__ = [
     "register_optimizer",
     "register_tracker",
     "register_export_format",
+    "register_job_type",
 ]
 
 ENTRY_POINT_GROUP = "trainengine.plugins"
@@ -259,8 +261,20 @@ OPTIMIZERS = Registry("optimizer")
 TRACKERS = Registry("tracker")
 #: Export formats: ``name -> exporter(ctx: ExportContext) -> manifest entry`` (``export.formats``).
 EXPORT_FORMATS = Registry("export format", error=ExportError)
+#: Alert actions: ``name -> action(alert) -> None``, called with every alert and resolved notice of
+#: the serving rules a server is told to use them for (``trainengine serve --alert-action NAME``).
+ALERT_ACTIONS = Registry("alert action")
+#: Job types of the job queue: ``name -> runner(config: dict, context: JobContext) -> result dict``.
+JOB_TYPES = Registry("job type")
 
 _BUILTINS: dict[Registry, dict[str, str]] = {
+    JOB_TYPES: {
+        "training": "trainengine.jobs._types:run_training_job",
+        "retraining": "trainengine.jobs._types:run_training_job",
+        "evaluation": "trainengine.jobs._types:run_evaluation_job",
+        "export": "trainengine.jobs._types:run_export_job",
+        "tune": "trainengine.jobs._types:run_tune_job",
+    },
     MODELS: {
         "mlp": "trainengine.models._mlp:MLP",
         "tabular_mlp": "trainengine.models._tabular:TabularMLP",
@@ -520,3 +534,54 @@ def register_export_format(name: str, exporter: Any, *, overwrite: bool = False)
             prefix="cannot register export format",
         )
     EXPORT_FORMATS.register(name, exporter, overwrite=overwrite)
+
+
+def register_job_type(name: str, runner: Any, *, overwrite: bool = False) -> None:
+    """Make ``trainengine.jobs`` run jobs of type ``name``.
+
+    ``runner(config, context)`` runs in the job's own subprocess and returns a JSON-able result
+    dict (``run_id`` / ``run_dir`` in it are kept on the job). A worker finds it when the module
+    that registers it is imported: list the module in the job's ``config["plugins"]`` or install
+    it under the ``trainengine.plugins`` entry point.
+    """
+    if not callable(runner) and not _is_lazy(runner):
+        raise ConfigError(
+            f"runner for job type '{name}' must be callable, got {type(runner).__name__}",
+            prefix="cannot register job type",
+        )
+    JOB_TYPES.register(name, runner, overwrite=overwrite)
+
+
+def register_alert_action(name: str, action: Any, *, overwrite: bool = False) -> None:
+    """Make ``action(alert)`` selectable by name as an alert action of a model server.
+
+    ``trainengine serve BUNDLE --alert-action NAME`` (or ``create_app(..., alert_actions=["NAME"])``)
+    hands every alert of the serving rules (``latency``, ``error_rate``, ``drift``) and every
+    resolved notice to it, beside the log, webhook and email actions; this is how a drift alert
+    reaches your code (e.g. to submit a retraining job). The action runs on the server's alert
+    thread, never on a request; what it raises is logged and the other actions still run.
+    Register it in a plugin module (a ``trainengine.plugins`` entry point, or ``--plugin MODULE``)
+    so a fresh ``trainengine serve`` process finds it.
+
+    Args:
+        name: The name ``--alert-action`` takes.
+        action: A callable taking one :class:`~trainengine.monitoring.Alert` (or a lazy
+            ``"module:attr"`` string naming one).
+        overwrite: Replace a different action already registered under ``name``.
+
+    Raises:
+        ConfigError: ``action`` is not callable, or the name is taken by another action.
+
+    Example:
+        >>> seen = []
+        >>> register_alert_action("doc_example", seen.append)
+        >>> ALERT_ACTIONS.get("doc_example") == seen.append
+        True
+        >>> ALERT_ACTIONS.unregister("doc_example")
+    """
+    if not callable(action) and not _is_lazy(action):
+        raise ConfigError(
+            f"alert action '{name}' must be callable with the Alert, got {type(action).__name__}",
+            prefix="cannot register alert action",
+        )
+    ALERT_ACTIONS.register(name, action, overwrite=overwrite)

@@ -21,6 +21,7 @@ from trainengine.cli._config_cmd import config_app
 from trainengine.cli._evaluate_cmd import evaluate_command
 from trainengine.cli._export_cmd import export_command
 from trainengine.cli._generate_cmd import generate_command
+from trainengine.cli._jobs_cmd import jobs_app
 from trainengine.cli._logs_cmd import logs_command
 from trainengine.cli._lr_find_cmd import lr_find_command
 from trainengine.cli._quickstart import quickstart_command
@@ -56,6 +57,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(runs_app, name="runs")
 app.add_typer(registry_app, name="registry")
+app.add_typer(jobs_app, name="jobs")
 
 
 @app.callback()

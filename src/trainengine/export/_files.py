@@ -52,6 +52,10 @@ STANDALONE_FILES: dict[str, Path] = {
     "server.py": _PACKAGE_DIR / "serve" / "_app.py",
     "_hashing.py": _PACKAGE_DIR / "_hashing.py",
     "_numeric.py": _PACKAGE_DIR / "_numeric.py",
+    # server.py's alert rules (alerting.py) and the alert actions they send through (_alerting.py,
+    # standard library only): a bundle alerts by log, webhook and email without trainengine.
+    "alerting.py": _PACKAGE_DIR / "serve" / "_alerting.py",
+    "_alerting.py": _PACKAGE_DIR / "_alerting.py",
 }
 # Copied too when the bundle has a preprocessing.json: inference.py imports it only then.
 PREPROCESS_FILES: dict[str, Path] = {"_preprocess.py": _PACKAGE_DIR / "_preprocess.py"}

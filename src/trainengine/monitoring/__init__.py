@@ -18,9 +18,11 @@ from trainengine.monitoring._alerts import (
     AlertKind,
     AlertSeverity,
     CallbackAlert,
+    EmailAlert,
     LogAlert,
     StopTrainingAlert,
     WebhookAlert,
+    dispatch_alert,
 )
 from trainengine.monitoring._engine import MetricsBackend, MetricsEngine, MetricsEngineCallback, MetricsTracker
 from trainengine.monitoring._gradient import GradientHealth, GradientMonitor
@@ -55,6 +57,8 @@ __all__ = [
     "CallbackAlert",
     "StopTrainingAlert",
     "WebhookAlert",
+    "EmailAlert",
+    "dispatch_alert",
     "profile_dataset",
     "compare_profiles",
     "js_divergence",

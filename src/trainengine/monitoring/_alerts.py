@@ -1,29 +1,43 @@
-"""Alerts: what the :class:`~trainengine.monitoring.MetricsEngine` raises, and what happens next.
+"""Alert rules of training: what the :class:`~trainengine.monitoring.MetricsEngine` raises, and what happens next.
 
 An :class:`Alert` is a small record (kind, severity, metric, value, threshold, epoch/step,
 message). :class:`AlertConfig` holds the thresholds of the alert rules and the list of
 *actions* every new alert is handed to. An action is any callable ``action(alert) -> None``;
-four ship here:
+five ship:
 
 - :class:`LogAlert` — a log line (WARNING for warnings, ERROR for critical alerts).
 - :class:`CallbackAlert` — calls your function.
 - :class:`StopTrainingAlert` — sets ``should_stop`` and asks the trainer to stop.
 - :class:`WebhookAlert` — POSTs the alert as JSON (Slack-compatible ``text`` field) with
   ``urllib``; a failing endpoint is logged, never raised into training.
+- :class:`EmailAlert` — sends the alert through an SMTP server.
+
+The record and the four delivery actions live in :mod:`trainengine._alerting` (standard library
+only), which export also copies into every bundle: ``trainengine serve`` and a bundle's
+``server.py`` raise their latency, error-rate and drift alerts through the same actions.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, get_args, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
+from trainengine._alerting import (
+    Alert,
+    AlertAction,
+    AlertKind,
+    AlertSeverity,
+    CallbackAlert,
+    EmailAlert,
+    LogAlert,
+    WebhookAlert,
+    _check_severity,
+    _is_number,
+    dispatch_alert,
+    severity_at_least,
+)
 from trainengine.errors import ConfigError
 
 __all__ = [
@@ -33,173 +47,13 @@ __all__ = [
     "AlertKind",
     "AlertSeverity",
     "CallbackAlert",
+    "EmailAlert",
     "LogAlert",
     "StopTrainingAlert",
     "WebhookAlert",
+    "dispatch_alert",
+    "severity_at_least",
 ]
-
-logger = logging.getLogger("trainengine.alerts")
-
-AlertSeverity = Literal["warning", "critical"]
-AlertKind = Literal["val_loss_spike", "accuracy_drop", "gradient_norm", "nonfinite", "drift"]
-
-_SEVERITY_RANK = {"warning": 0, "critical": 1}
-
-
-def _check_severity(value: Any, what: str) -> AlertSeverity:
-    if value not in _SEVERITY_RANK:
-        raise ConfigError(
-            f"{what} must be one of: {', '.join(_SEVERITY_RANK)}; got {value!r}",
-            prefix="invalid alert setting",
-        )
-    return value
-
-
-def severity_at_least(severity: str, minimum: str) -> bool:
-    """True when ``severity`` is ``minimum`` or worse (``critical`` > ``warning``)."""
-    return _SEVERITY_RANK[severity] >= _SEVERITY_RANK[minimum]
-
-
-@dataclass(frozen=True)
-class Alert:
-    """One alert raised by a rule of the :class:`~trainengine.monitoring.MetricsEngine`.
-
-    Supports item access (``alert["message"]``) as well as attributes, so code written for
-    alert dicts keeps working.
-
-    Attributes:
-        message: One human-readable line: what happened, the numbers, and what to check.
-        severity: ``"warning"`` or ``"critical"``.
-        metric: Namespaced metric the rule looked at (``"val/loss"``, ``"grad_norm"``,
-            ``"drift/js_divergence"``, ...).
-        value: The offending value.
-        threshold: The configured threshold of the rule (in the rule's units: relative
-            increase for ``val_loss_spike``, absolute drop for ``accuracy_drop``, norm for
-            ``gradient_norm``, JS divergence for ``drift``; ``None`` for ``nonfinite``).
-        epoch: Epoch the alert belongs to, or ``None`` for step-level checks.
-        step: Step the alert belongs to, or ``None``.
-        kind: Which rule fired: ``val_loss_spike``, ``accuracy_drop``, ``gradient_norm``,
-            ``nonfinite`` or ``drift``.
-        time: Wall-clock time (``time.time()``) when the alert was raised.
-        details: Rule-specific numbers (best value so far, consecutive epochs, ...).
-
-    Example:
-        >>> alert = Alert("val/loss rose", "warning", "val/loss", 1.5, 0.2, epoch=3, kind="val_loss_spike")
-        >>> alert["message"], alert.severity, alert.as_dict()["epoch"]
-        ('val/loss rose', 'warning', 3)
-    """
-
-    message: str
-    severity: AlertSeverity
-    metric: str
-    value: float | None
-    threshold: float | None
-    epoch: int | None = None
-    step: int | None = None
-    kind: AlertKind = "val_loss_spike"
-    time: float = field(default_factory=time.time)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _check_severity(self.severity, "Alert.severity")
-        if self.kind not in get_args(AlertKind):
-            raise ConfigError(
-                f"Alert.kind must be one of: {', '.join(get_args(AlertKind))}; got {self.kind!r}",
-                prefix="invalid alert",
-            )
-
-    def as_dict(self) -> dict[str, Any]:
-        """A plain dict of every field (``details`` copied)."""
-        return asdict(self)
-
-    # Mapping-style read access: the seed reads alerts as dicts (``alert['message']``).
-    def __getitem__(self, key: str) -> Any:
-        data = self.as_dict()
-        if key not in data:
-            raise KeyError(f"Alert has no field {key!r} — fields: {', '.join(data)}")
-        return data[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """``alert.get("message")`` like a dict."""
-        return self.as_dict().get(key, default)
-
-    def keys(self) -> list[str]:
-        """The field names, so ``dict(alert)`` works."""
-        return list(self.as_dict())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.as_dict()
-
-
-@runtime_checkable
-class AlertAction(Protocol):
-    """Anything called with each new :class:`Alert` (its return value is ignored)."""
-
-    def __call__(self, alert: Alert) -> None: ...
-
-
-class LogAlert:
-    """Log every alert: WARNING for warnings, ERROR for critical alerts.
-
-    Args:
-        logger_name: Logger to write to.
-        min_severity: Alerts below this severity are skipped.
-
-    Example:
-        >>> action = LogAlert()
-        >>> action(Alert("loss spiked", "warning", "val/loss", 2.0, 0.2))  # logs one warning
-    """
-
-    def __init__(self, logger_name: str = "trainengine.alerts", min_severity: AlertSeverity = "warning") -> None:
-        self.logger_name = logger_name
-        self.min_severity = _check_severity(min_severity, "LogAlert.min_severity")
-        self._logger = logging.getLogger(logger_name)
-
-    def __call__(self, alert: Alert) -> None:
-        if not severity_at_least(alert.severity, self.min_severity):
-            return
-        level = logging.ERROR if alert.severity == "critical" else logging.WARNING
-        self._logger.log(level, "[%s alert] %s", alert.severity, alert.message)
-
-    def __repr__(self) -> str:
-        return f"LogAlert(logger_name={self.logger_name!r}, min_severity={self.min_severity!r})"
-
-
-class CallbackAlert:
-    """Call ``fn(alert)`` for every alert at or above ``min_severity``.
-
-    Args:
-        fn: Any callable taking the :class:`Alert` (e.g. send an email, page someone).
-        min_severity: Alerts below this severity are skipped.
-
-    Raises:
-        ConfigError: If ``fn`` is not callable.
-
-    Example:
-        >>> seen = []
-        >>> CallbackAlert(seen.append)(Alert("x", "critical", "grad_norm", 50.0, 10.0))
-        >>> seen[0].metric
-        'grad_norm'
-    """
-
-    def __init__(self, fn: Callable[[Alert], Any], min_severity: AlertSeverity = "warning") -> None:
-        if not callable(fn):
-            raise ConfigError(
-                f"CallbackAlert needs a callable taking the Alert; got {type(fn).__name__}",
-                prefix="invalid alert action",
-            )
-        self.fn = fn
-        self.min_severity = _check_severity(min_severity, "CallbackAlert.min_severity")
-
-    def __call__(self, alert: Alert) -> None:
-        if severity_at_least(alert.severity, self.min_severity):
-            self.fn(alert)
-
-    def __repr__(self) -> str:
-        return f"CallbackAlert({getattr(self.fn, '__qualname__', self.fn)!r}, min_severity={self.min_severity!r})"
 
 
 class StopTrainingAlert:
@@ -245,8 +99,8 @@ class StopTrainingAlert:
         self.trainer = trainer
 
     def __call__(self, alert: Alert) -> None:
-        if not severity_at_least(alert.severity, self.min_severity):
-            return
+        if alert.resolved or not severity_at_least(alert.severity, self.min_severity):
+            return  # a resolved notice is no reason to stop
         if self.should_stop:
             return  # the first stopping alert is the reason; later ones add nothing
         self.should_stop = True
@@ -263,106 +117,8 @@ class StopTrainingAlert:
         return f"StopTrainingAlert(min_severity={self.min_severity!r}, should_stop={self.should_stop})"
 
 
-def _json_safe(value: Any) -> Any:
-    # Strict JSON has no NaN/Infinity; many webhook receivers reject them, so send strings.
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-class WebhookAlert:
-    """POST each alert at or above ``min_severity`` as JSON to an HTTP(S) endpoint.
-
-    The body is ``{"text": "<severity>: <message>", "alert": {...Alert.as_dict()...},
-    "source": "trainengine"}`` — ``text`` makes it work with Slack/Teams-style incoming
-    webhooks as is. Non-finite numbers are sent as strings (``"nan"``, ``"inf"``).
-
-    The request is synchronous with ``timeout`` seconds (alerts are rare: at most a few per
-    epoch). Any failure — refused connection, timeout, HTTP error status — is logged on the
-    ``trainengine.alerts`` logger and counted in :attr:`num_failed`; it is never raised, so a
-    broken endpoint cannot stop training.
-
-    Args:
-        url: ``http://`` or ``https://`` address.
-        timeout: Seconds to wait for the endpoint.
-        min_severity: Alerts below this severity are not sent.
-        headers: Extra request headers (e.g. an authorization token).
-
-    Raises:
-        ConfigError: For a URL that is not http(s) or a non-positive timeout.
-
-    Example:
-        >>> hook = WebhookAlert("https://hooks.example.com/T000/B000", timeout=2.0)
-        >>> hook.num_sent, hook.num_failed
-        (0, 0)
-    """
-
-    def __init__(
-        self,
-        url: str,
-        timeout: float = 5.0,
-        min_severity: AlertSeverity = "warning",
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        problems = []
-        # Only http(s): urllib would also open file:// and ftp:// URLs.
-        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
-            problems.append(f"url must start with http:// or https://, got {url!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            problems.append(f"timeout must be a number of seconds > 0, got {timeout!r}")
-        if problems:
-            raise ConfigError(problems, prefix="invalid WebhookAlert settings")
-        self.url = url
-        self.timeout = float(timeout)
-        self.min_severity = _check_severity(min_severity, "WebhookAlert.min_severity")
-        self.headers = dict(headers or {})
-        self.num_sent = 0
-        self.num_failed = 0
-        self.last_error: str | None = None
-
-    def payload(self, alert: Alert) -> dict[str, Any]:
-        """The JSON body sent for ``alert``."""
-        return {
-            "text": f"{alert.severity}: {alert.message}",
-            "alert": _json_safe(alert.as_dict()),
-            "source": "trainengine",
-        }
-
-    def __call__(self, alert: Alert) -> None:
-        if not severity_at_least(alert.severity, self.min_severity):
-            return
-        body = json.dumps(self.payload(alert), allow_nan=False).encode("utf-8")
-        request = urllib.request.Request(
-            self.url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "trainengine-alerts", **self.headers},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # http(s) scheme checked above
-                response.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            # HTTPError (4xx/5xx) is a URLError; socket timeouts are OSErrors.
-            self.num_failed += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            logger.error("webhook alert to %s failed (%s); the alert was: %s", self.url, self.last_error, alert.message)
-            return
-        self.num_sent += 1
-
-    def __repr__(self) -> str:
-        return f"WebhookAlert(url={self.url!r}, timeout={self.timeout:g}, min_severity={self.min_severity!r})"
-
-
 def _default_actions() -> list[Callable[[Alert], Any]]:
     return [LogAlert()]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -449,7 +205,7 @@ class AlertConfig:
         if not isinstance(self.actions, (list, tuple)):
             problems.append(
                 f"actions must be a list of callables (LogAlert, CallbackAlert, StopTrainingAlert, "
-                f"WebhookAlert, or any fn(alert)), got {type(self.actions).__name__}"
+                f"WebhookAlert, EmailAlert, or any fn(alert)), got {type(self.actions).__name__}"
             )
         else:
             self.actions = list(self.actions)

@@ -65,6 +65,16 @@ from typing import Any, Literal
 import numpy as np
 
 if __package__:  # trainengine.serve._app
+    from trainengine.serve._alerting import (
+        DEFAULT_INTERVAL_S,
+        DEFAULT_MIN_REQUESTS,
+        DEFAULT_REPEAT_S,
+        DEFAULT_WINDOW_S,
+        AlertLeader,
+        ServingAlerts,
+        WindowCounts,
+        build_alert_actions,
+    )
     from trainengine.serve._runtime import (
         MAX_NEW_TOKENS_LIMIT,
         PAD,
@@ -84,6 +94,16 @@ if __package__:  # trainengine.serve._app
 else:  # a bundle's server.py: the sibling inference.py is the runtime it was exported with
     sys.dont_write_bytecode = True  # no __pycache__ inside the bundle's folder
     try:
+        from alerting import (  # type: ignore[no-redef]  # the bundle's copy of trainengine.serve._alerting
+            DEFAULT_INTERVAL_S,
+            DEFAULT_MIN_REQUESTS,
+            DEFAULT_REPEAT_S,
+            DEFAULT_WINDOW_S,
+            AlertLeader,
+            ServingAlerts,
+            WindowCounts,
+            build_alert_actions,
+        )
         from inference import (  # type: ignore[no-redef]  # mypy sees both runtimes; one is imported
             MAX_NEW_TOKENS_LIMIT,
             PAD,
@@ -101,6 +121,16 @@ else:  # a bundle's server.py: the sibling inference.py is the runtime it was ex
             sampling_options,
         )
     except ImportError:  # server.py copied alone: fall back to an installed trainengine
+        from trainengine.serve._alerting import (
+            DEFAULT_INTERVAL_S,
+            DEFAULT_MIN_REQUESTS,
+            DEFAULT_REPEAT_S,
+            DEFAULT_WINDOW_S,
+            AlertLeader,
+            ServingAlerts,
+            WindowCounts,
+            build_alert_actions,
+        )
         from trainengine.serve._runtime import (
             MAX_NEW_TOKENS_LIMIT,
             PAD,
@@ -122,7 +152,7 @@ __all__ = ["create_app", "create_app_from_env", "run_server", "Runtime"]
 
 Runtime = Literal["onnx", "torch"]
 RUNTIMES = ("onnx", "torch")
-ENDPOINTS = ("/predict", "/health", "/metrics")
+ENDPOINTS = ("/predict", "/health", "/metrics", "/alerts")
 ENV_PREFIX = "TRAINENGINE_SERVE_"  # app options handed to uvicorn worker processes
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _VALUE_BUCKETS = (-1000.0, -100.0, -10.0, -3.0, -1.0, -0.3, -0.1, 0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1000.0)
@@ -166,7 +196,15 @@ class _ClientError(Exception):
 class _Metrics:
     """The server's Prometheus metrics, on a registry of its own (apps in one process never clash)."""
 
-    def __init__(self, bundle: Bundle, runtime: str, max_batch: int, drift_threshold: float | None) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        runtime: str,
+        max_batch: int,
+        drift_threshold: float | None,
+        latency_threshold_s: float | None = None,
+        error_rate_threshold: float | None = None,
+    ) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
         # Multiprocess mode (uvicorn workers): prometheus_client picked file-backed values at import
@@ -181,11 +219,14 @@ class _Metrics:
             ["endpoint", "status"],
             registry=r,
         )
+        # The latency threshold is a bucket edge: "p95 above it" (more than 5% of the requests slower)
+        # is then exact, for the server's alert rule and the bundle's Prometheus rule alike.
+        latency_buckets = sorted({*_LATENCY_BUCKETS, *([latency_threshold_s] if latency_threshold_s else [])})
         self.latency = Histogram(
             "trainengine_serve_request_latency_seconds",
             "Request latency (seconds) by endpoint.",
             ["endpoint"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=latency_buckets,
             registry=r,
         )
         batch_buckets = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if b < max_batch] + [
@@ -254,13 +295,56 @@ class _Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        if drift_threshold is not None:
-            Gauge(
-                "trainengine_serve_drift_threshold",
+        for metric, help_text, threshold in (
+            (
+                "drift_threshold",
                 "Drift score above which the inputs count as drifted (monitoring.json).",
-                registry=r,
-                multiprocess_mode="livemax",
-            ).set(drift_threshold)
+                drift_threshold,
+            ),
+            (
+                "latency_threshold_seconds",
+                "/predict p95 latency (seconds) above which the latency alert fires (monitoring.json).",
+                latency_threshold_s,
+            ),
+            (
+                "error_rate_threshold",
+                "Fraction of /predict answers with a 5xx status above which the error-rate alert fires "
+                "(monitoring.json).",
+                error_rate_threshold,
+            ),
+        ):
+            if threshold is not None:
+                Gauge(f"trainengine_serve_{metric}", help_text, registry=r, multiprocess_mode="livemax").set(threshold)
+        # The serving alert rules (ServingAlerts): what the window holds and which rules fire.
+        self.alert_active = Gauge(
+            "trainengine_serve_alert_active",
+            "1 while the serving alert rule of this kind fires (latency, error_rate, drift), else 0.",
+            ["kind"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        for kind in ("latency", "error_rate", "drift"):
+            self.alert_active.labels(kind=kind).set(0)
+        self.alerts_sent = Counter(
+            "trainengine_serve_alerts",
+            "Alerts and resolved notices sent by the serving alert rules, by kind and status.",
+            ["kind", "status"],
+            registry=r,
+        )
+        self.window_latency_p95 = Gauge(
+            "trainengine_serve_window_latency_p95_seconds",
+            "p95 /predict latency over the alert window; NaN while it holds too few requests.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.window_error_rate = Gauge(
+            "trainengine_serve_window_error_rate",
+            "Fraction of /predict answers with a 5xx status over the alert window; NaN while it holds too few.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.window_latency_p95.set(float("nan"))
+        self.window_error_rate.set(float("nan"))
         Gauge(
             "trainengine_serve_model_info",
             "The served model (value 1).",
@@ -310,18 +394,63 @@ class _Metrics:
             for p in predictions:
                 self.next_token_probability.observe(p["next_token_probability"])
 
-    def render(self) -> bytes:
-        from prometheus_client import CollectorRegistry, generate_latest
-
+    def _scraped(self) -> Any:
+        """The registry a scrape reads: this app's own, or every worker's files in multiprocess mode."""
         if self.multiprocess_dir is None:
-            return generate_latest(self.registry)
-        from prometheus_client import multiprocess
+            return self.registry
+        from prometheus_client import CollectorRegistry, multiprocess
 
         # Workers write their values to files in PROMETHEUS_MULTIPROC_DIR; a scrape of any
         # worker sums (or, for gauges, combines) them all.
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
+        return registry
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self._scraped())
+
+    def window_counts(self) -> WindowCounts:
+        """The cumulative /predict counters and the drift gauge now (what the alert window differences)."""
+        buckets: dict[float, float] = {}
+        requests = errors = 0.0
+        drift: float | None = None
+        drift_examples = 0
+        for family in self._scraped().collect():
+            if family.name == "trainengine_serve_request_latency_seconds":
+                for sample in family.samples:
+                    if sample.name.endswith("_bucket") and sample.labels.get("endpoint") == "/predict":
+                        le = float(sample.labels["le"])
+                        buckets[le] = buckets.get(le, 0.0) + sample.value
+            elif family.name == "trainengine_serve_requests":
+                for sample in family.samples:
+                    if not sample.name.endswith("_total") or sample.labels.get("endpoint") != "/predict":
+                        continue
+                    status = sample.labels.get("status", "")
+                    if status == str(CLIENT_CLOSED):
+                        continue  # the client left: not the server's error, not an answer either
+                    requests += sample.value
+                    if status.startswith("5"):
+                        errors += sample.value
+            elif family.name == "trainengine_serve_drift_score":
+                values = [s.value for s in family.samples if math.isfinite(s.value)]
+                drift = max(values) if values else None
+            elif family.name == "trainengine_serve_drift_window_examples":
+                drift_examples = int(sum(s.value for s in family.samples))
+        return WindowCounts(time.monotonic(), tuple(sorted(buckets.items())), requests, errors, drift, drift_examples)
+
+    def publish_alerts(self, alerts: Any, sent: Sequence[Any]) -> None:
+        """Copy the alert rules' state into the gauges (after each evaluation)."""
+        for kind in alerts.rules:
+            self.alert_active.labels(kind=kind).set(1 if kind in alerts.active() else 0)
+        window = alerts.window
+        p95_ms = window.get("latency_p95_ms")
+        self.window_latency_p95.set(float("nan") if p95_ms is None else p95_ms / 1000.0)
+        rate = window.get("error_rate")
+        self.window_error_rate.set(float("nan") if rate is None else rate)
+        for alert in sent:
+            self.alerts_sent.labels(kind=alert.kind, status="resolved" if alert.resolved else "firing").inc()
 
 
 class _Drift:
@@ -683,6 +812,44 @@ def _limit(name: str, given: Any, bundle: Bundle, default: float, kind: type) ->
     return kind(value)
 
 
+_ALERT_THRESHOLDS = ("latency_threshold_ms", "error_rate_threshold", "drift_threshold")
+
+
+def _threshold(bundle: Bundle, name: str) -> float | None:
+    """A threshold of ``monitoring.json`` (None when absent: that rule is off)."""
+    value = bundle.monitoring.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"cannot create the server: monitoring.json's {name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _alert_actions(given: Sequence[Any]) -> list[Callable[..., Any]]:
+    """Callables as they are; names looked up in trainengine's alert-action registry."""
+    if isinstance(given, str):
+        given = [given]
+    out = []
+    for action in given:
+        if callable(action):
+            out.append(action)
+        elif isinstance(action, str):
+            try:
+                from trainengine.registries import ALERT_ACTIONS
+            except ImportError:
+                raise ValueError(
+                    f"cannot create the server: the alert action {action!r} is a registered name, and looking it up "
+                    "needs trainengine installed; the standalone server takes webhooks and email only"
+                ) from None
+            out.append(ALERT_ACTIONS.get(action))
+        else:
+            raise ValueError(
+                f"cannot create the server: alert_actions holds {type(action).__name__}; give callables taking the "
+                "alert, or names registered with register_alert_action"
+            )
+    return out
+
+
 def create_app(
     bundle_dir: str | os.PathLike[str],
     *,
@@ -703,6 +870,15 @@ def create_app(
     batch_max_wait_ms: float = 2.0,
     device: str = "cpu",
     threads: int | None = None,
+    alerts: bool = True,
+    alert_window_s: float | None = None,
+    alert_interval_s: float = DEFAULT_INTERVAL_S,
+    alert_repeat_s: float | None = None,
+    alert_min_requests: int | None = None,
+    alert_webhooks: Sequence[str] = (),
+    alert_emails: Sequence[str] = (),
+    smtp: Mapping[str, Any] | None = None,
+    alert_actions: Sequence[Callable[..., Any] | str] = (),
 ) -> Any:
     """Build the FastAPI app that serves one export bundle.
 
@@ -742,6 +918,22 @@ def create_app(
         threads: CPU threads one model call may use (onnxruntime's intra-op threads; the torch
             runtime's ``torch.set_num_threads``); None: the runtime's default (all cores). With
             many concurrent small requests, 1 leaves the other cores to the HTTP stack.
+        alerts: Evaluate the serving alert rules (p95 latency, error rate, drift against the
+            thresholds of ``monitoring.json``) on a background thread while the app runs, and send
+            what fires to the alert actions (a log line always). ``GET /alerts`` shows their state.
+        alert_window_s: Length of the sliding window the rules judge (default: ``monitoring.json``'s
+            ``alert_window_s``, else 300 s).
+        alert_interval_s: Seconds between two evaluations.
+        alert_repeat_s: A rule that stays breached is sent again at most this often (default:
+            ``monitoring.json``'s ``alert_repeat_s``, else 3600 s).
+        alert_min_requests: Fewer ``/predict`` requests in the window leave latency and error rate
+            unjudged (default: ``monitoring.json``'s ``alert_min_requests``, else 20).
+        alert_webhooks: URLs to POST alerts to, besides ``monitoring.json``'s ``alert_webhook``.
+        alert_emails: Addresses to email alerts to, besides ``monitoring.json``'s ``alert_email``.
+        smtp: The SMTP server for email: ``host``, ``port``, ``sender``, ``starttls``, ``username``,
+            ``password_env`` (the variable holding the password); over ``monitoring.json``'s ``smtp``.
+        alert_actions: More actions: callables ``fn(alert)``, or names registered with
+            ``trainengine.registries.register_alert_action`` (needs trainengine installed).
 
     Returns:
         A ``fastapi.FastAPI`` application.
@@ -808,8 +1000,16 @@ def create_app(
     language_model = bundle.task_type == "language_modeling"
     reward_model = bundle.task_type == REWARD_TASK
     retry_after = str(math.ceil(timeout_s))
-    threshold = bundle.monitoring.get("drift_threshold")
-    metrics = _Metrics(bundle, runtime, max_batch, float(threshold) if isinstance(threshold, (int, float)) else None)
+    thresholds = {name: _threshold(bundle, name) for name in _ALERT_THRESHOLDS}
+    latency_ms = thresholds["latency_threshold_ms"]
+    metrics = _Metrics(
+        bundle,
+        runtime,
+        max_batch,
+        thresholds["drift_threshold"],
+        latency_threshold_s=None if latency_ms is None else latency_ms / 1000.0,
+        error_rate_threshold=thresholds["error_rate_threshold"],
+    )
     window = None
     if bundle.reference_profile is not None:
         try:
@@ -818,6 +1018,35 @@ def create_app(
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("drift monitoring is off: the bundle's reference_profile.json cannot be read (%s)", exc)
     drift = _Drift(window, metrics, drift_interval_s, drift_min_examples)
+    alert_rules = None
+    leader = AlertLeader(metrics.multiprocess_dir)
+    if alerts:
+        actions = build_alert_actions(
+            bundle.monitoring,
+            webhooks=list(alert_webhooks),
+            emails=list(alert_emails),
+            smtp=smtp,
+            extra=_alert_actions(alert_actions),
+        )
+
+        def window_counts() -> WindowCounts:
+            drift.refresh()  # on the alert thread: the drift score is current without costing a request
+            return metrics.window_counts()
+
+        alert_rules = ServingAlerts(
+            window_counts,
+            actions,
+            latency_threshold_ms=latency_ms,
+            error_rate_threshold=thresholds["error_rate_threshold"],
+            drift_threshold=thresholds["drift_threshold"],
+            window_s=_limit("alert_window_s", alert_window_s, bundle, DEFAULT_WINDOW_S, float),
+            interval_s=alert_interval_s,
+            repeat_s=_limit("alert_repeat_s", alert_repeat_s, bundle, DEFAULT_REPEAT_S, float),
+            min_requests=_limit("alert_min_requests", alert_min_requests, bundle, DEFAULT_MIN_REQUESTS, int),
+            labels={"model": bundle.name, "version": bundle.version},
+            dispatch=leader,
+            on_evaluate=metrics.publish_alerts,
+        )
     started = time.monotonic()
     key = api_key.encode("utf-8") if api_key is not None else None
 
@@ -827,7 +1056,12 @@ def create_app(
         # the collector's sight, a full collection no longer walks it — a latency spike otherwise.
         gc.collect()
         gc.freeze()
+        if alert_rules is not None:
+            alert_rules.start()  # off the request path: a daemon thread reads the counters
         yield
+        if alert_rules is not None:
+            alert_rules.stop()
+            leader.release()
         if metrics.multiprocess_dir is not None:
             from prometheus_client import multiprocess
 
@@ -851,6 +1085,7 @@ def create_app(
     app.state.predictor = predictor
     app.state.metrics = metrics
     app.state.drift = drift
+    app.state.alerts = alert_rules
 
     compute = _ComputeTime()
     # Small requests of a fast model: parse, predict and answer on the event loop (no thread hand-off).
@@ -1079,7 +1314,14 @@ def create_app(
             "runtime": runtime,
             "task_type": bundle.task_type,
             "uptime_s": round(time.monotonic() - started, 3),
+            "alerts_active": alert_rules.active() if alert_rules is not None else [],
         }
+
+    @app.get("/alerts")
+    async def alerts_endpoint():
+        if alert_rules is None:
+            return {"enabled": False, "name": bundle.name, "version": bundle.version}
+        return {"enabled": True, "name": bundle.name, "version": bundle.version, **alert_rules.state()}
 
     @app.get("/metrics")
     async def metrics_endpoint():
@@ -1125,12 +1367,20 @@ def create_app_from_env() -> Any:
 
     ``BUNDLE`` (required), ``RUNTIME``, ``MODEL_FILE``, ``MAX_BODY_BYTES``, ``MAX_BATCH``,
     ``MAX_REQUEST_TOKENS``, ``MAX_BATCH_TOKENS``, ``REQUEST_TIMEOUT_S``, ``MAX_NEW_TOKENS``, ``BATCH_MAX_SIZE``,
-    ``BATCH_MAX_WAIT_MS``, ``DEVICE``, ``THREADS`` and ``API_KEY_ENV`` (the name of the variable that holds the key).
+    ``BATCH_MAX_WAIT_MS``, ``DEVICE``, ``THREADS``, ``API_KEY_ENV`` (the name of the variable that holds the key),
+    the alert options ``ALERTS``, ``ALERT_WINDOW_S``, ``ALERT_INTERVAL_S``, ``ALERT_REPEAT_S``,
+    ``ALERT_MIN_REQUESTS``, and as JSON ``ALERT_WEBHOOKS``, ``ALERT_EMAILS``, ``SMTP``, ``ALERT_ACTIONS`` (registered
+    names) and ``PLUGINS`` (modules imported first, so that those names are registered).
     """
     bundle = os.environ.get(ENV_PREFIX + "BUNDLE")
     if not bundle:
         raise RuntimeError(f"{ENV_PREFIX}BUNDLE is not set; start the server with `trainengine serve` or server.py")
     key_env = os.environ.get(ENV_PREFIX + "API_KEY_ENV")
+    plugins = _env_json("PLUGINS", [])
+    if plugins:
+        from trainengine.registries import load_plugins
+
+        load_plugins(plugins)
     return create_app(
         bundle,
         runtime=os.environ.get(ENV_PREFIX + "RUNTIME", "onnx"),  # type: ignore[arg-type]  # create_app checks it
@@ -1146,7 +1396,21 @@ def create_app_from_env() -> Any:
         batch_max_wait_ms=_env_number("BATCH_MAX_WAIT_MS", float) or 2.0,
         device=os.environ.get(ENV_PREFIX + "DEVICE") or "cpu",
         threads=_env_number("THREADS", int),
+        alerts=os.environ.get(ENV_PREFIX + "ALERTS", "1") != "0",
+        alert_window_s=_env_number("ALERT_WINDOW_S", float),
+        alert_interval_s=_env_number("ALERT_INTERVAL_S", float) or DEFAULT_INTERVAL_S,
+        alert_repeat_s=_env_number("ALERT_REPEAT_S", float),
+        alert_min_requests=_env_number("ALERT_MIN_REQUESTS", int),
+        alert_webhooks=_env_json("ALERT_WEBHOOKS", []),
+        alert_emails=_env_json("ALERT_EMAILS", []),
+        smtp=_env_json("SMTP", None),
+        alert_actions=_env_json("ALERT_ACTIONS", []),
     )
+
+
+def _env_json(name: str, default: Any) -> Any:
+    raw = os.environ.get(ENV_PREFIX + name)
+    return default if raw in (None, "") else json.loads(raw)
 
 
 def is_loopback(host: str) -> bool:
@@ -1180,22 +1444,53 @@ def run_server(
     batch_max_wait_ms: float = 2.0,
     device: str = "cpu",
     threads: int | None = None,
+    alerts: bool = True,
+    alert_window_s: float | None = None,
+    alert_interval_s: float = DEFAULT_INTERVAL_S,
+    alert_repeat_s: float | None = None,
+    alert_min_requests: int | None = None,
+    alert_webhooks: Sequence[str] = (),
+    alert_emails: Sequence[str] = (),
+    smtp: Mapping[str, Any] | None = None,
+    alert_actions: Sequence[Callable[..., Any] | str] = (),
+    plugins: Sequence[str] = (),
 ) -> None:
     """Serve a bundle with uvicorn until interrupted (blocks).
 
     With ``workers > 1``, uvicorn starts that many processes, each building the app through
     :func:`create_app_from_env`; their metrics are aggregated through ``PROMETHEUS_MULTIPROC_DIR``
-    (a temporary folder unless already set). The key, if any, is read from the environment
-    variable ``api_key_env`` in every process, never passed on a command line.
+    (a temporary folder unless already set), and one of them (the holder of a lock file there)
+    sends the alerts. The key, if any, is read from the environment variable ``api_key_env`` in
+    every process, never passed on a command line; so is the SMTP password (``smtp["password_env"]``).
+
+    Args:
+        plugins: Modules to import before the app is built (their import registers the alert
+            actions ``alert_actions`` names); needs trainengine.
 
     Raises:
-        ValueError: ``api_key_env`` names an unset or empty variable, or ``workers < 1``.
+        ValueError: ``api_key_env`` names an unset or empty variable, ``workers < 1``, or a
+            callable alert action with several workers (register it and pass its name).
         BundleError: The bundle cannot be loaded.
     """
     import uvicorn
 
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if plugins:
+        from trainengine.registries import load_plugins
+
+        load_plugins(plugins)
+    alert_options: dict[str, Any] = {
+        "alerts": alerts,
+        "alert_window_s": alert_window_s,
+        "alert_interval_s": alert_interval_s,
+        "alert_repeat_s": alert_repeat_s,
+        "alert_min_requests": alert_min_requests,
+        "alert_webhooks": list(alert_webhooks),
+        "alert_emails": list(alert_emails),
+        "smtp": dict(smtp) if smtp else None,
+        "alert_actions": list(alert_actions),
+    }
     api_key = None
     if api_key_env:
         api_key = os.environ.get(api_key_env)
@@ -1224,14 +1519,22 @@ def run_server(
             batch_max_wait_ms=batch_max_wait_ms,
             device=device,
             threads=threads,
+            **alert_options,
         )
         uvicorn.run(app, host=host, port=port, log_level=log_level)
         return
+    if any(not isinstance(a, str) for a in alert_actions):
+        raise ValueError(
+            "with workers > 1 every alert action must be a registered name (each worker process builds its own): "
+            "register the function with trainengine.registries.register_alert_action and pass its name"
+        )
     loaded = load_bundle(bundle_dir)  # fail here, once, rather than in every worker
     _limit("max_request_tokens", max_request_tokens, loaded, 0, int)
     _limit("max_batch_tokens", max_batch_tokens, loaded, 0, int)
     _limit("request_timeout_s", request_timeout_s, loaded, 0.0, float)
     _limit("max_new_tokens", max_new_tokens, loaded, 0, int)
+    if alerts:  # bad alert targets fail here, once, rather than in every worker
+        build_alert_actions(loaded.monitoring, webhooks=list(alert_webhooks), emails=list(alert_emails), smtp=smtp)
     options = {
         "BUNDLE": str(Path(bundle_dir).resolve()),
         "RUNTIME": runtime,
@@ -1247,6 +1550,16 @@ def run_server(
         "DEVICE": device,
         "THREADS": "" if threads is None else str(threads),
         "API_KEY_ENV": api_key_env or "",
+        "ALERTS": "1" if alerts else "0",
+        "ALERT_WINDOW_S": "" if alert_window_s is None else str(alert_window_s),
+        "ALERT_INTERVAL_S": str(alert_interval_s),
+        "ALERT_REPEAT_S": "" if alert_repeat_s is None else str(alert_repeat_s),
+        "ALERT_MIN_REQUESTS": "" if alert_min_requests is None else str(alert_min_requests),
+        "ALERT_WEBHOOKS": json.dumps(list(alert_webhooks)),
+        "ALERT_EMAILS": json.dumps(list(alert_emails)),
+        "SMTP": json.dumps(dict(smtp)) if smtp else "",
+        "ALERT_ACTIONS": json.dumps(list(alert_actions)),
+        "PLUGINS": json.dumps(list(plugins)),
     }
     saved = {k: os.environ.get(k) for k in [ENV_PREFIX + k for k in options] + ["PROMETHEUS_MULTIPROC_DIR"]}
     os.environ.update({ENV_PREFIX + k: v for k, v in options.items()})
@@ -1290,7 +1603,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (onnxruntime-gpu's CUDA provider)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per model call (default: all)")
     parser.add_argument("--log-level", default="info")
+    alerting = parser.add_argument_group(
+        "alerts", "p95 latency, error rate and drift against monitoring.json's thresholds, over a sliding window"
+    )
+    alerting.add_argument("--no-alerts", action="store_true", help="do not evaluate the alert rules")
+    alerting.add_argument("--alert-window-s", type=float, default=None, help="window length (default 300)")
+    alerting.add_argument("--alert-interval-s", type=float, default=DEFAULT_INTERVAL_S, help="seconds between checks")
+    alerting.add_argument("--alert-repeat-s", type=float, default=None, help="resend a lasting alert this often")
+    alerting.add_argument("--alert-min-requests", type=int, default=None, help="requests needed to judge")
+    alerting.add_argument("--alert-webhook", action="append", default=[], metavar="URL", help="POST alerts here")
+    alerting.add_argument("--alert-email", action="append", default=[], metavar="ADDR", help="email alerts here")
+    env = os.environ.get
+    alerting.add_argument("--smtp-host", default=env("TRAINENGINE_SMTP_HOST"), help="SMTP server for email alerts")
+    alerting.add_argument("--smtp-port", type=int, default=int(env("TRAINENGINE_SMTP_PORT") or 25))
+    alerting.add_argument("--smtp-from", default=env("TRAINENGINE_SMTP_FROM"), help="From address")
+    alerting.add_argument(
+        "--smtp-starttls", action="store_true", default=env("TRAINENGINE_SMTP_STARTTLS", "") in ("1", "true")
+    )
+    alerting.add_argument("--smtp-username", default=env("TRAINENGINE_SMTP_USERNAME"))
+    alerting.add_argument(
+        "--smtp-password-env",
+        default=env("TRAINENGINE_SMTP_PASSWORD_ENV"),
+        metavar="VAR",
+        help="environment variable holding the SMTP password",
+    )
     args = parser.parse_args(argv)
+    smtp = {
+        "host": args.smtp_host,
+        "port": args.smtp_port if args.smtp_host else None,
+        "sender": args.smtp_from,
+        "starttls": args.smtp_starttls if args.smtp_host else None,
+        "username": args.smtp_username,
+        "password_env": args.smtp_password_env,
+    }
     try:
         run_server(
             args.bundle,
@@ -1308,6 +1653,14 @@ def main(argv: list[str] | None = None) -> int:
             batch_max_wait_ms=args.batch_max_wait_ms,
             device=args.device,
             threads=args.threads,
+            alerts=not args.no_alerts,
+            alert_window_s=args.alert_window_s,
+            alert_interval_s=args.alert_interval_s,
+            alert_repeat_s=args.alert_repeat_s,
+            alert_min_requests=args.alert_min_requests,
+            alert_webhooks=args.alert_webhook,
+            alert_emails=args.alert_email,
+            smtp={k: v for k, v in smtp.items() if v is not None} or None,
         )
     except (BundleError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
