@@ -38,6 +38,9 @@ EXPECTED_FILES = {
     "server.py",
     "_hashing.py",
     "_numeric.py",
+    "alerting.py",
+    "_alerting.py",
+    "prometheus",
     "requirements.txt",
     "Dockerfile",
     "README.md",
@@ -56,7 +59,7 @@ def test_bundle_has_every_file_hashed_and_lineage(digits_bundle, digits_run):
     assert {p.name for p in digits_bundle.iterdir()} == EXPECTED_FILES
     assert digits_bundle.name.startswith("digits-mlp_")
     manifest = _manifest(digits_bundle)
-    assert set(manifest["files"]) == EXPECTED_FILES - {"manifest.json"}
+    assert set(manifest["files"]) == EXPECTED_FILES - {"manifest.json", "prometheus"} | {"prometheus/alerts.yml"}
     assert verify_bundle(digits_bundle) == []
     run = json.loads((digits_run / "run.json").read_text())
     assert manifest["lineage"]["run_id"] == run["run_id"]

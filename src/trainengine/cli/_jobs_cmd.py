@@ -144,13 +144,16 @@ def worker_command(
     log_dir: Path = typer.Option(Path("job_logs"), "--log-dir", help="Folder for the jobs' logs."),
     job_types: list[str] | None = typer.Option(None, "--type", help="Only jobs of this type (repeatable)."),
     schedules: bool = typer.Option(False, "--schedules", help="Also submit due scheduled runs between jobs."),
-    exit_when_idle: bool = typer.Option(False, "--exit-when-idle", help="Stop when the queue is empty."),
+    exit_when_idle: bool = typer.Option(False, "--exit-when-idle", help="Stop when no job is ready to run."),
+    retry_backoff_s: float = typer.Option(
+        30.0, "--retry-backoff-s", min=0.0, help="Wait before a failed job's first retry (doubling after each)."
+    ),
     db: str = _db_option(),
 ) -> None:
     """Run jobs, each in its own process; SIGTERM re-queues the running job after its checkpoint."""
-    from trainengine.jobs import JobExecutor, TrainingScheduler
+    from trainengine.jobs import JobExecutor, JobManager, TrainingScheduler
 
-    with _manager(db) as manager:
+    with JobManager(db, retry_backoff_s=retry_backoff_s) as manager:
         scheduler = TrainingScheduler(manager) if schedules else None
         executor = JobExecutor(
             manager, worker_id, lease_s=lease_s, log_dir=log_dir, job_types=job_types or None, scheduler=scheduler

@@ -164,7 +164,7 @@ def show_command(
         ("task_type", record.task_type),
         ("description", record.description or None),
         ("created_at", record.created_at),
-        ("artifact", f"{record.artifact_kind}: {record.artifact_path}"),
+        ("artifact", f"{record.artifact_kind}: {record.artifact_url or record.artifact_path}"),
         ("sha256", record.artifact_sha256),
         ("source", record.source_path),
         ("run_id", record.run_id),
@@ -225,7 +225,7 @@ def register_command(
         record = reg.get_model(name, version)
     typer.echo(
         f"registered {model_id} ({record.artifact_kind}, sha256 {record.artifact_sha256[:12]}) "
-        f"at {record.artifact_path}"
+        f"at {record.artifact_url or record.artifact_path}"
     )
 
 

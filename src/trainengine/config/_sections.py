@@ -362,7 +362,24 @@ class CheckpointingSection(Section):
     """When and where checkpoints are written (the CheckpointManager arrives with checkpoints)."""
 
     enabled: bool = Field(False, description="Write checkpoints during training.")
-    checkpoint_dir: str | None = Field(None, description="Folder for checkpoints; null = <run_dir>/checkpoints.")
+    checkpoint_dir: str | None = Field(
+        None,
+        description=(
+            "Folder for checkpoints; null = <run_dir>/checkpoints. A local or mounted folder: URLs (s3://, gs://) are "
+            "refused, as checkpoints need atomic renames and fsync."
+        ),
+    )
+
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _local_checkpoint_dir(cls, value: str | None) -> str | None:
+        from trainengine._storage import refuse_url
+
+        problem = refuse_url(value, "checkpointing.checkpoint_dir")
+        if problem:
+            raise ValueError(problem)
+        return value
+
     save_every_n_epochs: int | None = Field(
         1, ge=1, description="Save a checkpoint every N epochs; null disables epoch saves."
     )
@@ -913,8 +930,8 @@ class RegistrySection(Section):
     artifact_root: str | None = Field(
         None,
         description=(
-            "Folder for copies of registered artifacts; null = <stem>-artifacts/ next to a SQLite file (models.db -> "
-            "models-artifacts/); required for a server URL."
+            "Folder for copies of registered artifacts, or an fsspec URL (s3://bucket/models, gs://..., memory://...); "
+            "null = <stem>-artifacts/ next to a SQLite file (models.db -> models-artifacts/); required for a server URL."
         ),
     )
     gates: dict[str, dict[str, str]] = Field(

@@ -351,6 +351,9 @@ def _as_files(data: Any) -> list[Path] | None:
 
 def _recorded_task(record: Any) -> TaskSpec | None:
     """The task a registered artifact recorded: checkpoint metadata, run.json or a bundle's task_spec.json."""
+    fetch = getattr(record, "fetch", None)
+    if callable(fetch):
+        fetch()  # an artifact of a URL store is read from its (verified) local copy
     path, kind = Path(record.artifact_path), record.artifact_kind
     task: Any = None
     if kind == "checkpoint":

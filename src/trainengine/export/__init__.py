@@ -2,7 +2,8 @@
 
 :func:`create_export_bundle` writes ``exports/<name>_<timestamp>/`` with ONNX / TorchScript /
 torch.export / safetensors files (each checked against PyTorch at export time), the task spec,
-training config, monitoring thresholds, a drift reference profile, a standalone
+training config, monitoring thresholds (and ``prometheus/alerts.yml``, Prometheus alerting rules
+with them: :func:`prometheus_rules`), a drift reference profile, a standalone
 ``inference.py`` (numpy + onnxruntime), ``server.py``, a ``Dockerfile``, a ``README.md`` and a
 ``manifest.json`` holding the SHA-256 of every file. :func:`export_checkpoint` does the same
 from a checkpoint or run directory, :func:`verify_bundle` re-checks a bundle's files.
@@ -24,6 +25,7 @@ Example:
 from trainengine.export._bundle import QUANTIZATION_METHODS, create_export_bundle
 from trainengine.export._files import bundle_sha256, verify_bundle
 from trainengine.export._formats import FORMATS, ExportContext
+from trainengine.export._prometheus import prometheus_rules, prometheus_rules_yaml
 from trainengine.export._sources import export_checkpoint, export_registered
 from trainengine.registries import register_export_format
 
@@ -37,4 +39,6 @@ __all__ = [
     "ExportContext",
     "register_export_format",
     "QUANTIZATION_METHODS",
+    "prometheus_rules",
+    "prometheus_rules_yaml",
 ]

@@ -43,6 +43,7 @@ from trainengine.export._formats import (
     ParityInputs,
     write_format,
 )
+from trainengine.export._prometheus import ALERTS_FILE, prometheus_rules_yaml
 from trainengine.models import count_parameters, model_spec, unwrap_model
 from trainengine.registries import EXPORT_FORMATS
 from trainengine.tasks import TaskSpec
@@ -789,6 +790,10 @@ def _build(
     (folder / "task_spec.json").write_text(json.dumps(task.to_dict(), indent=2) + "\n")
     (folder / "training_config.yaml").write_text(yaml.safe_dump(_config_dict(training_config) or {}, sort_keys=False))
     (folder / "monitoring.json").write_text(json.dumps(monitoring, indent=2) + "\n")
+    # The same thresholds as Prometheus alerting rules over the metrics the server exports.
+    (folder / ALERTS_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (folder / ALERTS_FILE).write_text(prometheus_rules_yaml(name, version, monitoring))
+    manifest["prometheus_rules"] = ALERTS_FILE
     profile, source = _reference_profile(reference_profile, reference_data, task, example)
     (folder / "reference_profile.json").write_text(json.dumps(profile, indent=2) + "\n")
     manifest["reference_profile"] = {"file": "reference_profile.json", "source": source}

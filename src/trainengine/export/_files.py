@@ -131,7 +131,59 @@ def monitoring_settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ExportError(f"monitoring_config['{key}'] must be a positive number, got {value!r}")
+    problems = _alert_problems(settings)
+    if problems:
+        raise ExportError("invalid monitoring_config: " + "; ".join(problems))
     return settings
+
+
+def _alert_problems(settings: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the alert targets and windows of a monitoring config (the server reads them)."""
+    from trainengine._alerting import ConfigError, EmailAlert, WebhookAlert
+
+    problems = []
+    for key in ("alert_window_s", "alert_repeat_s", "alert_min_requests"):
+        value = settings.get(key)
+        if value is None:
+            continue
+        integral = key == "alert_min_requests"
+        ok = not isinstance(value, bool) and isinstance(value, int if integral else (int, float))
+        if not ok or not math.isfinite(value) or value <= 0:
+            problems.append(f"monitoring_config['{key}'] must be a positive {'integer' if integral else 'number'}")
+    for key in settings:
+        if "password" in str(key).lower():
+            problems.append(
+                f"monitoring_config[{key!r}]: a password never goes into a bundle; put it in an environment variable "
+                "and name the variable in monitoring_config['smtp']['password_env']"
+            )
+    webhooks = settings.get("alert_webhook")
+    for url in [webhooks] if isinstance(webhooks, str) else list(webhooks or []):
+        try:
+            WebhookAlert(url)
+        except ConfigError as exc:
+            problems += [f"monitoring_config['alert_webhook']: {p}" for p in exc.problems]
+    emails = settings.get("alert_email")
+    if emails is not None:
+        smtp = settings.get("smtp") or {}
+        try:  # the addresses are checked with a stand-in host: the real one may be given when serving
+            EmailAlert(emails, smtp_host="localhost", sender=smtp.get("sender") if isinstance(smtp, Mapping) else None)
+        except ConfigError as exc:
+            problems += [f"monitoring_config['alert_email']: {p}" for p in exc.problems]
+    smtp = settings.get("smtp")
+    if smtp is not None:
+        keys = ("host", "port", "sender", "starttls", "username", "password_env")
+        if not isinstance(smtp, Mapping):
+            problems.append(f"monitoring_config['smtp'] must be a table of {', '.join(keys)}")
+        else:
+            for key in smtp:
+                if "password" in str(key).lower() and key != "password_env":
+                    problems.append(
+                        f"monitoring_config['smtp'][{key!r}]: a password never goes into a bundle; name the "
+                        "environment variable that holds it in password_env"
+                    )
+                elif key not in keys:
+                    problems.append(f"monitoring_config['smtp']: unknown key {key!r} — known: {', '.join(keys)}")
+    return problems
 
 
 def _version(package: str) -> str | None:
@@ -318,8 +370,11 @@ trainengine serve {folder}
 distribution, and `drift_score` — the Jensen–Shannon divergence of recent inputs against
 `reference_profile.json` (the training data). Thresholds from `monitoring.json`:
 latency p95 > {monitoring["latency_threshold_ms"]} ms, error rate > {monitoring["error_rate_threshold"]},
-drift > {monitoring["drift_threshold"]} (retrain recommended). `GET /health` returns the model
-name, version and artifact hash.
+drift > {monitoring["drift_threshold"]} (retrain recommended). The server checks them itself over a sliding
+window (`GET /alerts`; a log line always, plus `--alert-webhook URL` and `--alert-email ADDR` with
+`--smtp-host HOST`), and `prometheus/alerts.yml` holds the same rules for Prometheus
+(`promtool check rules prometheus/alerts.yml`). `GET /health` returns the model name, version and
+artifact hash.
 
 ## Rollback
 Keep the previous image tag and run it again (`docker run -p 8080:8080 {name}:<previous>`); with a

@@ -58,8 +58,9 @@ def prometheus_rules(name: str, version: str | None, monitoring: Mapping[str, An
             ``error_rate_threshold``, ``drift_threshold``, optionally ``alert_window_s``).
 
     Example:
-        >>> rules = prometheus_rules("digits", "1.0.0", {"latency_threshold_ms": 100, "error_rate_threshold": 0.01,
-        ...                                                "drift_threshold": 0.2})
+        >>> rules = prometheus_rules(
+        ...     "digits", "1.0.0", {"latency_threshold_ms": 100, "error_rate_threshold": 0.01, "drift_threshold": 0.2}
+        ... )
         >>> [r["alert"] for r in rules["groups"][0]["rules"]][:2]
         ['TrainengineServeLatencyHigh', 'TrainengineServeLatencyHigh']
     """
@@ -86,7 +87,7 @@ def prometheus_rules(name: str, version: str | None, monitoring: Mapping[str, An
                     "labels": {"severity": severity, "kind": kind, **labels},
                     "annotations": {
                         "summary": summary,
-                        "description": description.format(bound=f"{bound:g}"),
+                        "description": description.replace("@BOUND@", f"{bound:g}"),
                     },
                 }
             )
@@ -99,8 +100,8 @@ def prometheus_rules(name: str, version: str | None, monitoring: Mapping[str, An
         "1m",
         "latency",
         f"{name}: /predict p95 latency is high",
-        f"p95 latency of /predict over the last {window} is {{{{ $value | humanizeDuration }}}}, above "
-        "{bound} s " + f"(latency_threshold_ms {latency_ms:g}) on {{{{ $labels.instance }}}}.",
+        f"p95 latency of /predict over the last {window} is {{{{ $value | humanizeDuration }}}}, above @BOUND@ s "
+        f"(latency_threshold_ms {latency_ms:g}) on {{{{ $labels.instance }}}}.",
     )
     error_rate = float(monitoring["error_rate_threshold"])
     add(
@@ -110,8 +111,8 @@ def prometheus_rules(name: str, version: str | None, monitoring: Mapping[str, An
         "1m",
         "error_rate",
         f"{name}: /predict error rate is high",
-        f"{{{{ $value | humanizePercentage }}}} of /predict answers over the last {window} were 5xx, above "
-        "{bound} " + f"(error_rate_threshold) on {{{{ $labels.instance }}}}.",
+        f"{{{{ $value | humanizePercentage }}}} of /predict answers over the last {window} were 5xx, above @BOUND@ "
+        "(error_rate_threshold) on {{ $labels.instance }}.",
     )
     drift_threshold = float(monitoring["drift_threshold"])
     add(
@@ -122,9 +123,21 @@ def prometheus_rules(name: str, version: str | None, monitoring: Mapping[str, An
         "drift",
         f"{name}: inputs drifted from the training data",
         "Drift score {{ $value }} (Jensen-Shannon divergence of recent inputs against the training data) is "
-        "above {bound} (drift_threshold) on {{ $labels.instance }}; retraining recommended.",
+        "above @BOUND@ (drift_threshold) on {{ $labels.instance }}; retraining recommended.",
     )
     return {"groups": [{"name": f"trainengine-serve-{name}", "rules": rules}]}
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the rules' expressions) as literal blocks, as people write them."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
 
 
 def prometheus_rules_yaml(name: str, version: str | None, monitoring: Mapping[str, Any]) -> str:
@@ -133,4 +146,5 @@ def prometheus_rules_yaml(name: str, version: str | None, monitoring: Mapping[st
         f"# Prometheus alerting rules for model {name!r}, written by trainengine export with the thresholds of\n"
         "# monitoring.json. Load with `rule_files: [alerts.yml]`; check with `promtool check rules alerts.yml`.\n"
     )
-    return header + yaml.safe_dump(prometheus_rules(name, version, monitoring), sort_keys=False, width=1000)
+    rules = prometheus_rules(name, version, monitoring)
+    return header + yaml.dump(rules, Dumper=_Dumper, sort_keys=False, width=1000, allow_unicode=True)

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trainengine._hashing import MANIFEST, content_sha256, copy_and_hash, file_sha256
-from trainengine.errors import RegistryError
+from trainengine._storage import RemoteStore, is_url
+from trainengine.errors import ConfigError, RegistryError
 
 __all__ = [
     "ArtifactKind",
@@ -50,6 +51,7 @@ __all__ = [
     "read_state_dict",
     "load_weights",
     "remove_path",
+    "default_cache_dir",
 ]
 
 ArtifactKind = Literal["checkpoint", "run", "safetensors", "torch", "bundle"]
@@ -364,6 +366,8 @@ class Placement:
     final: Path | None = None
     _placed_inode: int | None = None
     created: list[Path] = field(default_factory=list)  # folders made for the staging copy, innermost first
+    remote: RemoteStore | None = None  # an fsspec store: the upload is already at its (unique) final prefix
+    remote_prefix: str | None = None
 
     def _ours(self) -> bool:
         return (
@@ -379,6 +383,8 @@ class Placement:
         Only call this while owning the final path (its row is inserted in the open transaction):
         whatever sits there now is the leftover of a crashed registration and is moved aside.
         """
+        if self.remote is not None:
+            return  # uploaded under a prefix of its own: the row that names it is the commit
         if self.staging is None or self.final is None or self._ours():
             return
         if self.final.exists():
@@ -390,6 +396,9 @@ class Placement:
 
     def abort(self) -> None:
         """The row was rolled back: remove the copy if it is ours (same inode), or if the move was interrupted."""
+        if self.remote is not None and self.remote_prefix is not None:
+            self.remote.rm(self.remote_prefix)  # nothing names this upload: remove it
+            return
         if self.final is None or self.staging is None:
             return
         if self._ours() or (self._placed_inode is None and self.final.exists() and not self.staging.exists()):
@@ -415,8 +424,18 @@ class ArtifactStore:
     :meth:`Placement.commit`. A store without a root (an in-memory registry) can only record
     artifacts in place (``put(..., copy=False)``).
 
+    The root may also be an fsspec URL (``s3://bucket/models``, ``gs://...``, ``memory://...``,
+    ``file:///mnt/share/models``): object stores have no atomic rename, so each registration is
+    uploaded under a prefix of its own, ``<root>/<name>/<version>/<upload id>/``, hashed from the
+    bytes sent; the database row that names the prefix is the commit (a refused or rolled-back
+    registration removes its upload). Reading downloads the artifact once into ``cache_dir``
+    (``<cache_dir>/<sha256>/``), hashing the bytes received, and refuses it unless the hash is the
+    registered one; the cached copy is re-hashed before every load, like a local one.
+
     Args:
-        root: The store's folder, or None.
+        root: The store's folder or URL, or None.
+        cache_dir: Where artifacts of a URL store are downloaded to (default
+            ``$TRAINENGINE_CACHE/artifacts``, else ``~/.cache/trainengine/artifacts``).
 
     Example:
         >>> import tempfile, torch
@@ -431,10 +450,19 @@ class ArtifactStore:
         >>> store.verify(store.get(placed.stored_path, in_store=True), "torch", [], placed.sha256, "m:1.0.0")
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None) -> None:
-        self.root: Path | None = Path(root) if root is not None else None
+    def __init__(self, root: str | os.PathLike[str] | None, *, cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self.remote: RemoteStore | None = None
+        if is_url(root):
+            try:
+                self.remote = RemoteStore(str(root))
+            except ConfigError as exc:
+                raise RegistryError(f"cannot use the artifact store {root!r}: {'; '.join(exc.problems)}") from None
+        self.root: Path | None = Path(root) if root is not None and self.remote is None else None
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
     def __repr__(self) -> str:
+        if self.remote is not None:
+            return f"ArtifactStore({self.remote.location!r})"
         return f"ArtifactStore({str(self.root) if self.root is not None else None!r})"
 
     def put(self, source: ArtifactSource, name: str, version: str, *, copy: bool = True) -> Placement:
@@ -456,6 +484,8 @@ class ArtifactStore:
             return Placement(
                 source, hashes, artifact_sha256(source.kind, hashes, single_file=single), str(source.path), False
             )
+        if self.remote is not None:
+            return self._upload(source, name, version, files, src_root, single)
         if self.root is None:
             raise RegistryError(
                 "an in-memory registry has no artifact store: give artifact_root= or register with copy_artifact=False"
@@ -491,17 +521,114 @@ class ArtifactStore:
         placement.sha256 = artifact_sha256(source.kind, placement.hashes, single_file=single)
         return placement
 
-    def get(self, stored_path: str, *, in_store: bool, model_id: str = "the model") -> Path:
+    def _upload(
+        self, source: ArtifactSource, name: str, version: str, files: list[str], src_root: Path, single: bool
+    ) -> Placement:
+        """``put`` into a URL store: upload under a fresh prefix, hashing the bytes sent, then verify."""
+        assert self.remote is not None
+        prefix = f"{name}/{version}/{uuid.uuid4().hex[:12]}"
+        stored = prefix + (f"/{source.path.name}" if single else "")
+        placement = Placement(source, {}, "", stored, True, remote=self.remote, remote_prefix=prefix)
+        try:
+            try:
+                for rel in files:
+                    placement.hashes[rel] = self.remote.put_file(src_root / rel, f"{prefix}/{rel}")
+            except (OSError, ValueError) as exc:
+                raise RegistryError(
+                    f"cannot upload {str(source.path)!r} to the artifact store {self.remote.url(prefix)!r}: {exc}"
+                ) from exc
+            # The format checks read the source; the hashes are those of the bytes uploaded.
+            verify_source(source, placement.hashes, source.path)
+        except BaseException:
+            placement.abort()
+            raise
+        placement.sha256 = artifact_sha256(source.kind, placement.hashes, single_file=single)
+        return placement
+
+    def get(
+        self,
+        stored_path: str,
+        *,
+        in_store: bool,
+        model_id: str = "the model",
+        sha256: str | None = None,
+        kind: str | None = None,
+    ) -> Path:
         """The absolute path of a registered artifact from its row's ``artifact_path``.
+
+        For a URL store this is where :meth:`fetch` puts the downloaded copy (``<cache_dir>/<sha256>``).
 
         Raises:
             RegistryError: the artifact lives in the store but this store has no root.
         """
         if not in_store:
             return Path(stored_path)
+        if self.remote is not None:
+            if sha256 is None:
+                raise RegistryError(f"{model_id}: a URL store needs the artifact's sha256 to find its cached copy")
+            folder = self.cache_dir / sha256
+            return folder / Path(stored_path).name if kind in ("safetensors", "torch") else folder
         if self.root is None:
             raise RegistryError(f"{model_id} lives in the artifact store: open the registry with artifact_root=")
         return self.root / stored_path
+
+    def url(self, stored_path: str, *, in_store: bool) -> str | None:
+        """The artifact's URL in a URL store (None for a local store or an artifact kept in place)."""
+        if not in_store or self.remote is None:
+            return None
+        return self.remote.url(stored_path)
+
+    @staticmethod
+    def fetch(url: str, path: Path, kind: str, files: Sequence[str], sha256: str, model_id: str) -> bool:
+        """Download an artifact of a URL store to ``path`` (its cache place) unless a good copy is there.
+
+        The bytes are hashed as they arrive; the copy is moved into place only when its hash is
+        the registered one. Returns True when it downloaded (and so verified) the copy just now.
+
+        Raises:
+            RegistryError: the artifact is missing from the store or its content changed.
+        """
+        single = kind in ("safetensors", "torch")
+        folder = path.parent if single else path
+        if path.exists():
+            try:
+                ArtifactStore.verify(path, kind, files, sha256, model_id)
+                return False
+            except RegistryError:
+                remove_path(folder)  # a damaged cache entry: fetched again below
+        base = url.rsplit("/", 1)[0] if single else url
+        try:
+            remote = RemoteStore(base)
+        except ConfigError as exc:
+            raise RegistryError(f"cannot read {model_id} from {url!r}: {'; '.join(exc.problems)}") from None
+        names = [url.rsplit("/", 1)[1]] if single else list(files)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            try:
+                hashes = {rel: remote.get_file(rel, tmp / rel) for rel in names}
+            except FileNotFoundError as exc:
+                raise RegistryError(
+                    f"artifact of {model_id} is missing: {url!r} lacks {exc.filename or exc} (deleted from the store "
+                    "since registration?)"
+                ) from None
+            except (OSError, ValueError) as exc:
+                raise RegistryError(f"cannot download {model_id} from {url!r}: {exc}") from exc
+            actual = artifact_sha256(kind, hashes, single_file=single)
+            if actual != sha256:
+                raise RegistryError(
+                    f"artifact changed since registration: {model_id} at {url!r} has sha256 {actual[:12]}…, "
+                    f"registered {sha256[:12]}…; it was modified or damaged in the store — register the intended "
+                    "weights as a new version"
+                )
+            try:
+                os.replace(tmp, folder)
+            except OSError:
+                if not folder.exists():  # another process placed the same (content-addressed) copy: keep it
+                    raise
+        finally:
+            remove_path(tmp)
+        return True
 
     @staticmethod
     def verify(path: Path, kind: str, files: Sequence[str], sha256: str, model_id: str) -> None:
@@ -533,8 +660,18 @@ class ArtifactStore:
 
     def delete(self, name: str, version: str) -> None:
         """Remove a version's copy from the store (nothing happens when there is none)."""
-        if self.root is not None:
+        if self.remote is not None:
+            self.remote.rm(f"{name}/{version}")
+        elif self.root is not None:
             remove_path(self.root / name / version)
+
+
+def default_cache_dir() -> Path:
+    """Where artifacts of URL stores are downloaded: ``$TRAINENGINE_CACHE/artifacts``.
+
+    ``TRAINENGINE_CACHE`` defaults to ``~/.cache/trainengine`` (where ``trainengine serve`` caches bundles too).
+    """
+    return Path(os.environ.get("TRAINENGINE_CACHE") or Path.home() / ".cache" / "trainengine") / "artifacts"
 
 
 def remove_path(path: Path) -> None:

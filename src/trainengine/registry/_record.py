@@ -28,6 +28,7 @@ class ModelRecord:
         tags: Free labels given at registration.
         aliases: Aliases this version holds now (``("production",)``).
         artifact_path: The registered file or folder (in the registry's artifact store when copied).
+            For a store at a URL, the local copy :meth:`fetch` downloads (``<cache_dir>/<sha256>``).
         artifact_kind: ``checkpoint``, ``run``, ``safetensors``, ``torch`` or ``bundle``.
         artifact_sha256: Content hash taken at registration; :meth:`load` checks it first.
         artifact_files: Files of a folder artifact covered by the hash (empty for one file).
@@ -40,6 +41,8 @@ class ModelRecord:
         status: ``active`` or ``archived``.
         created_at: Registration time, ISO 8601 UTC.
         description: Free text.
+        artifact_url: Where the artifact lives when the registry's store is a URL
+            (``s3://bucket/models/name/1.0.0/<upload id>``); None for a local store.
     """
 
     model_id: str
@@ -62,6 +65,7 @@ class ModelRecord:
     status: ModelStatus = "active"
     created_at: str = ""
     description: str = ""
+    artifact_url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (paths as strings, tuples as lists).
@@ -78,12 +82,43 @@ class ModelRecord:
             out[key] = list(out[key])
         return json.loads(json.dumps(out, default=str))
 
-    def verify(self) -> None:
-        """Check that the artifact is still what was registered (same SHA-256).
+    def fetch(self) -> Path:
+        """The artifact as a local file or folder: :attr:`artifact_path`, downloaded first from a URL store.
+
+        A download is hashed as it arrives and kept only when the hash is the registered one; an
+        existing cached copy is used when it still hashes right.
 
         Raises:
             RegistryError: the artifact is missing or its content changed since registration.
         """
+        if self.artifact_url is not None:
+            ArtifactStore.fetch(
+                self.artifact_url,
+                self.artifact_path,
+                self.artifact_kind,
+                self.artifact_files,
+                self.artifact_sha256,
+                self.model_id,
+            )
+        return self.artifact_path
+
+    def verify(self) -> None:
+        """Check that the artifact is still what was registered (same SHA-256).
+
+        An artifact of a URL store is downloaded first (:meth:`fetch`); then the local copy is checked.
+
+        Raises:
+            RegistryError: the artifact is missing or its content changed since registration.
+        """
+        if self.artifact_url is not None and ArtifactStore.fetch(
+            self.artifact_url,
+            self.artifact_path,
+            self.artifact_kind,
+            self.artifact_files,
+            self.artifact_sha256,
+            self.model_id,
+        ):
+            return  # downloaded just now, hashed on the way in
         ArtifactStore.verify(
             self.artifact_path, self.artifact_kind, self.artifact_files, self.artifact_sha256, self.model_id
         )

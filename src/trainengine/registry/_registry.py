@@ -25,6 +25,7 @@ from trainengine._sql import (
     inserted_id,
     resolve_database,
 )
+from trainengine._storage import is_url
 from trainengine.errors import RegistryError
 from trainengine.registry import _schema as S
 from trainengine.registry._artifacts import ArtifactStore, inspect_source
@@ -66,7 +67,10 @@ class ModelRegistry(SqlStore):
             SQLAlchemy URL such as ``postgresql://user@host/registry`` for a team server.
         artifact_root: Folder that receives a copy of every registered artifact
             (``<artifact_root>/<name>/<version>/``); default ``<stem>-artifacts/`` next to a SQLite
-            file (``models.db`` -> ``models-artifacts/``). Required with a server URL.
+            file (``models.db`` -> ``models-artifacts/``). Required with a server URL. May be an
+            fsspec URL (``s3://bucket/models``, ``gs://...``, ``memory://...``, ``file://...``):
+            artifacts are then uploaded there and downloaded into ``cache_dir`` to be read, their
+            hashes checked both ways (see :class:`~trainengine.registry.ArtifactStore`).
         gates: Promotion gates ``{alias: {metric: "<= 0.40"}}``; a promotion to ``alias`` must meet
             every bound (operators ``<=``, ``<``, ``>=``, ``>``, ``==``) unless forced.
         require_significant: Aliases whose promotions must beat the current holder in a paired
@@ -79,6 +83,8 @@ class ModelRegistry(SqlStore):
         read_only: Open an existing registry for reading only (``list``, ``show``, ``history``):
             nothing is created — a missing SQLite file or a database without the registry's
             tables raises :class:`RegistryError` — and every write is refused.
+        cache_dir: Where artifacts of a URL ``artifact_root`` are downloaded to (default
+            ``$TRAINENGINE_CACHE/artifacts``, else ``~/.cache/trainengine/artifacts``).
 
     Attributes:
         store: The :class:`~trainengine.registry._artifacts.ArtifactStore` under ``artifact_root``
@@ -114,6 +120,7 @@ class ModelRegistry(SqlStore):
         busy_timeout_s: float = 30.0,
         max_retries: int = 10,
         read_only: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         try:
             self._gates: dict[str, list[Gate]] = parse_gates(gates)
@@ -136,8 +143,10 @@ class ModelRegistry(SqlStore):
             create=not read_only,
         )
         self._label = database.label
-        if artifact_root is not None:
-            self.artifact_root: Path | None = Path(artifact_root).expanduser().resolve()
+        if is_url(artifact_root):
+            self.artifact_root: Path | str | None = str(artifact_root)  # an fsspec URL (s3://, gs://, memory://)
+        elif artifact_root is not None:
+            self.artifact_root = Path(artifact_root).expanduser().resolve()
         elif database.sqlite_file is not None:
             file = database.sqlite_file.resolve()
             self.artifact_root = file.with_name(f"{file.stem}-artifacts")
@@ -148,7 +157,7 @@ class ModelRegistry(SqlStore):
             )
         else:
             self.artifact_root = None  # in memory: only copy_artifact=False registrations
-        self.store = ArtifactStore(self.artifact_root)
+        self.store = ArtifactStore(self.artifact_root, cache_dir=cache_dir)
         self._connect(database, busy_timeout_s=busy_timeout_s, max_retries=max_retries, read_only=read_only)
 
     @classmethod
@@ -224,7 +233,11 @@ class ModelRegistry(SqlStore):
     # -- rows -> records -----------------------------------------------------------------------------
     def _artifact_path(self, row: Any) -> Path:
         return self.store.get(
-            row.artifact_path, in_store=bool(row.artifact_in_store), model_id=f"{row.name}:{row.version}"
+            row.artifact_path,
+            in_store=bool(row.artifact_in_store),
+            model_id=f"{row.name}:{row.version}",
+            sha256=row.artifact_sha256,
+            kind=row.artifact_kind,
         )
 
     def _records(self, conn: Connection, rows: Sequence[Any]) -> list[ModelRecord]:
@@ -254,6 +267,7 @@ class ModelRegistry(SqlStore):
                 tags=tuple(tag_map[r.model_pk]),
                 aliases=tuple(alias_map[r.model_pk]),
                 artifact_path=self._artifact_path(r),
+                artifact_url=self.store.url(r.artifact_path, in_store=bool(r.artifact_in_store)),
                 artifact_kind=r.artifact_kind,
                 artifact_sha256=r.artifact_sha256,
                 artifact_files=tuple(json.loads(r.artifact_files_json)),
