@@ -170,8 +170,72 @@ def serve_command(
     log_level: str = typer.Option(
         "info", "--log-level", help="uvicorn log level; warning drops the per-request access log line."
     ),
+    no_alerts: bool = typer.Option(
+        False, "--no-alerts", help="Do not evaluate the alert rules (p95 latency, error rate, drift)."
+    ),
+    alert_window_s: float | None = typer.Option(
+        None,
+        "--alert-window-s",
+        min=1.0,
+        help="Sliding window the alert rules judge, seconds (default: the bundle's monitoring.json, else 300).",
+    ),
+    alert_interval_s: float = typer.Option(
+        5.0, "--alert-interval-s", min=0.1, help="Seconds between two evaluations of the alert rules."
+    ),
+    alert_repeat_s: float | None = typer.Option(
+        None,
+        "--alert-repeat-s",
+        min=1.0,
+        help="Send a lasting alert again at most this often, seconds (default: monitoring.json, else 3600).",
+    ),
+    alert_min_requests: int | None = typer.Option(
+        None,
+        "--alert-min-requests",
+        min=1,
+        help="Requests the window needs before latency and error rate are judged (default: monitoring.json, else 20).",
+    ),
+    alert_webhook: list[str] | None = typer.Option(
+        None, "--alert-webhook", metavar="URL", help="POST alerts as JSON here (repeatable); adds to monitoring.json's."
+    ),
+    alert_email: list[str] | None = typer.Option(
+        None, "--alert-email", metavar="ADDR", help="Email alerts here (repeatable; needs --smtp-host)."
+    ),
+    alert_action: list[str] | None = typer.Option(
+        None,
+        "--alert-action",
+        metavar="NAME",
+        help="An alert action registered with register_alert_action (repeatable), e.g. one that submits retraining.",
+    ),
+    plugin: list[str] | None = typer.Option(
+        None, "--plugin", metavar="MODULE", help="Import this module first (it registers alert actions; repeatable)."
+    ),
+    smtp_host: str | None = typer.Option(
+        None, "--smtp-host", envvar="TRAINENGINE_SMTP_HOST", help="SMTP server for email alerts."
+    ),
+    smtp_port: int | None = typer.Option(
+        None, "--smtp-port", min=1, max=65535, envvar="TRAINENGINE_SMTP_PORT", help="SMTP port (default 25)."
+    ),
+    smtp_from: str | None = typer.Option(
+        None, "--smtp-from", envvar="TRAINENGINE_SMTP_FROM", help="From address of alert emails."
+    ),
+    smtp_starttls: bool | None = typer.Option(
+        None,
+        "--smtp-starttls/--no-smtp-starttls",
+        envvar="TRAINENGINE_SMTP_STARTTLS",
+        help="Upgrade the SMTP connection with STARTTLS (needed to log in to a remote server).",
+    ),
+    smtp_username: str | None = typer.Option(
+        None, "--smtp-username", envvar="TRAINENGINE_SMTP_USERNAME", help="SMTP login name."
+    ),
+    smtp_password_env: str | None = typer.Option(
+        None,
+        "--smtp-password-env",
+        metavar="VAR",
+        envvar="TRAINENGINE_SMTP_PASSWORD_ENV",
+        help="Environment variable holding the SMTP password (never the password itself).",
+    ),
 ) -> None:
-    """Serve a bundle: POST /predict, GET /health, GET /metrics (Prometheus)."""
+    """Serve a bundle: POST /predict, GET /health, GET /metrics (Prometheus), GET /alerts."""
     from trainengine.serve._runtime import BundleError
 
     if runtime not in _RUNTIMES:
@@ -184,6 +248,23 @@ def serve_command(
         raise TrainEngineError("--model picks an ONNX file; it applies to --runtime onnx only")
     if device.split(":")[0] not in ("cpu", "cuda"):
         raise TrainEngineError(f"--device must be cpu or cuda (cuda:N), got {device!r}")
+    if plugin:
+        from trainengine.registries import load_plugins
+
+        load_plugins(plugin)  # a ConfigError (exit 2) names a module that does not import
+    if alert_action:
+        from trainengine.registries import ALERT_ACTIONS
+
+        for name in alert_action:
+            ALERT_ACTIONS.check(name)  # an unknown name lists the registered ones, before anything loads
+    smtp = {
+        "host": smtp_host,
+        "port": smtp_port,
+        "sender": smtp_from,
+        "starttls": smtp_starttls,
+        "username": smtp_username,
+        "password_env": smtp_password_env,
+    }
     bundle = resolve_bundle(target, registry)
     if device != "cpu" and runtime == "onnx" and not _onnx_has_cuda():
         if model_file is not None:
@@ -220,6 +301,16 @@ def serve_command(
             batch_max_wait_ms=batch_max_wait_ms,
             device=device,
             threads=threads,
+            alerts=not no_alerts,
+            alert_window_s=alert_window_s,
+            alert_interval_s=alert_interval_s,
+            alert_repeat_s=alert_repeat_s,
+            alert_min_requests=alert_min_requests,
+            alert_webhooks=alert_webhook or [],
+            alert_emails=alert_email or [],
+            smtp={k: v for k, v in smtp.items() if v is not None} or None,
+            alert_actions=alert_action or [],
+            plugins=plugin or [],
         )
     except BundleError as exc:
         raise TrainEngineError(str(exc)) from exc

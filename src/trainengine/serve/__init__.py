@@ -1,8 +1,10 @@
-"""Serve an export bundle over HTTP: predictions, health, Prometheus metrics and input drift.
+"""Serve an export bundle over HTTP: predictions, health, Prometheus metrics, input drift and alerts.
 
 :func:`create_app` builds the FastAPI app for a bundle (``POST /predict``, ``GET /health``,
 ``GET /metrics``); :func:`serve` runs it with uvicorn (``trainengine serve`` on the command
-line). :class:`OnnxPredictor` is the same prediction path without HTTP. The runtime module is
+line). :class:`OnnxPredictor` is the same prediction path without HTTP. :class:`ServingAlerts` judges
+p95 latency, error rate and drift over a sliding window on a background thread and sends alerts
+through the monitoring alert actions (log, webhook, email, registered functions). The runtime module is
 copied into every bundle as ``inference.py`` and the app as ``server.py``, so a bundle serves
 itself without trainengine installed.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from trainengine.serve._alerting import ServingAlerts, WindowCounts, build_alert_actions, histogram_quantile
 from trainengine.serve._runtime import (
     BundleError,
     DriftWindow,
@@ -45,6 +48,10 @@ __all__ = [
     "drift_score",
     "drift_divergences",
     "DriftWindow",
+    "ServingAlerts",
+    "WindowCounts",
+    "build_alert_actions",
+    "histogram_quantile",
 ]
 
 
@@ -59,7 +66,9 @@ def create_app(bundle_dir: str | os.PathLike[str], **options: Any) -> Any:
 
     Options: ``runtime`` ("onnx" | "torch"), ``api_key``, ``max_body_bytes``, ``max_batch``,
     ``torch_predictor``, ``model_file``, ``drift_window``, ``drift_interval_s``,
-    ``drift_min_examples``, ``max_request_tokens``, ``max_batch_tokens``, ``request_timeout_s``.
+    ``drift_min_examples``, ``max_request_tokens``, ``max_batch_tokens``, ``request_timeout_s``, and the
+    alert options ``alerts``, ``alert_window_s``, ``alert_interval_s``, ``alert_repeat_s``,
+    ``alert_min_requests``, ``alert_webhooks``, ``alert_emails``, ``smtp``, ``alert_actions``.
 
     Raises:
         MissingExtraError: fastapi / prometheus_client are not installed (``pip install trainengine[serve]``).
@@ -96,7 +105,8 @@ def serve(
         **options: ``model_file``, ``max_body_bytes``, ``max_batch``, ``log_level``,
             ``torch_predictor``, ``max_request_tokens``, ``max_batch_tokens``, ``request_timeout_s``,
             ``batch_max_size`` / ``batch_max_wait_ms`` (adaptive batching), ``device`` (cpu, cuda),
-            ``threads`` (CPU threads per model call).
+            ``threads`` (CPU threads per model call), the alert options of :func:`create_app` and
+            ``plugins`` (modules registering alert actions).
 
     Example:
         >>> serve("exports/digits_20261122_054000", port=8080)  # doctest: +SKIP
