@@ -189,3 +189,15 @@ def test_a_drift_enqueues_one_retraining_job_per_cool_down(sql_db):
     jobs = manager.list_jobs(job_type="retraining")
     assert [j.id for j in jobs] == [second, first] and jobs[0].priority == 8
     assert "drift score 0.4" in manager.get_job(second).history[0].message
+
+
+def test_a_worker_imports_only_the_database_layer():
+    # torch and the engine load in a job's own process; the worker stays small and starts fast.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trainengine.jobs, trainengine.cli._jobs_cmd; print(sorted({'torch', 'numpy'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
