@@ -2,7 +2,7 @@
 
 Items: 4 (a file that is not UTF-8), 10 (alias bombs, deep nesting, huge echoed values),
 12 (duplicate keys, unknown keys naming the file, booleans are not numbers) and 14 (switches
-whose capability is not built yet are refused: distributed.strategy fsdp2 since issue 18).
+whose capability is not built yet are refused; none is left since issue 18 built FSDP2).
 """
 
 from __future__ import annotations
@@ -211,22 +211,13 @@ def test_numbers_and_number_text_are_still_accepted():
 
 
 # -- item 14: switches that do nothing yet ----------------------------------------------------------
-# Issue 18 built DDP: of the distributed switches only strategy fsdp2 is still refused (the rest of
-# the section is tested in test_distributed_config.py).
-def test_switches_whose_capability_is_not_built_are_refused():
-    with pytest.raises(ConfigError) as info:
-        TrainingConfigBuilder().with_section("distributed", strategy="fsdp2").build()
-    (problem,) = info.value.problems
-    assert problem.startswith("distributed.strategy: 'fsdp2' is not built yet") and problem.endswith("use ddp")
-
-
-def test_cli_refuses_fsdp2_from_a_file_and_accepts_lora_and_ddp(tmp_path, capsys):
-    path = _write(tmp_path, "lora.yaml", "lora:\n  enabled: true\ndistributed:\n  strategy: fsdp2\n")
-    code, err = _cli(capsys, "config", "validate", str(path))
-    assert code == 2 and "distributed.strategy" in err and "lora.enabled" not in err  # LoRA is built (issue 15)
-    path = _write(tmp_path, "ddp.yaml", "lora:\n  enabled: true\ndistributed:\n  strategy: ddp\n")
-    code, err = _cli(capsys, "config", "validate", str(path))
-    assert code == 0, err
+# Issue 18 built DDP and FSDP2: every distributed switch is accepted now (the section is tested in
+# test_distributed_config.py), and so is LoRA (issue 15).
+def test_cli_accepts_lora_with_fsdp2_and_ddp_from_a_file(tmp_path, capsys):
+    for strategy in ("fsdp2", "ddp"):
+        path = _write(tmp_path, f"{strategy}.yaml", f"lora:\n  enabled: true\ndistributed:\n  strategy: {strategy}\n")
+        code, err = _cli(capsys, "config", "validate", str(path))
+        assert code == 0, err
 
 
 def test_the_defaults_of_unbuilt_sections_and_every_preset_still_validate():

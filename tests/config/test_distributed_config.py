@@ -1,4 +1,4 @@
-"""Issue 18, config part: the ``distributed`` section accepts DDP's settings and refuses FSDP2 for now."""
+"""Issue 18, config part: the ``distributed`` section accepts DDP's and FSDP2's settings."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_the_defaults_are_one_process_friendly():
     assert (section.bucket_cap_mb, section.timeout_s) == (25.0, 600.0)
 
 
-@pytest.mark.parametrize("strategy", ["auto", "none", "ddp"])
+@pytest.mark.parametrize("strategy", ["auto", "none", "ddp", "fsdp2"])
 @pytest.mark.parametrize("backend", ["auto", "nccl", "gloo"])
 def test_every_built_strategy_and_backend_validates(strategy, backend):
     config = TrainingConfigBuilder().with_distributed(strategy=strategy, backend=backend).build()
@@ -40,6 +40,10 @@ def test_every_ddp_option_validates_and_round_trips(tmp_path):
         "bucket_cap_mb": 50,
         "sync_batchnorm": False,
         "timeout_s": 30,
+        "fsdp_wrap_modules": ["Block"],
+        "fsdp_reshard_after_forward": False,
+        "fsdp_cpu_offload": True,
+        "fsdp_reduce_dtype": "bfloat16",
     }
     config = TrainingConfig(distributed=fields)
     assert config.distributed.model_dump() == {**fields, "bucket_cap_mb": 50.0, "timeout_s": 30.0}
@@ -48,12 +52,10 @@ def test_every_ddp_option_validates_and_round_trips(tmp_path):
     assert TrainingConfig.load(path).distributed == config.distributed
 
 
-def test_fsdp2_is_refused_with_what_to_use_instead():
-    (problem,) = _problems(strategy="fsdp2")
-    assert problem == (
-        "distributed.strategy: 'fsdp2' is not built yet — planned: FSDP2 arrives with sharded checkpoints "
-        "(issue 18, next step); use ddp"
-    )
+def test_fsdp2_options_have_their_defaults():
+    section = TrainingConfig(distributed={"strategy": "fsdp2"}).distributed
+    assert (section.fsdp_wrap_modules, section.fsdp_reshard_after_forward) == ([], True)
+    assert (section.fsdp_cpu_offload, section.fsdp_reduce_dtype) == (False, "float32")
 
 
 @pytest.mark.parametrize(
@@ -70,6 +72,7 @@ def test_fsdp2_is_refused_with_what_to_use_instead():
         ({"static_graph": "maybe"}, "distributed.static_graph: Input should be a valid boolean"),
         ({"sync_batchnorm": "sometimes"}, "distributed.sync_batchnorm: Input should be a valid boolean"),
         ({"world_size": 2}, "unknown field distributed.world_size"),
+        ({"fsdp_reduce_dtype": "fp8"}, "distributed.fsdp_reduce_dtype: Input should be 'float32' or 'bfloat16'"),
     ],
 )
 def test_bad_values_are_refused_with_the_field_named(fields, expected):
@@ -78,7 +81,7 @@ def test_bad_values_are_refused_with_the_field_named(fields, expected):
 
 
 def test_every_problem_of_the_section_is_listed_at_once():
-    problems = _problems(strategy="fsdp2", backend="mpi", bucket_cap_mb=-1)
+    problems = _problems(strategy="dp", backend="mpi", bucket_cap_mb=-1)
     assert [p.split(":")[0] for p in problems] == [
         "distributed.strategy",
         "distributed.backend",
@@ -89,8 +92,8 @@ def test_every_problem_of_the_section_is_listed_at_once():
 def test_assignment_is_validated_like_construction():
     config = TrainingConfig()
     config.distributed.strategy = "ddp"
-    with pytest.raises(ConfigError, match=r"distributed\.strategy: 'fsdp2' is not built yet"):
-        config.distributed.strategy = "fsdp2"
+    with pytest.raises(ConfigError, match=r"distributed\.strategy: Input should be"):
+        config.distributed.strategy = "fsdp"
     with pytest.raises(ConfigError, match=r"distributed\.timeout_s"):
         config.distributed.timeout_s = 0
     assert config.distributed.strategy == "ddp"
@@ -111,9 +114,9 @@ def test_set_overrides_reach_the_section_from_the_cli(capsys):
     )
     out = capsys.readouterr().out
     assert code == 0 and "strategy: ddp" in out and "bucket_cap_mb: 12.5" in out and "sync_batchnorm: false" in out
-    code = main(["config", "show", "--set", "distributed.strategy=fsdp2"])
+    code = main(["config", "show", "--set", "distributed.strategy=fsdp"])
     err = capsys.readouterr().err
-    assert code == 2 and "distributed.strategy" in err and "use ddp" in err
+    assert code == 2 and "distributed.strategy" in err and "'fsdp2'" in err
 
 
 def test_every_field_has_a_description_for_the_reference():

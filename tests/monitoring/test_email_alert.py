@@ -24,7 +24,7 @@ class Inbox:
     received: list[tuple[str, list[str], email.message.EmailMessage]] = field(default_factory=list)
     logins: list[tuple[bytes, bytes]] = field(default_factory=list)
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.received.append((envelope.mail_from, list(envelope.rcpt_tos), message))
         return "250 OK"
@@ -45,12 +45,10 @@ def smtp_server() -> Iterator[tuple[Inbox, int]]:
         ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"alerts", b"s3cret")
         if isinstance(auth_data, LoginPassword):
             inbox.logins.append((auth_data.login, auth_data.password))
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
 
     port = _free_port()
-    controller = Controller(
-        inbox, hostname="127.0.0.1", port=port, authenticator=authenticate, auth_require_tls=False
-    )
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, authenticator=authenticate, auth_require_tls=False)
     controller.start()
     try:
         yield inbox, port
@@ -94,7 +92,7 @@ def test_login_with_the_password_from_the_environment(smtp_server, monkeypatch) 
     inbox, port = smtp_server
     monkeypatch.setenv("TE_SMTP_PASSWORD", "s3cret")
     mail = EmailAlert(
-        "oncall@example.com", smtp_host="localhost", smtp_port=port, username="alerts", password_env="TE_SMTP_PASSWORD"
+        "oncall@example.com", smtp_host="127.0.0.1", smtp_port=port, username="alerts", password_env="TE_SMTP_PASSWORD"
     )
     assert "s3cret" not in repr(mail)
     mail(_alert())
@@ -102,7 +100,7 @@ def test_login_with_the_password_from_the_environment(smtp_server, monkeypatch) 
 
     monkeypatch.setenv("TE_SMTP_PASSWORD", "wrong")
     refused = EmailAlert(
-        "oncall@example.com", smtp_host="localhost", smtp_port=port, username="alerts", password_env="TE_SMTP_PASSWORD"
+        "oncall@example.com", smtp_host="127.0.0.1", smtp_port=port, username="alerts", password_env="TE_SMTP_PASSWORD"
     )
     refused(_alert())  # a refused login is counted and logged, never raised
     assert (refused.num_sent, refused.num_failed) == (0, 1) and "SMTPAuthenticationError" in refused.last_error
@@ -122,7 +120,7 @@ def test_training_alerts_reach_the_inbox_through_alert_config(smtp_server) -> No
     engine = MetricsEngine(alert_config=AlertConfig(patience_epochs=1, actions=[mail]))
     engine.log_epoch(0, {"val/loss": 1.0})
     engine.log_epoch(1, {"val/loss": float("nan")})  # nonfinite: critical
-    (_, _, message), = inbox.received  # the warning-level rules sent nothing: min_severity="critical"
+    ((_, _, message),) = inbox.received  # the warning-level rules sent nothing: min_severity="critical"
     assert message["Subject"].startswith("[trainengine] critical: nonfinite")
 
 
