@@ -153,3 +153,45 @@ def test_the_jobs_command_line(tmp_path, monkeypatch):
     assert bad.exit_code != 0 and "invalid cron expression" in str(bad.exception or bad.output)
     assert run(app, ["jobs", "schedule", "remove", "nightly", "--db", db]).exit_code == 0
     assert "nightly" not in run(app, ["jobs", "schedule", "list", "--db", db]).output
+
+
+def test_a_drift_read_from_a_servers_metrics_submits_one_retraining_job(tmp_path, monkeypatch):
+    # A /metrics page as `trainengine serve` writes it (the drift gauge), served over HTTP; the trigger
+    # command run twice (e.g. from cron) submits one retraining job for the cool-down window.
+    import http.server
+    import threading
+
+    from trainengine.cli.main import app
+
+    page = (
+        b"# HELP trainengine_serve_drift_score Jensen-Shannon divergence\n"
+        b"# TYPE trainengine_serve_drift_score gauge\n"
+        b"trainengine_serve_drift_score 0.35\n"
+    )
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "jobs.db")
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    command = ["jobs", "trigger", "--metrics-url", url, "--set", "data.dataset=digits", "--db", db]
+    try:
+        first = CliRunner().invoke(app, command)
+        second = CliRunner().invoke(app, command)
+    finally:
+        server.shutdown()
+    assert first.exit_code == 0 and "submitted retraining job 1: drift score 0.35 above 0.2" in first.output
+    assert second.exit_code == 0 and "within the last 7 days" in second.output
+    jobs = JobManager(db).list_jobs()
+    assert [(j.job_type, j.priority) for j in jobs] == [("retraining", 8)]
+    assert jobs[0].config["training_config"]["data"]["dataset"] == "digits"

@@ -163,6 +163,56 @@ def worker_command(
     typer.echo(f"worker {executor.worker_id}: {ran} job(s) run", err=True)
 
 
+@jobs_app.command("trigger")
+def trigger_command(
+    training_config: Path | None = typer.Option(None, "--training-config", help="The retraining job's config YAML."),
+    sets: list[str] | None = typer.Option(None, "--set", help="Override a training config field: key=value."),
+    metrics_url: str | None = typer.Option(None, "--metrics-url", help="A server's /metrics: read its drift score."),
+    drift_score: float | None = typer.Option(None, "--drift-score", help="A drift score computed elsewhere."),
+    current: Path | None = typer.Option(None, "--current", help="JSON file of current metrics."),
+    reference: Path | None = typer.Option(None, "--reference", help="JSON file of the reference metrics."),
+    monitor_metric: str = typer.Option("val_loss", "--monitor-metric"),
+    degradation_threshold: float = typer.Option(0.1, "--degradation-threshold", min=0.0),
+    drift_threshold: float = typer.Option(0.2, "--drift-threshold", min=0.0),
+    cooldown_days: float = typer.Option(7.0, "--min-days-between-retrains", min=0.0),
+    name: str | None = typer.Option(None, "--name", help="The trigger's name (its cool-down is kept per name)."),
+    priority: int = typer.Option(8, "--priority"),
+    db: str = _db_option(),
+) -> None:
+    """Submit one retraining job when a metric degraded or the drift is too high (once per cool-down).
+
+    Run it from cron or a monitoring hook: several triggers firing together submit one job.
+    """
+    from trainengine.jobs import RetrainingTrigger, scrape_drift_score
+
+    def metrics(path: Path | None) -> dict[str, Any] | None:
+        if path is None:
+            return None
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise TrainEngineError(f"{path}: not a readable JSON object of metrics ({exc})") from exc
+        return dict(loaded)
+
+    score = scrape_drift_score(metrics_url) if metrics_url else drift_score
+    payload = _job_config(None, training_config, sets, None)
+    if "training_config" not in payload:
+        raise TrainEngineError("the retraining job needs --training-config FILE (and/or --set key=value)")
+    trigger = RetrainingTrigger(monitor_metric, degradation_threshold, cooldown_days, drift_threshold, name=name)
+    now, ref = metrics(current), metrics(reference)
+    decision = trigger.should_retrain(now, ref, score, last_retrain_at=0.0 if cooldown_days == 0 else None)
+    with _manager(db) as manager:
+        job_id = trigger.fire(
+            manager, payload, current_metrics=now, reference_metrics=ref, drift_score=score, priority=priority
+        )
+    if job_id is not None:
+        typer.echo(f"submitted retraining job {job_id}: {decision.reason}")
+    elif decision.reason.startswith("no degradation"):
+        typer.echo(f"no retraining: {decision.reason} (drift score {score})")
+    else:
+        typer.echo(f"no retraining: a retraining job was submitted within the last {cooldown_days:g} days")
+
+
 @schedule_app.command("add")
 def schedule_add_command(
     name: str = typer.Argument(..., help="The schedule's name (one word)."),

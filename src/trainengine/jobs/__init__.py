@@ -16,7 +16,7 @@ a job's own process when it starts.
 from trainengine.jobs._executor import JobExecutor
 from trainengine.jobs._scheduler import Schedule, TrainingScheduler
 from trainengine.jobs._store import JOB_STATUSES, Job, JobError, JobEvent, JobManager, Lease
-from trainengine.jobs._trigger import RetrainDecision, RetrainingTrigger
+from trainengine.jobs._trigger import RetrainDecision, RetrainingTrigger, scrape_drift_score
 from trainengine.jobs._types import JobContext
 
 __all__ = [
@@ -31,5 +31,6 @@ __all__ = [
     "JobExecutor",
     "RetrainingTrigger",
     "RetrainDecision",
+    "scrape_drift_score",
     "JobContext",
 ]

@@ -21,7 +21,9 @@ from sqlalchemy.engine import Connection
 
 from trainengine.jobs._store import JobError, JobManager
 
-__all__ = ["RetrainingTrigger", "RetrainDecision"]
+__all__ = ["RetrainingTrigger", "RetrainDecision", "scrape_drift_score"]
+
+DRIFT_METRIC = "trainengine_serve_drift_score"
 
 DAY = 86400.0
 
@@ -192,3 +194,37 @@ class RetrainingTrigger:
         if job_id is not None:
             self.last_retrain_at = now
         return job_id
+
+
+def scrape_drift_score(metrics_url: str, *, timeout_s: float = 10.0) -> float | None:
+    """The drift score a ``trainengine serve`` exposes at ``metrics_url`` (its ``/metrics``); None while NaN.
+
+    Raises:
+        JobError: the server cannot be reached, or exposes no drift score.
+    """
+    import urllib.error
+    import urllib.request
+
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError as exc:
+        from trainengine.errors import MissingExtraError
+
+        raise MissingExtraError("prometheus-client", "serve", "reading a server's /metrics") from exc
+    if not metrics_url.startswith(("http://", "https://")):
+        raise JobError(f"metrics URL must be http(s)://..., got {metrics_url!r}")
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=timeout_s) as response:
+            text = response.read().decode("utf-8")
+    except (urllib.error.URLError, OSError) as exc:
+        raise JobError(f"cannot read {metrics_url}: {exc}") from exc
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == DRIFT_METRIC
+    ]
+    if not values:
+        raise JobError(f"{metrics_url} exposes no {DRIFT_METRIC}: is it a trainengine server's /metrics?")
+    finite = [v for v in values if math.isfinite(v)]
+    return max(finite) if finite else None
