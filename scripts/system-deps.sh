@@ -4,7 +4,9 @@
 #   * headless Chromium (`chromium`): tests/cli/test_cli_report.py renders the HTML report in it;
 #   * the PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`; package `postgresql`):
 #     tests/_postgres.py starts a throwaway server to run the ExperimentDB and registry suites on;
-#   * the HTTP load generator `wrk`: benchmarks/serve_load.py measures `trainengine serve` with it.
+#   * the HTTP load generator `wrk`: benchmarks/serve_load.py measures `trainengine serve` with it;
+#   * `promtool` (package `prometheus`): tests/export/test_prometheus_rules.py checks and unit-tests the
+#     Prometheus alerting rules every export bundle ships (promtool check rules / test rules).
 #
 # A skip that CI would take counts as a missing test, so this script never lets one slide:
 #   * everything present           -> prints nothing, exits 0 at once (no apt-get update);
@@ -35,9 +37,14 @@ have_wrk() {
     command -v wrk >/dev/null 2>&1
 }
 
+have_promtool() {
+    command -v promtool >/dev/null 2>&1
+}
+
 have_chromium || missing+=(chromium)
 have_postgres || missing+=(postgresql)
 have_wrk || missing+=(wrk)
+have_promtool || missing+=(prometheus)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0
@@ -47,7 +54,8 @@ install_cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y
 
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "system-deps: missing ${missing[*]} and no apt-get on this machine; install them with the system's package manager" >&2
-    echo "  (Chromium as 'chromium' on PATH; PostgreSQL's server binaries initdb/pg_ctl/postgres; 'wrk' on PATH)" >&2
+    echo "  (Chromium as 'chromium' on PATH; PostgreSQL's server binaries initdb/pg_ctl/postgres; 'wrk' and" >&2
+    echo "   'promtool' on PATH)" >&2
     exit 1
 fi
 
@@ -73,6 +81,7 @@ still=()
 have_chromium || still+=(chromium)
 have_postgres || still+=(postgresql)
 have_wrk || still+=(wrk)
+have_promtool || still+=(prometheus)
 if [[ ${#still[@]} -ne 0 ]]; then
     echo "system-deps: installed ${missing[*]} but still cannot find ${still[*]}" >&2
     exit 1

@@ -10,7 +10,7 @@ still a dependency). Each top-level part of the package (``engine``, ``_sql``, .
     3  checkpoint, probes
     4  engine
     5  tracking, monitoring, evaluation, export, registry, distributed
-    6  serve, jobs, assembly, tune
+    6  serve, jobs, assembly, tune, sklearn
     7  cli, __main__, and the package facade (``trainengine/__init__.py``)
 
 A part may import any part of a lower layer, and a part of its own layer only along an edge of
@@ -55,7 +55,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("checkpoint", "probes"),
     ("engine",),
     ("tracking", "monitoring", "evaluation", "export", "registry", "distributed"),
-    ("serve", "jobs", "assembly", "tune"),
+    ("serve", "jobs", "assembly", "tune", "sklearn"),
     ("cli", "compat", "__main__", ROOT),
 ]
 LAYER_OF = {part: i for i, parts in enumerate(LAYERS) for part in parts}
@@ -74,6 +74,9 @@ SAME_LAYER: dict[tuple[str, str], str] = {
     ("export", "tracking"): "export reads run directories written by tracking",
     ("__main__", "cli"): "python -m trainengine runs the CLI",
     ("tune", "assembly"): "each trial trains with the public Trainer and the config's default callbacks",
+    ("jobs", "assembly"): "a training job trains with the public Trainer, as trainengine train does",
+    ("jobs", "tune"): "a tune job runs tune() in the job's own process",
+    ("sklearn", "tune"): "pipeline searches reuse tune's search-space types, storage, samplers, pruners and report",
     ("cli", "compat"): "seed-shaped CLI spellings (checkpoints import) reuse the compat adapters",
     ("cli", ROOT): "trainengine version prints trainengine.__version__",
 }

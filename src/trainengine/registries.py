@@ -268,6 +268,7 @@ ALERT_ACTIONS = Registry("alert action")
 JOB_TYPES = Registry("job type")
 
 _BUILTINS: dict[Registry, dict[str, str]] = {
+    ALERT_ACTIONS: {"retrain": "trainengine.jobs._trigger:retrain_on_drift"},
     JOB_TYPES: {
         "training": "trainengine.jobs._types:run_training_job",
         "retraining": "trainengine.jobs._types:run_training_job",

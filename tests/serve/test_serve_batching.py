@@ -129,7 +129,10 @@ def test_the_cli_falls_back_to_the_torch_runtime_for_cuda_without_onnxruntime_gp
         str(digits_bundle.path), host="127.0.0.1", port=0, runtime="onnx", api_key_env=None, workers=1,
         registry=None, model_file=None, max_body_bytes=1024, max_batch=8, max_request_tokens=None,
         max_batch_tokens=None, request_timeout=None, batch_max_size=4, batch_max_wait_ms=1.0, device="cuda",
-        threads=None, log_level="warning",
+        threads=None, log_level="warning", no_alerts=False, alert_window_s=None, alert_interval_s=5.0,
+        alert_repeat_s=None, alert_min_requests=None, alert_webhook=None, alert_email=None, alert_action=None,
+        plugin=None, smtp_host=None, smtp_port=None, smtp_from=None, smtp_starttls=None, smtp_username=None,
+        smtp_password_env=None,
     )  # fmt: skip
     assert seen["runtime"] == "torch" and seen["device"] == "cuda" and seen["batch_max_size"] == 4
 

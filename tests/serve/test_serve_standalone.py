@@ -7,6 +7,7 @@ there (checked) and any trainengine import in the bundle's scripts would crash t
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import numpy as np
@@ -36,6 +38,8 @@ def standalone_bundle(digits_bundle, copy_bundle) -> Path:
     # about *these* files (the hashes stay valid: the fixture bundle was exported from them).
     shutil.copyfile(SERVE_SRC / "_runtime.py", path / "inference.py")
     shutil.copyfile(SERVE_SRC / "_app.py", path / "server.py")
+    shutil.copyfile(SERVE_SRC / "_alerting.py", path / "alerting.py")
+    shutil.copyfile(SERVE_SRC.parent / "_alerting.py", path / "_alerting.py")
     return path
 
 
@@ -131,9 +135,39 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
 
 
-def test_server_script_serves_without_trainengine(standalone_bundle, site_packages, port) -> None:
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """A webhook endpoint: the JSON bodies POSTed to it land in ``bodies``."""
+
+    bodies: ClassVar[list] = []
+
+    def do_POST(self) -> None:
+        _Hook.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_server_script_serves_without_trainengine(standalone_bundle, site_packages, port, digits_val) -> None:
+    hook = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    _Hook.bodies = []
+    hook_url = f"http://127.0.0.1:{hook.server_address[1]}/hook"
     proc = subprocess.Popen(
-        [sys.executable, "-S", "server.py", "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-S",
+            "server.py",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--alert-webhook",
+            hook_url,
+            "--alert-interval-s",
+            "0.2",
+        ],
         cwd=standalone_bundle,
         env=_env(site_packages),
         stdout=subprocess.PIPE,
@@ -151,8 +185,18 @@ def test_server_script_serves_without_trainengine(standalone_bundle, site_packag
         bad = httpx.post(url + "/predict", json={"inputs": [[0.0] * 63]}, timeout=10)
         assert bad.status_code == 422 and bad.json()["detail"] == "inputs[0]: expected shape [64], got [63]"
         assert "trainengine_serve_requests_total" in httpx.get(url + "/metrics", timeout=10).text
+        # Shifted inputs drift: the bundle's own alert rules send a webhook, without trainengine.
+        shifted = (digits_val[0][:150] + 4.0).tolist()
+        assert httpx.post(url + "/predict", json={"inputs": shifted}, timeout=10).status_code == 200
+        deadline = time.monotonic() + 15
+        while not _Hook.bodies and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _Hook.bodies and _Hook.bodies[0]["alert"]["kind"] == "drift", _Hook.bodies
+        assert httpx.get(url + "/alerts", timeout=10).json()["active"] == ["drift"]
     finally:
         _stop(proc)
+        hook.shutdown()
+        hook.server_close()
     assert not (standalone_bundle / "__pycache__").exists()  # the bundle's files stay as exported
 
 

@@ -930,8 +930,9 @@ class RegistrySection(Section):
     artifact_root: str | None = Field(
         None,
         description=(
-            "Folder for copies of registered artifacts, or an fsspec URL (s3://bucket/models, gs://..., memory://...); "
-            "null = <stem>-artifacts/ next to a SQLite file (models.db -> models-artifacts/); required for a server URL."
+            "Folder for copies of registered artifacts, or an fsspec URL (s3://bucket/models, gs://..., "
+            "memory://...); null = <stem>-artifacts/ next to a SQLite file (models.db -> models-artifacts/); required "
+            "for a server URL."
         ),
     )
     gates: dict[str, dict[str, str]] = Field(

@@ -341,7 +341,7 @@ class StepRunner:
             grads = [p.grad for p in self.params if p.grad is not None]
             total_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
         if self.sharded:  # FSDP2: a DTensor (replicated after the reduction); the flag math wants a tensor
-            total_norm = total_norm.full_tensor()  # type: ignore[attr-defined]
+            total_norm = total_norm.full_tensor()  # type: ignore[attr-defined]  # a DTensor at run time, typed Tensor
         if self.check_on_host:
             loss_value = loss.item()
             skip = not math.isfinite(loss_value + total_norm.item())

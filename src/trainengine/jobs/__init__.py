@@ -16,7 +16,7 @@ a job's own process when it starts.
 from trainengine.jobs._executor import JobExecutor
 from trainengine.jobs._scheduler import Schedule, TrainingScheduler
 from trainengine.jobs._store import JOB_STATUSES, Job, JobError, JobEvent, JobManager, Lease
-from trainengine.jobs._trigger import RetrainDecision, RetrainingTrigger, scrape_drift_score
+from trainengine.jobs._trigger import RetrainDecision, RetrainingTrigger, retraining_alert_action, scrape_drift_score
 from trainengine.jobs._types import JobContext
 
 __all__ = [
@@ -32,5 +32,6 @@ __all__ = [
     "RetrainingTrigger",
     "RetrainDecision",
     "scrape_drift_score",
+    "retraining_alert_action",
     "JobContext",
 ]

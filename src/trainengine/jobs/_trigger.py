@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from trainengine.jobs._store import JobError, JobManager
 
-__all__ = ["RetrainingTrigger", "RetrainDecision", "scrape_drift_score"]
+__all__ = ["RetrainingTrigger", "RetrainDecision", "scrape_drift_score", "retraining_alert_action", "retrain_on_drift"]
 
 DRIFT_METRIC = "trainengine_serve_drift_score"
 
@@ -228,3 +228,68 @@ def scrape_drift_score(metrics_url: str, *, timeout_s: float = 10.0) -> float | 
         raise JobError(f"{metrics_url} exposes no {DRIFT_METRIC}: is it a trainengine server's /metrics?")
     finite = [v for v in values if math.isfinite(v)]
     return max(finite) if finite else None
+
+
+def retraining_alert_action(
+    db: str | JobManager,
+    config: Mapping[str, Any],
+    *,
+    min_days_between_retrains: float = 7.0,
+    priority: int = 8,
+    name: str = "retrain:serve-drift",
+) -> Callable[[Any], int | None]:
+    """An alert action for a model server: a drift alert submits one retraining job per cool-down.
+
+    Give it to ``create_app(..., alert_actions=[action])``. Alerts other than a firing drift
+    alert (latency, error rate, resolved notices) are ignored.
+
+    Args:
+        db: The job database (path or URL), or a :class:`JobManager`.
+        config: The retraining job's config, e.g. ``{"training_config": config.to_dict()}``.
+    """
+    state: dict[str, Any] = {"manager": db if isinstance(db, JobManager) else None}
+    location = None if isinstance(db, JobManager) else db
+
+    def action(alert: Any) -> int | None:
+        if getattr(alert, "kind", None) != "drift" or getattr(alert, "resolved", False):
+            return None
+        if state["manager"] is None:
+            state["manager"] = JobManager(location or "jobs.db")  # opened on the first drift alert
+        threshold = getattr(alert, "threshold", None)
+        trigger = RetrainingTrigger(
+            "drift", 0.0, min_days_between_retrains, float(threshold) if threshold is not None else 0.0,
+            mode="min", name=name,
+        )  # fmt: skip
+        return trigger.fire(state["manager"], config, drift_score=float(alert.value), priority=priority)
+
+    return action
+
+
+_FROM_ENV: dict[str, Any] = {}
+
+
+def retrain_on_drift(alert: Any) -> int | None:
+    """The ``retrain`` alert action (``trainengine serve BUNDLE --alert-action retrain``).
+
+    Configured by environment variables: ``TRAINENGINE_RETRAIN_CONFIG`` (the training config YAML
+    of the retraining job; required), ``TRAINENGINE_JOBS_DB`` (default ``jobs.db``) and
+    ``TRAINENGINE_RETRAIN_COOLDOWN_DAYS`` (default 7).
+    """
+    import os
+
+    if "action" not in _FROM_ENV:
+        path = os.environ.get("TRAINENGINE_RETRAIN_CONFIG")
+        if not path:
+            raise JobError(
+                "the retrain alert action needs TRAINENGINE_RETRAIN_CONFIG=<training config YAML> in the server's "
+                "environment (and TRAINENGINE_JOBS_DB for a database other than jobs.db)"
+            )
+        from trainengine.config import TrainingConfig
+
+        config = {"training_config": TrainingConfig.load(path).to_dict()}
+        days = float(os.environ.get("TRAINENGINE_RETRAIN_COOLDOWN_DAYS", "7"))
+        _FROM_ENV["action"] = retraining_alert_action(
+            os.environ.get("TRAINENGINE_JOBS_DB", "jobs.db"), config, min_days_between_retrains=days
+        )
+    result: int | None = _FROM_ENV["action"](alert)
+    return result
