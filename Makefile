@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,track,export,serve,data,tune,hf,jobs
+EXTRAS ?= dev,track,export,serve,data,tune,hf,jobs,sklearn
 PYTEST_ARGS ?=
 # LINT=0 skips ruff and mypy in `make test` (e.g. while a change is still being typed).
 LINT ?= 1

@@ -1,0 +1,188 @@
+"""Evaluating a fitted scikit-learn estimator with ``trainengine.evaluation``: the same metrics, the
+same bootstrap intervals, the same ``eval_metrics.json`` as a torch model.
+
+The estimator's outputs become :class:`~trainengine.evaluation.Predictions` (classification: the
+``predict_proba`` columns in the run's class order and each row's class index; regression: the
+predictions and targets), and from there everything is ``trainengine.evaluation``'s own code:
+metrics, bootstrap intervals, segments, the tuned threshold, the worst examples, the report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainengine.errors import DataError
+
+__all__ = ["predictions_of", "fold_metrics", "evaluate_estimator", "class_indices"]
+
+
+def class_indices(y: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
+    """Each label's position in ``classes``.
+
+    Raises:
+        DataError: a label that is not one of ``classes`` (the training data's).
+    """
+    keys = np.asarray([str(c) for c in classes])
+    order = np.argsort(keys)
+    labels = np.asarray(y).astype(str)
+    pos = np.searchsorted(keys, labels, sorter=order)
+    pos = np.clip(pos, 0, len(keys) - 1)
+    found = keys[order][pos] == labels
+    if not found.all():
+        unknown = sorted(set(labels[~found].tolist()))[:5]
+        raise DataError(
+            f"the data has label(s) {', '.join(map(repr, unknown))} the model was not trained on (classes: "
+            f"{', '.join(map(str, classes))})"
+        )
+    return order[pos].astype(np.int64)
+
+
+def predictions_of(estimator: Any, X: Any, y: np.ndarray, task_type: str, classes: Sequence[Any] | None = None) -> Any:
+    """The estimator's outputs on ``X`` as ``trainengine.evaluation.Predictions``.
+
+    Args:
+        estimator: a fitted estimator or Pipeline.
+        X: features.
+        y: the true targets.
+        task_type: ``classification`` or ``regression``.
+        classes: the run's classes, in order (default: ``estimator.classes_``). A fold's model
+            that saw fewer classes gets zero probability for the others.
+
+    Returns:
+        ``Predictions``: probabilities ``(n, C)`` and class indices, or predictions and targets.
+        An estimator without ``predict_proba`` gives probability 1 to its predicted class.
+    """
+    from trainengine.evaluation import Predictions
+
+    if task_type == "classification":
+        known = list(classes if classes is not None else estimator.classes_)
+        targets = class_indices(y, known)
+        columns = class_indices(np.asarray(estimator.classes_), known)
+        probs = np.zeros((len(targets), len(known)), dtype=np.float64)
+        if hasattr(estimator, "predict_proba"):
+            probs[:, columns] = np.asarray(estimator.predict_proba(X), dtype=np.float64)
+        else:
+            probs[np.arange(len(targets)), class_indices(np.asarray(estimator.predict(X)), known)] = 1.0
+        return Predictions("classification", probs, targets)
+    outputs = np.asarray(estimator.predict(X), dtype=np.float64).reshape(len(y), -1)[:, 0]
+    return Predictions("regression", outputs, np.asarray(y, dtype=np.float64))
+
+
+def fold_metrics(predictions: Any, prefix: str = "val") -> dict[str, float]:
+    """Every metric of ``trainengine.evaluation`` on these predictions, plus ``loss`` (log loss /
+    MSE, what a torch run of the task calls its loss), as ``<prefix>/<metric>``."""
+    from trainengine.evaluation import compute_metrics
+
+    metrics = compute_metrics(predictions.task, *predictions.arrays)
+    metrics["loss"] = metrics["log_loss"] if predictions.task == "classification" else metrics["mse"]
+    ordered = {"loss": metrics.pop("loss"), **metrics}
+    return {f"{prefix}/{name}": float(value) for name, value in ordered.items()}
+
+
+def _segments_of(segment_key: Any, X: Any, n: int) -> np.ndarray | None:
+    if segment_key is None:
+        return None
+    if isinstance(segment_key, str):
+        if not hasattr(X, "columns") or segment_key not in X.columns:
+            columns = ", ".join(map(str, getattr(X, "columns", []))) or "(an array has none)"
+            raise DataError(f"segment_key={segment_key!r} is not a column of the evaluated data; columns: {columns}")
+        return np.asarray([str(v) for v in X[segment_key]])
+    ids = np.asarray(segment_key)
+    if len(ids) != n:
+        raise DataError(f"segment_key has {len(ids)} ids but the data has {n} rows; give one id per row")
+    return ids
+
+
+def evaluate_estimator(
+    estimator: Any,
+    X: Any,
+    y: Any,
+    task_type: str,
+    *,
+    classes: Sequence[Any] | None = None,
+    segment_key: str | Sequence[Any] | np.ndarray | None = None,
+    threshold_predictions: Any = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    worst_k: int = 20,
+    output_dir: str | os.PathLike[str] | None = None,
+    source: str | None = None,
+    data_fingerprint: str | None = None,
+) -> Any:
+    """Evaluate a fitted estimator: ``trainengine.evaluation``'s report, for scikit-learn.
+
+    Args:
+        estimator: a fitted estimator or Pipeline.
+        X: features (a DataFrame or an array).
+        y: true targets.
+        task_type: ``classification`` or ``regression``.
+        classes: the class order (default ``estimator.classes_``).
+        segment_key: per-segment metrics: a column of ``X`` or one id per row.
+        threshold_predictions: binary classification: ``Predictions`` to tune the decision
+            threshold on (a SklearnTrainer run uses the out-of-fold predictions of its
+            cross-validation); default: the evaluated data.
+        n_bootstrap, seed, confidence: the bootstrap intervals.
+        worst_k: rows with the highest loss in ``worst.jsonl``.
+        output_dir: write ``eval_metrics.json``, ``worst.jsonl`` and the plots there.
+        source: what was evaluated (recorded as the report's ``checkpoint``: the ``.skops`` path).
+        data_fingerprint: the evaluated data's fingerprint (default: computed).
+
+    Returns:
+        A :class:`trainengine.evaluation.EvaluationReport` (schema 1, as for torch models).
+
+    Example:
+        >>> from sklearn.datasets import load_breast_cancer
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> from sklearn.pipeline import make_pipeline
+        >>> from sklearn.preprocessing import StandardScaler
+        >>> X, y = load_breast_cancer(return_X_y=True)
+        >>> model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X[:400], y[:400])
+        >>> report = evaluate_estimator(model, X[400:], y[400:], "classification", n_bootstrap=200)
+        >>> report.n, report.overall["accuracy"] > 0.8, report.threshold["tuned_on"]
+        (169, True, 'evaluation data')
+    """
+    # The report's parts are evaluation's own (one home for the metric set, intervals, threshold and worst rows).
+    from trainengine.evaluation import EvaluationReport, confusion_matrix
+    from trainengine.evaluation._evaluate import _scored, _threshold_report, _worst
+    from trainengine.sklearn._data import fingerprint_of
+
+    targets = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+    p = predictions_of(estimator, X, targets, task_type, classes)
+    overall, ci = _scored(p, n_bootstrap, confidence, seed)
+    segments = _segments_of(segment_key, X, len(p))
+    per_segment: dict[str, dict[str, Any]] = {}
+    if segments is not None:
+        for seg in sorted({str(s) for s in segments}):
+            index = np.flatnonzero(segments.astype(str) == seg)
+            if len(index) < 2:
+                per_segment[seg] = {"n": len(index), "metrics": {}, "ci": {}}
+                continue
+            seg_overall, seg_ci = _scored(p.subset(index), n_bootstrap, confidence, seed)
+            per_segment[seg] = {"n": len(index), "metrics": seg_overall, "ci": seg_ci}
+    report = EvaluationReport(
+        task=p.task,
+        n=len(p),
+        overall=overall,
+        ci=ci,
+        confidence=confidence,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        per_segment=per_segment,
+        confusion_matrix=confusion_matrix(p.outputs, p.targets) if p.task == "classification" else None,
+        threshold=_threshold_report(p, threshold_predictions),
+        checkpoint=source,
+        data_fingerprint=data_fingerprint or fingerprint_of(X, targets),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        worst=_worst(p, worst_k, segments),
+        predictions=p,
+    )
+    if output_dir is not None:
+        report.save(Path(output_dir))
+    return report
