@@ -77,6 +77,7 @@ SAME_LAYER: dict[tuple[str, str], str] = {
     ("jobs", "assembly"): "a training job trains with the public Trainer, as trainengine train does",
     ("jobs", "tune"): "a tune job runs tune() in the job's own process",
     ("sklearn", "tune"): "pipeline searches reuse tune's search-space types, storage, samplers, pruners and report",
+    ("serve", "sklearn"): "trainengine serve serves scikit-learn bundles with the skops loader's trusted-types check",
     ("cli", "compat"): "seed-shaped CLI spellings (checkpoints import) reuse the compat adapters",
     ("cli", ROOT): "trainengine version prints trainengine.__version__",
 }

@@ -2,8 +2,8 @@
 alone, so nothing changed), then trained, evaluated and registered through trainengine.
 
 The seed leaves ``X_train`` / ``y_train`` / ``X_test`` to the reader; they are made here from a
-mixed-type table with the seed's column names and missing values. Serving the registered model
-(``trainengine serve``) arrives with the export-bundle work.
+mixed-type table with the seed's column names and missing values. The registered model is then
+exported as a bundle and served by ``trainengine serve``'s app (tests/sklearn/test_serve.py has the details).
 """
 
 from __future__ import annotations
@@ -75,3 +75,22 @@ def test_seed_003_pipeline_example_train_evaluate_register(tmp_path, config, mak
         register_pipeline(registry, "credit-approval", "1.0.0", results["run_dir"])
         served = load_registered_pipeline(registry, "credit-approval")
     assert np.array_equal(served.predict(X_test), predictions)
+
+    # ---- serve: the registered model as an export bundle, through trainengine serve's app ---------
+    from fastapi.testclient import TestClient
+
+    from trainengine.serve import create_app
+    from trainengine.sklearn import export_pipeline_bundle
+
+    with ModelRegistry(str(tmp_path / "models.db"), artifact_root=str(tmp_path / "store")) as registry:
+        registered = registry.resolve("credit-approval").fetch()
+    bundle = export_pipeline_bundle(registered, tmp_path / "exports", name="credit-approval", version="1.0.0")
+    records = [
+        {k: None if v is None or (isinstance(v, float) and np.isnan(v)) else v for k, v in row.items()}
+        for row in X_test.to_dict(orient="records")
+    ]
+    with TestClient(create_app(bundle, alerts=False)) as client:
+        answer = client.post("/predict", json={"inputs": records})
+        assert answer.status_code == 200, answer.text
+        assert [p["label"] for p in answer.json()["predictions"]] == predictions.tolist()
+        assert client.get("/health").json()["version"] == "1.0.0"

@@ -17,7 +17,7 @@ _DEFAULT_FORMATS = "onnx,torchscript,pytorch"
 
 def export_command(
     checkpoint: Path | None = typer.Option(
-        None, "--checkpoint", help="A ckpt-* folder, a checkpoints folder or a run directory."
+        None, "--checkpoint", help="A ckpt-* folder, a checkpoints folder or a run directory (a scikit-learn run too)."
     ),
     model: str | None = typer.Option(
         None, "--model", help="A registry version: NAME@ALIAS, NAME:VERSION or NAME (latest)."
@@ -61,6 +61,9 @@ def export_command(
     options: dict[str, Any] = {"formats": fmts, "output_dir": output_dir, "quantize": quantize, "tolerance": tolerance}
     if name:
         options["name"] = name
+    if checkpoint is not None and _is_sklearn_run(checkpoint):
+        _export_sklearn(checkpoint, output_dir, name, quantize)
+        return
     if checkpoint is not None:
         from trainengine.export import export_checkpoint
 
@@ -90,4 +93,26 @@ def export_command(
         q = manifest["quantization"]
         ratio = q["size_bytes"] / q["fp32_size_bytes"]
         typer.echo(f"  int8          {ratio:.2f}x the fp32 size; metric change {json.dumps(q['metric_delta'])}")
+    typer.echo(f"bundle: {bundle}")
+
+
+def _is_sklearn_run(path: Path) -> bool:
+    """A SklearnTrainer run directory or its model/ folder (they hold sklearn_model.json)."""
+    info = "sklearn_model.json"  # trainengine.sklearn.MODEL_INFO, without importing scikit-learn here
+    return (path / "model" / info).is_file() or (path / info).is_file()
+
+
+def _export_sklearn(path: Path, output_dir: Path, name: str | None, quantize: str | None) -> None:
+    """``--checkpoint`` of a scikit-learn run: :func:`trainengine.sklearn.export_pipeline_bundle`."""
+    from trainengine.sklearn import export_pipeline_bundle
+
+    if quantize:
+        raise ExportError("--quantize applies to torch models; a scikit-learn bundle is exported as trained")
+    bundle = export_pipeline_bundle(path, output_dir, name=name)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for fmt, entry in manifest["formats"].items():
+        parity = entry.get("parity") or {}
+        detail = f"max |diff| vs scikit-learn {parity['max_abs_diff']:.2e}" if "max_abs_diff" in parity else ""
+        typer.echo(f"  {fmt:<13} {entry['file']} {detail}".rstrip())
+    typer.echo(f"  runtime       {manifest['runtime']}")
     typer.echo(f"bundle: {bundle}")

@@ -666,13 +666,25 @@ async def _disconnected(request: Any) -> None:
 
 
 class _ComputeTime:
-    """An exponential moving average of the CPU time a request's parse + model + answer took."""
+    """An exponential moving average of the CPU time a request's parse + model + answer took.
+
+    The first requests warm the runtime up (lazy allocations, first-run kernels): until
+    ``_WARMUP`` were measured the estimate is the fastest of them, not their average, so one slow
+    first request does not keep a fast model off the inline path for the next dozen.
+    """
+
+    _WARMUP = 3
 
     def __init__(self) -> None:
         self.mean_s = math.inf  # unknown until a request was measured: the thread pool first
+        self.count = 0
 
     def add(self, seconds: float) -> None:
-        self.mean_s = seconds if math.isinf(self.mean_s) else 0.9 * self.mean_s + 0.1 * seconds
+        self.count += 1
+        if self.count <= self._WARMUP:
+            self.mean_s = min(self.mean_s, seconds)
+        else:
+            self.mean_s = 0.9 * self.mean_s + 0.1 * seconds
 
 
 def _concat_batches(batches: Sequence[Any]) -> Any:
@@ -850,6 +862,28 @@ def _alert_actions(given: Sequence[Any]) -> list[Callable[..., Any]]:
     return out
 
 
+def _sklearn_predictor(
+    bundle_dir: str | os.PathLike[str], runtime: str, given: Predictor | None, threads: int | None
+) -> Predictor | None:
+    """The predictor of a scikit-learn bundle (``manifest["format"] == "sklearn"``), else None.
+
+    Such a bundle is served by its own runtime (ONNX Runtime on ``model.onnx`` when it has one,
+    else the skops pipeline): ``runtime="torch"`` is refused.
+    """
+    try:
+        from trainengine.serve._sklearn import SklearnPredictor, is_sklearn_bundle
+    except ImportError:  # a bundle's standalone server.py: scikit-learn bundles need trainengine
+        return None
+    if (runtime == "torch" and given is not None) or not is_sklearn_bundle(bundle_dir):
+        return None
+    if runtime != "onnx":
+        raise ValueError(
+            f"{bundle_dir} is a scikit-learn bundle: it is served through ONNX Runtime or its skops pipeline, "
+            f"not runtime {runtime!r} — leave the runtime at its default"
+        )
+    return SklearnPredictor(bundle_dir, num_threads=threads)
+
+
 def create_app(
     bundle_dir: str | os.PathLike[str],
     *,
@@ -885,7 +919,9 @@ def create_app(
     Args:
         bundle_dir: The bundle's folder; every file is verified against its manifest.
         runtime: ``"onnx"`` (onnxruntime, ``model.onnx``) or ``"torch"`` (``model.safetensors``
-            rebuilt in PyTorch; needs trainengine and torch).
+            rebuilt in PyTorch; needs trainengine and torch). A scikit-learn bundle (manifest
+            ``"format": "sklearn"``, ``trainengine.sklearn.export_pipeline_bundle``) is served through
+            ONNX Runtime when it has ``model.onnx``, else through its skops pipeline; leave ``"onnx"``.
         api_key: Require this key on every endpoint but ``/health``; ``None`` for none.
         max_body_bytes: Larger request bodies get a 413.
         max_batch: More examples per request get a 422.
@@ -974,8 +1010,13 @@ def create_app(
     if problems:
         raise ValueError("cannot create the server: " + "; ".join(problems))
 
-    if runtime == "onnx":
-        predictor: Predictor = OnnxPredictor(bundle_dir, model_file, device=device, num_threads=threads)
+    runtime_name: str = runtime
+    sklearn_predictor = _sklearn_predictor(bundle_dir, runtime, torch_predictor, threads)
+    if sklearn_predictor is not None:
+        predictor: Predictor = sklearn_predictor
+        runtime_name = sklearn_predictor.runtime
+    elif runtime == "onnx":
+        predictor = OnnxPredictor(bundle_dir, model_file, device=device, num_threads=threads)
     elif torch_predictor is not None:
         predictor = torch_predictor
     else:
@@ -1004,7 +1045,7 @@ def create_app(
     latency_ms = thresholds["latency_threshold_ms"]
     metrics = _Metrics(
         bundle,
-        runtime,
+        runtime_name,
         max_batch,
         thresholds["drift_threshold"],
         latency_threshold_s=None if latency_ms is None else latency_ms / 1000.0,
@@ -1311,7 +1352,7 @@ def create_app(
             "name": bundle.name,
             "version": bundle.version,
             "artifact_sha256": bundle.content_sha256,
-            "runtime": runtime,
+            "runtime": runtime_name,
             "task_type": bundle.task_type,
             "uptime_s": round(time.monotonic() - started, 3),
             "alerts_active": alert_rules.active() if alert_rules is not None else [],

@@ -5,6 +5,7 @@ Example:
     See docs/sklearn.md.
 """
 
+from trainengine.sklearn._bundle import export_pipeline_bundle
 from trainengine.sklearn._data import TabularData, make_cv_folds, resolve_data
 from trainengine.sklearn._evaluate import evaluate_estimator, fold_metrics, predictions_of
 from trainengine.sklearn._onnx import ONNX_FILE, OnnxExport, convert_to_onnx, onnx_feeds, run_onnx
@@ -28,6 +29,7 @@ __all__: list[str] = [
     "load_pipeline_space",
     "PipelineTuneResult",
     "register_pipeline",
+    "export_pipeline_bundle",
     "load_registered_pipeline",
     "model_folder",
     "is_sklearn_model",
