@@ -15,7 +15,13 @@ from trainengine.evaluation._bootstrap import (
     from_unweighted,
     paired_bootstrap,
 )
-from trainengine.evaluation._evaluate import LoadedModel, evaluate, load_model_source, tune_threshold
+from trainengine.evaluation._evaluate import (
+    LoadedModel,
+    evaluate,
+    load_model_source,
+    report_from_predictions,
+    tune_threshold,
+)
 from trainengine.evaluation._groups import GROUP_SUMMARY_SCHEMA_VERSION, GroupSummary, MetricSummary, summarize_metric
 from trainengine.evaluation._metrics import (
     compute_metrics,
@@ -61,6 +67,7 @@ __all__: list[str] = [
     "metrics_for",
     "paired_bootstrap",
     "predict",
+    "report_from_predictions",
     "tune_threshold",
     "HEADLINE_METRICS",
     "SignificanceCheck",

@@ -20,7 +20,7 @@ from trainengine.evaluation._predict import Predictions, predict
 from trainengine.evaluation._report import EvaluationReport
 from trainengine.tasks import TaskSpec
 
-__all__ = ["LoadedModel", "evaluate", "load_model_source", "tune_threshold"]
+__all__ = ["LoadedModel", "evaluate", "load_model_source", "report_from_predictions", "tune_threshold"]
 
 SegmentKey = str | Sequence[Any] | np.ndarray | Callable[[int], Any]
 
@@ -348,6 +348,38 @@ def evaluate(
         # Reward data: one segment per data source (PRM800K, REVEAL, EQASC), "per data set".
         names = np.asarray(getattr(data, "sources", None) or [str(i) for i in range(int(p.groups.max()) + 1)])
         segments = names[p.groups]
+    report = report_from_predictions(
+        p, segments, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed, scored=(overall, ci),
+        threshold_predictions=tuning, worst_k=worst_k,
+        checkpoint=loaded.checkpoint if loaded is not None else None, data_fingerprint=fingerprint,
+    )  # fmt: skip
+    if output_dir is not None:
+        report.save(output_dir)
+    return report
+
+
+def report_from_predictions(
+    p: Predictions,
+    segments: np.ndarray | None,
+    *,
+    n_bootstrap: int,
+    confidence: float,
+    seed: int,
+    threshold_predictions: Predictions | None = None,
+    worst_k: int = 20,
+    checkpoint: str | None = None,
+    data_fingerprint: str | None = None,
+    scored: tuple[dict[str, float], dict[str, list[float]]] | None = None,
+) -> EvaluationReport:
+    """The evaluation report of predictions already made (a torch model's, a scikit-learn pipeline's).
+
+    Args:
+        p: the predictions with their targets.
+        segments: one segment name per example, or None.
+        threshold_predictions: predictions on separate data to tune a binary threshold on.
+        scored: the overall metrics and intervals when the caller already computed them.
+    """
+    overall, ci = scored if scored is not None else _scored(p, n_bootstrap, confidence, seed)
     per_segment: dict[str, dict[str, Any]] = {}
     if segments is not None:
         for seg in sorted({str(s) for s in segments}):
@@ -357,7 +389,7 @@ def evaluate(
                 continue
             seg_overall, seg_ci = _scored(p.subset(index), n_bootstrap, confidence, seed)
             per_segment[seg] = {"n": len(index), "metrics": seg_overall, "ci": seg_ci}
-    report = EvaluationReport(
+    return EvaluationReport(
         task=p.task,
         n=len(p),
         overall=overall,
@@ -367,13 +399,10 @@ def evaluate(
         seed=seed,
         per_segment=per_segment,
         confusion_matrix=confusion_matrix(p.outputs, p.targets) if p.task == "classification" else None,
-        threshold=_threshold_report(p, tuning),
-        checkpoint=loaded.checkpoint if loaded is not None else None,
-        data_fingerprint=fingerprint,
+        threshold=_threshold_report(p, threshold_predictions),
+        checkpoint=checkpoint,
+        data_fingerprint=data_fingerprint,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         worst=_worst(p, worst_k, segments),
         predictions=p,
     )
-    if output_dir is not None:
-        report.save(output_dir)
-    return report

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,41 +147,17 @@ def evaluate_estimator(
         >>> report.n, report.overall["accuracy"] > 0.8, report.threshold["tuned_on"]
         (169, True, 'evaluation data')
     """
-    # The report's parts are evaluation's own (one home for the metric set, intervals, threshold and worst rows).
-    from trainengine.evaluation import EvaluationReport, confusion_matrix
-    from trainengine.evaluation._evaluate import _scored, _threshold_report, _worst
+    # The report is evaluation's own (one home for the metric set, intervals, threshold and worst rows).
+    from trainengine.evaluation import report_from_predictions
     from trainengine.sklearn._data import fingerprint_of
 
     targets = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
     p = predictions_of(estimator, X, targets, task_type, classes)
-    overall, ci = _scored(p, n_bootstrap, confidence, seed)
-    segments = _segments_of(segment_key, X, len(p))
-    per_segment: dict[str, dict[str, Any]] = {}
-    if segments is not None:
-        for seg in sorted({str(s) for s in segments}):
-            index = np.flatnonzero(segments.astype(str) == seg)
-            if len(index) < 2:
-                per_segment[seg] = {"n": len(index), "metrics": {}, "ci": {}}
-                continue
-            seg_overall, seg_ci = _scored(p.subset(index), n_bootstrap, confidence, seed)
-            per_segment[seg] = {"n": len(index), "metrics": seg_overall, "ci": seg_ci}
-    report = EvaluationReport(
-        task=p.task,
-        n=len(p),
-        overall=overall,
-        ci=ci,
-        confidence=confidence,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        per_segment=per_segment,
-        confusion_matrix=confusion_matrix(p.outputs, p.targets) if p.task == "classification" else None,
-        threshold=_threshold_report(p, threshold_predictions),
-        checkpoint=source,
+    report = report_from_predictions(
+        p, _segments_of(segment_key, X, len(p)), n_bootstrap=n_bootstrap, confidence=confidence, seed=seed,
+        threshold_predictions=threshold_predictions, worst_k=worst_k, checkpoint=source,
         data_fingerprint=data_fingerprint or fingerprint_of(X, targets),
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        worst=_worst(p, worst_k, segments),
-        predictions=p,
-    )
+    )  # fmt: skip
     if output_dir is not None:
         report.save(Path(output_dir))
     return report
