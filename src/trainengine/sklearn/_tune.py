@@ -268,24 +268,11 @@ def _write_report(study: optuna.Study, setup: StudySetup, template: Any) -> Pipe
     from sklearn.base import clone
 
     from trainengine._io import atomic_write_json, atomic_write_text
-    from trainengine.tune._report import _finite, _importances, _plots, _trial_row
+    from trainengine.tune._report import _finite, _importances, _plots, study_fields
 
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    result = PipelineTuneResult(
-        study_name=setup.study_name,
-        storage=setup.storage,
-        study_dir=setup.study_dir,
-        objectives=[o.name for o in setup.objectives],
-        directions=list(setup.directions),
-        num_trials=len(trials),
-        num_complete=len(complete),
-        num_pruned=sum(t.state == TrialState.PRUNED for t in trials),
-        num_failed=sum(t.state == TrialState.FAIL for t in trials),
-        total_steps=sum(int(t.user_attrs.get("steps") or 0) for t in trials),
-        trials=[_trial_row(t, setup) for t in trials],
-        study=study,
-    )
+    result = PipelineTuneResult(**study_fields(study, setup))
     if complete:
         best = study.best_trial
         result.best_value = _finite(best.value)

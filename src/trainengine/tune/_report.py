@@ -214,28 +214,36 @@ def _write_best_config(config: TrainingConfig, setup: StudySetup, number: int, v
     return path
 
 
+def study_fields(study: optuna.Study, setup: StudySetup) -> dict[str, Any]:
+    """The fields every study result has: names, storage, directions, trial counts and rows."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    return {
+        "study_name": setup.study_name,
+        "storage": setup.storage,
+        "study_dir": setup.study_dir,
+        "objectives": [o.name for o in setup.objectives],
+        "directions": list(setup.directions),
+        "num_trials": len(trials),
+        "num_complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "num_pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "num_failed": sum(t.state == TrialState.FAIL for t in trials),
+        "total_steps": sum(int(t.user_attrs.get("steps") or 0) for t in trials),
+        "trials": [_trial_row(t, setup) for t in trials],
+        "study": study,
+    }
+
+
 def write_report(study: optuna.Study, setup: StudySetup) -> TuneResult:
     """Summarise a study into a :class:`TuneResult` and write its files into ``setup.study_dir``."""
     from optuna.trial import TrialState
 
     from trainengine._io import atomic_write_json
 
-    trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    result = TuneResult(
-        study_name=setup.study_name,
-        storage=setup.storage,
-        study_dir=setup.study_dir,
-        objectives=[o.name for o in setup.objectives],
-        directions=list(setup.directions),
-        num_trials=len(trials),
-        num_complete=len(complete),
-        num_pruned=sum(t.state == TrialState.PRUNED for t in trials),
-        num_failed=sum(t.state == TrialState.FAIL for t in trials),
-        total_steps=sum(int(t.user_attrs.get("steps") or 0) for t in trials),
-        trials=[_trial_row(t, setup) for t in trials],
-        study=study,
-    )
+    fields = study_fields(study, setup)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    result = TuneResult(**fields)
     best: optuna.trial.FrozenTrial | None = None
     if complete and not setup.multi_objective:
         best = study.best_trial
