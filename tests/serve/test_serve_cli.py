@@ -49,6 +49,7 @@ def test_serves_on_loopback_by_default(digits_bundle, uvicorn_calls, capsys) -> 
     assert main(["serve", str(digits_bundle.path)]) == 0
     (app,), kwargs = uvicorn_calls[0]
     assert kwargs["host"] == "127.0.0.1" and kwargs["port"] == 8080
+    assert kwargs["timeout_keep_alive"] >= 60  # not uvicorn's 5 s: idle connections a proxy reuses stay open
     assert "warning" not in capsys.readouterr().err
     with TestClient(app) as client:
         assert client.get("/health").json()["runtime"] == "onnx"
@@ -129,6 +130,7 @@ def test_workers_use_an_app_factory_and_multiprocess_metrics(
     assert (
         target == "trainengine.serve._app:create_app_from_env" and kwargs["factory"] is True and kwargs["workers"] == 3
     )
+    assert kwargs["timeout_keep_alive"] >= 60
     env = kwargs["env"]
     assert (
         env["TRAINENGINE_SERVE_BUNDLE"] == str(digits_bundle.path.resolve())

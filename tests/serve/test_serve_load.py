@@ -57,9 +57,12 @@ async def _fire(url: str, requests: list[tuple[str, bytes, list[int] | None]]) -
         async def worker() -> None:
             while not queue.empty():
                 i = queue.get_nowait()
-                response = await client.post(
-                    "/predict", content=requests[i][1], headers={"content-type": "application/json"}
-                )
+                try:
+                    response = await client.post(
+                        "/predict", content=requests[i][1], headers={"content-type": "application/json"}
+                    )
+                except httpx.HTTPError as exc:  # which request lost its connection, for the failure message
+                    raise AssertionError(f"request {i} ({requests[i][0]}): {exc!r}") from exc
                 results[i] = (response.status_code, response.json())
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))

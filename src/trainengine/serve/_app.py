@@ -162,6 +162,12 @@ _MAX_CLASS_LABELS = 1000  # classes pre-registered as label values (bounded labe
 DEFAULT_MAX_REQUEST_TOKENS = 65_536
 DEFAULT_MAX_BATCH_TOKENS = 8_192  # raised to fit one full-context example of the model
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
+# How long an idle keep-alive connection stays open. uvicorn's default (5 s) closes connections a
+# client or proxy is about to reuse: behind a load balancer whose idle timeout is longer, that is a
+# reset and a 502; and under uvloop the idle timer runs before pending reads, so one stall of the
+# event loop past it drops requests already sent on those connections. nginx's default: 75 s.
+KEEP_ALIVE_S = 75
+
 CLIENT_CLOSED = 499  # nginx's "client closed request": counted apart from the 5xx server errors
 _RELEASE_AFTER_BYTES = 256 * 1024  # bodies at least this large hand freed memory back to the OS
 # The inline path: a small request of a fast model runs on the event loop, not in the thread pool,
@@ -1562,7 +1568,7 @@ def run_server(
             threads=threads,
             **alert_options,
         )
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=KEEP_ALIVE_S)
         return
     if any(not isinstance(a, str) for a in alert_actions):
         raise ValueError(
@@ -1613,7 +1619,16 @@ def run_server(
     else:  # server.py: workers import it by file name from its folder
         target, app_dir = f"{Path(__file__).stem}:create_app_from_env", str(Path(__file__).resolve().parent)
     try:
-        uvicorn.run(target, factory=True, host=host, port=port, workers=workers, log_level=log_level, app_dir=app_dir)
+        uvicorn.run(
+            target,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            app_dir=app_dir,
+            timeout_keep_alive=KEEP_ALIVE_S,
+        )
     finally:
         for name, value in saved.items():  # the caller's environment as it was
             if value is None:
