@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainengine.cli._groups import make_folds, parse_seeds
+from trainengine.cli._groups import parse_seeds
 from trainengine.cli.main import main
-from trainengine.errors import ConfigError
+from trainengine.data._folds import make_folds
+from trainengine.errors import DataError
 from trainengine.tracking import ExperimentDB
 
 TINY = [
@@ -138,9 +139,11 @@ def test_folds_are_stratified_disjoint_and_cover_the_data():
         assert np.bincount(labels[val_idx], minlength=3).tolist() == [10, 4, 2]  # class shares kept
     lm, how = make_folds(10, 2, "language_modeling", seed=0)
     assert how["shuffle"] is False and lm[0][1].tolist() == [0, 1, 2, 3, 4]  # contiguous: windows overlap in text
-    with pytest.raises(ConfigError, match="smallest class of the training split has 6 samples, fewer than the 7"):
-        make_folds(len(labels), 7, "classification", seed=0, labels=labels)
-    with pytest.raises(ConfigError, match="only 10 samples; use at most 10 folds"):
+    with pytest.raises(
+        DataError, match="--cv 7: the smallest class of the training data has 6 samples, fewer than the 7 folds"
+    ):
+        make_folds(len(labels), 7, "classification", seed=0, labels=labels, option="--cv {k}")
+    with pytest.raises(DataError, match="only 10 samples; use at most 10 folds"):
         make_folds(10, 11, "regression", seed=0)
 
 

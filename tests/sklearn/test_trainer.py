@@ -158,7 +158,7 @@ def test_refusals_say_what_to_change(credit, config, pipeline):
         SklearnTrainer(pipeline, "regression", config).train(credit, target="approved")
     with pytest.raises(DataError, match="target column 'nope' is not a column"):
         SklearnTrainer(pipeline, config=config).train(credit, target="nope")
-    with pytest.raises(DataError, match="smallest class of the training data has 2 rows"):
+    with pytest.raises(DataError, match="cv=5: the smallest class of the training data has 2 samples"):
         SklearnTrainer(pipeline, config=config, cv=5).train(
             credit.iloc[:8].assign(approved=[0] * 6 + [1] * 2), target="approved"
         )

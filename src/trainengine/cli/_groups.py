@@ -46,6 +46,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from trainengine.data._folds import make_folds
 from trainengine.errors import ConfigError, TrainEngineError
 from trainengine.tracking._parent import AdoptChild, ParentRun, experiment_db_location
 
@@ -319,52 +320,6 @@ def _labels(dataset: Any) -> Any:
     return np.asarray(labels)
 
 
-def make_folds(
-    num_samples: int, k: int, task_type: str, seed: int, labels: Any = None
-) -> tuple[list[tuple[Any, Any]], dict[str, Any]]:
-    """The ``(train_indices, val_indices)`` of each fold and how they were made.
-
-    Classification: ``StratifiedKFold(k, shuffle=True, random_state=seed)`` on ``labels``;
-    regression: ``KFold(k, shuffle=True, random_state=seed)``; language modeling:
-    ``KFold(k)`` in contiguous blocks (neighbouring windows share text).
-
-    Raises:
-        ConfigError: more folds than samples, or a class too small to appear in every fold.
-
-    Example:
-        >>> folds, how = make_folds(10, 5, "regression", seed=0)
-        >>> [len(va) for _, va in folds], how["splitter"]
-        ([2, 2, 2, 2, 2], 'KFold')
-    """
-    import numpy as np
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    if k > num_samples:
-        raise ConfigError(
-            f"--cv {k}: the training split has only {num_samples} samples; use at most {num_samples} folds"
-        )
-    index = np.arange(num_samples)
-    if task_type == "classification":
-        y = np.asarray(labels)
-        _, counts = np.unique(y, return_counts=True)
-        if counts.min() < k:
-            raise ConfigError(
-                f"--cv {k}: the smallest class of the training split has {int(counts.min())} samples, fewer than "
-                f"the {k} folds StratifiedKFold needs; use --cv {max(2, int(counts.min()))} or more data"
-            )
-        splitter: Any = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-        folds = list(splitter.split(index, y))
-        how = {"splitter": "StratifiedKFold", "shuffle": True, "seed": seed}
-    elif task_type == "language_modeling":
-        folds = list(KFold(n_splits=k).split(index))
-        how = {"splitter": "KFold", "shuffle": False, "seed": None}
-    else:
-        folds = list(KFold(n_splits=k, shuffle=True, random_state=seed).split(index))
-        how = {"splitter": "KFold", "shuffle": True, "seed": seed}
-    how.update(k=k, num_samples=num_samples, fold_sizes=[len(va) for _, va in folds])
-    return folds, how
-
-
 def run_cv_group(config: TrainingConfig, k: int, *, confidence: float = 0.95) -> GroupSummary:
     """K-fold cross-validation over the training split: one child per fold, every metric summarised.
 
@@ -390,7 +345,7 @@ def run_cv_group(config: TrainingConfig, k: int, *, confidence: float = 0.95) ->
     train: Any = base.splits.train  # a map-style dataset: len() and indexing
     info, task = base.splits.info, base.task_spec
     labels = _labels(train) if task.task_type == "classification" else None
-    folds, how = make_folds(len(train), k, task.task_type, config.training.seed, labels)
+    folds, how = make_folds(len(train), k, task.task_type, config.training.seed, labels, option="--cv {k}")
     group = _Group(config, "cv", f"cv{k}")
     with _running(group):
         group.start({"k": k, "planned": k, **{key: how[key] for key in ("splitter", "shuffle")}})

@@ -6,7 +6,7 @@ Example:
 """
 
 from trainengine.sklearn._bundle import export_pipeline_bundle
-from trainengine.sklearn._data import TabularData, make_cv_folds, resolve_data
+from trainengine.sklearn._data import TabularData, resolve_data
 from trainengine.sklearn._evaluate import evaluate_estimator, fold_metrics, predictions_of
 from trainengine.sklearn._onnx import ONNX_FILE, OnnxExport, convert_to_onnx, onnx_feeds, run_onnx
 from trainengine.sklearn._params import describe_estimator, estimator_params, seed_estimator
@@ -48,7 +48,6 @@ __all__: list[str] = [
     "seed_estimator",
     "resolve_data",
     "TabularData",
-    "make_cv_folds",
     "predictions_of",
     "fold_metrics",
     "MODEL_DIR",

@@ -31,7 +31,7 @@ import numpy as np
 
 from trainengine.errors import DataError
 
-__all__ = ["TabularData", "resolve_data", "make_cv_folds"]
+__all__ = ["TabularData", "resolve_data"]
 
 SplitName = Literal["train", "val", "test"]
 _TABLE_FORMATS = ("csv", "jsonl", "parquet", "hf_disk")
@@ -299,44 +299,3 @@ def resolve_data(
         **({"source": file_record} if file_record else {}),
     }
     return TabularData(X=X, y=targets, name=name, target=target_name, record=record)
-
-
-def make_cv_folds(
-    y: np.ndarray, k: int, task_type: str, seed: int
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
-    """The ``(train_indices, val_indices)`` of each fold and how they were made.
-
-    ``StratifiedKFold(k, shuffle=True, random_state=seed)`` for classification, ``KFold(k,
-    shuffle=True, random_state=seed)`` for regression — the splitters of ``trainengine train --cv``.
-
-    Raises:
-        DataError: fewer than 2 folds, more folds than rows, or a class with fewer rows than folds.
-
-    Example:
-        >>> folds, how = make_cv_folds(np.array([0, 1] * 5), 5, "classification", seed=0)
-        >>> [len(va) for _, va in folds], how["splitter"]
-        ([2, 2, 2, 2, 2], 'StratifiedKFold')
-    """
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    n = len(y)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
-        raise DataError(f"cv={k!r}: k-fold cross-validation needs a whole number of folds >= 2 (e.g. cv=5)")
-    if k > n:
-        raise DataError(f"cv={k}: the training data has only {n} rows; use at most {n} folds")
-    index = np.arange(n)
-    if task_type == "classification":
-        _, counts = np.unique(y.astype(str) if y.dtype == object else y, return_counts=True)
-        if counts.min() < k:
-            raise DataError(
-                f"cv={k}: the smallest class of the training data has {int(counts.min())} rows, fewer than the {k} "
-                f"folds StratifiedKFold needs; use cv={max(2, int(counts.min()))} or more data"
-            )
-        splitter: Any = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-        folds = list(splitter.split(index, y))
-        how: dict[str, Any] = {"splitter": "StratifiedKFold", "shuffle": True, "seed": seed}
-    else:
-        folds = list(KFold(n_splits=k, shuffle=True, random_state=seed).split(index))
-        how = {"splitter": "KFold", "shuffle": True, "seed": seed}
-    how.update(k=k, num_samples=n, fold_sizes=[len(va) for _, va in folds])
-    return folds, how

@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from trainengine.data._folds import make_folds
 from trainengine.errors import ConfigError, DataError, TrainEngineError
-from trainengine.sklearn._data import TabularData, make_cv_folds, resolve_data
+from trainengine.sklearn._data import TabularData, resolve_data
 from trainengine.sklearn._evaluate import evaluate_estimator, fold_metrics, predictions_of
 from trainengine.sklearn._params import describe_estimator, estimator_params, seed_estimator, versions
 
@@ -383,7 +384,7 @@ class SklearnTrainer:
         self.task_spec, self.classes_ = spec, classes
         template = clone(self.estimator)
         seeded = seed_estimator(template, cfg.training.seed) if self.seed_random_state else []
-        folds, how = make_cv_folds(train.y, self.cv, task_type, cfg.training.seed)
+        folds, how = make_folds(len(train.y), self.cv, task_type, cfg.training.seed, train.y)
         params = estimator_params(template)
         return Problem(train, others, spec, classes, monitor, mode, template, params, seeded, folds, how)
 
