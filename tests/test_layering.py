@@ -4,7 +4,7 @@ Every module of ``src/trainengine`` is parsed with :mod:`ast` and every ``import
 collected — module level, inside functions and under ``if TYPE_CHECKING`` alike (a lazy import is
 still a dependency). Each top-level part of the package (``engine``, ``_sql``, ...) has a layer:
 
-    0  errors, _io, _sql, _hashing, _numeric, _preprocess, _alerting, _storage, provenance, registries
+    0  errors, _io, _sql, _hashing, _numeric, _preprocess, _alerting, _storage, _skops, provenance, registries
     1  config
     2  tasks, data, models
     3  checkpoint, probes
@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, ...]] = [
         "_liveness",
         "_alerting",
         "_storage",
+        "_skops",
         "provenance",
         "registries",
     ),
@@ -70,6 +71,8 @@ SAME_LAYER: dict[tuple[str, str], str] = {
     ("_alerting", "errors"): "invalid alert settings raise ConfigError (a bundle's copy defines its own)",
     ("_storage", "errors"): "an unusable storage location raises ConfigError",
     ("provenance", "errors"): "provenance helpers may raise the package's errors",
+    ("_skops", "errors"): "an untrusted .skops file is a TrainEngineError; a missing skops a MissingExtraError",
+    ("_skops", "_hashing"): "a scikit-learn model folder is checked against its manifest before skops reads it",
     ("monitoring", "tracking"): "MetricsEngine(use_wandb=True) logs through the W&B tracker",
     ("export", "tracking"): "export reads run directories written by tracking",
     ("__main__", "cli"): "python -m trainengine runs the CLI",

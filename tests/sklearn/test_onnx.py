@@ -37,7 +37,7 @@ def test_onnx_predictions_match_sklearn_on_a_mixed_table(credit, config):
     assert [i["name"] for i in info["onnx"]["inputs"]] == list(table.columns.drop("approved"))
     assert info["onnx"]["parity"]["ok"] and info["onnx"]["parity"]["label_agreement"] == 1.0
     manifest = json.loads((Path(results["model_dir"]) / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"model.skops", "model.onnx", "sklearn_model.json"}
+    assert set(manifest["files"]) == {"model.skops", "model.onnx", "sklearn_model.json", "reference_profile.json"}
 
     features = table.drop(columns="approved").iloc[:50]
     labels, probabilities = run_onnx(Path(results["onnx_path"]).read_bytes(), features, info["onnx"]["inputs"])

@@ -72,3 +72,23 @@ def test_a_model_folder_that_no_longer_matches_its_manifest_is_refused(credit, c
     os.replace(other, results["model_path"])  # swapped behind the manifest's back
     with pytest.raises(UntrustedModelError, match="does not match its manifest"):
         load_pipeline(results["run_dir"])
+
+
+def test_the_safe_loader_lives_in_layer_0_and_is_re_exported_here():
+    import doctest
+
+    from trainengine import _skops
+    from trainengine.sklearn import _persist
+
+    for name in ("UntrustedModelError", "TRUSTED_MODULES", "SKOPS_FILE", "check_trusted"):
+        assert getattr(_persist, name) is getattr(_skops, name)
+    result = doctest.testmod(_skops, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted >= 1
+
+
+def test_trusted_must_be_a_list_of_type_names(tmp_path):
+    path = save_pipeline(make_pipeline(Passthrough(), LogisticRegression()).fit(*_xy()), tmp_path / "custom.skops")
+    own = f"{Passthrough.__module__}.{Passthrough.__qualname__}"
+    with pytest.raises(TypeError, match=r"trusted= must be a list of type names, e\.g\. trusted=\["):
+        load_pipeline(path, trusted=own)  # a string would be read as its letters
+    assert load_pipeline(path, trusted=[own]).predict(_xy()[0]).shape == (60,)

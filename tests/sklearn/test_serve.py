@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,6 +167,13 @@ def test_trainengine_export_takes_a_sklearn_run_and_the_model_folder_serves_as_i
         answer = client.post("/predict", json={"inputs": _records(features.iloc[:2])})
         assert answer.status_code == 200, answer.text
 
+    # trainengine export --model NAME:VERSION of a registered scikit-learn model: a bundle named after it.
+    args = ["export", "--model", "credit:1.0.0", "--registry", str(tmp_path / "models.db")]
+    assert main([*args, "--output-dir", str(tmp_path / "out2")]) == 0
+    exported = Path(capsys.readouterr().out.rsplit("bundle: ", 1)[1].strip())
+    assert exported.parent == tmp_path / "out2" and exported.name.startswith("credit")
+    assert json.loads((exported / "manifest.json").read_text())["format"] == "sklearn"
+
 
 def test_a_regressor_trained_on_an_array_serves_values(config, tmp_path):
     from sklearn.linear_model import Ridge
@@ -187,3 +196,71 @@ def test_a_regressor_trained_on_an_array_serves_values(config, tmp_path):
         assert short.status_code == 422 and "inputs[0]: expected shape [4], got [2]" in short.text
     skops = SklearnPredictor(bundle, runtime="skops")  # the pipeline itself, exactly
     assert np.allclose([p["value"] for p in skops.predict(X[:5].tolist())], model.predict(X[:5]), atol=1e-12)
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def test_the_drift_gauge_and_alert_follow_shifted_inputs(seed003_run, make_table, tmp_path):
+    results, _ = seed003_run
+    # Recorded at fit time (the training data is not kept with the run), copied into the bundle.
+    profile = json.loads((Path(results["model_dir"]) / "reference_profile.json").read_text())
+    assert profile["columns"] == ["age", "income", "credit_score"]  # text columns are not profiled
+    assert sorted(profile["features"]) == ["feature_0", "feature_1", "feature_2"]
+    assert profile["features"]["feature_1"]["nonfinite"] > 0  # income's missing values
+    assert profile["label_kind"] == "classes" and set(profile["label_counts"]) == {"0", "1"}
+    bundle = export_pipeline_bundle(
+        results["run_dir"], tmp_path / "exports", monitoring_config={"drift_window": 200, "drift_threshold": 0.2}
+    )
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["reference_profile"]["file"] == "reference_profile.json"
+    assert "reference_profile.json" in manifest["files"]
+
+    app = create_app(bundle, alert_interval_s=0.05, drift_interval_s=0.0)
+    fresh = make_table(n=400, seed=1).drop(columns="approved")  # same distribution, rows never trained on
+    with TestClient(app) as client:
+        assert math.isnan(_metric(client.get("/metrics").text, "trainengine_serve_drift_score"))
+        answer = client.post("/predict", json={"inputs": _records(fresh.iloc[:200])})
+        assert answer.status_code == 200
+        metrics = client.get("/metrics").text
+        assert _metric(metrics, "trainengine_serve_drift_window_examples") == 200
+        assert _metric(metrics, "trainengine_serve_drift_score") < 0.1
+        # The predicted-class counter counts every prediction by its class index, as for torch classifiers.
+        by_class = [p["class"] for p in answer.json()["predictions"]]
+        for c in (0, 1):
+            counted = _metric(metrics, f'trainengine_serve_predicted_class_total{{class_id="{c}"}}')
+            assert counted == by_class.count(c)
+
+        shifted = fresh.iloc[200:].assign(credit_score=fresh["credit_score"].iloc[200:] + 400.0)
+        assert client.post("/predict", json={"inputs": _records(shifted)}).status_code == 200
+        assert _metric(client.get("/metrics").text, "trainengine_serve_drift_score") > 0.2
+        deadline = time.monotonic() + 10
+        while client.get("/alerts").json()["active"] != ["drift"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/alerts").json()["active"] == ["drift"]
+        assert _metric(client.get("/metrics").text, 'trainengine_serve_alert_active{kind="drift"}') == 1.0
+
+
+def test_an_array_pipeline_drifts_feature_by_feature(config, tmp_path):
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0])
+    results = SklearnTrainer(Ridge(), config=config, cv=2, n_bootstrap=20).train(X, y)
+    bundle = export_pipeline_bundle(results["run_dir"], tmp_path / "exports")
+    profile = json.loads((bundle / "reference_profile.json").read_text())
+    assert profile["columns"] is None and len(profile["features"]) == 4 and profile["label_kind"] == "values"
+    with TestClient(create_app(bundle, alerts=False, drift_window=100, drift_interval_s=0.0)) as client:
+        metrics = client.get("/metrics").text
+        # Regression predictions are bucketed on the training targets' histogram edges.
+        edges = profile["label_histogram"]["edges"]
+        assert f'trainengine_serve_prediction_value_bucket{{le="{float(edges[-1])}"}}' in metrics
+        assert client.post("/predict", json={"inputs": rng.normal(size=(100, 4)).tolist()}).status_code == 200
+        assert _metric(client.get("/metrics").text, "trainengine_serve_drift_score") < 0.1
+        assert client.post("/predict", json={"inputs": (rng.normal(size=(100, 4)) + 5).tolist()}).status_code == 200
+        assert _metric(client.get("/metrics").text, "trainengine_serve_drift_score") > 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ def _registry_source(ref: str, registry: str) -> Any:
         raise TrainEngineError(
             f"no model registry at {registry} (no such file); pass --registry PATH_OR_URL or set TRAINENGINE_REGISTRY"
         )
-    with ModelRegistry(registry) as reg:
+    # the artifact store trainengine registry / serve use (env TRAINENGINE_REGISTRY_ARTIFACTS)
+    with ModelRegistry(registry, artifact_root=os.environ.get("TRAINENGINE_REGISTRY_ARTIFACTS") or None) as reg:
         record = reg.resolve(ref)
     kind, artifact = record.artifact_kind, Path(record.artifact_path)
     if kind in ("checkpoint", "run"):
@@ -35,6 +37,11 @@ def _registry_source(ref: str, registry: str) -> Any:
         task = TaskSpec.from_dict(json.loads((artifact / "task_spec.json").read_text()))
         config = TrainingConfig.from_dict(record.config) if record.config else None
         return LoadedModel(record.load(), task, config, str(artifact))
+    if kind == "sklearn":
+        raise TrainEngineError(
+            f"{record.model_id} is a scikit-learn model; evaluate it in Python: "
+            "trainengine.sklearn.evaluate_estimator(record.load(), X, y, ...)"
+        )
     raise TrainEngineError(
         f"{record.model_id} was registered from a bare weights file; it stores no task to evaluate with — "
         "load it with record.load() and call trainengine.evaluation.evaluate(model, data, task_spec)"

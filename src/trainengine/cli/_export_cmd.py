@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,13 @@ def export_command(
                 f"no model registry at {registry} (no such file); "
                 "pass --registry PATH_OR_URL or set TRAINENGINE_REGISTRY"
             )
-        with ModelRegistry(registry) as reg:
+        # the artifact store trainengine registry / serve use (env TRAINENGINE_REGISTRY_ARTIFACTS)
+        with ModelRegistry(registry, artifact_root=os.environ.get("TRAINENGINE_REGISTRY_ARTIFACTS") or None) as reg:
             record = reg.resolve(model)
+        if record.artifact_kind == "sklearn":  # a registered scikit-learn model folder
+            record.verify()  # the artifact is still what was registered
+            _export_sklearn(Path(record.artifact_path), output_dir, name or record.name, quantize)
+            return
         bundle = export_registered(record, **options)
     manifest = json.loads((bundle / "manifest.json").read_text())
     for fmt, entry in manifest["formats"].items():

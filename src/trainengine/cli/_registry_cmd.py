@@ -183,7 +183,11 @@ def register_command(
     name: str = typer.Argument(..., help="Model name (letters, digits, . _ -)."),
     version: str = typer.Argument(..., help="Semantic version, e.g. 1.0.0 or 2.1.0-rc.1."),
     checkpoint: Path | None = typer.Option(
-        None, "--checkpoint", "-c", help="Checkpoint folder (ckpt-*), run directory, .safetensors or .pt file."
+        None,
+        "--checkpoint",
+        "-c",
+        help="Checkpoint folder (ckpt-*), run directory, .safetensors or .pt file, or a scikit-learn run's model/ "
+        "folder (kind sklearn).",
     ),
     bundle: Path | None = typer.Option(None, "--bundle", "-b", help="Export bundle folder (instead of --checkpoint)."),
     metric: list[str] | None = typer.Option(

@@ -50,7 +50,7 @@ def resolve_bundle(target: str, registry: str | None = None) -> Path:
         record = reg.resolve(target)
     record.verify()  # the artifact is still what was registered
     artifact = Path(record.artifact_path)
-    if record.artifact_kind == "bundle" and (artifact / "manifest.json").is_file():
+    if record.artifact_kind in ("bundle", "sklearn") and (artifact / "manifest.json").is_file():
         return artifact
     if record.artifact_kind in ("checkpoint", "run"):
         return _exported_bundle(record)

@@ -24,6 +24,8 @@ __all__ = [
     "MANIFEST",
     "STANDALONE_FILES",
     "PREPROCESS_FILES",
+    "SKLEARN_FILES",
+    "SKLEARN_RUNTIME_PACKAGES",
     "copy_standalone_runtime",
     "standalone_runtime",
     "bundle_files",
@@ -59,6 +61,19 @@ STANDALONE_FILES: dict[str, Path] = {
 }
 # Copied too when the bundle has a preprocessing.json: inference.py imports it only then.
 PREPROCESS_FILES: dict[str, Path] = {"_preprocess.py": _PACKAGE_DIR / "_preprocess.py"}
+# Copied too into a scikit-learn bundle (trainengine.sklearn.export_pipeline_bundle, beside
+# STANDALONE_FILES): server.py imports the scikit-learn runtime from it when it is there.
+SKLEARN_FILES: dict[str, Path] = {
+    "sklearn_inference.py": _PACKAGE_DIR / "serve" / "_sklearn.py",
+    "_skops.py": _PACKAGE_DIR / "_skops.py",  # the trusted-types check sklearn_inference.py loads through
+}
+# What a scikit-learn bundle's server needs besides RUNTIME_PACKAGES, by the runtime it serves:
+# model.onnx runs on numpy + onnxruntime alone; model.skops is the pipeline itself (skops rebuilds
+# it with the scikit-learn, scipy and numpy it was saved with; pandas makes the DataFrame it takes).
+SKLEARN_RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {
+    "onnx": (),
+    "skops": ("scikit-learn", "scipy", "skops", "pandas"),
+}
 # The runtime packages the bundle's server needs; pinned to what the export machine runs
 # (_hashing.py is standard library only, _numeric.py and _preprocess.py need numpy). A bundle with a
 # tokenizer.json adds "tokenizers" (requirements_txt(extra=...)).

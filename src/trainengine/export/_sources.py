@@ -193,6 +193,11 @@ def export_registered(record: Any, **kwargs: Any) -> Path:
         task = _read_json(artifact / "task_spec.json")
         model = record.load()
         return create_export_bundle(model, record.model_spec, task, record.config, **kwargs)
+    if kind == "sklearn":  # trainengine.sklearn sits above export
+        raise ExportError(
+            f"{record.model_id} is a scikit-learn model: export it with trainengine.sklearn.export_pipeline_bundle("
+            f"record.artifact_path, output_dir) or trainengine export --model {record.name}:{record.version}"
+        )
     raise ExportError(
         f"{record.model_id} was registered from a bare weights file ({kind}); it has no task spec to export with — "
         "load it with record.load() and call create_export_bundle(model, task_spec=...) yourself"

@@ -2,10 +2,13 @@
 
 ``ModelRegistry`` keeps one row per ``name:version`` in SQLite (a file several processes may share)
 or a SQL server, and a copy of each registered artifact (checkpoint folder, run directory,
-``.safetensors`` / ``.pt`` file or export bundle) under ``<artifact_root>/<name>/<version>/``, so
-that checkpoint rotation cannot delete a registered model. Each version records its artifact's
+``.safetensors`` / ``.pt`` file, export bundle, or a fitted scikit-learn pipeline's ``model/``
+folder) under ``<artifact_root>/<name>/<version>/``, so that checkpoint rotation cannot delete a
+registered model. Each version records its artifact's
 SHA-256 (checked again before loading), metrics, tags, and lineage: run id, git commit, data
 fingerprint, training config, task type and the model spec that rebuilds it.
+``ModelRecord.load()`` gives back the model of any kind: a torch module, or for a ``sklearn``
+artifact the fitted pipeline (loaded through skops' trusted-types check, never pickle).
 
 Aliases (``production``, ``staging``, ...) point at one version per model name; promotions can be
 gated on metrics (``{"production": {"val_loss": "<= 0.40"}}``), every move is recorded, and

@@ -10,19 +10,26 @@ Kinds of artifact:
 * ``torch``: one ``.pt`` / ``.pth`` / ``.bin`` file, read with ``torch.load(weights_only=True)``
   only: a state dict, or a dict holding one under ``model_state_dict`` / ``state_dict`` / ``model``.
 * ``bundle``: an export bundle folder (the files its ``manifest.json`` lists, plus the manifest).
+* ``sklearn``: a fitted scikit-learn pipeline: the ``model/`` folder of a
+  :class:`~trainengine.sklearn.SklearnTrainer` run (or the run directory, meaning its ``model/``):
+  the files its ``manifest.json`` (``format: "sklearn"``) lists — ``model.skops``, ``model.onnx``
+  when there is one, ``sklearn_model.json`` — plus the manifest. Loaded only through
+  :func:`trainengine._skops.load_skops` (the trusted-types check; never pickle).
 
 The artifact's SHA-256 is that of the file's bytes, or for a folder the SHA-256 of the sorted lines
 ``"<relpath>\\t<sha256>\\n"`` of its files (a bundle's ``manifest.json`` left out, as in
-``trainengine.export.bundle_sha256``).
+``trainengine.export.bundle_sha256``; a ``sklearn`` folder's manifest is covered, so an edited
+manifest is caught too).
 
 Why one module of this length: every artifact kind the registry accepts (checkpoint, run directory,
-bundle, weights file) is recognised, read and placed by the ArtifactStore here; splitting by kind
-would spread one contract (what is copied, hashed and verified) over four files.
+bundle, weights file, scikit-learn model folder) is recognised, read and placed by the ArtifactStore
+here; splitting by kind would spread one contract (what is copied, hashed and verified) over five files.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import pickle
@@ -33,9 +40,10 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from trainengine._hashing import MANIFEST, content_sha256, copy_and_hash, file_sha256
+from trainengine._hashing import MANIFEST, content_sha256, copy_and_hash, file_sha256, manifest_digest
+from trainengine._skops import SKOPS_FILE as _SKOPS_FILE
 from trainengine._storage import RemoteStore, is_url
 from trainengine.errors import ConfigError, RegistryError
 
@@ -50,14 +58,26 @@ __all__ = [
     "verify_source",
     "read_state_dict",
     "load_weights",
+    "load_sklearn",
+    "sklearn_manifest",
+    "ARTIFACT_KINDS",
     "remove_path",
     "default_cache_dir",
 ]
 
-ArtifactKind = Literal["checkpoint", "run", "safetensors", "torch", "bundle"]
+logger = logging.getLogger(__name__)
+
+ArtifactKind = Literal["checkpoint", "run", "safetensors", "torch", "bundle", "sklearn"]
+#: Every artifact kind, in the order the docs list them.
+ARTIFACT_KINDS: tuple[str, ...] = get_args(ArtifactKind)
+SKLEARN_FORMAT = "sklearn"  # manifest["format"] of a scikit-learn model folder (and of its export bundle)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 _STATE_KEYS = ("model_state_dict", "state_dict", "model")
 _RUN_FILES = ("model.safetensors", "run.json", "config.yaml", "data_profile.json")
+# A scikit-learn model folder, as trainengine.sklearn writes it (that package is a higher layer: the
+# names are repeated here, and tests/sklearn/test_registry.py checks they agree).
+_SKLEARN_MODEL_DIR = "model"  # trainengine.sklearn.MODEL_DIR
+_SKLEARN_INFO = "sklearn_model.json"  # trainengine.sklearn.MODEL_INFO
 
 
 @dataclass
@@ -87,8 +107,8 @@ def inspect_source(checkpoint_path: Any, bundle_path: Any) -> ArtifactSource:
     """
     if (checkpoint_path is None) == (bundle_path is None):
         raise RegistryError(
-            "give exactly one of checkpoint_path= (a checkpoint folder, run directory, .safetensors or .pt file) "
-            "or bundle_path= (an export bundle folder)"
+            "give exactly one of checkpoint_path= (a checkpoint folder, run directory, .safetensors or .pt file, "
+            "or a scikit-learn model folder) or bundle_path= (an export bundle folder)"
         )
     if bundle_path is not None:
         return _inspect_bundle(Path(bundle_path))
@@ -104,10 +124,14 @@ def inspect_source(checkpoint_path: Any, bundle_path: Any) -> ArtifactSource:
         raise RegistryError(
             f"cannot register {str(path)!r}: unknown file type {path.suffix or '(no suffix)'!r}; "
             f"accepted: a .safetensors file, a {'/'.join(TORCH_SUFFIXES)} state dict, a checkpoint folder (ckpt-*), "
-            "a run directory, or bundle_path= for an export bundle"
+            "a run directory, a scikit-learn model folder (a SklearnTrainer run's model/), or bundle_path= for an "
+            "export bundle"
         )
     if (path / "meta.json").is_file() and (path / "state.json").is_file():
         return _inspect_checkpoint(path)
+    sklearn_folder = _sklearn_folder(path)
+    if sklearn_folder is not None:
+        return _inspect_sklearn(sklearn_folder)
     if (path / "run.json").is_file():
         return _inspect_run(path)
     if (path / "manifest.json").is_file() and (path / "model_config.json").is_file():
@@ -123,8 +147,9 @@ def inspect_source(checkpoint_path: Any, bundle_path: Any) -> ArtifactSource:
             f"e.g. {str(path / inner[-1])!r} (trainengine checkpoints list shows them)"
         )
     raise RegistryError(
-        f"{str(path)!r} is a folder that is neither a checkpoint (meta.json + state.json + manifest.json) nor a run "
-        "directory (run.json + model.safetensors); give one of those, a .safetensors / .pt file, or bundle_path="
+        f"{str(path)!r} is a folder that is neither a checkpoint (meta.json + state.json + manifest.json), a run "
+        "directory (run.json + model.safetensors) nor a scikit-learn model folder (manifest.json of format 'sklearn' "
+        "+ model.skops); give one of those, a .safetensors / .pt file, or bundle_path="
     )
 
 
@@ -246,21 +271,7 @@ def _inspect_bundle(path: Path) -> ArtifactSource:
             "export it again"
         )
     manifest = _read_json(path / "manifest.json", "bundle manifest")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise RegistryError(
-            f"bundle manifest {str(path / 'manifest.json')!r} has no 'files' table; export the bundle again"
-        )
-    for rel in files:
-        parts = Path(rel).parts
-        if not isinstance(rel, str) or Path(rel).is_absolute() or ".." in parts or rel == "manifest.json":
-            raise RegistryError(f"bundle manifest lists an invalid file name {rel!r}")
-    missing = [rel for rel in files if not (path / rel).is_file()]
-    if missing:
-        raise RegistryError(
-            f"bundle {str(path)!r} is incomplete: its manifest lists {', '.join(missing)}, which do not exist; export "
-            "it again"
-        )
+    files = _listed_files(path, manifest, "bundle", "export the bundle again")
     model_config = (
         _read_json(path / "model_config.json", "model_config.json") if (path / "model_config.json").is_file() else {}
     )
@@ -277,6 +288,91 @@ def _inspect_bundle(path: Path) -> ArtifactSource:
         task_type=manifest.get("task_type"),
         model_spec=model_config.get("spec") or manifest.get("model_spec"),
         expected={rel: str(sha) for rel, sha in files.items()},
+    )
+
+
+def _listed_files(path: Path, manifest: Mapping[str, Any], what: str, redo: str) -> dict[str, Any]:
+    """The manifest's ``files`` table (relpath -> its entry), checked: safe names, every file present.
+
+    Raises:
+        RegistryError: no table, a name outside the folder, or a listed file that is missing.
+    """
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise RegistryError(f"{what} manifest {str(path / MANIFEST)!r} has no 'files' table; {redo}")
+    for rel in files:
+        parts = Path(rel).parts
+        if not isinstance(rel, str) or Path(rel).is_absolute() or ".." in parts or rel == MANIFEST:
+            raise RegistryError(f"{what} manifest lists an invalid file name {rel!r}")
+    missing = [rel for rel in files if not (path / rel).is_file()]
+    if missing:
+        raise RegistryError(
+            f"{what} {str(path)!r} is incomplete: its manifest lists {', '.join(missing)}, which do not exist; {redo}"
+        )
+    return files
+
+
+def sklearn_manifest(folder: Path) -> dict[str, Any] | None:
+    """The ``manifest.json`` of ``folder`` when it says ``format: "sklearn"`` (a scikit-learn model
+    folder or its export bundle), else None."""
+    file = folder / MANIFEST
+    if not file.is_file():
+        return None
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("format") == SKLEARN_FORMAT else None
+
+
+def _sklearn_folder(path: Path) -> Path | None:
+    """The scikit-learn model folder ``path`` means: itself, or a SklearnTrainer run directory's ``model/``."""
+    if sklearn_manifest(path) is not None:
+        return path
+    inner = path / _SKLEARN_MODEL_DIR
+    if not (path / "model.safetensors").is_file() and sklearn_manifest(inner) is not None:
+        return inner
+    return None
+
+
+def _inspect_sklearn(path: Path) -> ArtifactSource:
+    manifest = _read_json(path / MANIFEST, "scikit-learn model manifest")
+    if "runtime" in manifest or (path / "task_spec.json").is_file():
+        raise RegistryError(
+            f"{str(path)!r} is a scikit-learn export bundle; register it with bundle_path= (kind 'bundle', what "
+            "trainengine serve NAME@ALIAS serves), or register the run's model/ folder for kind 'sklearn'"
+        )
+    redo = "train the pipeline again (SklearnTrainer writes the manifest last)"
+    files = _listed_files(path, manifest, "scikit-learn model", redo)
+    if _SKOPS_FILE not in files:
+        raise RegistryError(
+            f"scikit-learn model {str(path)!r} lists no {_SKOPS_FILE} in its manifest, so there is no pipeline to "
+            f"load; {redo}"
+        )
+    info: dict[str, Any] = {}
+    if _SKLEARN_INFO in files:
+        info = _read_json(path / _SKLEARN_INFO, _SKLEARN_INFO)
+    lineage = manifest.get("lineage") or info.get("lineage") or {}
+    if not isinstance(lineage, dict):
+        lineage = {}
+    # The run's config: from the run directory holding this model/ folder, when its run.json is that run.
+    config = None
+    run_dir = path.parent
+    if path.name == _SKLEARN_MODEL_DIR and (run_dir / "run.json").is_file() and (run_dir / "config.yaml").is_file():
+        facts = _read_json(run_dir / "run.json", "run.json")
+        if lineage.get("run_id") is None or facts.get("run_id") == lineage.get("run_id"):
+            config = _read_yaml(run_dir / "config.yaml")
+    return ArtifactSource(
+        "sklearn",
+        path.resolve(),
+        [*sorted(files), MANIFEST],
+        run_id=lineage.get("run_id"),
+        git_commit=lineage.get("git_commit"),
+        data_fingerprint=lineage.get("data_fingerprint"),
+        config=config or None,
+        task_type=manifest.get("task_type") or info.get("task_type"),
+        metrics=_finite_metrics(info.get("metrics")),
+        expected={rel: manifest_digest(entry) or "" for rel, entry in files.items()},
     )
 
 
@@ -305,6 +401,10 @@ def verify_source(source: ArtifactSource, hashes: Mapping[str, str], path: Path)
       ``model.safetensors`` with a re-hashed manifest is refused);
     * a run directory or a bundle: the bundle's files against its manifest, and every
       ``.safetensors`` file with the same format check (``sniff_safetensors``);
+    * a scikit-learn model folder: its files against its manifest, and ``model.skops`` must be a
+      ``.skops`` file (a zip skops can read: a pickle renamed is refused). Types outside the
+      allow-list do not stop the registration — the pipeline is then loaded with ``trusted=[...]``
+      only — but are logged;
     * a ``.safetensors`` / ``.pt`` file: loaded (``.pt`` with ``weights_only=True`` only).
 
     Args:
@@ -321,7 +421,7 @@ def verify_source(source: ArtifactSource, hashes: Mapping[str, str], path: Path)
     problems: list[str] = []
     if source.kind == "checkpoint":
         problems = verify_checkpoint(path, hashes=hashes)
-    elif source.kind in ("run", "bundle"):
+    elif source.kind in ("run", "bundle", "sklearn"):
         bad = [rel for rel, sha in source.expected.items() if rel in hashes and hashes[rel] != sha]
         problems = [f"{rel}: sha256 differs from the manifest (modified or damaged)" for rel in bad]
         problems += [f"{rel}: listed in the manifest but missing" for rel in source.expected if rel not in hashes]
@@ -329,12 +429,36 @@ def verify_source(source: ArtifactSource, hashes: Mapping[str, str], path: Path)
             reason = sniff_safetensors(path / rel) if rel.endswith(".safetensors") else None
             if reason:
                 problems.append(f"{rel}: {reason}")
+        if source.kind == "sklearn" and not problems:
+            problems += _skops_problems(path / _SKOPS_FILE, source.path)
     if problems:
         raise RegistryError(
             f"{source.kind} {str(source.path)!r} failed verification and cannot be registered: {'; '.join(problems)}"
         )
     if source.kind in ("safetensors", "torch"):
         read_state_dict(source.kind, path, label=source.path)
+
+
+def _skops_problems(file: Path, shown: Path) -> list[str]:
+    """What is wrong with a registered ``model.skops`` (empty: it is a readable ``.skops`` file)."""
+    from trainengine._skops import UntrustedModelError, skops_types
+    from trainengine.errors import MissingExtraError
+
+    try:
+        _, refused = skops_types(file)
+    except UntrustedModelError as exc:
+        return [f"{_SKOPS_FILE}: {str(exc).replace(str(file), 'it', 1)}"]
+    except MissingExtraError:
+        return []  # the file is a zip (checked first); its types are checked when it is loaded
+    if refused:
+        logger.warning(
+            "%s/%s holds types outside the allow-list (%s): load it with trusted=%r once you have checked them",
+            shown,
+            _SKOPS_FILE,
+            ", ".join(refused),
+            refused,
+        )
+    return []
 
 
 # ------------------------------------------------------------------------------- the store
@@ -696,6 +820,11 @@ def read_state_dict(kind: str, path: Path, map_location: Any = "cpu", *, label: 
             state dict. The message is ours alone: torch's own warnings and its advice to load
             with ``weights_only=False`` (running the file's code) are not passed on.
     """
+    if kind == "sklearn":
+        raise RegistryError(
+            f"{str(label if label is not None else path)!r} is a scikit-learn model: it holds no torch weights; "
+            "ModelRecord.load() returns its fitted pipeline"
+        )
     import torch
 
     from trainengine.checkpoint import sniff_safetensors
@@ -766,6 +895,35 @@ def _torch_load_reason(exc: BaseException) -> str:
         return "it is not a torch.save file of tensors (a pickle of other objects, or not a pickle at all)"
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return f"torch.load(weights_only=True) failed: {first[:200]}"
+
+
+def load_sklearn(path: Path, *, trusted: Any = (), model_id: str = "the model") -> Any:
+    """The fitted pipeline of a scikit-learn artifact (a ``sklearn`` folder, or an export bundle of
+    format ``sklearn``), loaded through :func:`trainengine._skops.load_skops` — never pickle.
+
+    The folder is checked against its manifest, then ``model.skops``'s types against the
+    allow-list; only then is anything built. Call it after the registered hash was checked.
+
+    Args:
+        path: The artifact's folder (the registered copy).
+        trusted: Further type names to accept (``["mypackage.MyTransformer"]``), each one checked by you.
+        model_id: The version, for messages.
+
+    Raises:
+        RegistryError: the folder is not a scikit-learn model.
+        UntrustedModelError: ``model.skops`` holds types outside the allow-list and ``trusted``
+            (named in the message), is not a ``.skops`` file, or the folder no longer matches its
+            manifest.
+        MissingExtraError: skops is not installed.
+    """
+    from trainengine._skops import load_skops
+
+    if sklearn_manifest(path) is None or not (path / _SKOPS_FILE).is_file():
+        raise RegistryError(
+            f"{model_id} at {str(path)!r} is not a scikit-learn model (no manifest.json of format 'sklearn' with "
+            f"{_SKOPS_FILE})"
+        )
+    return load_skops(path, trusted=trusted)
 
 
 def load_weights(model: Any, state: Mapping[str, Any]) -> None:

@@ -1,14 +1,23 @@
-"""``ModelRecord``: one registered model version, and loading it back as a module."""
+"""``ModelRecord``: one registered model version, and loading it back: a torch module, or the fitted
+scikit-learn pipeline of a ``sklearn`` artifact."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from trainengine.errors import RegistryError, TrainEngineError
-from trainengine.registry._artifacts import ArtifactStore, load_weights, read_state_dict
+from trainengine.registry._artifacts import (
+    ArtifactStore,
+    load_sklearn,
+    load_weights,
+    read_state_dict,
+    sklearn_manifest,
+)
+from trainengine.registry._errors import RegistryValueError
 
 __all__ = ["ModelRecord", "ModelStatus"]
 
@@ -29,7 +38,8 @@ class ModelRecord:
         aliases: Aliases this version holds now (``("production",)``).
         artifact_path: The registered file or folder (in the registry's artifact store when copied).
             For a store at a URL, the local copy :meth:`fetch` downloads (``<cache_dir>/<sha256>``).
-        artifact_kind: ``checkpoint``, ``run``, ``safetensors``, ``torch`` or ``bundle``.
+        artifact_kind: ``checkpoint``, ``run``, ``safetensors``, ``torch``, ``bundle`` or ``sklearn``
+            (a fitted scikit-learn pipeline: :meth:`load` returns it).
         artifact_sha256: Content hash taken at registration; :meth:`load` checks it first.
         artifact_files: Files of a folder artifact covered by the hash (empty for one file).
         source_path: Where the artifact was registered from.
@@ -123,23 +133,32 @@ class ModelRecord:
             self.artifact_path, self.artifact_kind, self.artifact_files, self.artifact_sha256, self.model_id
         )
 
-    def load(self, model: Any = None, map_location: Any = "cpu") -> Any:
-        """Rebuild the model and load the registered weights, in eval mode.
+    def load(self, model: Any = None, map_location: Any = "cpu", *, trusted: Iterable[str] = ()) -> Any:
+        """Load the registered model: a torch module in eval mode, or a fitted scikit-learn pipeline.
 
-        The artifact's hash is checked first; weights are read with safetensors or
-        ``torch.load(weights_only=True)`` only, never by unpickling arbitrary objects.
+        The artifact's hash is checked first (downloaded first from a URL store). Torch weights
+        are read with safetensors or ``torch.load(weights_only=True)`` only; a ``sklearn``
+        artifact's ``model.skops`` is checked against its manifest and its types against the
+        allow-list (classes of scikit-learn, numpy, scipy, plus ``trusted``) before skops builds
+        anything (:func:`trainengine._skops.load_skops`). Nothing is ever unpickled.
 
         Args:
             model: A module to load the weights into; by default one is built from
-                :attr:`model_spec` with :func:`trainengine.models.rebuild_model`.
-            map_location: Device for the weights (and for the rebuilt model).
+                :attr:`model_spec` with :func:`trainengine.models.rebuild_model`. Torch kinds only.
+            map_location: Device for the weights (and for the rebuilt model). Torch kinds only.
+            trusted: Further type names a ``sklearn`` artifact's ``model.skops`` may hold
+                (``["mypackage.MyTransformer"]``), each one checked by you. ``sklearn`` only.
 
         Returns:
-            The ``torch.nn.Module``, in eval mode.
+            The ``torch.nn.Module``, in eval mode; for a ``sklearn`` artifact the fitted pipeline.
 
         Raises:
             RegistryError: the artifact changed or is missing, there is neither a spec nor a
-                ``model``, or the weights do not fit the model.
+                ``model``, or the weights do not fit the model; an option given for the other
+                kind of model (:class:`RegistryValueError`); a scikit-learn export bundle (load
+                it with ``trainengine.sklearn.load_registered_pipeline``).
+            UntrustedModelError: a ``sklearn`` artifact holds types outside the allow-list and
+                ``trusted`` (the message names them).
 
         Example:
             >>> import tempfile, torch
@@ -156,7 +175,27 @@ class ModelRecord:
             >>> torch.equal(loaded(torch.ones(1, 4)), net.eval()(torch.ones(1, 4)))
             True
         """
+        if self.artifact_kind == "sklearn":
+            if model is not None:
+                raise RegistryValueError(
+                    f"{self.model_id} is a scikit-learn pipeline (kind 'sklearn'); model= is for torch weights — "
+                    "call load() without it"
+                )
+            self.verify()
+            return load_sklearn(self.artifact_path, trusted=trusted, model_id=self.model_id)
+        if isinstance(trusted, str) or tuple(trusted):
+            raise RegistryValueError(
+                f"trusted= applies to scikit-learn artifacts only; {self.model_id} is a {self.artifact_kind} artifact "
+                "of torch weights, read without unpickling anything"
+            )
         self.verify()
+        if self.artifact_kind == "bundle" and sklearn_manifest(self.artifact_path) is not None:
+            raise RegistryError(
+                f"{self.model_id} is a scikit-learn export bundle (kind 'bundle', format 'sklearn'): it holds no torch "
+                "weights. Serve it with trainengine serve, load its pipeline with "
+                "trainengine.sklearn.load_registered_pipeline(registry, ref), or register the run's model/ folder "
+                "(kind 'sklearn', which load() returns as a pipeline)"
+            )
         if model is None:
             if not self.model_spec:
                 raise RegistryError(

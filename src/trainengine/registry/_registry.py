@@ -368,7 +368,10 @@ class ModelRegistry(SqlStore):
             name: Model name: letters, digits, ``.``, ``_``, ``-`` (no ``/`` or ``..``).
             version: Semantic version ``MAJOR.MINOR.PATCH[-PRERELEASE]``; never overwritten.
             checkpoint_path: A checkpoint folder (``ckpt-*``), a run directory, a ``.safetensors``
-                file or a ``.pt``/``.pth``/``.bin`` state dict (read with ``weights_only=True``).
+                file or a ``.pt``/``.pth``/``.bin`` state dict (read with ``weights_only=True``);
+                or a fitted scikit-learn pipeline: a SklearnTrainer run directory or its ``model/``
+                folder (kind ``sklearn``: the files its manifest lists, checked against it; loaded
+                back by :meth:`ModelRecord.load` through the skops trusted-types check).
             task_type: ``classification``, ``regression``, ``language_modeling`` or ``vision``;
                 default: what the checkpoint, run or bundle says.
             metrics: Finite numbers (gates read them); default: the finite metrics the checkpoint
@@ -405,8 +408,14 @@ class ModelRegistry(SqlStore):
             raise RegistryError(f"ModelRegistry({self._label!r}) is closed; open a new one")
         model_id = model_id_of(name, version)
         source = inspect_source(checkpoint_path, bundle_path)
+        if source.kind == "sklearn" and spec is not None:
+            raise RegistryValueError(
+                f"model_config= tells how to rebuild a torch model; {str(source.path)!r} is a fitted scikit-learn "
+                "pipeline (kind 'sklearn'), which is loaded as it was saved: register it without model_config="
+            )
         self._read(lambda conn: self._refuse_existing(conn, name, version))  # before any copying
-        if source.kind == "bundle" and not copy_artifact:
+        if source.kind in ("bundle", "sklearn") and not copy_artifact:
+            # Kept in place: loading checks the folder against its manifest, which refuses unlisted files.
             listed = set(source.files)
             extra = sorted(
                 rel
@@ -416,8 +425,9 @@ class ModelRegistry(SqlStore):
                 and (rel := p.relative_to(source.path).as_posix()) not in listed
             )
             if extra:
+                what = "scikit-learn model" if source.kind == "sklearn" else "bundle"
                 raise RegistryError(
-                    f"bundle {str(source.path)!r} holds files its manifest does not list ({', '.join(extra[:5])}); "
+                    f"{what} {str(source.path)!r} holds files its manifest does not list ({', '.join(extra[:5])}); "
                     "remove them, or register with copy_artifact=True (only the listed files are copied)"
                 )
 

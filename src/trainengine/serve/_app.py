@@ -2,7 +2,8 @@
 
 This file is also copied into every export bundle as ``server.py``. There it imports the
 runtime from its sibling ``inference.py`` and needs only fastapi, uvicorn, prometheus_client,
-numpy and onnxruntime::
+numpy and onnxruntime (a scikit-learn bundle's runtime is its sibling ``sklearn_inference.py``;
+serving its ``model.skops`` also needs scikit-learn, skops and pandas)::
 
     python server.py                          # serves the bundle it sits in on 127.0.0.1:8080
     python server.py --port 9000 --api-key-env MODEL_API_KEY --workers 2
@@ -460,10 +461,23 @@ class _Metrics:
 
 
 class _Drift:
-    """Recomputes the drift gauge from a bounded window, at most every ``interval_s`` or on scrape."""
+    """Recomputes the drift gauge from a bounded window, at most every ``interval_s`` or on scrape.
 
-    def __init__(self, window: DriftWindow | None, metrics: _Metrics, interval_s: float, min_examples: int) -> None:
+    ``features`` turns a preprocessed batch into the window's numeric features when they are not
+    the batch itself (a scikit-learn bundle's checked records: its profiled columns as floats);
+    it runs when the batches are folded into the window, off the answer's path.
+    """
+
+    def __init__(
+        self,
+        window: DriftWindow | None,
+        metrics: _Metrics,
+        interval_s: float,
+        min_examples: int,
+        features: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.window = window
+        self.features = features
         self.metrics = metrics
         self.interval_s = interval_s
         self.min_examples = min_examples
@@ -499,7 +513,7 @@ class _Drift:
             except ValueError:  # token batches of different widths: one by one
                 merged = pending
             for batch in merged:
-                window.add(batch)
+                window.add(batch if self.features is None else self.features(batch))
         except (ValueError, TypeError) as exc:  # a reference profile that does not fit the inputs
             log.warning("drift monitoring is off: %s", exc)
             self.window = None
@@ -876,10 +890,21 @@ def _sklearn_predictor(
     Such a bundle is served by its own runtime (ONNX Runtime on ``model.onnx`` when it has one,
     else the skops pipeline): ``runtime="torch"`` is refused.
     """
-    try:
+    if __package__:
         from trainengine.serve._sklearn import SklearnPredictor, is_sklearn_bundle
-    except ImportError:  # a bundle's standalone server.py: scikit-learn bundles need trainengine
-        return None
+    else:  # a bundle's server.py: a scikit-learn bundle carries its runtime as sklearn_inference.py
+        try:
+            from sklearn_inference import (  # type: ignore[no-redef]  # the bundle's copy of serve/_sklearn.py
+                SklearnPredictor,
+                is_sklearn_bundle,
+            )
+        except ModuleNotFoundError as exc:
+            if exc.name != "sklearn_inference":
+                raise  # the file is there but its own imports fail: say so, do not serve it as torch
+            try:  # a torch bundle (it has no such file), or server.py copied alone: trainengine's
+                from trainengine.serve._sklearn import SklearnPredictor, is_sklearn_bundle
+            except ImportError:
+                return None
     if (runtime == "torch" and given is not None) or not is_sklearn_bundle(bundle_dir):
         return None
     if runtime != "onnx":
@@ -1064,7 +1089,9 @@ def create_app(
             window = DriftWindow(bundle.reference_profile, max_examples=int(size))
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("drift monitoring is off: the bundle's reference_profile.json cannot be read (%s)", exc)
-    drift = _Drift(window, metrics, drift_interval_s, drift_min_examples)
+    # A scikit-learn bundle's batches are checked records: the window takes their profiled columns.
+    drift_features = getattr(sklearn_predictor, "drift_features", None)
+    drift = _Drift(window, metrics, drift_interval_s, drift_min_examples, drift_features)
     alert_rules = None
     leader = AlertLeader(metrics.multiprocess_dir)
     if alerts:

@@ -8,7 +8,7 @@ metrics, alerts):
 
 * **Runtime.** ``onnx``: onnxruntime on ``model.onnx`` (no scikit-learn needed at prediction
   time) when the bundle has one, else ``skops``: the pipeline loaded from ``model.skops`` after
-  the trusted-types check (:func:`trainengine.sklearn.check_trusted`). Every file is verified
+  the trusted-types check (``trainengine._skops``: :func:`trainengine.sklearn.check_trusted`). Every file is verified
   against the manifest's SHA-256 first; a modified file is refused with :class:`BundleError`.
 * **Inputs.** Records ``{"column": value, ...}`` (or lists of values in the columns' order),
   checked against ``sklearn_model.json["input"]``: an unknown or missing column, a wrong type or
@@ -20,7 +20,16 @@ metrics, alerts):
   ``probabilities`` in the classes' order; no ``probabilities`` for an estimator without
   ``predict_proba``), regression ``{"value"}`` or ``{"values"}``.
 
-Drift is not measured for scikit-learn bundles (they have no ``reference_profile.json``).
+* **Drift.** A bundle exported from a run that recorded ``reference_profile.json`` (a
+  :class:`~trainengine.monitoring.DatasetProfile` of the training data's number and boolean
+  columns, ``feature_<k>`` being ``profile["columns"][k]``) is measured like a torch bundle:
+  :meth:`SklearnPredictor.drift_features` turns a checked batch into those columns as floats
+  (null as NaN), which the server's drift window compares with the profile.
+
+This file is also copied into a scikit-learn bundle as ``sklearn_inference.py``: there it
+imports the runtime from its sibling ``inference.py`` (no trainengine), serves ``model.onnx``
+with numpy and onnxruntime only, and loads ``model.skops`` (scikit-learn, skops and pandas
+installed) after the same trusted-types check, through the bundle's copy of ``trainengine._skops``.
 """
 
 from __future__ import annotations
@@ -28,12 +37,26 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
-from trainengine.serve._runtime import BundleError, InputError, Predictor, Sampling, load_bundle, preprocess
+if __package__:  # trainengine.serve._sklearn
+    from trainengine._skops import TrainEngineError, load_skops
+    from trainengine.serve._runtime import BundleError, InputError, Predictor, Sampling, load_bundle, preprocess
+else:  # a bundle's sklearn_inference.py: the runtime is the sibling inference.py, the skops check _skops.py
+    sys.dont_write_bytecode = True  # no __pycache__ inside the bundle's folder
+    from _skops import TrainEngineError, load_skops  # type: ignore[no-redef]  # the bundle's copy of trainengine._skops
+    from inference import (  # type: ignore[no-redef]  # the bundle's copy of trainengine.serve._runtime
+        BundleError,
+        InputError,
+        Predictor,
+        Sampling,
+        load_bundle,
+        preprocess,
+    )
 
 __all__ = ["SklearnPredictor", "SKLEARN_FORMAT", "is_sklearn_bundle"]
 
@@ -80,6 +103,14 @@ def _check_value(value: Any, kind: str, path: str, onnx: bool) -> Any:
     if not isinstance(value, str):
         raise InputError(path, f"not a string, got {_describe(value)}; send a string (or null for missing)")
     return value
+
+
+_is_none = np.frompyfunc(lambda v: v is None, 1, 1)
+
+
+def _as_float(values: np.ndarray) -> np.ndarray:
+    """Checked record values (numbers, booleans, None) as float64: None (a missing value) as NaN."""
+    return np.where(_is_none(values).astype(bool), np.nan, values).astype(np.float64)
 
 
 def _file_of(entry: Any) -> str | None:
@@ -133,6 +164,8 @@ class SklearnPredictor(Predictor):
         self.schema: dict[str, Any] = self.info.get("input") or {}
         self.columns: list[dict[str, Any]] = list(self.schema.get("columns") or [])
         self.column_names = [str(c["name"]) for c in self.columns]
+        self._column_index = {name: j for j, name in enumerate(self.column_names)}
+        self._drift_index = self._drift_columns()
         classes = self.info.get("classes")
         self.classes: list[Any] | None = list(classes) if isinstance(classes, list) else None
         self._class_index = {str(c): i for i, c in enumerate(self.classes or [])}
@@ -171,13 +204,45 @@ class SklearnPredictor(Predictor):
         self.onnx_inputs: list[dict[str, Any]] = list((self.info.get("onnx") or {}).get("inputs") or [])
 
     def _load_skops(self, skops_file: str, trusted: Iterable[str]) -> None:
-        from trainengine.errors import TrainEngineError
-        from trainengine.sklearn._persist import load_pipeline
-
+        # trainengine._skops (a bundle: its verbatim copy): the allow-list check, then skops.io.load.
         try:
-            self.pipeline = load_pipeline(self.bundle.path / skops_file, trusted=trusted)
-        except TrainEngineError as exc:  # UntrustedModelError, a missing extra
+            self.pipeline = load_skops(self.bundle.path / skops_file, trusted=trusted)
+        except (TrainEngineError, ImportError) as exc:  # UntrustedModelError, skops not installed
             raise BundleError(f"cannot load {skops_file} of {self.bundle.path}: {exc}") from exc
+
+    def _drift_columns(self) -> list[int] | None:
+        """Indices of the columns the reference profile describes, in its ``feature_<k>`` order.
+
+        None: the inputs are an array (a pipeline trained on one), profiled feature by feature.
+
+        Raises:
+            BundleError: The profile names a column the model does not take.
+        """
+        profile = self.bundle.reference_profile
+        if profile is None or not self.columns:
+            return None
+        names = profile.get("columns")
+        if not isinstance(names, list):  # a profile of every number and boolean column, in order
+            names = [c["name"] for c in self.columns if c.get("dtype") in ("number", "bool")]
+        unknown = [str(n) for n in names if str(n) not in self._column_index]
+        if unknown:
+            raise BundleError(
+                f"reference_profile.json of {self.bundle.path} profiles column(s) {', '.join(unknown)} that the model "
+                "does not take; re-export the bundle"
+            )
+        return [self._column_index[str(n)] for n in names]
+
+    def drift_features(self, batch: np.ndarray) -> np.ndarray:
+        """The profiled columns of a :meth:`preprocess` batch as float64 ``(B, k)`` (null as NaN).
+
+        What the server's drift window holds for a scikit-learn bundle: ``feature_<k>`` of the
+        reference profile is column ``k`` here. Text and date columns are not profiled (a
+        ``DatasetProfile`` has histograms of numbers only).
+        """
+        x = np.asarray(batch)
+        if self._drift_index is None:
+            return x.astype(np.float64).reshape(len(x), -1)
+        return _as_float(x[:, self._drift_index])
 
     # ----------------------------------------------------------------------------- inputs
     def preprocess(
@@ -239,6 +304,28 @@ class SklearnPredictor(Predictor):
                 rows[i, j] = _check_value(value, str(column.get("dtype")), f"inputs[{i}].{names[j]}", onnx)
         return rows
 
+    def _onnx_feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The onnxruntime inputs of a checked batch (numpy only): one ``(B, 1)`` input per column.
+
+        As ``trainengine.sklearn._onnx.onnx_feeds`` feeds the model at export's parity check:
+        numbers and booleans as float32 (null as NaN), anything else as strings; a pipeline
+        trained on an array takes its one input ``(B, num_features)``.
+        """
+        if not self.columns:
+            return {"input": np.asarray(x, dtype=np.float32)}
+        datetimes = self._frame(x) if any(c.get("dtype") == "datetime" for c in self.columns) else None
+        feeds = {}
+        for spec in self.onnx_inputs:
+            name = str(spec["name"])
+            column = x[:, self._column_index[name]]
+            if datetimes is not None and self.columns[self._column_index[name]].get("dtype") == "datetime":
+                column = datetimes[name].to_numpy(dtype=object)  # as the training frame held them
+            if spec["type"] == "float":
+                feeds[name] = _as_float(column).astype(np.float32).reshape(-1, 1)
+            else:
+                feeds[name] = np.asarray([str(v) for v in column], dtype=object).reshape(-1, 1)
+        return feeds
+
     def _frame(self, x: np.ndarray) -> Any:
         """The DataFrame the pipeline was trained on (columns in order, numbers as float64)."""
         import pandas as pd
@@ -260,13 +347,11 @@ class SklearnPredictor(Predictor):
     # ----------------------------------------------------------------------------- model
     def _outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(predictions, probabilities or None) of the model on a preprocessed batch."""
-        data = self._frame(x) if self.columns else x
         if self.session is not None:
-            from trainengine.sklearn._onnx import onnx_feeds
-
-            outs = self.session.run(None, onnx_feeds(data, self.onnx_inputs))
+            outs = self.session.run(None, self._onnx_feeds(x))
             probs = np.asarray(outs[1], dtype=np.float64) if len(outs) > 1 else None
             return np.asarray(outs[0]).reshape(len(x), -1), probs
+        data = self._frame(x) if self.columns else x
         predictions = np.asarray(self.pipeline.predict(data))
         probs = None
         if self.bundle.task_type == "classification" and hasattr(self.pipeline, "predict_proba"):

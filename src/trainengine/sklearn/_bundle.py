@@ -5,10 +5,18 @@
 ``model.skops`` (and ``model.onnx`` when it converted and matched scikit-learn),
 ``sklearn_model.json`` (columns and their kinds, classes, ONNX inputs), ``task_spec.json``,
 ``monitoring.json`` with ``prometheus/alerts.yml`` (the export package's writers, so the
-thresholds and rules are those of torch bundles), a ``README.md`` and a ``manifest.json`` with
-``"format": "sklearn"``, the serving runtime and the SHA-256 of every file. ``trainengine serve
-BUNDLE`` serves it through ONNX Runtime when the bundle has ``model.onnx``, else through the
-skops pipeline (loaded only after the trusted-types check); see ``trainengine.serve._sklearn``.
+thresholds and rules are those of torch bundles), ``reference_profile.json`` (the drift
+reference the run recorded at fit time, see :func:`reference_profile`), a ``README.md`` and a
+``manifest.json`` with ``"format": "sklearn"``, the serving runtime and the SHA-256 of every
+file. ``trainengine serve BUNDLE`` serves it through ONNX Runtime when the bundle has
+``model.onnx``, else through the skops pipeline (loaded only after the trusted-types check); see
+``trainengine.serve._sklearn``.
+
+Like a torch bundle it also serves without trainengine: ``server.py``, ``inference.py`` and their
+helpers (``trainengine.export``'s standalone files) plus ``sklearn_inference.py`` (a verbatim copy
+of ``trainengine/serve/_sklearn.py``), a ``requirements.txt`` pinned to this machine's versions
+(numpy + onnxruntime for ``model.onnx``; scikit-learn, scipy, skops and pandas for
+``model.skops``) and a ``Dockerfile``: ``python server.py`` in the folder serves it.
 """
 
 from __future__ import annotations
@@ -24,10 +32,64 @@ from typing import Any
 
 from trainengine.errors import ExportError
 
-__all__ = ["export_pipeline_bundle", "BUNDLE_FORMAT"]
+__all__ = ["export_pipeline_bundle", "reference_profile", "BUNDLE_FORMAT", "REFERENCE_PROFILE"]
 
 BUNDLE_FORMAT = "sklearn"  # manifest["format"]: what trainengine serve recognises
 _BUNDLE_FORMAT_VERSION = 1
+REFERENCE_PROFILE = "reference_profile.json"  # in the run's model/ folder and in the bundle
+_PROFILED_KINDS = ("number", "bool")  # input-schema column kinds the drift reference profiles
+
+
+def reference_profile(data: Any, task: Any, classes: list[Any] | None) -> dict[str, Any] | None:
+    """The drift reference of a fitted pipeline: a profile of its training data, as the server reads it.
+
+    A :class:`~trainengine.monitoring.DatasetProfile` (``profile_dataset``: up to 10,000 rows, 20
+    bins) of what the server also sees in every request: the **number and boolean columns** of a
+    DataFrame (boolean as 0/1, a missing value counted as non-finite), in the schema's order,
+    ``feature_<k>`` being ``columns[k]`` (the dict's extra ``"columns"`` key); or every feature of
+    an array (``"columns": None``). Text, category and date columns are not profiled: a
+    ``DatasetProfile`` holds histograms of numbers (its category counts are token ids of token
+    data), and the serving drift window compares numbers only. Labels: class indices in
+    ``classes`` order (the served ``class``) or the regression targets, as for torch bundles.
+
+    Args:
+        data: The training data (``trainengine.sklearn._data.TabularData``: ``X``, ``y``,
+            ``input_schema()``).
+        task: The run's :class:`~trainengine.tasks.TaskSpec`.
+        classes: The classes, in the order the bundle's ``class`` indexes them.
+
+    Returns:
+        The profile's dict, or None when there is nothing numeric to profile.
+    """
+    import numpy as np
+
+    from trainengine.probes import profile_dataset
+
+    schema = data.input_schema()
+    if schema.get("kind") == "dataframe":
+        names: list[str] | None = [str(c["name"]) for c in schema["columns"] if c.get("dtype") in _PROFILED_KINDS]
+        if not names:
+            return None
+        frame = data.X[names]
+        matrix = np.column_stack([frame[n].to_numpy(dtype=np.float64, na_value=np.nan) for n in names])
+    else:
+        names = None
+        try:
+            matrix = np.asarray(data.X, dtype=np.float64).reshape(len(data.X), -1)
+        except (TypeError, ValueError):  # an array of text: nothing the drift window can compare
+            return None
+    y = np.asarray(data.y)
+    labels: np.ndarray | None
+    if task.task_type == "classification":
+        index = {str(c): i for i, c in enumerate(classes or [])}
+        found = [index.get(str(v)) for v in (y.tolist() if y.dtype != object else y)]
+        labels = None if any(i is None for i in found) else np.asarray(found, dtype=np.int64)
+    else:
+        labels = y.astype(np.float64)
+    samples = [(row,) for row in matrix] if labels is None else list(zip(matrix, labels, strict=True))
+    profile = profile_dataset(samples, task).to_dict()
+    profile["columns"] = names
+    return profile
 
 
 def _model_folder(path: str | os.PathLike[str]) -> Path:
@@ -44,19 +106,39 @@ def _model_folder(path: str | os.PathLike[str]) -> Path:
     )
 
 
-def _readme(manifest: Mapping[str, Any]) -> str:
+def _readme(manifest: Mapping[str, Any], requirements: str) -> str:
     columns = [c["name"] for c in manifest["input"].get("columns") or []]
     example = dict.fromkeys(columns, "...") if columns else ["..."] * int(manifest["input"].get("num_features") or 1)
+    needs = ", ".join(line.split("==")[0] for line in requirements.splitlines() if line and not line.startswith("#"))
+    profile = manifest.get("reference_profile")
+    if profile:
+        profiled = profile.get("columns")
+        what = f"the columns {', '.join(profiled)}" if profiled else "every input feature"
+        drift = (
+            f"`trainengine_serve_drift_score` compares the recent inputs ({what}; text and date columns are not "
+            f"profiled) with `{profile['file']}`, the training data's profile"
+        )
+    else:
+        drift = "drift is not measured (the run recorded no reference profile)"
     return (
         f"# {manifest['name']} ({manifest.get('version', 'unversioned')})\n\n"
         f"A scikit-learn {manifest['task_type']} pipeline exported by trainengine; served through "
         f"**{manifest['runtime']}**.\n\n"
-        "```shell\ntrainengine serve .\n"
+        "```shell\n"
+        "# With trainengine installed\n"
+        "trainengine serve .\n"
+        f"# Without it: the bundle's own server (pip install -r requirements.txt: {needs})\n"
+        "python server.py --port 8080\n"
+        "# In a container\n"
+        f"docker build -t {manifest['name']}:latest . && docker run --rm -p 8080:8080 {manifest['name']}:latest\n"
         f"curl -s localhost:8080/predict -H 'content-type: application/json' -d '{json.dumps({'inputs': [example]})}'\n"
         "```\n\n"
         "Inputs are records with every column the pipeline was trained on (null for a missing value): "
         f"{', '.join(columns) or 'lists of numbers'}. Every file's SHA-256 is in manifest.json and is checked "
-        "before the model is loaded.\n"
+        "before the model is loaded.\n\n"
+        "`GET /metrics` (Prometheus) counts requests by status, latency, batch sizes and predictions; "
+        f"{drift}. `monitoring.json` holds the alert thresholds, `prometheus/alerts.yml` the same rules for "
+        "Prometheus.\n"
     )
 
 
@@ -94,7 +176,14 @@ def export_pipeline_bundle(
     from trainengine._hashing import MANIFEST, bundle_files, verify_bundle
     from trainengine._io import atomic_write_json
     from trainengine.export import prometheus_rules_yaml
-    from trainengine.export._files import monitoring_settings
+    from trainengine.export._files import (
+        SKLEARN_FILES,
+        SKLEARN_RUNTIME_PACKAGES,
+        copy_standalone_runtime,
+        dockerfile,
+        monitoring_settings,
+        requirements_txt,
+    )
     from trainengine.export._prometheus import ALERTS_FILE
     from trainengine.provenance import library_versions
     from trainengine.sklearn._onnx import ONNX_FILE
@@ -137,6 +226,23 @@ def export_pipeline_bundle(
     (folder / "monitoring.json").write_text(json.dumps(monitoring, indent=2) + "\n")
     (folder / ALERTS_FILE).parent.mkdir(parents=True, exist_ok=True)
     (folder / ALERTS_FILE).write_text(prometheus_rules_yaml(name, version, monitoring))
+    profile: dict[str, Any] | None = None
+    if (src / REFERENCE_PROFILE).is_file():  # recorded at fit time (older runs have none: no drift)
+        shutil.copyfile(src / REFERENCE_PROFILE, folder / REFERENCE_PROFILE)
+        columns = json.loads((src / REFERENCE_PROFILE).read_text(encoding="utf-8")).get("columns")
+        profile = {"file": REFERENCE_PROFILE, "source": "training_data", "columns": columns}
+    runtime = "onnx" if has_onnx else "skops"
+    # The bundle's own server (python server.py), as torch bundles have: no trainengine needed.
+    copy_standalone_runtime(folder)
+    for file, source in SKLEARN_FILES.items():
+        shutil.copyfile(source, folder / file)
+    extra = list(SKLEARN_RUNTIME_PACKAGES[runtime])
+    columns_in = (info.get("input") or {}).get("columns") or []
+    if runtime == "onnx" and any(c.get("dtype") == "datetime" for c in columns_in):
+        extra.append("pandas")  # dates are parsed as in training before they are fed as text
+    requirements = requirements_txt(extra=extra)
+    (folder / "requirements.txt").write_text(requirements)
+    (folder / "Dockerfile").write_text(dockerfile())
 
     classes = info.get("classes")
     manifest: dict[str, Any] = {
@@ -145,12 +251,12 @@ def export_pipeline_bundle(
         "name": name,
         "created_at": stamp.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "task_type": info.get("task_type"),
-        "runtime": "onnx" if has_onnx else "skops",
+        "runtime": runtime,
         "input": info.get("input") or {},
         "formats": formats,
         "model_info": MODEL_INFO,
         "prometheus_rules": ALERTS_FILE,
-        "reference_profile": None,  # drift is not measured for scikit-learn bundles
+        "reference_profile": profile,  # None: drift is not measured
         "lineage": info.get("lineage") or source_manifest.get("lineage"),
         "versions": library_versions(),
     }
@@ -158,7 +264,7 @@ def export_pipeline_bundle(
         manifest["class_names"] = [str(c) for c in classes]
     if version is not None:
         manifest["version"] = version
-    (folder / "README.md").write_text(_readme(manifest))
+    (folder / "README.md").write_text(_readme(manifest, requirements))
     manifest["files"] = bundle_files(folder)
     atomic_write_json(folder / MANIFEST, manifest)
     return folder

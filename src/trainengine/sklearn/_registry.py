@@ -1,15 +1,19 @@
 """Registering a fitted pipeline in the model registry, and loading it back — skops only.
 
-The registry (``trainengine.registry``) has no artifact kind of its own for scikit-learn yet; a run's
-``model/`` folder is written so that it registers through ``bundle_path=`` as it is: a
-``manifest.json`` with the SHA-256 of every file (``model.skops``, ``model.onnx`` when there is
-one, ``sklearn_model.json``), ``format: "sklearn"``, the task type and the lineage (run id, git
-commit, data fingerprint). The registry copies the listed files into its store, hashes them and
-verifies them against the manifest, exactly as for an export bundle. The record's
-``artifact_kind`` reads ``bundle``; :func:`load_registered_pipeline` checks the hash again, checks
-the folder is a scikit-learn model (``format: "sklearn"``), and loads ``model.skops`` through
-:func:`~trainengine.sklearn.load_pipeline` and its allow-list. ``ModelRecord.load()`` (torch
-weights) does not apply to such a version.
+The registry (``trainengine.registry``) has an artifact kind for scikit-learn, ``sklearn``: a run's
+``model/`` folder, whose ``manifest.json`` (``format: "sklearn"``) lists the SHA-256 of every file
+(``model.skops``, ``model.onnx`` when there is one, ``sklearn_model.json``) with the task type and
+the lineage (run id, git commit, data fingerprint). :func:`register_pipeline` registers it with
+``checkpoint_path=`` (a run directory means its ``model/``): the registry copies the listed files
+and the manifest into its store, hashes them, checks them against the manifest and checks that
+``model.skops`` is a ``.skops`` file. The record's ``artifact_kind`` reads ``sklearn``, and
+``ModelRecord.load(trusted=())`` returns the fitted pipeline: the registered hash is checked
+again, then the manifest, then the types in ``model.skops`` against the allow-list
+(:mod:`trainengine._skops`, the same check as :func:`~trainengine.sklearn.load_pipeline`).
+
+:func:`load_registered_pipeline` resolves a reference and loads it that way; it also loads the
+pipeline of a scikit-learn *export bundle* registered with ``bundle_path=`` (kind ``bundle``, what
+``trainengine serve NAME@ALIAS`` serves), which ``ModelRecord.load()`` leaves alone.
 """
 
 from __future__ import annotations
@@ -64,8 +68,12 @@ def register_pipeline(
     metrics: Mapping[str, float] | None = None,
     tags: list[str] | None = None,
     description: str = "",
+    copy_artifact: bool = True,
 ) -> str:
     """Register the fitted pipeline of a SklearnTrainer run (its ``model/`` folder) as ``name:version``.
+
+    The version's artifact kind is ``sklearn``; ``registry.resolve(ref).load()`` (or
+    :func:`load_registered_pipeline`) gives the pipeline back.
 
     Args:
         registry: a :class:`~trainengine.registry.ModelRegistry`.
@@ -75,7 +83,8 @@ def register_pipeline(
         metrics: the metrics promotion gates read; default the model's own: the folds' means
             (``cv/accuracy``) and the validation / test metrics (``val/accuracy``, ``test/...``).
         tags: labels.
-        description: free text.
+        description: free text; default ``scikit-learn <estimator class>``.
+        copy_artifact: copy the folder into the registry's store (default) or record it in place.
 
     Returns:
         The model id ``name:version``.
@@ -85,41 +94,51 @@ def register_pipeline(
             match their manifest.
     """
     folder = model_folder(run_dir)
-    info_path = folder / "sklearn_model.json"
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    lineage = info.get("lineage") or {}
-    chosen = dict(metrics) if metrics is not None else dict(info.get("metrics") or {})
     model_id: str = registry.register_model(
         name,
         version,
-        bundle_path=folder,
-        task_type=info.get("task_type"),
-        metrics=chosen,
-        run_id=lineage.get("run_id"),
+        folder,
+        metrics=metrics,
         tags=tags,
-        description=description or f"scikit-learn {info.get('estimator', {}).get('class', 'estimator')}",
+        description=description or f"scikit-learn {_estimator_class(folder)}",
+        copy_artifact=copy_artifact,
     )
     return model_id
+
+
+def _estimator_class(folder: Path) -> str:
+    """The estimator's class as ``sklearn_model.json`` records it (``Pipeline``), else ``estimator``."""
+    from trainengine.sklearn._trainer import MODEL_INFO
+
+    try:
+        info = json.loads((folder / MODEL_INFO).read_text(encoding="utf-8"))
+        return str(info["estimator"]["class"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "estimator"
 
 
 def load_registered_pipeline(registry: Any, ref: str, *, trusted: Iterable[str] = ()) -> Any:
     """Load a registered scikit-learn model (``name``, ``name:version`` or ``name@alias``).
 
-    The artifact's registered hash is checked (``record.verify()``, a download first for a store at
-    a URL), then its manifest, then the types in ``model.skops`` against the allow-list.
+    A ``sklearn`` version is ``registry.resolve(ref).load(trusted=trusted)``. A scikit-learn export
+    bundle (kind ``bundle``, ``format: "sklearn"``) is loaded the same way: the registered hash is
+    checked (a download first for a store at a URL), then the manifest, then the types in
+    ``model.skops`` against the allow-list.
 
     Raises:
         RegistryError: no such model, or it is not a scikit-learn model.
         UntrustedModelError: ``model.skops`` holds types outside the allow-list.
     """
-    from trainengine.sklearn._persist import load_pipeline
+    from trainengine.registry._artifacts import load_sklearn
 
     record = registry.resolve(ref)
-    path = record.fetch()
-    record.verify()
-    if not is_sklearn_model(path):
-        raise RegistryError(
-            f"{record.model_id} is a {record.artifact_kind} artifact, not a scikit-learn model; load it with "
-            "record.load()"
-        )
-    return load_pipeline(path, trusted=trusted)
+    if record.artifact_kind == "sklearn":
+        return record.load(trusted=trusted)
+    if record.artifact_kind == "bundle":
+        path = record.fetch()
+        record.verify()
+        if is_sklearn_model(path):
+            return load_sklearn(path, trusted=trusted, model_id=record.model_id)
+    raise RegistryError(
+        f"{record.model_id} is a {record.artifact_kind} artifact, not a scikit-learn model; load it with record.load()"
+    )

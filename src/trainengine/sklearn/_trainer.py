@@ -721,6 +721,7 @@ class _Session:
         folder = self.path / MODEL_DIR
         folder.mkdir()
         model_path = save_pipeline(final, folder / SKOPS_FILE)
+        self._save_reference_profile(folder)
         try:
             trusted, needs = check_trusted(model_path), None
         except UntrustedModelError as exc:
@@ -762,6 +763,22 @@ class _Session:
             "onnx_path": str(onnx_path) if onnx_path is not None else None,
             "onnx_error": export.reason if export is not None else None,
         }
+
+    def _save_reference_profile(self, folder: Path) -> None:
+        """model/reference_profile.json: the training data's profile, the drift reference of served bundles.
+
+        Recorded now because the training data is not kept with the run: export copies this file.
+        """
+        from trainengine._io import atomic_write_json
+        from trainengine.sklearn._bundle import REFERENCE_PROFILE, reference_profile
+
+        try:
+            profile = reference_profile(self.train, self.spec, self.classes)
+        except (DataError, ValueError, TypeError) as exc:  # drift is then unmeasured, the model still saved
+            logger.warning("no drift reference for the served model: the training data cannot be profiled (%s)", exc)
+            return
+        if profile is not None:
+            atomic_write_json(folder / REFERENCE_PROFILE, profile)
 
     def _registry_metrics(self, summary: Any, evals: dict[str, dict[str, float]]) -> dict[str, float]:
         out: dict[str, float] = {}
