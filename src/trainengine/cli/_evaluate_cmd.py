@@ -9,13 +9,14 @@ from typing import Any
 
 import typer
 
+from trainengine.cli._export_cmd import is_sklearn_run
 from trainengine.errors import TrainEngineError
 
 __all__ = ["evaluate_command"]
 
 
 def _registry_source(ref: str, registry: str) -> Any:
-    """A LoadedModel for a registry reference (NAME@ALIAS, NAME:VERSION, NAME)."""
+    """A LoadedModel (or a scikit-learn model folder) for a registry reference (NAME@ALIAS, NAME:VERSION, NAME)."""
     from trainengine.evaluation import LoadedModel, load_model_source
     from trainengine.registry import ModelRegistry
     from trainengine.tasks import TaskSpec
@@ -37,15 +38,28 @@ def _registry_source(ref: str, registry: str) -> Any:
         task = TaskSpec.from_dict(json.loads((artifact / "task_spec.json").read_text()))
         config = TrainingConfig.from_dict(record.config) if record.config else None
         return LoadedModel(record.load(), task, config, str(artifact))
-    if kind == "sklearn":
-        raise TrainEngineError(
-            f"{record.model_id} is a scikit-learn model; evaluate it in Python: "
-            "trainengine.sklearn.evaluate_estimator(record.load(), X, y, ...)"
-        )
+    if kind == "sklearn":  # evaluated by evaluate_command through trainengine.sklearn
+        record.verify()  # the artifact is still what was registered
+        return _SklearnModel(artifact, record.config)
     raise TrainEngineError(
         f"{record.model_id} was registered from a bare weights file; it stores no task to evaluate with — "
         "load it with record.load() and call trainengine.evaluation.evaluate(model, data, task_spec)"
     )
+
+
+class _SklearnModel:
+    """A saved scikit-learn model folder (a run's, or a registered copy): evaluated by trainengine.sklearn."""
+
+    def __init__(self, path: Path, config: Any = None) -> None:
+        self.path = path
+        self.config = config  # a registered model's run config (its column mapping); None: the run's config.yaml
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def _sklearn_or_path(path: Path) -> Any:
+    return _SklearnModel(path) if is_sklearn_run(path) else path
 
 
 def _run_path(run: str) -> Path:
@@ -108,7 +122,7 @@ def evaluate_command(
     else:
         paths = list(checkpoint) if checkpoint else [_run_path(run or "")]
         used: set[str] = set()
-        sources, labels = list(paths), [_label(p, used) for p in paths]
+        sources, labels = [_sklearn_or_path(p) for p in paths], [_label(p, used) for p in paths]
     files: list[str] | None = [str(f) for f in data] or None
     options: dict[str, Any] = {
         "segment_key": segment_key,
@@ -121,7 +135,13 @@ def evaluate_command(
     reports = []
     for source, label in zip(sources, labels, strict=True):
         out = output_dir if len(sources) == 1 else output_dir / label
-        report = evaluate(source, files, output_dir=out, **options)
+        if isinstance(source, _SklearnModel):  # a scikit-learn pipeline: its own loader, the same report
+            from trainengine.sklearn import evaluate_saved_pipeline
+
+            sk_options = {k: v for k, v in options.items() if k != "device"}  # scikit-learn runs on the CPU
+            report = evaluate_saved_pipeline(source.path, files, output_dir=out, config=source.config, **sk_options)
+        else:
+            report = evaluate(source, files, output_dir=out, **options)
         reports.append(report)
         typer.echo(report.summary())
         typer.echo(f"wrote {out / 'eval_metrics.json'}")

@@ -11,7 +11,7 @@ import typer
 
 from trainengine.errors import ExportError
 
-__all__ = ["export_command"]
+__all__ = ["export_command", "is_sklearn_run"]
 
 _DEFAULT_FORMATS = "onnx,torchscript,pytorch"
 
@@ -62,7 +62,7 @@ def export_command(
     options: dict[str, Any] = {"formats": fmts, "output_dir": output_dir, "quantize": quantize, "tolerance": tolerance}
     if name:
         options["name"] = name
-    if checkpoint is not None and _is_sklearn_run(checkpoint):
+    if checkpoint is not None and is_sklearn_run(checkpoint):
         _export_sklearn(checkpoint, output_dir, name, quantize)
         return
     if checkpoint is not None:
@@ -102,7 +102,7 @@ def export_command(
     typer.echo(f"bundle: {bundle}")
 
 
-def _is_sklearn_run(path: Path) -> bool:
+def is_sklearn_run(path: Path) -> bool:
     """A SklearnTrainer run directory or its model/ folder (they hold sklearn_model.json)."""
     info = "sklearn_model.json"  # trainengine.sklearn.MODEL_INFO, without importing scikit-learn here
     return (path / "model" / info).is_file() or (path / info).is_file()

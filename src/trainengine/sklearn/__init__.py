@@ -7,7 +7,7 @@ Example:
 
 from trainengine.sklearn._bundle import export_pipeline_bundle
 from trainengine.sklearn._data import TabularData, resolve_data
-from trainengine.sklearn._evaluate import evaluate_estimator, fold_metrics, predictions_of
+from trainengine.sklearn._evaluate import evaluate_estimator, evaluate_saved_pipeline, fold_metrics, predictions_of
 from trainengine.sklearn._onnx import ONNX_FILE, OnnxExport, convert_to_onnx, onnx_feeds, run_onnx
 from trainengine.sklearn._params import describe_estimator, estimator_params, seed_estimator
 from trainengine.sklearn._persist import (
@@ -34,6 +34,7 @@ __all__: list[str] = [
     "model_folder",
     "is_sklearn_model",
     "evaluate_estimator",
+    "evaluate_saved_pipeline",
     "save_pipeline",
     "load_pipeline",
     "check_trusted",

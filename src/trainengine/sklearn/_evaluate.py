@@ -18,7 +18,7 @@ import numpy as np
 
 from trainengine.errors import DataError
 
-__all__ = ["predictions_of", "fold_metrics", "evaluate_estimator", "class_indices"]
+__all__ = ["predictions_of", "fold_metrics", "evaluate_estimator", "evaluate_saved_pipeline", "class_indices"]
 
 
 def class_indices(y: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
@@ -161,3 +161,111 @@ def evaluate_estimator(
     if output_dir is not None:
         report.save(Path(output_dir))
     return report
+
+
+def evaluate_saved_pipeline(
+    path: str | os.PathLike[str],
+    data: Any = None,
+    y: Any = None,
+    *,
+    target: str | None = None,
+    segment_key: str | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    worst_k: int = 20,
+    output_dir: str | os.PathLike[str] | None = None,
+    trusted: Sequence[str] = (),
+    config: Any = None,
+) -> Any:
+    """Evaluate a saved pipeline (a SklearnTrainer run, its ``model/`` folder or a registered copy).
+
+    What ``trainengine evaluate --run RUN --data FILE`` (and ``--model NAME@ALIAS``) runs for a
+    scikit-learn model. The pipeline is loaded through the trusted-types check; the task, class
+    order, target and feature columns come from its ``sklearn_model.json``, the column mapping and
+    reader options from the run's ``config.yaml`` when the folder sits in its run directory.
+
+    Args:
+        path: the run directory or the model folder.
+        data: files, a DataFrame, ``(X, y)`` ...; default: the run config's ``data.val_file``,
+            else ``data.test_file``.
+        y: the targets when ``data`` holds features only.
+        target: the target column (default: the one the pipeline was trained on).
+        segment_key, n_bootstrap, seed, confidence, worst_k, output_dir: as for
+            :func:`evaluate_estimator`.
+        trusted: further type names the ``.skops`` file may hold.
+        config: the run's config (a ``TrainingConfig`` or its dict; a registered model's
+            ``record.config``) for the column mapping and reader options; default: the run
+            directory's ``config.yaml``, else the defaults.
+
+    Raises:
+        DataError: no data given and none in the run's config; a missing column or target.
+        UntrustedModelError: the folder does not match its manifest, or untrusted types.
+
+    Example:
+        >>> from sklearn.datasets import load_iris
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> from trainengine import TrainingConfigBuilder
+        >>> from trainengine.sklearn import SklearnTrainer
+        >>> import tempfile
+        >>> out = tempfile.mkdtemp()
+        >>> config = (
+        ...     TrainingConfigBuilder.quick_prototype()
+        ...     .with_tracking(output_dir=out, progress="off")
+        ...     .with_checkpointing(enabled=False)
+        ...     .build()
+        ... )
+        >>> X, y = load_iris(return_X_y=True)
+        >>> results = SklearnTrainer(
+        ...     LogisticRegression(max_iter=500), config=config, cv=2, n_bootstrap=20, onnx=False
+        ... ).train((X[::2], y[::2]))
+        >>> report = evaluate_saved_pipeline(results["run_dir"], (X[1::2], y[1::2]), n_bootstrap=20)
+        >>> report.n, report.overall["accuracy"] > 0.8
+        (75, True)
+    """
+    import json
+
+    from trainengine.config import TrainingConfig
+    from trainengine.sklearn._data import SplitName, resolve_data
+    from trainengine.sklearn._persist import load_pipeline
+    from trainengine.sklearn._registry import model_folder
+    from trainengine.sklearn._trainer import MODEL_INFO
+
+    folder = model_folder(path)
+    info = json.loads((folder / MODEL_INFO).read_text(encoding="utf-8"))
+    pipeline = load_pipeline(folder, trusted=trusted)  # manifest, then trusted types, then skops
+    config_file = folder.parent / "config.yaml"
+    if config is None:
+        config = TrainingConfig.load(config_file) if config_file.is_file() else TrainingConfig()
+    elif not isinstance(config, TrainingConfig):
+        config = TrainingConfig.from_dict(dict(config))
+    section = config.data
+    schema = info.get("input") or {}
+    columns = [c["name"] for c in schema.get("columns", [])] if schema.get("kind") == "dataframe" else None
+    target = target or info.get("target")
+    resolved = None
+    splits: tuple[SplitName, ...] = ("test",) if data is not None else ("val", "test")
+    for split in splits:
+        resolved = resolve_data(data, y, split=split, target=target, data_section=section, feature_columns=columns)
+        if resolved is not None:
+            break
+    if resolved is None:
+        raise DataError(
+            f"nothing to evaluate {folder} on: its run config names no data.val_file or data.test_file; "
+            "give the data (trainengine evaluate ... --data FILE)"
+        )
+    return evaluate_estimator(
+        pipeline,
+        resolved.X,
+        resolved.y,
+        str(info["task_type"]),
+        classes=info.get("classes"),
+        segment_key=segment_key,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        confidence=confidence,
+        worst_k=worst_k,
+        output_dir=output_dir,
+        source=str(folder),
+        data_fingerprint=resolved.fingerprint,
+    )
